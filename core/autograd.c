@@ -1,0 +1,235 @@
+/* The define-by-run tape: recording ops and running backward. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#ifdef KD_HAVE_CUDA
+#include "backend/cuda/cuda.h"
+#endif
+
+static _Thread_local bool grad_disabled;
+
+bool kd_set_grad_enabled(bool enabled)
+{
+    bool previous = !grad_disabled;
+    grad_disabled = !enabled;
+    return previous;
+}
+
+bool kd_grad_enabled(void) { return !grad_disabled; }
+
+bool kd_needs_grad(int n, kd_tensor *const *inputs)
+{
+    if (grad_disabled)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && inputs[i]->requires_grad)
+            return true;
+    return false;
+}
+
+kd_status kd_record(const char *op, kd_backward_fn backward, kd_tensor *output,
+                    int n_inputs, kd_tensor *const *inputs, kd_node **node_out)
+{
+    *node_out = NULL;
+    if (!kd_needs_grad(n_inputs, inputs))
+        return KD_OK;
+    if (n_inputs > KD_NODE_MAX_INPUTS)
+        return kd_error(KD_ERR_INVALID, "%s: %d inputs recorded (at most %d)", op,
+                        n_inputs, KD_NODE_MAX_INPUTS);
+    kd_node *node = calloc(1, sizeof *node);
+    if (!node)
+        return kd_error(KD_ERR_NOMEM, "%s: out of host memory recording the op", op);
+    node->op = op;
+    node->backward = backward;
+    node->n_inputs = n_inputs;
+    for (int i = 0; i < n_inputs; i++)
+        node->inputs[i] = inputs[i];
+    node->output = output;
+    output->requires_grad = true;
+    output->grad_fn = node;
+    kd_scope_adopt_node(node);
+    *node_out = node;
+    return KD_OK;
+}
+
+void *kd_node_ctx(kd_node *node, size_t bytes)
+{
+    if (!node->ctx)
+        node->ctx = calloc(1, bytes);
+    return node->ctx;
+}
+
+/* dst += src, both contiguous, same shape, dtype and device. */
+static kd_status add_into(kd_tensor *dst, const kd_tensor *src)
+{
+    int64_t n = kd_tensor_numel(dst);
+    if (dst->device == KD_CUDA) {
+#ifdef KD_HAVE_CUDA
+        return kd_cuda_binary(KD_BIN_ADD, dst, dst, src);
+#else
+        return kd_error(KD_ERR_UNSUPPORTED, "backward: this build has no CUDA");
+#endif
+    }
+    if (dst->dtype == KD_F32) {
+        float *d = kd_tensor_data(dst);
+        const float *s = kd_tensor_data(src);
+        for (int64_t i = 0; i < n; i++)
+            d[i] += s[i];
+    } else if (dst->dtype == KD_F64) {
+        double *d = kd_tensor_data(dst);
+        const double *s = kd_tensor_data(src);
+        for (int64_t i = 0; i < n; i++)
+            d[i] += s[i];
+    } else {
+        return kd_error(KD_ERR_UNSUPPORTED, "backward: gradient of dtype %s",
+                        kd_dtype_name(dst->dtype));
+    }
+    return KD_OK;
+}
+
+static kd_status accumulate(kd_tensor *t, kd_tensor *g, bool take)
+{
+    if (!t || !t->requires_grad)
+        return KD_OK;
+    if (!kd_tensor_same_shape(t, g) || g->dtype != t->dtype || g->device != t->device) {
+        char a[96], b[96];
+        return kd_error(KD_ERR_INVALID,
+                        "backward: gradient %s %s for a tensor %s %s",
+                        kd_shape_str(g, a, sizeof a), kd_dtype_name(g->dtype),
+                        kd_shape_str(t, b, sizeof b), kd_dtype_name(t->dtype));
+    }
+    if (t->grad) {
+        kd_tensor *src = kd_contiguous_raw(g);
+        return src ? add_into(t->grad, src) : KD_ERR_NOMEM;
+    }
+    if (take && g->scope && kd_tensor_is_contiguous(g) && !g->grad_fn &&
+        g->offset == 0 && g->storage->refcount == 1) {
+        t->grad = kd_tensor_keep(g);
+        return KD_OK;
+    }
+    kd_tensor *copy = kd_tensor_empty(t->dtype, t->device, t->ndim, t->shape);
+    if (!copy)
+        return KD_ERR_NOMEM;
+    kd_tensor_keep(copy);
+    kd_status st = kd_tensor_copy_(copy, g);
+    if (st != KD_OK) {
+        kd_tensor_free(copy);
+        return st;
+    }
+    t->grad = copy;
+    return KD_OK;
+}
+
+kd_status kd_grad_accumulate(kd_tensor *t, kd_tensor *g) { return accumulate(t, g, false); }
+
+kd_status kd_grad_accumulate_take(kd_tensor *t, kd_tensor *g) { return accumulate(t, g, true); }
+
+/* Reverse topological order of the nodes reachable from root. */
+static kd_status collect_nodes(kd_node *root, kd_node ***order, int64_t *count)
+{
+    static _Thread_local int64_t mark;
+    mark++;
+    int64_t cap = 256, n = 0, depth = 0, stack_cap = 256;
+    kd_node **out = malloc((size_t)cap * sizeof *out);
+    struct frame { kd_node *node; int next_input; } *stack =
+        malloc((size_t)stack_cap * sizeof *stack);
+    if (!out || !stack) {
+        free(out);
+        free(stack);
+        return kd_error(KD_ERR_NOMEM, "backward: out of host memory");
+    }
+    root->visit_mark = mark;
+    stack[depth++] = (struct frame){root, 0};
+    while (depth > 0) {
+        struct frame *f = &stack[depth - 1];
+        if (f->next_input < f->node->n_inputs) {
+            kd_tensor *in = f->node->inputs[f->next_input++];
+            kd_node *child = in ? in->grad_fn : NULL;
+            if (!child || child->visit_mark == mark)
+                continue;
+            child->visit_mark = mark;
+            if (depth == stack_cap) {
+                stack_cap *= 2;
+                void *grown = realloc(stack, (size_t)stack_cap * sizeof *stack);
+                if (!grown)
+                    goto nomem;
+                stack = grown;
+            }
+            stack[depth++] = (struct frame){child, 0};
+            continue;
+        }
+        if (n == cap) {
+            cap *= 2;
+            void *grown = realloc(out, (size_t)cap * sizeof *out);
+            if (!grown)
+                goto nomem;
+            out = grown;
+        }
+        out[n++] = f->node; /* post-order: every input's producer comes first */
+        depth--;
+    }
+    free(stack);
+    *order = out;
+    *count = n;
+    return KD_OK;
+nomem:
+    free(out);
+    free(stack);
+    return kd_error(KD_ERR_NOMEM, "backward: out of host memory");
+}
+
+kd_status kd_backward_with(kd_tensor *output, kd_tensor *grad_output)
+{
+    if (!output || !grad_output)
+        return kd_error(KD_ERR_INVALID, "backward: NULL tensor");
+    if (!output->requires_grad)
+        return kd_error(KD_ERR_INVALID,
+                        "backward: the tensor does not require grad (no input "
+                        "requires grad, or it was made with grad mode off)");
+    if (!output->grad_fn)
+        return accumulate(output, grad_output, false);
+    kd_node **order = NULL;
+    int64_t n = 0;
+    kd_status st = collect_nodes(output->grad_fn, &order, &n);
+    if (st != KD_OK)
+        return st;
+    bool was_enabled = kd_set_grad_enabled(false);
+    st = accumulate(output, grad_output, false);
+    for (int64_t i = n - 1; i >= 0 && st == KD_OK; i--) {
+        kd_node *node = order[i];
+        kd_tensor *out = node->output;
+        if (!out || !out->grad)
+            continue;
+        st = node->backward(node, out->grad);
+        if (st != KD_OK) {
+            kd_error_wrap(st, "backward of %s", node->op);
+            break;
+        }
+        /* An intermediate's gradient is spent once its op has run. */
+        kd_tensor_free(out->grad);
+        out->grad = NULL;
+    }
+    kd_set_grad_enabled(was_enabled);
+    free(order);
+    return st;
+}
+
+kd_status kd_backward(kd_tensor *loss)
+{
+    if (!loss)
+        return kd_error(KD_ERR_INVALID, "backward: NULL loss");
+    if (kd_tensor_numel(loss) != 1) {
+        char s[96];
+        return kd_error(KD_ERR_INVALID,
+                        "backward: the loss must have one element, got shape %s",
+                        kd_shape_str(loss, s, sizeof s));
+    }
+    kd_tensor *one = kd_tensor_full(loss->dtype, loss->device, loss->ndim,
+                                    loss->shape, 1.0);
+    if (!one)
+        return KD_ERR_NOMEM;
+    kd_status st = kd_backward_with(loss, one);
+    kd_tensor_free(one);
+    return st;
+}

@@ -1,0 +1,71 @@
+/* Threads and build information. */
+#include <stdio.h>
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "config.h"
+#include "internal.h"
+#ifdef KD_HAVE_CUDA
+#include "backend/cuda/cuda.h"
+#endif
+#ifdef KD_HAVE_DNNL
+#include <dnnl.h>
+#endif
+
+static int num_threads = 1;
+
+const char *kd_version(void) { return PACKAGE_VERSION; }
+
+void kd_set_num_threads(int n)
+{
+    if (n < 1)
+        n = 1;
+    num_threads = n;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}
+
+int kd_num_threads(void) { return num_threads; }
+
+const char *kd_build_info(void)
+{
+    static char info[512];
+    int used = snprintf(info, sizeof info, "kdengine %s; blas: %s; threads %d",
+                        PACKAGE_VERSION, openblas_get_config(), num_threads);
+#ifdef KD_HAVE_DNNL
+    const dnnl_version_t *v = dnnl_version();
+    used += snprintf(info + used, sizeof info - (size_t)used, "; onednn %d.%d.%d",
+                     v->major, v->minor, v->patch);
+#else
+    used += snprintf(info + used, sizeof info - (size_t)used, "; onednn: no");
+#endif
+#ifdef _OPENMP
+    used += snprintf(info + used, sizeof info - (size_t)used, "; openmp: yes");
+#endif
+    snprintf(info + used, sizeof info - (size_t)used, "; cuda: %s",
+             kd_have_cuda_build() ? "yes" : "no");
+    return info;
+}
+
+bool kd_have_cuda_build(void)
+{
+#ifdef KD_HAVE_CUDA
+    return true;
+#else
+    return false;
+#endif
+}
+
+bool kd_cuda_device_available(void)
+{
+#ifdef KD_HAVE_CUDA
+    return kd_cuda_available();
+#else
+    return false;
+#endif
+}

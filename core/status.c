@@ -1,0 +1,52 @@
+/* Thread-local error messages. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define KD_ERROR_MAX 1024
+
+static _Thread_local char error_message[KD_ERROR_MAX];
+
+const char *kd_last_error(void) { return error_message; }
+
+void kd_clear_error(void) { error_message[0] = '\0'; }
+
+kd_status kd_error(kd_status code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_message, sizeof error_message, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+kd_status kd_error_wrap(kd_status code, const char *fmt, ...)
+{
+    char old[KD_ERROR_MAX];
+    memcpy(old, error_message, sizeof old);
+    va_list ap;
+    va_start(ap, fmt);
+    int used = vsnprintf(error_message, sizeof error_message, fmt, ap);
+    va_end(ap);
+    if (used >= 0 && (size_t)used < sizeof error_message)
+        snprintf(error_message + used, sizeof error_message - (size_t)used, ": %s",
+                 old);
+    return code;
+}
+
+const char *kd_status_name(kd_status code)
+{
+    switch (code) {
+    case KD_OK: return "ok";
+    case KD_ERR_INVALID: return "invalid argument";
+    case KD_ERR_NOMEM: return "out of memory";
+    case KD_ERR_IO: return "i/o error";
+    case KD_ERR_FORMAT: return "malformed file";
+    case KD_ERR_UNSUPPORTED: return "unsupported";
+    case KD_ERR_DEVICE: return "device error";
+    case KD_ERR_STATE: return "wrong state";
+    }
+    return "unknown status";
+}

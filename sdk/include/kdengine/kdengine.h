@@ -1,0 +1,13 @@
+/* kdengine: the whole public API of the core. */
+#ifndef KDENGINE_KDENGINE_H
+#define KDENGINE_KDENGINE_H
+
+#include <kdengine/dtype.h>
+#include <kdengine/ops.h>
+#include <kdengine/rng.h>
+#include <kdengine/runtime.h>
+#include <kdengine/safetensors.h>
+#include <kdengine/status.h>
+#include <kdengine/tensor.h>
+
+#endif

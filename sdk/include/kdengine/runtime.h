@@ -1,0 +1,26 @@
+/* kdengine: process-wide runtime settings and what the build contains. */
+#ifndef KDENGINE_RUNTIME_H
+#define KDENGINE_RUNTIME_H
+
+#include <stdbool.h>
+
+#include <kdengine/status.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+const char *kd_version(void);
+/* Sets the CPU threads used by OpenMP loops, OpenBLAS and oneDNN. */
+void kd_set_num_threads(int n);
+int kd_num_threads(void);
+/* One line per component: "openblas 0.3.21 (pthread), threads 2", ... */
+const char *kd_build_info(void);
+bool kd_have_cuda_build(void);
+/* True when this build has CUDA and a GPU is present. */
+bool kd_cuda_device_available(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,110 @@
+#include "harness.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int n_passed, n_failed, n_skipped;
+
+void kt_pass(const char *name)
+{
+    n_passed++;
+    printf("ok   %s\n", name);
+}
+
+static void vreport(const char *tag, const char *name, const char *fmt, va_list ap)
+{
+    printf("%s %s: ", tag, name);
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+void kt_fail(const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    n_failed++;
+    vreport("FAIL", name, fmt, ap);
+    va_end(ap);
+}
+
+void kt_skip(const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    n_skipped++;
+    vreport("skip", name, fmt, ap);
+    va_end(ap);
+}
+
+bool kt_check(bool cond, const char *name, const char *fmt, ...)
+{
+    if (cond) {
+        kt_pass(name);
+        return true;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    n_failed++;
+    vreport("FAIL", name, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+int kt_finish(void)
+{
+    printf("RESULT %d %d %d\n", n_passed, n_failed, n_skipped);
+    return n_failed ? 1 : 0;
+}
+
+kd_tensor *kt_uniform(kd_dtype dtype, int ndim, const int64_t *shape, kd_rng *rng,
+                      double lo, double hi)
+{
+    kd_tensor *t = kd_tensor_empty(KD_F64, KD_CPU, ndim, shape);
+    if (!t)
+        return NULL;
+    double *d = kd_tensor_data(t);
+    int64_t n = kd_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = lo + (hi - lo) * kd_rng_uniform(rng);
+    if (dtype == KD_F64)
+        return t;
+    kd_tensor *c = kd_tensor_empty(dtype, KD_CPU, ndim, shape);
+    if (!c || kd_tensor_copy_(c, t) != KD_OK)
+        return NULL;
+    kd_tensor_free(t);
+    return c;
+}
+
+double kt_rel_error(const kd_tensor *a, const kd_tensor *b)
+{
+    double num = 0, den = 0;
+    int64_t n = kd_tensor_numel(b);
+    for (int64_t i = 0; i < n; i++) {
+        double x = kd_tensor_get(a, i), y = kd_tensor_get(b, i);
+        if (isnan(x) != isnan(y))
+            return INFINITY;
+        if (isnan(x))
+            continue;
+        num += (x - y) * (x - y);
+        den += y * y;
+    }
+    return sqrt(num) / fmax(sqrt(den), 1e-30);
+}
+
+double kt_max_abs_diff(const kd_tensor *a, const kd_tensor *b)
+{
+    double m = 0;
+    int64_t n = kd_tensor_numel(b);
+    for (int64_t i = 0; i < n; i++)
+        m = fmax(m, fabs(kd_tensor_get(a, i) - kd_tensor_get(b, i)));
+    return m;
+}
+
+const char *kt_source_path(const char *relative, char *buf, int size)
+{
+    snprintf(buf, (size_t)size, "%s/%s", KD_SRCDIR, relative);
+    return buf;
+}

@@ -1,0 +1,33 @@
+/* Test harness: counting, random inputs, tensor comparison.
+ *
+ * Every test binary reports each case as one line ("ok", "FAIL", "skip")
+ * and ends with "RESULT <passed> <failed> <skipped>", which tests/run adds
+ * up into the suite's closing line. */
+#ifndef KD_TEST_HARNESS_H
+#define KD_TEST_HARNESS_H
+
+#include <stdbool.h>
+
+#include <kdengine/kdengine.h>
+
+void kt_pass(const char *name);
+void kt_fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kt_skip(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Pass when cond holds, else fail with the formatted reason. */
+bool kt_check(bool cond, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prints the RESULT line; returns the process exit code. */
+int kt_finish(void);
+
+/* Uniform in [lo, hi), from rng. */
+kd_tensor *kt_uniform(kd_dtype dtype, int ndim, const int64_t *shape, kd_rng *rng,
+                      double lo, double hi);
+/* ||a - b|| / max(||b||, 1e-30), both read as doubles (CPU tensors). */
+double kt_rel_error(const kd_tensor *a, const kd_tensor *b);
+/* Largest |a - b|. */
+double kt_max_abs_diff(const kd_tensor *a, const kd_tensor *b);
+
+/* Path of a file in the source tree (tests/, bench/). */
+const char *kt_source_path(const char *relative, char *buf, int size);
+
+#endif
