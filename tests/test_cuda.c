@@ -21,7 +21,7 @@
 #pragma weak kd_min
 #pragma weak kd_matmul
 
-static const char *const groups[] = {"cuda.copy", "cuda.cast", "cuda.fill", "cuda.binary",
+static const char *const groups[] = {"cuda.allocator", "cuda.copy", "cuda.cast", "cuda.fill", "cuda.binary",
                                      "cuda.unary", "cuda.reduce_kernels", "cuda.gemm",
                                      "cuda.reduce_ops", "cuda.matmul"};
 
@@ -96,7 +96,7 @@ static void test_copy(void)
         int64_t shape[3], stride[3], offset;
     } views[] = {
         {"transpose", 3, {6, 5, 4}, {1, 6, 30}, 0},
-        {"slice_step2", 2, {3, 7}, {60, 1}, 12},
+        {"slice_step2", 2, {3, 7}, {40, 1}, 12},
         {"expand", 3, {3, 2, 5}, {0, 0, 1}, 7},
         {"column", 2, {10, 1}, {12, 1}, 3},
     };
@@ -358,9 +358,43 @@ static void test_unary(void)
         }
 }
 
-/* --- the backend's reduce and GEMM entry points, against references
+/* --- the backend's allocator, reduce and GEMM entry points; references
  * computed here in double --- */
 #ifdef KD_HAVE_CUDA
+static void test_allocator(void)
+{
+    void *p = NULL, *q = NULL;
+    kd_status st = kd_cuda_alloc(&p, 1000);
+    if (st == KD_OK) {
+        kd_cuda_free(p);
+        st = kd_cuda_alloc(&q, 900); /* same size class: the cached block */
+    }
+    kt_check(st == KD_OK && p == q, "cuda.allocator.reuse", "%s (first %p, second %p)",
+             st == KD_OK ? "not reused" : kd_last_error(), p, q);
+    kd_cuda_free(q);
+    kd_cuda_release_cache();
+    /* Every size up to a few MiB, freed in another order than allocated. */
+    void *blocks[64];
+    int failed = -1;
+    for (int i = 0; i < 64 && failed < 0; i++)
+        if (kd_cuda_alloc(&blocks[i], (size_t)1 << (i % 23)) != KD_OK)
+            failed = i;
+    for (int i = 63; i >= 0; i -= 2)
+        if (failed < 0)
+            kd_cuda_free(blocks[i]);
+    for (int i = 62; i >= 0; i -= 2)
+        if (failed < 0)
+            kd_cuda_free(blocks[i]);
+    kt_check(failed < 0, "cuda.allocator.sizes", "block %d: %s", failed, kd_last_error());
+    size_t huge = (size_t)1 << 50;
+    st = kd_cuda_alloc(&p, huge);
+    kt_check(st == KD_ERR_DEVICE && p == NULL &&
+                 strstr(kd_last_error(), "cudaMalloc of 1125899906842624 bytes"),
+             "cuda.allocator.out_of_memory", "status %s, message \"%s\"",
+             kd_status_name(st), kd_last_error());
+    kd_cuda_release_cache();
+}
+
 static void test_reduce_kernels(void)
 {
     static const int64_t dims[][3] = {
@@ -610,6 +644,10 @@ int main(void)
         return kt_finish();
     }
     printf("# %s\n", kd_build_info());
+#ifdef KD_HAVE_CUDA
+    printf("# device: %s\n", kd_cuda_device_description());
+    test_allocator();
+#endif
     rng = kd_rng_make(20240611, 7, 0);
     test_copy();
     test_cast();
@@ -622,5 +660,9 @@ int main(void)
 #endif
     test_reduce_ops();
     test_matmul();
+#ifdef KD_HAVE_CUDA
+    /* A kernel that faulted shows here if no copy reported it. */
+    kt_check(kd_cuda_synchronize() == KD_OK, "cuda.synchronize", "%s", kd_last_error());
+#endif
     return kt_finish();
 }

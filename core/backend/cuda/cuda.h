@@ -16,6 +16,8 @@
 bool kd_cuda_available(void);
 /* Why kd_cuda_available() is false; "" when it is true. */
 const char *kd_cuda_unavailable_reason(void);
+/* "NVIDIA H100 80GB HBM3, compute capability 9.0, 79.1 GiB"; "" without one. */
+const char *kd_cuda_device_description(void);
 /* Device memory through a caching allocator: freed blocks are kept by size
  * class for reuse; the cache is returned to the driver when an allocation
  * fails, at exit, or by kd_cuda_release_cache(). Thread-safe. */
