@@ -173,8 +173,10 @@ static kd_status parse_entry(const char *label, const char *name, json_t *info,
         return kd_error(KD_ERR_FORMAT, "%s: tensor '%s': rank %zu exceeds %d", label,
                         name, json_array_size(shape), KD_MAX_DIMS);
     s->entry.ndim = (int)json_array_size(shape);
-    uint64_t nelem = 1;
-    bool overflow = false;
+    /* span multiplies the non-zero dims: a tensor's strides are products of
+     * them even when another dim is 0, so it must fit an int64 too. */
+    uint64_t span = 1;
+    bool overflow = false, empty = false;
     for (int d = 0; d < s->entry.ndim; d++) {
         uint64_t dim;
         if (!json_uint(json_array_get(shape, (size_t)d), DIM_LIMIT, &dim))
@@ -183,12 +185,14 @@ static kd_status parse_entry(const char *label, const char *name, json_t *info,
                             "[0, 2^48)",
                             label, name, d);
         s->entry.shape[d] = (int64_t)dim;
-        overflow |= __builtin_mul_overflow(nelem, dim, &nelem);
+        empty |= dim == 0;
+        overflow |= __builtin_mul_overflow(span, dim ? dim : 1, &span);
     }
     char shape_buf[256];
     shape_text(s->entry.shape, s->entry.ndim, shape_buf, sizeof shape_buf);
     uint64_t nbits;
-    if (overflow || __builtin_mul_overflow(nelem, (uint64_t)ft->bits, &nbits))
+    if (overflow || span > INT64_MAX ||
+        __builtin_mul_overflow(empty ? 0 : span, (uint64_t)ft->bits, &nbits))
         return kd_error(KD_ERR_FORMAT,
                         "%s: tensor '%s': shape %s of %s overflows a 64-bit size",
                         label, name, shape_buf, ft->name);
