@@ -121,18 +121,15 @@ static void expect_rejected(const char *test, const char *header, const void *da
     free(bytes);
 }
 
+/* The bytes must outlive the handle: the caller frees *bytes after closing. */
 static kd_safetensors *parse_ok(const char *test, const char *header, const void *data,
-                                size_t data_len)
+                                size_t data_len, unsigned char **bytes)
 {
     size_t len;
-    unsigned char *bytes = build_file(header, strlen(header), data, data_len, &len);
+    *bytes = build_file(header, strlen(header), data, data_len, &len);
     kd_safetensors *f = NULL;
-    kd_status st = kd_safetensors_parse(bytes, len, "good.safetensors", &f);
-    free(bytes);
-    if (st != KD_OK) {
+    if (kd_safetensors_parse(*bytes, len, "good.safetensors", &f) != KD_OK)
         kt_fail(test, "parse: %s", kd_last_error());
-        return NULL;
-    }
     return f;
 }
 
@@ -317,9 +314,12 @@ static void test_foreign_dtypes(void)
                               0xff, 0xff,        /* U16: 65535 */
                               0xff, 0xff, 0xff, 0xff, /* U32 */
                               5, 0, 0, 0, 0, 0, 0, 0}; /* U64: 5 */
-    kd_safetensors *f = parse_ok("foreign dtypes", header, data, sizeof data);
-    if (!f)
+    unsigned char *bytes;
+    kd_safetensors *f = parse_ok("foreign dtypes", header, data, sizeof data, &bytes);
+    if (!f) {
+        free(bytes);
         return;
+    }
     kd_scope_begin();
     struct {
         const char *name;
@@ -351,6 +351,7 @@ static void test_foreign_dtypes(void)
     }
     kd_scope_end();
     kd_safetensors_close(f);
+    free(bytes);
 }
 
 /* ------------------------------------------------------------ layout */
@@ -611,11 +612,14 @@ static void test_header_rules(void)
                     "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", NULL, 0, NULL,
                     "duplicate");
 
+    unsigned char *bytes_ok;
     kd_safetensors *f = parse_ok("accept: trailing JSON whitespace",
-                                 "{\"a\":" ENTRY("U8", "[2]", 0, 2) "} \t\r\n  ", "xy", 2);
+                                 "{\"a\":" ENTRY("U8", "[2]", 0, 2) "} \t\r\n  ", "xy", 2,
+                                 &bytes_ok);
     kt_check(f && kd_safetensors_count(f) == 1, "accept: trailing JSON whitespace",
              "not accepted");
     kd_safetensors_close(f);
+    free(bytes_ok);
 }
 
 static void test_entry_rules(void)
@@ -684,6 +688,16 @@ static void test_entry_rules(void)
         kd_safetensors_close(f);
         free(b);
     }
+    {
+        /* A long name is clipped so the rule still fits in the message. */
+        char h[6000];
+        int used = snprintf(h, sizeof h, "{\"");
+        memset(h + used, 'n', 5000);
+        snprintf(h + used + 5000, sizeof h - (size_t)used - 5000,
+                 "\":" ENTRY("F32", "[3]", 0, 8) "}");
+        expect_rejected("reject: long name, rule still reported", h, floats, 8, NULL,
+                        "needs 12");
+    }
     expect_rejected("reject: elements overflow",
                     "{\"w\":" ENTRY("F32", "[281474976710655, 281474976710655]", 0, 0) "}",
                     NULL, 0, "w", "overflows");
@@ -719,17 +733,19 @@ static void test_entry_rules(void)
                     "buffer holds 1 bytes");
 
     /* Valid edge cases: offsets out of name order, empties sharing an offset. */
+    unsigned char *bytes;
     kd_safetensors *f = parse_ok("accept: offsets out of name order",
                                  "{\"z\":" ENTRY("U8", "[1]", 0, 1) ",\"a\":" ENTRY("U8", "[2]", 1, 3)
                                  ",\"m\":" ENTRY("F32", "[0, 5]", 1, 1) ",\"n\":"
                                  ENTRY("I64", "[0]", 3, 3) "}",
-                                 data, 3);
+                                 data, 3, &bytes);
     kt_check(f && kd_safetensors_count(f) == 4 &&
                  strcmp(kd_safetensors_at(f, 0)->name, "z") == 0 &&
                  strcmp(kd_safetensors_at(f, 2)->name, "a") == 0 &&
                  kd_safetensors_find(f, "a")->data == (const char *)kd_safetensors_at(f, 0)->data + 1,
              "accept: offsets out of name order", "entries out of offset order");
     kd_safetensors_close(f);
+    free(bytes);
 }
 
 static void test_open_errors(void)

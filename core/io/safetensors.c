@@ -135,9 +135,20 @@ static bool json_uint(const json_t *v, uint64_t limit, uint64_t *out)
     return true;
 }
 
-static kd_status parse_entry(const char *label, const char *name, json_t *info,
+/* A tensor name short enough to leave room for the rule in a message. */
+static const char *clip_name(const char *name, char *buf, size_t size)
+{
+    if (strlen(name) < size)
+        return name;
+    snprintf(buf, size, "%.*s...", (int)size - 4, name);
+    return buf;
+}
+
+static kd_status parse_entry(const char *label, const char *full_name, json_t *info,
                              slot *s)
 {
+    char clipped[200];
+    const char *name = clip_name(full_name, clipped, sizeof clipped);
     if (!json_is_object(info))
         return kd_error(KD_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object",
                         label, name);
@@ -145,9 +156,12 @@ static kd_status parse_entry(const char *label, const char *name, json_t *info,
     json_t *value;
     json_object_foreach(info, field, value) {
         if (strcmp(field, "dtype") != 0 && strcmp(field, "shape") != 0 &&
-            strcmp(field, "data_offsets") != 0)
+            strcmp(field, "data_offsets") != 0) {
+            char clipped_field[64];
             return kd_error(KD_ERR_FORMAT, "%s: tensor '%s': unknown field '%s'",
-                            label, name, field);
+                            label, name,
+                            clip_name(field, clipped_field, sizeof clipped_field));
+        }
     }
     static const char *const required[] = {"dtype", "shape", "data_offsets"};
     for (int i = 0; i < 3; i++)
@@ -161,8 +175,8 @@ static kd_status parse_entry(const char *label, const char *name, json_t *info,
                         label, name);
     s->format = format_dtype_find(json_string_value(dtype));
     if (s->format < 0)
-        return kd_error(KD_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%s'", label,
-                        name, json_string_value(dtype));
+        return kd_error(KD_ERR_FORMAT, "%s: tensor '%s': unknown dtype '%.32s'",
+                        label, name, json_string_value(dtype));
     const format_dtype *ft = &format_dtypes[s->format];
 
     json_t *shape = json_object_get(info, "shape");
@@ -225,7 +239,7 @@ static kd_status parse_entry(const char *label, const char *name, json_t *info,
                         (unsigned long long)(s->end - s->begin), shape_buf, ft->name,
                         (unsigned long long)(nbits / 8));
 
-    s->entry.name = strdup(name);
+    s->entry.name = strdup(full_name);
     if (!s->entry.name)
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", label);
     s->entry.file_dtype = ft->name;
@@ -245,10 +259,11 @@ static kd_status parse_metadata(kd_safetensors *f, json_t *meta)
     const char *key;
     json_t *value;
     json_object_foreach(meta, key, value) {
+        char clipped[200];
         if (!json_is_string(value))
             return kd_error(KD_ERR_FORMAT,
                             "%s: __metadata__ value of '%s' is not a string",
-                            f->label, key);
+                            f->label, clip_name(key, clipped, sizeof clipped));
         f->meta[2 * f->nmeta] = strdup(key);
         f->meta[2 * f->nmeta + 1] = strdup(json_string_value(value));
         f->nmeta++;
@@ -282,11 +297,12 @@ static kd_status place_entries(kd_safetensors *f, const unsigned char *data,
     uint64_t start = 0;
     for (int i = 0; i < f->n; i++) {
         const slot *s = &f->slots[i];
+        char clipped[200];
         if (s->begin != start)
             return kd_error(KD_ERR_FORMAT,
                             "%s: tensor '%s': data_offsets [%llu, %llu] begin at "
                             "%llu but the previous tensor ends at %llu (%s)",
-                            f->label, s->entry.name, (unsigned long long)s->begin,
+                            f->label, clip_name(s->entry.name, clipped, sizeof clipped), (unsigned long long)s->begin,
                             (unsigned long long)s->end, (unsigned long long)s->begin,
                             (unsigned long long)start,
                             s->begin > start ? "a gap" : "an overlap");
@@ -419,7 +435,8 @@ kd_status kd_safetensors_open(const char *path, kd_safetensors **out)
     if (!out || !path)
         return kd_error(KD_ERR_INVALID, "safetensors open: NULL path or output");
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not hang the open; it is refused below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return kd_error(KD_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
