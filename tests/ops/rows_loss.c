@@ -1,4 +1,7 @@
 /* Op table rows: losses, similarities and attention. */
+#include <math.h>
+#include <stdint.h>
+
 #include "../op_rows.h"
 
 static kd_tensor *op_ce(kd_tensor *const *x) { return kd_cross_entropy(x[0], x[1], 0.0); }
@@ -17,10 +20,43 @@ static kd_tensor *op_cos_d1(kd_tensor *const *x) { return kd_cosine_similarity(x
 static kd_tensor *op_cos_last(kd_tensor *const *x) { return kd_cosine_similarity(x[0], x[1], -1, 1e-8); }
 static kd_tensor *op_cos_d0(kd_tensor *const *x) { return kd_cosine_similarity(x[0], x[1], 0, 1e-6); }
 static kd_tensor *op_cdist(kd_tensor *const *x) { return kd_cdist(x[0], x[1]); }
+static kd_tensor *op_attn(kd_tensor *const *x)
+{
+    return kd_scaled_dot_product_attention(x[0], x[1], x[2], NULL, 0.5);
+}
+static kd_tensor *op_attn_bias(kd_tensor *const *x)
+{
+    return kd_scaled_dot_product_attention(x[0], x[1], x[2], x[3], 0.5);
+}
+/* An additive mask: -inf where the U8 input x[3] is set, except in column 0
+ * so that no row is masked whole. */
+static kd_tensor *op_attn_mask(kd_tensor *const *x)
+{
+    kd_tensor *m = x[3];
+    kd_tensor *bias = kd_tensor_zeros(x[0]->dtype, KD_CPU, m->ndim, m->shape);
+    if (!bias)
+        return NULL;
+    const uint8_t *md = kd_tensor_data(m);
+    int64_t s = m->shape[m->ndim - 1];
+    for (int64_t i = 0, n = kd_tensor_numel(m); i < n; i++) {
+        if (!md[i] || i % s == 0)
+            continue;
+        if (bias->dtype == KD_F32)
+            ((float *)kd_tensor_data(bias))[i] = -INFINITY;
+        else
+            ((double *)kd_tensor_data(bias))[i] = -INFINITY;
+    }
+    return kd_scaled_dot_product_attention(x[0], x[1], x[2], bias, 0.5);
+}
+
+#define ATTN(bias) "torch.softmax(x[0] @ x[1].transpose(-2, -1) * 0.5" bias ", -1) @ x[2]"
+#define MASK(s) " + torch.zeros(x[3].shape).masked_fill(x[3] & (torch.arange(" #s ") > 0), float('-inf'))"
 
 #define F(...) {KT_FLOAT, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
 #define PROB(...) {KT_PROB, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
 #define PROB_GRAD(...) {KT_PROB_GRAD, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
+#define CONST(...) {KT_CONST, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
+#define MASKIN(...) {KT_MASK, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
 #define LABELS(n, c) {KT_LABELS, 1, {n}, c}
 #define KD_NARGS(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
 
@@ -46,5 +82,11 @@ const kt_op_row kt_rows_loss[] = {
     {"cdist", op_cdist, "torch.cdist(x[0], x[1])", 2, {F(5, 3), F(4, 3)}, 0, 0, 0},
     {"cdist.wide", op_cdist, "torch.cdist(x[0], x[1])", 2, {F(7, 16), F(9, 16)}, 0, 0, 0},
     {"cdist.self", op_cdist, "torch.cdist(x[0], x[1])", 2, {F(1, 6), F(8, 6)}, 0, 0, 0},
+    {"attention", op_attn, ATTN(""), 3, {F(2, 2, 5, 4), F(2, 2, 6, 4), F(2, 2, 6, 3)}, 0, 0, 0},
+    {"attention.square", op_attn, ATTN(""), 3, {F(3, 4, 5), F(3, 4, 5), F(3, 4, 5)}, 0, 0, 0},
+    {"attention.rel_bias", op_attn_bias, ATTN(" + x[3]"), 4, {F(2, 2, 5, 4), F(2, 2, 6, 4), F(2, 2, 6, 3), F(2, 5, 6)}, 0, 0, 0},
+    {"attention.bias_full", op_attn_bias, ATTN(" + x[3]"), 4, {F(3, 4, 5), F(3, 7, 5), F(3, 7, 2), F(3, 4, 7)}, 0, 0, 0},
+    {"attention.const_bias_row", op_attn_bias, ATTN(" + x[3]"), 4, {F(2, 3, 4), F(2, 5, 4), F(2, 5, 6), CONST(5)}, 0, 0, 0},
+    {"attention.mask", op_attn_mask, ATTN(MASK(6)), 4, {F(2, 2, 5, 4), F(2, 2, 6, 4), F(2, 2, 6, 3), MASKIN(2, 1, 5, 6)}, 0, 0, 0},
     {0},
 };
