@@ -63,7 +63,6 @@ static int64_t bias_row_offset(const attn_dims *ad, const int64_t *st, int64_t b
                     pr[j] += br[j * cs];                                        \
             }                                                                   \
             T m = pr[0];                                                        \
-            _Pragma("omp simd reduction(max : m)")                              \
             for (int64_t j = 1; j < s; j++)                                     \
                 m = pr[j] > m ? pr[j] : m;                                      \
             double sum = 0;                                                     \

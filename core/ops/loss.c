@@ -32,7 +32,6 @@ static kd_tensor *scalar_like(const kd_tensor *x, double v)
         for (int64_t i = 0; i < n; i++) {                                       \
             const T *row = x + i * c;                                           \
             T m = row[0];                                                       \
-            _Pragma("omp simd reduction(max : m)")                              \
             for (int64_t j = 1; j < c; j++)                                     \
                 m = row[j] > m ? row[j] : m;                                    \
             double s = 0, sx = 0;                                               \
@@ -151,7 +150,6 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
         for (int64_t i = 0; i < n; i++) {                                       \
             const T *row = x + i * c, *tr = t + i * c;                          \
             T m = row[0];                                                       \
-            _Pragma("omp simd reduction(max : m)")                              \
             for (int64_t j = 1; j < c; j++)                                     \
                 m = row[j] > m ? row[j] : m;                                    \
             double s = 0, st = 0, stx = 0;                                      \

@@ -14,6 +14,7 @@
 
 #define PAR_MIN 32768 /* elements below which a kernel stays on one thread */
 #define TILE 256      /* inner elements a thread accumulates at once */
+#define CHUNK 4096    /* elements of one long row a thread adds up at once */
 
 typedef struct reduce_plan {
     unsigned mask;  /* bit d set: dim d is reduced */
@@ -84,11 +85,18 @@ static int64_t plan_kept_numel(const reduce_plan *p)
     static void sum_##S(const T *x, T *out, int64_t outer, int64_t reduce,      \
                         int64_t inner, double scale)                            \
     {                                                                           \
-        if (inner == 1 && outer == 1) {                                         \
+        if (inner == 1 && outer == 1) { /* one long row: split it */          \
+            int64_t chunks = (reduce + CHUNK - 1) / CHUNK;                      \
             double s = 0;                                                       \
-            _Pragma("omp parallel for simd reduction(+ : s) if (reduce > PAR_MIN)") \
-            for (int64_t r = 0; r < reduce; r++)                                \
-                s += x[r];                                                      \
+            _Pragma("omp parallel for reduction(+ : s) if (reduce > PAR_MIN) schedule(static)") \
+            for (int64_t c = 0; c < chunks; c++) {                              \
+                int64_t end = (c + 1) * CHUNK < reduce ? (c + 1) * CHUNK : reduce; \
+                double cs = 0;                                                  \
+                _Pragma("omp simd reduction(+ : cs)")                           \
+                for (int64_t r = c * CHUNK; r < end; r++)                       \
+                    cs += x[r];                                                 \
+                s += cs;                                                        \
+            }                                                                   \
             out[0] = (T)(s * scale);                                            \
             return;                                                             \
         }                                                                       \

@@ -18,7 +18,6 @@
             const T *xr = x + o * reduce;                                       \
             T *yr = y + o * reduce;                                             \
             T m = xr[0];                                                        \
-            _Pragma("omp simd reduction(max : m)")                              \
             for (int64_t r = 1; r < reduce; r++)                                \
                 m = xr[r] > m ? xr[r] : m;                                      \
             double s = 0;                                                       \
