@@ -36,13 +36,15 @@ def report_environment(threads):
     print(f"# OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
 
 
-def emit(workload, times_s, **extra):
-    ms = [t * 1e3 for t in times_s]
-    row = {"side": "pytorch", "workload": workload,
-           "median_ms": round(statistics.median(ms), 4), "min_ms": round(min(ms), 4),
-           "reps": len(ms)}
+def emit_summary(workload, median_s, min_s, reps, **extra):
+    row = {"side": "pytorch", "workload": workload, "median_ms": round(median_s * 1e3, 4),
+           "min_ms": round(min_s * 1e3, 4), "reps": reps}
     row.update(extra)
     print(json.dumps(row), flush=True)
+
+
+def emit(workload, times_s, **extra):
+    emit_summary(workload, statistics.median(times_s), min(times_s), len(times_s), **extra)
 
 
 def warm_up(fn, warmup, warmup_s):
@@ -182,6 +184,111 @@ def bench_resnet20(warmup, steps, profile):
         profile_resnet20(step)
 
 
+KIND_NAMES = {"conv": "conv2d", "bn": "batch_norm", "relu": "relu", "add": "add",
+              "head": "head (avgpool+flatten+linear+cross_entropy)"}
+# kind, uses in one step, in channels, input size, out channels, kernel, stride,
+# input grad; the same list as cases[] in bench_resnet20_ops.c.
+RESNET20_LAYERS = [
+    ("conv", 1, 1, 28, 16, 3, 1, False),
+    ("conv", 6, 16, 28, 16, 3, 1, True),
+    ("conv", 1, 16, 28, 32, 3, 2, True),
+    ("conv", 5, 32, 14, 32, 3, 1, True),
+    ("conv", 1, 32, 14, 64, 3, 2, True),
+    ("conv", 5, 64, 7, 64, 3, 1, True),
+    ("conv", 1, 16, 28, 32, 1, 2, True),
+    ("conv", 1, 32, 14, 64, 1, 2, True),
+    ("bn", 7, 16, 28, 16, 0, 1, True),
+    ("bn", 7, 32, 14, 32, 0, 1, True),
+    ("bn", 7, 64, 7, 64, 0, 1, True),
+    ("relu", 7, 16, 28, 16, 0, 1, True),
+    ("relu", 6, 32, 14, 32, 0, 1, True),
+    ("relu", 6, 64, 7, 64, 0, 1, True),
+    ("add", 3, 16, 28, 16, 0, 1, True),
+    ("add", 3, 32, 14, 32, 0, 1, True),
+    ("add", 3, 64, 7, 64, 0, 1, True),
+    ("head", 1, 64, 7, 10, 0, 1, True),
+]
+OPS_PREFIX = "resnet20 ops: "
+
+
+def layer_case_name(kind, count, cin, size, cout, kernel, stride):
+    if kind == "conv":
+        return f"    conv {cin}->{cout} k{kernel} s{stride} {size}x{size} (x{count}) fwd+bwd"
+    label = "head" if kind == "head" else KIND_NAMES[kind]
+    return f"    {label} {cin}x{size}x{size} (x{count}) fwd+bwd"
+
+
+def time_layer(kind, cin, size, cout, kernel, stride, input_grad, warmup, reps):
+    """Median and min of the forward and of the backward of one layer alone."""
+    gen = torch.Generator().manual_seed(4)
+    batch = 128
+    x = torch.randn(batch, cin, size, size, generator=gen).requires_grad_(input_grad)
+    out_size = (size - 1) // stride + 1
+    grad_out = torch.randn(batch, cout, out_size, out_size, generator=gen)
+    leaves = [x] if input_grad else []
+    if kind == "conv":
+        w = (torch.randn(cout, cin, kernel, kernel, generator=gen) * 0.1).requires_grad_()
+        leaves.append(w)
+        forward = lambda: F.conv2d(x, w, None, stride, kernel // 2)
+    elif kind == "bn":
+        w, b = torch.ones(cin, requires_grad=True), torch.zeros(cin, requires_grad=True)
+        mean, var = torch.zeros(cin), torch.ones(cin)
+        leaves += [w, b]
+        forward = lambda: F.batch_norm(x, mean, var, w, b, True, 0.1, 1e-5)
+    elif kind == "relu":
+        forward = lambda: F.relu(x)
+    elif kind == "add":
+        other = torch.randn(batch, cin, size, size, generator=gen).requires_grad_()
+        leaves.append(other)
+        forward = lambda: x + other
+    else:
+        w = (torch.randn(cout, cin, generator=gen) * 0.1).requires_grad_()
+        b = torch.zeros(cout, requires_grad=True)
+        labels = torch.randint(0, cout, (batch,), generator=gen)
+        leaves += [w, b]
+        forward = lambda: F.cross_entropy(
+            F.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1), w, b), labels)
+    times = {"forward": [], "backward": []}
+
+    def rep():
+        start = time.perf_counter()
+        for t in leaves:
+            t.grad = None
+        y = forward()
+        t_fwd = time.perf_counter()
+        if kind == "head":
+            y.backward()
+        else:
+            y.backward(grad_out)
+        del y
+        end = time.perf_counter()
+        return t_fwd - start, end - t_fwd
+
+    warm_up(rep, *warmup)
+    for _ in range(reps):
+        fwd, bwd = rep()
+        times["forward"].append(fwd)
+        times["backward"].append(bwd)
+    return {phase: (statistics.median(ts), min(ts)) for phase, ts in times.items()}
+
+
+def bench_resnet20_ops(warmup, reps):
+    """Each distinct layer of the ResNet-20 step alone, summed per kind of op
+    with the number of times the step uses it (as bench_resnet20_ops.c)."""
+    results = [time_layer(kind, cin, size, cout, k, s, grad, warmup, reps)
+               for kind, _, cin, size, cout, k, s, grad in RESNET20_LAYERS]
+    for kind, kind_name in KIND_NAMES.items():
+        rows = [(layer, res) for layer, res in zip(RESNET20_LAYERS, results) if layer[0] == kind]
+        for phase in ("forward", "backward"):
+            emit_summary(f"{OPS_PREFIX}{kind_name} {phase}",
+                         sum(layer[1] * res[phase][0] for layer, res in rows),
+                         sum(layer[1] * res[phase][1] for layer, res in rows), reps)
+        for layer, res in rows:
+            emit_summary(layer_case_name(*layer[:7]),
+                         res["forward"][0] + res["backward"][0],
+                         res["forward"][1] + res["backward"][1], reps)
+
+
 def profile_resnet20(step):
     """Self CPU time per aten op over a few steps, to set beside kdengine's."""
     with torch.autograd.profiler.profile() as prof:
@@ -213,6 +320,8 @@ def main():
             bench_conv(name, shape, cout, k, pad, groups, warmup, args.reps)
     if args.only in RESNET_NAME:
         bench_resnet20(warmup, args.steps, args.profile)
+    if args.only in OPS_PREFIX:
+        bench_resnet20_ops(warmup, args.reps)
 
 
 if __name__ == "__main__":
