@@ -139,6 +139,7 @@ static kd_status gemm_call(const char *op, const gemm_problem *p, double alpha, 
         return KD_OK;
     }
 #ifdef KD_HAVE_CUDA
+    (void)op;
     int last = p->nbatch - 1;
     bool batched = inner > 1;
     return kd_cuda_gemm(p->dtype, p->a.trans, p->b.trans, p->m, p->n, p->k, alpha, a, p->a.ld,
