@@ -265,3 +265,41 @@ extern "C" kd_status kd_cuda_reduce_max(kd_tensor *out, kd_tensor *argidx, const
         return extreme_typed<float>(out, arg, x, outer, reduce, inner, is_min);
     return extreme_typed<double>(out, arg, x, outer, reduce, inner, is_min);
 }
+
+template <typename T>
+__global__ void scatter_extreme_grad(T *grad_x, const T *grad_out, const int64_t *arg,
+                                     int64_t outer, int64_t reduce, int64_t inner)
+{
+    for (int64_t at = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; at < outer * inner;
+         at += (int64_t)gridDim.x * blockDim.x) {
+        int64_t o = at / inner, i = at - o * inner;
+        grad_x[(o * reduce + arg[at]) * inner + i] = grad_out[at];
+    }
+}
+
+extern "C" kd_status kd_cuda_extreme_backward(kd_tensor *grad_x, const kd_tensor *grad_out,
+                                              const kd_tensor *argidx, int64_t outer,
+                                              int64_t reduce, int64_t inner)
+{
+    kd_status st = check_shapes("max/min backward", grad_out, grad_x, outer, reduce, inner);
+    if (st != KD_OK)
+        return st;
+    if (argidx->dtype != KD_I64 || !kd_tensor_is_contiguous(argidx) ||
+        kd_tensor_numel(argidx) != outer * inner)
+        return kd_error(KD_ERR_INVALID, "cuda max/min backward: indices must be contiguous "
+                        "i64 of %lld elements", (long long)(outer * inner));
+    st = kd_cuda_fill(grad_x, 0.0);
+    if (st != KD_OK || outer * inner == 0)
+        return st;
+    const int64_t *arg = (const int64_t *)kd_tensor_data(argidx);
+    unsigned grid = grid_for(outer * inner, KD_BLOCK);
+    if (grad_x->dtype == KD_F32)
+        scatter_extreme_grad<float><<<grid, KD_BLOCK>>>((float *)kd_tensor_data(grad_x),
+                                                        (const float *)kd_tensor_data(grad_out),
+                                                        arg, outer, reduce, inner);
+    else
+        scatter_extreme_grad<double><<<grid, KD_BLOCK>>>(
+            (double *)kd_tensor_data(grad_x), (const double *)kd_tensor_data(grad_out), arg,
+            outer, reduce, inner);
+    return launch_status("the max/min gradient scatter");
+}
