@@ -18,8 +18,10 @@
 
 typedef enum norm_kind { NORM_GROUP, NORM_CHANNELS, NORM_BATCH } norm_kind;
 
-/* Spatial positions per task in the channel-norm kernels. */
+/* Spatial positions per task in the channel-norm kernels, and channels
+ * per task in batch norm over [N, C]. */
 #define SPATIAL_BLOCK 128
+#define CHANNEL_BLOCK 64
 
 static int max_threads(void)
 {
@@ -67,12 +69,14 @@ static int thread_id(void)
             stats[2 * blk + 1] = rstd;                                                 \
             T m = (T)mean, r = (T)rstd;                                                \
             if (S == 1) {                                                              \
+                _Pragma("omp simd")                                                     \
                 for (int64_t c = 0; c < Cg; c++)                                       \
                     yb[c] = (xb[c] - m) * r * wg[c] + bg[c];                           \
             } else {                                                                   \
                 for (int64_t c = 0; c < Cg; c++) {                                     \
                     const T *xc = xb + c * S;                                          \
                     T *yc = yb + c * S, a = r * wg[c], bc = bg[c];                     \
+                    _Pragma("omp simd")                                                 \
                     for (int64_t s = 0; s < S; s++)                                    \
                         yc[s] = (xc[s] - m) * a + bc;                                  \
                 }                                                                      \
@@ -103,6 +107,7 @@ static int thread_id(void)
                     s2 += dxh * ((xb[c] - mean) * rstd);                               \
                 }                                                                      \
                 if (pw)                                                                \
+                    _Pragma("omp simd")                                                 \
                     for (int64_t c = 0; c < Cg; c++) {                                 \
                         pw[c] += gb[c] * ((xb[c] - mean) * rstd);                      \
                         pw[C + c] += gb[c];                                            \
@@ -130,12 +135,14 @@ static int thread_id(void)
             T *gxb = gx + blk * M, m = (T)mean, r = (T)rstd;                           \
             T k1 = (T)(s1 / (double)M), k2 = (T)(s2 / (double)M * rstd);               \
             if (S == 1) {                                                              \
+                _Pragma("omp simd")                                                     \
                 for (int64_t c = 0; c < Cg; c++)                                       \
                     gxb[c] = r * (gb[c] * wg[c] - k1 - (xb[c] - m) * k2);              \
             } else {                                                                   \
                 for (int64_t c = 0; c < Cg; c++) {                                     \
                     const T *xc = xb + c * S, *gc = gb + c * S;                        \
                     T *gxc = gxb + c * S, wc = wg[c];                                  \
+                    _Pragma("omp simd")                                                 \
                     for (int64_t s = 0; s < S; s++)                                    \
                         gxc[s] = r * (gc[s] * wc - k1 - (xc[s] - m) * k2);             \
                 }                                                                      \
@@ -159,6 +166,7 @@ static int thread_id(void)
             double acc[SPATIAL_BLOCK] = {0}, mean[SPATIAL_BLOCK];                      \
             T mt[SPATIAL_BLOCK], rt[SPATIAL_BLOCK];                                    \
             for (int64_t c = 0; c < C; c++)                                            \
+                _Pragma("omp simd")                                                     \
                 for (int64_t s = 0; s < len; s++)                                      \
                     acc[s] += xb[c * S + s];                                           \
             for (int64_t s = 0; s < len; s++) {                                        \
@@ -166,6 +174,7 @@ static int thread_id(void)
                 acc[s] = 0;                                                            \
             }                                                                          \
             for (int64_t c = 0; c < C; c++)                                            \
+                _Pragma("omp simd")                                                     \
                 for (int64_t s = 0; s < len; s++) {                                    \
                     double d = xb[c * S + s] - mean[s];                                \
                     acc[s] += d * d;                                                   \
@@ -180,6 +189,7 @@ static int thread_id(void)
             }                                                                          \
             for (int64_t c = 0; c < C; c++) {                                          \
                 T wc = w[c], bc = b[c];                                                \
+                _Pragma("omp simd")                                                     \
                 for (int64_t s = 0; s < len; s++)                                      \
                     yb[c * S + s] = (xb[c * S + s] - mt[s]) * rt[s] * wc + bc;         \
             }                                                                          \
@@ -231,6 +241,7 @@ static int thread_id(void)
             for (int64_t c = 0; c < C; c++) {                                          \
                 const T *xc = xb + c * S, *gc = gb + c * S;                            \
                 T *gxc = gxb + c * S, wc = w[c];                                       \
+                _Pragma("omp simd")                                                     \
                 for (int64_t s = 0; s < len; s++)                                      \
                     gxc[s] = rt[s] * (gc[s] * wc - k1[s] -                             \
                                       (xc[s] - mt[s]) * rt[s] * k2[s]);                \
@@ -242,10 +253,39 @@ static int thread_id(void)
     static void batch_stats_##SUFFIX(const T *x, double *mean, double *var, int64_t N,    \
                                      int64_t C, int64_t S)                                \
     {                                                                                  \
-        double count = (double)(N * S);                                                \
-        _Pragma("omp parallel for if (N * C * S > 32768) schedule(static)")            \
-        for (int64_t c = 0; c < C; c++) {                                              \
-            double sum = 0, sq = 0;                                                    \
+        double count = (double)(N * S);                                                 \
+        if (S == 1) { /* [N, C]: walk rows, a block of channels per task */             \
+            int64_t blocks = (C + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;                   \
+            _Pragma("omp parallel for if (N * C > 32768) schedule(static)")             \
+            for (int64_t blk = 0; blk < blocks; blk++) {                                \
+                int64_t c0 = blk * CHANNEL_BLOCK;                                       \
+                int64_t len = C - c0 < CHANNEL_BLOCK ? C - c0 : CHANNEL_BLOCK;          \
+                double sum[CHANNEL_BLOCK] = {0}, sq[CHANNEL_BLOCK] = {0};               \
+                for (int64_t n = 0; n < N; n++) {                                       \
+                    const T *row = x + n * C + c0;                                      \
+                    _Pragma("omp simd")                                                 \
+                    for (int64_t c = 0; c < len; c++)                                   \
+                        sum[c] += row[c];                                               \
+                }                                                                       \
+                for (int64_t c = 0; c < len; c++)                                       \
+                    mean[c0 + c] = sum[c] / count;                                      \
+                for (int64_t n = 0; n < N; n++) {                                       \
+                    const T *row = x + n * C + c0;                                      \
+                    const double *m = mean + c0;                                        \
+                    _Pragma("omp simd")                                                 \
+                    for (int64_t c = 0; c < len; c++) {                                 \
+                        double d = row[c] - m[c];                                       \
+                        sq[c] += d * d;                                                 \
+                    }                                                                   \
+                }                                                                       \
+                for (int64_t c = 0; c < len; c++)                                       \
+                    var[c0 + c] = sq[c] / count;                                        \
+            }                                                                           \
+            return;                                                                     \
+        }                                                                               \
+        _Pragma("omp parallel for if (N * C * S > 32768) schedule(static)")             \
+        for (int64_t c = 0; c < C; c++) {                                               \
+            double sum = 0, sq = 0;                                                     \
             for (int64_t n = 0; n < N; n++) {                                          \
                 const T *p = x + (n * C + c) * S;                                      \
                 _Pragma("omp simd reduction(+ : sum)")                                 \
@@ -279,9 +319,11 @@ static int thread_id(void)
                 T *yr = y + n * C;                                                     \
                 if (g) {                                                               \
                     const T *gr = g + n * C;                                           \
+                    _Pragma("omp simd")                                                 \
                     for (int64_t c = 0; c < C; c++)                                    \
                         yr[c] = (gr[c] - k1[c] - (xr[c] - shift[c]) * k2[c]) * scale[c]; \
                 } else {                                                               \
+                    _Pragma("omp simd")                                                 \
                     for (int64_t c = 0; c < C; c++)                                    \
                         yr[c] = (xr[c] - shift[c]) * scale[c] + bias[c];               \
                 }                                                                      \
@@ -296,10 +338,12 @@ static int thread_id(void)
                 if (g) {                                                               \
                     const T *gc = g + (n * C + c) * S;                                 \
                     T q1 = k1[c], q2 = k2[c];                                          \
+                    _Pragma("omp simd")                                                 \
                     for (int64_t s = 0; s < S; s++)                                    \
                         yc[s] = (gc[s] - q1 - (xc[s] - m) * q2) * a;                   \
                 } else {                                                               \
                     T bc = bias[c];                                                    \
+                    _Pragma("omp simd")                                                 \
                     for (int64_t s = 0; s < S; s++)                                    \
                         yc[s] = (xc[s] - m) * a + bc;                                  \
                 }                                                                      \
@@ -312,10 +356,33 @@ static int thread_id(void)
                                          const double *rstd, double *gsum,               \
                                          double *gxhat_sum, int64_t N, int64_t C,        \
                                          int64_t S)                                       \
-    {                                                                                  \
-        _Pragma("omp parallel for if (N * C * S > 32768) schedule(static)")            \
-        for (int64_t c = 0; c < C; c++) {                                              \
-            double cg = 0, cgx = 0, m = mean[c];                                       \
+    {                                                                                   \
+        if (S == 1) {                                                                   \
+            int64_t blocks = (C + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;                   \
+            _Pragma("omp parallel for if (N * C > 32768) schedule(static)")             \
+            for (int64_t blk = 0; blk < blocks; blk++) {                                \
+                int64_t c0 = blk * CHANNEL_BLOCK;                                       \
+                int64_t len = C - c0 < CHANNEL_BLOCK ? C - c0 : CHANNEL_BLOCK;          \
+                double cg[CHANNEL_BLOCK] = {0}, cgx[CHANNEL_BLOCK] = {0};               \
+                const double *m = mean + c0;                                            \
+                for (int64_t n = 0; n < N; n++) {                                       \
+                    const T *xr = x + n * C + c0, *gr = g + n * C + c0;                 \
+                    _Pragma("omp simd")                                                 \
+                    for (int64_t c = 0; c < len; c++) {                                 \
+                        cg[c] += gr[c];                                                 \
+                        cgx[c] += gr[c] * (xr[c] - m[c]);                               \
+                    }                                                                   \
+                }                                                                       \
+                for (int64_t c = 0; c < len; c++) {                                     \
+                    gsum[c0 + c] = cg[c];                                               \
+                    gxhat_sum[c0 + c] = cgx[c] * rstd[c0 + c];                          \
+                }                                                                       \
+            }                                                                           \
+            return;                                                                     \
+        }                                                                               \
+        _Pragma("omp parallel for if (N * C * S > 32768) schedule(static)")             \
+        for (int64_t c = 0; c < C; c++) {                                               \
+            double cg = 0, cgx = 0, m = mean[c];                                        \
             for (int64_t n = 0; n < N; n++) {                                          \
                 const T *xc = x + (n * C + c) * S, *gc = g + (n * C + c) * S;          \
                 _Pragma("omp simd reduction(+ : cg, cgx)")                             \

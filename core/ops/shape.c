@@ -126,6 +126,20 @@ static void copy_strided(const kd_tensor *dst, const kd_tensor *src)
     }
 }
 
+/* A new contiguous copy of the elements t describes (threads split the
+ * rows on the CPU; elsewhere the generic copy). */
+static kd_tensor *packed_copy(const kd_tensor *t)
+{
+    kd_tensor *c = kd_tensor_empty(t->dtype, t->device, t->ndim, t->shape);
+    if (!c)
+        return NULL;
+    if (t->device == KD_CPU)
+        copy_strided(c, t);
+    else if (kd_tensor_copy_(c, t) != KD_OK)
+        return NULL;
+    return c;
+}
+
 /* ------------------------------------------------------------ reshape */
 
 /* Strides that let x be read as `shape` without moving data, if any:
@@ -227,7 +241,7 @@ kd_tensor *kd_reshape(kd_tensor *x, int ndim, const int64_t *shape)
     int64_t stride[KD_MAX_DIMS];
     kd_tensor *base = x;
     if (!view_strides(x, ndim, want, stride)) {
-        base = kd_contiguous_raw(x);
+        base = packed_copy(x);
         if (!base)
             return NULL;
         kd_contiguous_strides(ndim, want, stride);
@@ -308,7 +322,8 @@ static kd_status permute_backward(kd_node *node, kd_tensor *g)
         gx.shape[d] = g->shape[i];
         gx.stride[d] = g->stride[i];
     }
-    return kd_grad_accumulate(x, &gx);
+    kd_tensor *packed = packed_copy(&gx);
+    return packed ? kd_grad_accumulate_take(x, packed) : KD_ERR_NOMEM;
 }
 
 kd_tensor *kd_permute(kd_tensor *x, const int *dims)
@@ -366,7 +381,7 @@ kd_tensor *kd_contiguous(kd_tensor *x)
 {
     if (!x || kd_tensor_is_contiguous(x))
         return x;
-    kd_tensor *out = kd_contiguous_raw(x);
+    kd_tensor *out = packed_copy(x);
     kd_node *node;
     if (!out || kd_record("contiguous", pass_through_backward, out, 1, &x, &node) != KD_OK)
         return NULL;
@@ -469,7 +484,10 @@ static kd_status concat_backward(kd_node *node, kd_tensor *g)
         kd_tensor *x = node->inputs[i];
         kd_tensor part = region(g, dim, start, x->shape[dim]);
         start += x->shape[dim];
-        kd_status st = kd_grad_accumulate(x, &part);
+        if (!x->requires_grad)
+            continue;
+        kd_tensor *gx = packed_copy(&part);
+        kd_status st = gx ? kd_grad_accumulate_take(x, gx) : KD_ERR_NOMEM;
         if (st != KD_OK)
             return st;
     }
