@@ -1,1 +1,528 @@
-/* placeholder */
+/* Reductions: sum, mean, var over sets of dims; max, min, argmax over one.
+ *
+ * Every kernel sees its input as a contiguous [outer, reduce, inner] block.
+ * A dim set is planned into groups of adjacent dims (size-1 dims dropped);
+ * sum and mean reduce one group at a time from the last, var gathers the
+ * reduced dims last with one copy. Float sums accumulate in double. */
+#include <math.h>
+#include <string.h>
+
+#include "../internal.h"
+#ifdef KD_HAVE_CUDA
+#include "../backend/cuda/cuda.h"
+#endif
+
+#define PAR_MIN 32768 /* elements below which a kernel stays on one thread */
+#define TILE 256      /* inner elements a thread accumulates at once */
+#define CHUNK 4096    /* elements of one long row a thread adds up at once */
+
+typedef struct reduce_plan {
+    unsigned mask;  /* bit d set: dim d is reduced */
+    int64_t count;  /* input elements per output element */
+    int64_t keep_shape[KD_MAX_DIMS]; /* x's shape, reduced dims set to 1 */
+    int out_ndim;
+    int64_t out_shape[KD_MAX_DIMS];
+    int ngroups; /* adjacent dims of one kind merged, size-1 dims dropped */
+    int64_t gsize[KD_MAX_DIMS];
+    bool greduced[KD_MAX_DIMS];
+} reduce_plan;
+
+/* ndims == 0 reduces every dim, as torch does for an empty dim list. */
+static kd_status plan_reduce(const char *op, const kd_tensor *x, int ndims,
+                             const int *dims, bool keepdim, reduce_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    if (ndims < 0 || ndims > KD_MAX_DIMS || (ndims > 0 && !dims))
+        return kd_error(KD_ERR_INVALID, "%s: %d dims given", op, ndims);
+    if (ndims == 0) {
+        p->mask = (1u << x->ndim) - 1;
+    }
+    for (int i = 0; i < ndims; i++) {
+        int d;
+        if (kd_norm_dim(op, x->ndim, dims[i], &d) != KD_OK)
+            return KD_ERR_INVALID;
+        if (x->ndim == 0)
+            continue;
+        if (p->mask & (1u << d))
+            return kd_error(KD_ERR_INVALID, "%s: dim %d appears twice in the dim list",
+                            op, d);
+        p->mask |= 1u << d;
+    }
+    p->count = 1;
+    for (int d = 0; d < x->ndim; d++) {
+        bool red = p->mask & (1u << d);
+        int64_t n = x->shape[d];
+        p->keep_shape[d] = red ? 1 : n;
+        if (red)
+            p->count *= n;
+        if (!red || keepdim)
+            p->out_shape[p->out_ndim++] = red ? 1 : n;
+        if (n == 1)
+            continue;
+        if (p->ngroups > 0 && p->greduced[p->ngroups - 1] == red) {
+            p->gsize[p->ngroups - 1] *= n;
+        } else {
+            p->gsize[p->ngroups] = n;
+            p->greduced[p->ngroups++] = red;
+        }
+    }
+    return KD_OK;
+}
+
+/* x's elements with the reduced dims merged last: 1 group of each kind. */
+static int64_t plan_kept_numel(const reduce_plan *p)
+{
+    int64_t n = 1;
+    for (int g = 0; g < p->ngroups; g++)
+        if (!p->greduced[g])
+            n *= p->gsize[g];
+    return n;
+}
+
+/* ------------------------------------------------------------ kernels */
+
+#define DEFINE_REDUCE_KERNELS(T, S)                                              \
+    static void sum_##S(const T *x, T *out, int64_t outer, int64_t reduce,      \
+                        int64_t inner, double scale)                            \
+    {                                                                           \
+        if (inner == 1 && outer == 1) { /* one long row: split it */          \
+            int64_t chunks = (reduce + CHUNK - 1) / CHUNK;                      \
+            double s = 0;                                                       \
+            _Pragma("omp parallel for reduction(+ : s) if (reduce > PAR_MIN) schedule(static)") \
+            for (int64_t c = 0; c < chunks; c++) {                              \
+                int64_t end = (c + 1) * CHUNK < reduce ? (c + 1) * CHUNK : reduce; \
+                double cs = 0;                                                  \
+                _Pragma("omp simd reduction(+ : cs)")                           \
+                for (int64_t r = c * CHUNK; r < end; r++)                       \
+                    cs += x[r];                                                 \
+                s += cs;                                                        \
+            }                                                                   \
+            out[0] = (T)(s * scale);                                            \
+            return;                                                             \
+        }                                                                       \
+        if (inner == 1) {                                                       \
+            _Pragma("omp parallel for if (outer * reduce > PAR_MIN) schedule(static)") \
+            for (int64_t o = 0; o < outer; o++) {                               \
+                const T *row = x + o * reduce;                                  \
+                double s = 0;                                                   \
+                _Pragma("omp simd reduction(+ : s)")                            \
+                for (int64_t r = 0; r < reduce; r++)                            \
+                    s += row[r];                                                \
+                out[o] = (T)(s * scale);                                        \
+            }                                                                   \
+            return;                                                             \
+        }                                                                       \
+        int64_t tiles = (inner + TILE - 1) / TILE;                              \
+        _Pragma("omp parallel for if (outer * reduce * inner > PAR_MIN) schedule(static)") \
+        for (int64_t t = 0; t < outer * tiles; t++) {                           \
+            int64_t o = t / tiles, i0 = (t - o * tiles) * TILE;                 \
+            int64_t n = inner - i0 < TILE ? inner - i0 : TILE;                  \
+            double acc[TILE];                                                   \
+            for (int64_t i = 0; i < n; i++)                                     \
+                acc[i] = 0;                                                     \
+            const T *base = x + o * reduce * inner + i0;                        \
+            for (int64_t r = 0; r < reduce; r++) {                              \
+                const T *p = base + r * inner;                                  \
+                _Pragma("omp simd")                                             \
+                for (int64_t i = 0; i < n; i++)                                 \
+                    acc[i] += p[i];                                             \
+            }                                                                   \
+            T *dst = out + o * inner + i0;                                      \
+            for (int64_t i = 0; i < n; i++)                                     \
+                dst[i] = (T)(acc[i] * scale);                                   \
+        }                                                                       \
+    }                                                                           \
+    /* Two passes (mean, then squared deviations) for accuracy. */             \
+    static void var_##S(const T *x, T *var, T *mean, int64_t outer,             \
+                        int64_t reduce, double divisor)                         \
+    {                                                                           \
+        _Pragma("omp parallel for if (outer * reduce > PAR_MIN) schedule(static)") \
+        for (int64_t o = 0; o < outer; o++) {                                   \
+            const T *row = x + o * reduce;                                      \
+            double s = 0, q = 0;                                                \
+            _Pragma("omp simd reduction(+ : s)")                                \
+            for (int64_t r = 0; r < reduce; r++)                                \
+                s += row[r];                                                    \
+            double m = s / (double)reduce;                                      \
+            _Pragma("omp simd reduction(+ : q)")                                \
+            for (int64_t r = 0; r < reduce; r++)                                \
+                q += (row[r] - m) * (row[r] - m);                               \
+            var[o] = (T)(q / divisor);                                          \
+            mean[o] = (T)m;                                                     \
+        }                                                                       \
+    }                                                                           \
+    /* The first extreme wins; a NaN beats any number, like torch. */         \
+    static void extreme_##S(const T *x, T *out, int64_t *arg, int64_t outer,    \
+                            int64_t reduce, int64_t inner, bool is_min)         \
+    {                                                                           \
+        T sign = is_min ? -1 : 1;                                               \
+        int64_t tiles = (inner + TILE - 1) / TILE;                              \
+        _Pragma("omp parallel for if (outer * reduce * inner > PAR_MIN) schedule(static)") \
+        for (int64_t t = 0; t < outer * tiles; t++) {                           \
+            int64_t o = t / tiles, i0 = (t - o * tiles) * TILE;                 \
+            int64_t n = inner - i0 < TILE ? inner - i0 : TILE;                  \
+            const T *base = x + o * reduce * inner + i0;                        \
+            T best[TILE];                                                       \
+            int64_t at[TILE];                                                   \
+            for (int64_t i = 0; i < n; i++) {                                   \
+                best[i] = sign * base[i];                                       \
+                at[i] = 0;                                                      \
+            }                                                                   \
+            for (int64_t r = 1; r < reduce; r++) {                              \
+                const T *p = base + r * inner;                                  \
+                for (int64_t i = 0; i < n; i++) {                               \
+                    T v = sign * p[i];                                          \
+                    bool take = v > best[i] || (v != v && best[i] == best[i]);  \
+                    best[i] = take ? v : best[i];                               \
+                    at[i] = take ? r : at[i];                                   \
+                }                                                               \
+            }                                                                   \
+            T *dst = out ? out + o * inner + i0 : NULL;                         \
+            for (int64_t i = 0; i < n; i++) {                                   \
+                if (dst)                                                        \
+                    dst[i] = sign * best[i];                                    \
+                if (arg)                                                        \
+                    arg[o * inner + i0 + i] = at[i];                            \
+            }                                                                   \
+        }                                                                       \
+    }                                                                           \
+    static void extreme_backward_##S(T *gx, const T *g, const int64_t *arg,     \
+                                     int64_t outer, int64_t reduce,             \
+                                     int64_t inner)                             \
+    {                                                                           \
+        for (int64_t o = 0; o < outer; o++)                                     \
+            for (int64_t i = 0; i < inner; i++)                                 \
+                gx[(o * reduce + arg[o * inner + i]) * inner + i] +=            \
+                    g[o * inner + i];                                           \
+    }
+
+DEFINE_REDUCE_KERNELS(float, f32)
+DEFINE_REDUCE_KERNELS(double, f64)
+
+/* One [outer, reduce, inner] sum on x's device; out and x contiguous. */
+static kd_status sum_step(const char *op, kd_tensor *out, kd_tensor *x,
+                          int64_t outer, int64_t reduce, int64_t inner, double scale)
+{
+    if (x->device == KD_CUDA) {
+#ifdef KD_HAVE_CUDA
+        (void)op;
+        return kd_cuda_reduce_sum(out, x, outer, reduce, inner, scale);
+#else
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", op);
+#endif
+    }
+    if (x->dtype == KD_F32)
+        sum_f32(kd_tensor_data(x), kd_tensor_data(out), outer, reduce, inner, scale);
+    else
+        sum_f64(kd_tensor_data(x), kd_tensor_data(out), outer, reduce, inner, scale);
+    return KD_OK;
+}
+
+/* g (any shape with the output's numel) read as x's shape, broadcast over the
+ * reduced dims, copied out contiguous on g's device. */
+static kd_tensor *expand_reduced(kd_tensor *g, const kd_tensor *x, unsigned mask)
+{
+    kd_tensor *gc = kd_contiguous_raw(g);
+    kd_tensor *view = gc ? kd_tensor_alias(gc) : NULL;
+    kd_tensor *out = view ? kd_tensor_empty_like(x) : NULL;
+    if (!out)
+        return NULL;
+    int64_t keep[KD_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        keep[d] = (mask & (1u << d)) ? 1 : x->shape[d];
+    view->ndim = x->ndim;
+    memcpy(view->shape, x->shape, sizeof view->shape);
+    kd_contiguous_strides(x->ndim, keep, view->stride);
+    for (int d = 0; d < x->ndim; d++)
+        if (mask & (1u << d))
+            view->stride[d] = 0;
+    return kd_tensor_copy_(out, view) == KD_OK ? out : NULL;
+}
+
+/* A contiguous tensor's data seen under another shape of the same numel. */
+static kd_tensor *view_as_shape(kd_tensor *t, int ndim, const int64_t *shape)
+{
+    kd_tensor *c = kd_contiguous_raw(t);
+    kd_tensor *v = c ? kd_tensor_alias(c) : NULL;
+    if (!v)
+        return NULL;
+    v->ndim = ndim;
+    memcpy(v->shape, shape, (size_t)ndim * sizeof *shape);
+    kd_contiguous_strides(ndim, shape, v->stride);
+    return v;
+}
+
+/* ------------------------------------------------------------ sum, mean */
+
+static kd_status sum_backward(kd_node *node, kd_tensor *g)
+{
+    kd_tensor *x = node->inputs[0];
+    double scale = node->farg[0];
+    kd_tensor *gs = scale != 1.0 ? kd_mul_scalar(g, scale) : g;
+    kd_tensor *gx = gs ? expand_reduced(gs, x, (unsigned)node->iarg[0]) : NULL;
+    return gx ? kd_grad_accumulate_take(x, gx) : KD_ERR_NOMEM;
+}
+
+static kd_tensor *sum_impl(const char *op, kd_tensor *x, int ndims, const int *dims,
+                           bool keepdim, bool mean)
+{
+    if (!x || kd_check_float(op, x) != KD_OK)
+        return NULL;
+    reduce_plan p;
+    if (plan_reduce(op, x, ndims, dims, keepdim, &p) != KD_OK)
+        return NULL;
+    kd_tensor *out = kd_tensor_empty(x->dtype, x->device, p.out_ndim, p.out_shape);
+    kd_tensor *cur = out ? kd_contiguous_raw(x) : NULL;
+    if (!cur)
+        return NULL;
+    if (kd_tensor_numel(out) > 0 && (p.count == 0 || p.count == 1)) {
+        /* Nothing to add up: an empty sum, or a copy. */
+        kd_tensor *src = p.count ? view_as_shape(cur, out->ndim, out->shape) : NULL;
+        kd_status st = p.count == 0 ? kd_tensor_fill_(out, mean ? NAN : 0.0)
+                                    : src ? kd_tensor_copy_(out, src) : KD_ERR_NOMEM;
+        if (st != KD_OK)
+            return NULL;
+    } else if (kd_tensor_numel(out) > 0) {
+        int ng = p.ngroups;
+        int64_t gsize[KD_MAX_DIMS];
+        bool gred[KD_MAX_DIMS];
+        memcpy(gsize, p.gsize, sizeof gsize);
+        memcpy(gred, p.greduced, sizeof gred);
+        for (;;) {
+            int j = ng - 1;
+            while (!gred[j])
+                j--;
+            int64_t outer = kd_shape_numel(j, gsize);
+            int64_t inner = kd_shape_numel(ng - j - 1, gsize + j + 1);
+            int64_t reduce = gsize[j];
+            bool last = true;
+            for (int k = 0; k < j; k++)
+                last = last && !gred[k];
+            int64_t n = outer * inner;
+            kd_tensor *next = last ? out : kd_tensor_empty(x->dtype, x->device, 1, &n);
+            if (!next || sum_step(op, next, cur, outer, reduce, inner,
+                                  mean ? 1.0 / (double)reduce : 1.0) != KD_OK)
+                return NULL;
+            cur = next;
+            if (last)
+                break;
+            /* Drop group j; its kept neighbours become one group. */
+            if (j + 1 < ng) {
+                gsize[j - 1] *= gsize[j + 1];
+                for (int k = j; k + 2 < ng; k++) {
+                    gsize[k] = gsize[k + 2];
+                    gred[k] = gred[k + 2];
+                }
+                ng -= 2;
+            } else {
+                ng -= 1;
+            }
+        }
+    }
+    kd_node *node;
+    if (kd_record(op, sum_backward, out, 1, &x, &node) != KD_OK)
+        return NULL;
+    if (node) {
+        node->iarg[0] = p.mask;
+        node->farg[0] = mean ? 1.0 / (double)p.count : 1.0;
+    }
+    return out;
+}
+
+kd_tensor *kd_sum(kd_tensor *x, int ndims, const int *dims, bool keepdim)
+{
+    return sum_impl("sum", x, ndims, dims, keepdim, false);
+}
+
+kd_tensor *kd_mean(kd_tensor *x, int ndims, const int *dims, bool keepdim)
+{
+    return sum_impl("mean", x, ndims, dims, keepdim, true);
+}
+
+kd_tensor *kd_sum_all(kd_tensor *x) { return sum_impl("sum_all", x, 0, NULL, false, false); }
+
+kd_tensor *kd_mean_all(kd_tensor *x) { return sum_impl("mean_all", x, 0, NULL, false, true); }
+
+/* ------------------------------------------------------------ var */
+
+static kd_status var_backward(kd_node *node, kd_tensor *g)
+{
+    kd_tensor *x = node->inputs[0], *mean = node->saved[0];
+    /* d var / dx = 2 (x - mean) / (count - correction) */
+    kd_tensor *gk = view_as_shape(g, mean->ndim, mean->shape);
+    kd_tensor *gx = kd_mul(kd_sub(x, mean), kd_mul_scalar(gk, 2.0 / node->farg[0]));
+    return gx ? kd_grad_accumulate_take(x, gx) : KD_ERR_NOMEM;
+}
+
+kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
+                  bool keepdim)
+{
+    if (!x || kd_check_float("var", x) != KD_OK)
+        return NULL;
+    if (x->device != KD_CPU) {
+        kd_error(KD_ERR_UNSUPPORTED, "var: cuda tensors are not supported");
+        return NULL;
+    }
+    reduce_plan p;
+    if (plan_reduce("var", x, ndims, dims, keepdim, &p) != KD_OK)
+        return NULL;
+    kd_tensor *xc = kd_contiguous_raw(x);
+    int nred = 0;
+    for (int g = 0; g < p.ngroups; g++)
+        nred += p.greduced[g];
+    if (xc && nred > 0 && (nred > 1 || !p.greduced[p.ngroups - 1])) {
+        /* Gather the reduced dims last: a permuted view, copied. */
+        kd_tensor *v = kd_tensor_alias(xc);
+        if (!v)
+            return NULL;
+        int k = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int d = 0; d < x->ndim; d++)
+                if (((p.mask >> d) & 1u) == (unsigned)pass) {
+                    v->shape[k] = xc->shape[d];
+                    v->stride[k++] = xc->stride[d];
+                }
+        xc = kd_contiguous_raw(v);
+    }
+    int64_t outer = plan_kept_numel(&p);
+    kd_tensor *out = xc ? kd_tensor_empty(x->dtype, KD_CPU, p.out_ndim, p.out_shape) : NULL;
+    kd_tensor *mean = out ? kd_tensor_empty(x->dtype, KD_CPU, x->ndim, p.keep_shape) : NULL;
+    if (!mean)
+        return NULL;
+    double divisor = (double)p.count - correction;
+    divisor = divisor > 0 ? divisor : 0;
+    if (kd_tensor_numel(x) == 0) {
+        if (kd_tensor_fill_(out, NAN) != KD_OK)
+            return NULL;
+    } else if (x->dtype == KD_F32) {
+        var_f32(kd_tensor_data(xc), kd_tensor_data(out), kd_tensor_data(mean), outer,
+                p.count, divisor);
+    } else {
+        var_f64(kd_tensor_data(xc), kd_tensor_data(out), kd_tensor_data(mean), outer,
+                p.count, divisor);
+    }
+    kd_node *node;
+    if (kd_record("var", var_backward, out, 1, &x, &node) != KD_OK)
+        return NULL;
+    if (node) {
+        node->saved[0] = mean;
+        node->farg[0] = divisor;
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------ max, min, argmax */
+
+static kd_status extreme_backward(kd_node *node, kd_tensor *g)
+{
+    kd_tensor *x = node->inputs[0], *arg = node->saved[0];
+    if (x->device != KD_CPU)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: backward on cuda is not supported",
+                        node->op);
+    kd_tensor *gc = kd_contiguous_raw(g);
+    kd_tensor *gx = gc ? kd_tensor_zeros_like(x) : NULL;
+    if (!gx)
+        return KD_ERR_NOMEM;
+    int64_t outer = node->iarg[0], reduce = node->iarg[1], inner = node->iarg[2];
+    if (x->dtype == KD_F32)
+        extreme_backward_f32(kd_tensor_data(gx), kd_tensor_data(gc), kd_tensor_data(arg),
+                             outer, reduce, inner);
+    else
+        extreme_backward_f64(kd_tensor_data(gx), kd_tensor_data(gc), kd_tensor_data(arg),
+                             outer, reduce, inner);
+    return kd_grad_accumulate_take(x, gx);
+}
+
+/* Values (out, may be NULL) and indices (arg, may be NULL) of the extreme
+ * along one dim; *out_dims receives the [outer, reduce, inner] view. */
+static kd_status extreme_run(const char *op, kd_tensor *x, int dim, bool keepdim,
+                             bool is_min, bool want_values, bool want_index,
+                             kd_tensor **values, kd_tensor **index, int64_t *dims3)
+{
+    int d;
+    if (kd_check_float(op, x) != KD_OK || kd_norm_dim(op, x->ndim, dim, &d) != KD_OK)
+        return KD_ERR_INVALID;
+    reduce_plan p;
+    if (plan_reduce(op, x, 1, &d, keepdim, &p) != KD_OK)
+        return KD_ERR_INVALID;
+    int64_t reduce = x->ndim ? x->shape[d] : 1;
+    if (reduce == 0)
+        return kd_error(KD_ERR_INVALID, "%s: dim %d has size 0", op, d);
+    int64_t outer = kd_shape_numel(d, x->shape);
+    int64_t inner = x->ndim ? kd_shape_numel(x->ndim - d - 1, x->shape + d + 1) : 1;
+    kd_tensor *xc = kd_contiguous_raw(x);
+    kd_tensor *v = xc && want_values
+                       ? kd_tensor_empty(x->dtype, x->device, p.out_ndim, p.out_shape)
+                       : NULL;
+    kd_tensor *a = xc && want_index
+                       ? kd_tensor_empty(KD_I64, x->device, p.out_ndim, p.out_shape)
+                       : NULL;
+    if (!xc || (want_values && !v) || (want_index && !a))
+        return KD_ERR_NOMEM;
+    if (x->device == KD_CUDA) {
+#ifdef KD_HAVE_CUDA
+        kd_tensor *vals = v;
+        if (!vals) /* the backend always writes values */
+            vals = kd_tensor_empty(x->dtype, KD_CUDA, p.out_ndim, p.out_shape);
+        kd_status st = vals ? kd_cuda_reduce_max(vals, a, xc, outer, reduce, inner, is_min)
+                            : KD_ERR_NOMEM;
+        if (st != KD_OK)
+            return st;
+#else
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", op);
+#endif
+    } else if (outer * inner > 0) {
+        void *vd = v ? kd_tensor_data(v) : NULL;
+        int64_t *ad = a ? kd_tensor_data(a) : NULL;
+        if (x->dtype == KD_F32)
+            extreme_f32(kd_tensor_data(xc), vd, ad, outer, reduce, inner, is_min);
+        else
+            extreme_f64(kd_tensor_data(xc), vd, ad, outer, reduce, inner, is_min);
+    }
+    *values = v;
+    *index = a;
+    dims3[0] = outer;
+    dims3[1] = reduce;
+    dims3[2] = inner;
+    return KD_OK;
+}
+
+static kd_tensor *extreme(const char *op, kd_tensor *x, int dim, bool keepdim, bool is_min)
+{
+    if (!x)
+        return NULL;
+    bool grad = kd_needs_grad(1, &x);
+    kd_tensor *v, *a;
+    int64_t dims3[3];
+    if (extreme_run(op, x, dim, keepdim, is_min, true, grad, &v, &a, dims3) != KD_OK)
+        return NULL;
+    kd_node *node;
+    if (kd_record(op, extreme_backward, v, 1, &x, &node) != KD_OK)
+        return NULL;
+    if (node) {
+        node->saved[0] = a;
+        memcpy(node->iarg, dims3, sizeof dims3);
+    }
+    return v;
+}
+
+kd_tensor *kd_max(kd_tensor *x, int dim, bool keepdim)
+{
+    return extreme("max", x, dim, keepdim, false);
+}
+
+kd_tensor *kd_min(kd_tensor *x, int dim, bool keepdim)
+{
+    return extreme("min", x, dim, keepdim, true);
+}
+
+kd_tensor *kd_argmax(kd_tensor *x, int dim, bool keepdim)
+{
+    if (!x)
+        return NULL;
+    kd_tensor *v, *a;
+    int64_t dims3[3];
+    if (extreme_run("argmax", x, dim, keepdim, false, false, true, &v, &a, dims3) != KD_OK)
+        return NULL;
+    return a;
+}
