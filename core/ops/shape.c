@@ -85,10 +85,38 @@ static void copy_row(char *d, int64_t ds, const char *s, int64_t ss, int64_t n,
     }
 }
 
+/* Merges neighbouring dims that are laid out as one in both a and b (same
+ * shape), and drops size-1 dims, so copies run along longer rows. */
+static void coalesce(kd_tensor *a, kd_tensor *b)
+{
+    int nd = 0;
+    for (int d = 0; d < a->ndim; d++) {
+        if (a->shape[d] == 1)
+            continue;
+        if (nd > 0 && a->stride[nd - 1] == a->stride[d] * a->shape[d] &&
+            b->stride[nd - 1] == b->stride[d] * a->shape[d]) {
+            a->shape[nd - 1] *= a->shape[d];
+            a->stride[nd - 1] = a->stride[d];
+            b->stride[nd - 1] = b->stride[d];
+        } else {
+            a->shape[nd] = a->shape[d];
+            a->stride[nd] = a->stride[d];
+            b->stride[nd] = b->stride[d];
+            nd++;
+        }
+    }
+    a->ndim = b->ndim = nd;
+    for (int d = 0; d < nd; d++)
+        b->shape[d] = a->shape[d];
+}
+
 /* dst = src elementwise; same shape and dtype, any strides, CPU. Rows of
  * the last dim are split between threads; offsets advance incrementally. */
-static void copy_strided(const kd_tensor *dst, const kd_tensor *src)
+static void copy_strided(const kd_tensor *dst_in, const kd_tensor *src_in)
 {
+    kd_tensor dst_h = header_of(dst_in), src_h = header_of(src_in);
+    coalesce(&dst_h, &src_h);
+    const kd_tensor *dst = &dst_h, *src = &src_h;
     int nd = dst->ndim;
     int64_t n = kd_tensor_numel(dst);
     if (n == 0)
