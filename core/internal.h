@@ -3,11 +3,17 @@
 #ifndef KD_CORE_INTERNAL_H
 #define KD_CORE_INTERNAL_H
 
+#include "config.h" /* KD_HAVE_CUDA, KD_HAVE_DNNL: every core file sees them */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <kdengine/kdengine.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* --- storage: a refcounted block of bytes on one device --- */
 struct kd_storage {
@@ -124,4 +130,7 @@ typedef enum kd_unary_op {
     KD_UN_COUNT
 } kd_unary_op;
 
+#ifdef __cplusplus
+}
+#endif
 #endif
