@@ -492,7 +492,7 @@ static kd_tensor *extreme(const char *op, kd_tensor *x, int dim, bool keepdim, b
     if (!x)
         return NULL;
     bool grad = kd_needs_grad(1, &x);
-    kd_tensor *v, *a;
+    kd_tensor *v = NULL, *a = NULL;
     int64_t dims3[3];
     if (extreme_run(op, x, dim, keepdim, is_min, true, grad, &v, &a, dims3) != KD_OK)
         return NULL;
@@ -520,7 +520,7 @@ kd_tensor *kd_argmax(kd_tensor *x, int dim, bool keepdim)
 {
     if (!x)
         return NULL;
-    kd_tensor *v, *a;
+    kd_tensor *v = NULL, *a = NULL;
     int64_t dims3[3];
     if (extreme_run("argmax", x, dim, keepdim, false, false, true, &v, &a, dims3) != KD_OK)
         return NULL;
