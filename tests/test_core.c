@@ -1,2 +1,262 @@
+/* Core unit tests: dtypes, tensors and views, scopes and ownership, the
+ * autograd tape, the Philox generator. Ops have their own table (test_ops). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/internal.h"
 #include "harness.h"
-int main(void) { return kt_finish(); }
+
+static void test_dtype(void)
+{
+    kt_check(kd_dtype_size(KD_BF16) == 2 && kd_dtype_size(KD_I64) == 8 &&
+                 kd_dtype_size(KD_U8) == 1,
+             "dtype.sizes", "wrong element sizes");
+    kt_check(kd_dtype_from_name("bf16") == KD_BF16 && kd_dtype_from_name("x") == -1,
+             "dtype.names", "name lookup");
+    /* Exactly representable values survive; rounding is to nearest even. */
+    kt_check(kd_f16_to_f32(kd_f32_to_f16(1.5f)) == 1.5f &&
+                 kd_f32_to_f16(65504.0f) == 0x7bff && kd_f32_to_f16(65520.0f) == 0x7c00 &&
+                 kd_f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00 && /* tie -> even */
+                 kd_f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02 &&
+                 kd_f16_to_f32(0x0001) == 5.9604644775390625e-8f &&
+                 kd_f32_to_f16(5.9604644775390625e-8f) == 0x0001 &&
+                 kd_f32_to_f16(-0.0f) == 0x8000 && isnan(kd_f16_to_f32(kd_f32_to_f16(NAN))),
+             "dtype.f16", "f16 conversion");
+    kt_check(kd_bf16_to_f32(kd_f32_to_bf16(3.0f)) == 3.0f &&
+                 kd_f32_to_bf16(1.0f + 1.0f / 256) == 0x3f80 && /* tie -> even */
+                 kd_f32_to_bf16(1.0f + 3.0f / 256) == 0x3f82 &&
+                 isnan(kd_bf16_to_f32(kd_f32_to_bf16(NAN))) &&
+                 kd_f32_to_bf16(INFINITY) == 0x7f80,
+             "dtype.bf16", "bf16 conversion");
+    /* Every f16 bit pattern round-trips through f32. */
+    int bad = 0;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float f = kd_f16_to_f32((uint16_t)h);
+        if (!isnan(f) && kd_f32_to_f16(f) != h)
+            bad++;
+    }
+    kt_check(bad == 0, "dtype.f16_roundtrip_all", "%d patterns differ", bad);
+}
+
+static void test_tensor_basics(void)
+{
+    int64_t shape[3] = {2, 3, 4};
+    kd_tensor *t = kd_tensor_zeros(KD_F32, KD_CPU, 3, shape);
+    kt_check(t && !t->scope && kd_tensor_numel(t) == 24 && kd_tensor_is_contiguous(t) &&
+                 t->stride[0] == 12 && t->stride[2] == 1,
+             "tensor.create", "zeros [2,3,4]");
+    float *d = kd_tensor_data(t);
+    for (int i = 0; i < 24; i++)
+        d[i] = (float)i;
+    char buf[64];
+    kt_check(strcmp(kd_shape_str(t, buf, sizeof buf), "[2, 3, 4]") == 0, "tensor.shape_str",
+             "got %s", buf);
+
+    /* A transposed view read through strides, copied, converted. */
+    kd_tensor *v = kd_tensor_alias(t);
+    v->shape[1] = 4;
+    v->shape[2] = 3;
+    v->stride[1] = 1;
+    v->stride[2] = 4;
+    kt_check(!kd_tensor_is_contiguous(v) && kd_tensor_get(v, 1) == 4.0 &&
+                 kd_tensor_get(v, 3) == 1.0,
+             "tensor.view_strides", "strided reads");
+    kd_tensor *c = kd_tensor_empty(KD_F64, KD_CPU, 3, v->shape);
+    kt_check(c && kd_tensor_copy_(c, v) == KD_OK && ((double *)kd_tensor_data(c))[1] == 4.0 &&
+                 ((double *)kd_tensor_data(c))[13] == 16.0,
+             "tensor.copy_strided_convert", "copy of a view to f64");
+    kd_tensor *h = kd_tensor_empty(KD_BF16, KD_CPU, 3, shape);
+    kt_check(h && kd_tensor_copy_(h, t) == KD_OK && kd_tensor_get(h, 23) == 23.0,
+             "tensor.copy_bf16", "bf16 copy");
+    kd_tensor *i64 = kd_tensor_empty(KD_I64, KD_CPU, 3, shape);
+    kt_check(i64 && kd_tensor_copy_(i64, t) == KD_OK && kd_tensor_get(i64, 7) == 7.0,
+             "tensor.copy_to_int", "f32 to i64");
+    /* Writing into a strided destination. */
+    kd_tensor *z = kd_tensor_zeros(KD_F32, KD_CPU, 3, shape);
+    kd_tensor *zv = kd_tensor_alias(z);
+    memcpy(zv->shape, v->shape, sizeof zv->shape);
+    memcpy(zv->stride, v->stride, sizeof zv->stride);
+    kt_check(kd_tensor_copy_(zv, v) == KD_OK && kt_max_abs_diff(z, t) == 0,
+             "tensor.copy_into_view", "strided destination");
+    int64_t other[2] = {4, 6};
+    kd_tensor *wrong = kd_tensor_empty(KD_F32, KD_CPU, 2, other);
+    kd_status st = kd_tensor_copy_(wrong, t);
+    kt_check(st == KD_ERR_INVALID && strstr(kd_last_error(), "[2, 3, 4]"),
+             "tensor.copy_shape_error", "status %d, message '%s'", st, kd_last_error());
+    int64_t neg[1] = {-1};
+    kt_check(!kd_tensor_empty(KD_F32, KD_CPU, 1, neg) && strstr(kd_last_error(), "negative"),
+             "tensor.negative_size", "message '%s'", kd_last_error());
+    kt_check(kd_tensor_fill_(v, 2.5) == KD_OK && kd_tensor_get(t, 5) == 2.5,
+             "tensor.fill_view", "fill through a view writes the base");
+    /* The view keeps storage alive after its base is freed. */
+    kd_tensor_free(t);
+    kt_check(kd_tensor_get(v, 0) == 2.5, "tensor.view_outlives_base", "storage freed early");
+    kd_tensor_free(v);
+    kd_tensor_free(c);
+    kd_tensor_free(h);
+    kd_tensor_free(i64);
+    kd_tensor_free(z);
+    kd_tensor_free(zv);
+    kd_tensor_free(wrong);
+}
+
+static void test_scopes(void)
+{
+    int64_t shape[1] = {8};
+    kt_check(kd_scope_begin() == KD_OK && kd_scope_depth() == 1, "scope.begin", "depth");
+    kd_tensor *a = kd_tensor_full(KD_F32, KD_CPU, 1, shape, 1.0);
+    kd_tensor *kept = kd_tensor_keep(kd_tensor_full(KD_F32, KD_CPU, 1, shape, 2.0));
+    kd_scope_begin();
+    kd_tensor *inner = kd_tensor_zeros(KD_F64, KD_CPU, 1, shape);
+    kt_check(a->scope && inner->scope && inner->scope != a->scope && !kept->scope,
+             "scope.ownership", "owners not as documented");
+    kd_scope_end();
+    kd_tensor_free(a); /* scope-owned: a no-op, the scope frees it */
+    kd_scope_end();
+    kt_check(kd_scope_depth() == 0 && kd_tensor_get(kept, 7) == 2.0, "scope.keep",
+             "a kept tensor survives its scope");
+    kd_tensor_free(kept);
+}
+
+static void test_autograd(void)
+{
+    int64_t shape[2] = {2, 3};
+    double va[6] = {1, 2, 3, 4, 5, 6}, vb[6] = {0.5, -1, 2, 1, 1, -3};
+    kd_tensor *a = kd_tensor_from_data(KD_F64, 2, shape, va);
+    kd_tensor *b = kd_tensor_from_data(KD_F64, 2, shape, vb);
+    kd_tensor_set_requires_grad(a, true);
+
+    /* A diamond: a is used twice; d(sum(a*b + a))/da = b + 1. */
+    kd_scope_begin();
+    kd_tensor *loss = kd_sum_all(kd_add(kd_mul(a, b), a));
+    kt_check(loss && kd_backward(loss) == KD_OK && a->grad && !b->grad &&
+                 kd_tensor_get(a->grad, 2) == 3.0 && kd_tensor_get(a->grad, 5) == -2.0,
+             "autograd.diamond", "grad %g %g (%s)", a->grad ? kd_tensor_get(a->grad, 2) : 0,
+             a->grad ? kd_tensor_get(a->grad, 5) : 0, kd_last_error());
+    kd_scope_end();
+
+    /* A second micro-batch accumulates into the same .grad. */
+    kd_scope_begin();
+    loss = kd_sum_all(kd_mul(a, b));
+    kt_check(kd_backward(loss) == KD_OK && kd_tensor_get(a->grad, 2) == 5.0,
+             "autograd.accumulate", "grad %g", kd_tensor_get(a->grad, 2));
+    kd_scope_end();
+    kd_tensor_zero_grad(a);
+    kt_check(a->grad == NULL, "autograd.zero_grad", "grad kept");
+
+    /* With grad off nothing is recorded and nothing requires grad. */
+    kd_scope_begin();
+    bool was = kd_set_grad_enabled(false);
+    kd_tensor *y = kd_mul(a, b);
+    kd_set_grad_enabled(was);
+    kt_check(y && !y->requires_grad && !y->grad_fn, "autograd.no_grad", "op recorded");
+    kd_status st = kd_backward(kd_sum_all(y));
+    kt_check(st == KD_ERR_INVALID && strstr(kd_last_error(), "does not require grad"),
+             "autograd.backward_without_grad", "message '%s'", kd_last_error());
+    st = kd_backward(kd_mul(a, b));
+    kt_check(st == KD_ERR_INVALID && strstr(kd_last_error(), "one element"),
+             "autograd.backward_non_scalar", "message '%s'", kd_last_error());
+    kd_scope_end();
+
+    /* A NULL anywhere in a chain comes out as NULL with the first message. */
+    kd_scope_begin();
+    int64_t other[2] = {3, 2};
+    kd_tensor *c = kd_tensor_zeros(KD_F64, KD_CPU, 2, other);
+    kd_tensor *r = kd_relu(kd_exp(kd_add(a, c)));
+    kt_check(!r && strstr(kd_last_error(), "add") && strstr(kd_last_error(), "broadcast"),
+             "autograd.null_chain", "message '%s'", kd_last_error());
+    kd_scope_end();
+
+    /* Deep chains don't recurse: 20000 ops in a row. */
+    kd_scope_begin();
+    kd_tensor *x = a;
+    for (int i = 0; i < 20000 && x; i++)
+        x = kd_add_scalar(x, 1e-4);
+    kt_check(x && kd_backward(kd_sum_all(x)) == KD_OK && kd_tensor_get(a->grad, 0) == 1.0,
+             "autograd.deep_chain", "%s", kd_last_error());
+    kd_scope_end();
+    kd_tensor_free(a);
+    kd_tensor_free(b);
+}
+
+static void test_rng(void)
+{
+    /* Known answers published with Random123 (Salmon et al. 2011). */
+    static const uint32_t keys[3][2] = {{0, 0}, {0xffffffff, 0xffffffff},
+                                        {0xa4093822, 0x299f31d0}};
+    static const uint32_t ctrs[3][4] = {{0, 0, 0, 0},
+                                        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+                                        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}};
+    static const uint32_t want[3][4] = {{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+                                        {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+                                        {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}};
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        uint32_t out[4];
+        kd_philox4x32(keys[i], ctrs[i], out);
+        bad += memcmp(out, want[i], sizeof out) != 0;
+    }
+    kt_check(bad == 0, "rng.philox_known_answers", "%d of 3 vectors differ", bad);
+
+    kd_rng a = kd_rng_make(42, 1, 2), b = kd_rng_make(42, 1, 2), c = kd_rng_make(42, 1, 3);
+    bool same = true, differ = false;
+    for (int i = 0; i < 100; i++) {
+        uint32_t x = kd_rng_u32(&a);
+        same &= x == kd_rng_u32(&b);
+        differ |= x != kd_rng_u32(&c);
+    }
+    kt_check(same && differ, "rng.streams", "same key must repeat, other stream must differ");
+
+    /* Filling in parts gives the draws one by one would. */
+    kd_rng r = kd_rng_make(7, 0, 0);
+    float whole[37], parts[37];
+    kd_rng_fill_uniformf(&r, 0, whole, 37);
+    kd_rng_fill_uniformf(&r, 0, parts, 5);
+    kd_rng_fill_uniformf(&r, 5, parts + 5, 32);
+    bool match = memcmp(whole, parts, sizeof whole) == 0;
+    for (int i = 0; i < 37; i++)
+        match &= kd_rng_uniformf(&r) == whole[i];
+    kt_check(match, "rng.fill_matches_sequential", "parallel fill differs from draws");
+
+    double sum = 0, sq = 0;
+    kd_rng n = kd_rng_make(3, 0, 0);
+    for (int i = 0; i < 200000; i++) {
+        double v = kd_rng_normal(&n);
+        sum += v;
+        sq += v * v;
+    }
+    double mean = sum / 200000, var = sq / 200000 - mean * mean;
+    kt_check(fabs(mean) < 0.01 && fabs(var - 1) < 0.02, "rng.normal_moments",
+             "mean %g var %g", mean, var);
+    int counts[10] = {0};
+    for (int i = 0; i < 100000; i++)
+        counts[kd_rng_below(&n, 10)]++;
+    int lo = counts[0], hi = counts[0];
+    for (int i = 1; i < 10; i++) {
+        lo = counts[i] < lo ? counts[i] : lo;
+        hi = counts[i] > hi ? counts[i] : hi;
+    }
+    kt_check(lo > 9500 && hi < 10500, "rng.below_uniform", "counts %d..%d", lo, hi);
+}
+
+static void test_errors(void)
+{
+    kd_status st = kd_error(KD_ERR_FORMAT, "file %s", "a.bin");
+    kd_error_wrap(st, "loading %s", "model");
+    kt_check(st == KD_ERR_FORMAT && strcmp(kd_last_error(), "loading model: file a.bin") == 0,
+             "status.wrap", "message '%s'", kd_last_error());
+    kt_check(strcmp(kd_status_name(KD_ERR_IO), "i/o error") == 0, "status.names", "names");
+}
+
+int main(void)
+{
+    kd_set_num_threads(2);
+    test_dtype();
+    test_tensor_basics();
+    test_scopes();
+    test_autograd();
+    test_rng();
+    test_errors();
+    return kt_finish();
+}

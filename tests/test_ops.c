@@ -126,10 +126,8 @@ static void gradcheck(const kt_op_row *row)
 {
     char name[160];
     snprintf(name, sizeof name, "gradcheck %s", row->name);
-    if (row->flags & (KT_NO_GRADCHECK | KT_NO_BACKWARD)) {
-        kt_skip(name, "the output has no gradient");
-        return;
-    }
+    if (row->flags & (KT_NO_GRADCHECK | KT_NO_BACKWARD))
+        return; /* no gradient to check: its parity row covers it */
     kd_scope_begin();
     kd_tensor *x[4] = {0};
     if (!make_inputs(row, KD_F64, x)) {

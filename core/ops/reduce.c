@@ -228,6 +228,7 @@ static kd_status sum_step(const char *op, kd_tensor *out, kd_tensor *x,
 {
     if (x->device == KD_CUDA) {
 #ifdef KD_HAVE_CUDA
+        (void)op;
         return kd_cuda_reduce_sum(out, x, outer, reduce, inner, scale);
 #else
         return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", op);

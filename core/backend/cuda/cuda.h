@@ -11,9 +11,19 @@
 
 #include "../../internal.h"
 
+/* The answer is probed once (cudaGetDeviceCount) and cached; false, never a
+ * crash, without a GPU or driver. */
 bool kd_cuda_available(void);
+/* Why kd_cuda_available() is false; "" when it is true. */
+const char *kd_cuda_unavailable_reason(void);
+/* Device memory through a caching allocator: freed blocks are kept by size
+ * class for reuse; the cache is returned to the driver when an allocation
+ * fails, at exit, or by kd_cuda_release_cache(). Thread-safe. */
 kd_status kd_cuda_alloc(void **ptr, size_t bytes);
 void kd_cuda_free(void *ptr);
+void kd_cuda_release_cache(void);
+/* Waits for the device's queued work; reports a kernel's failure. */
+kd_status kd_cuda_synchronize(void);
 typedef enum kd_copy_kind { KD_COPY_H2D, KD_COPY_D2H, KD_COPY_D2D } kd_copy_kind;
 kd_status kd_cuda_memcpy(void *dst, const void *src, size_t bytes, kd_copy_kind kind);
 /* dst contiguous; src any strides; same shape and dtype, both on CUDA. */
