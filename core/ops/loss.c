@@ -34,7 +34,7 @@ static kd_tensor *scalar_like(const kd_tensor *x, double v)
             const T *row = x + i * c;                                           \
             T m = kd_row_max_##S(row, c);                                       \
             double s = kd_row_sum_exp_##S(row, NULL, c, m);                     \
-            T sx = 0;                                                           \
+            double sx = 0;                                                      \
             _Pragma("omp simd reduction(+ : sx)")                               \
             for (int64_t j = 0; j < c; j++)                                     \
                 sx += row[j];                                                   \
@@ -151,7 +151,7 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
             const T *row = x + i * c, *tr = t + i * c;                          \
             T m = kd_row_max_##S(row, c);                                       \
             double s = kd_row_sum_exp_##S(row, NULL, c, m);                     \
-            T st = 0, stx = 0;                                                  \
+            double st = 0, stx = 0;                                             \
             _Pragma("omp simd reduction(+ : st, stx)")                          \
             for (int64_t j = 0; j < c; j++) {                                   \
                 st += tr[j];                                                    \
@@ -171,11 +171,11 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
             const T *row = x + i * c, *tr = t + i * c;                          \
             T l = (T)lse[i], sc = (T)scale;                                     \
             if (gx) {                                                           \
-                T st = 0;                                                       \
+                double st = 0;                                                  \
                 _Pragma("omp simd reduction(+ : st)")                           \
                 for (int64_t j = 0; j < c; j++)                                 \
                     st += tr[j];                                                \
-                T k = st * sc;                                                  \
+                T k = (T)(st * scale);                                          \
                 KD_SIMD_EXP_##S                                                 \
                 for (int64_t j = 0; j < c; j++)                                 \
                     gx[i * c + j] = kd_exp_shifted_##S(row[j], l) * k - tr[j] * sc; \

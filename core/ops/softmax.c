@@ -79,7 +79,7 @@
                 int64_t base = o * reduce * inner + i;                          \
                 const T *yr = y + base, *gr = g + base;                         \
                 T *xr = gx + base;                                              \
-                T acc = 0;                                                      \
+                double acc = 0;                                                 \
                 if (inner == 1) {                                               \
                     if (log_out) {                                              \
                         _Pragma("omp simd reduction(+ : acc)")                  \
@@ -96,18 +96,20 @@
                         _Pragma("omp simd reduction(+ : acc)")                  \
                         for (int64_t r = 0; r < reduce; r++)                    \
                             acc += gr[r] * yr[r];                               \
+                        T a = (T)acc;                                           \
                         _Pragma("omp simd")                                     \
                         for (int64_t r = 0; r < reduce; r++)                    \
-                            xr[r] = yr[r] * (gr[r] - acc);                      \
+                            xr[r] = yr[r] * (gr[r] - a);                        \
                     }                                                           \
                     continue;                                                   \
                 }                                                               \
                 for (int64_t r = 0; r < reduce; r++)                            \
                     acc += log_out ? gr[r * inner] : gr[r * inner] * yr[r * inner]; \
+                T a = (T)acc;                                                   \
                 for (int64_t r = 0; r < reduce; r++) {                          \
                     int64_t k = r * inner;                                      \
-                    xr[k] = log_out ? gr[k] - kd_exp_shifted_##S(yr[k], 0) * acc \
-                                    : yr[k] * (gr[k] - acc);                    \
+                    xr[k] = log_out ? gr[k] - kd_exp_shifted_##S(yr[k], 0) * a  \
+                                    : yr[k] * (gr[k] - a);                      \
                 }                                                               \
             }                                                                   \
     }
