@@ -36,9 +36,8 @@ static kd_status plan_reduce(const char *op, const kd_tensor *x, int ndims,
     memset(p, 0, sizeof *p);
     if (ndims < 0 || ndims > KD_MAX_DIMS || (ndims > 0 && !dims))
         return kd_error(KD_ERR_INVALID, "%s: %d dims given", op, ndims);
-    if (ndims == 0) {
+    if (ndims == 0)
         p->mask = (1u << x->ndim) - 1;
-    }
     for (int i = 0; i < ndims; i++) {
         int d;
         if (kd_norm_dim(op, x->ndim, dims[i], &d) != KD_OK)
@@ -71,7 +70,7 @@ static kd_status plan_reduce(const char *op, const kd_tensor *x, int ndims,
     return KD_OK;
 }
 
-/* x's elements with the reduced dims merged last: 1 group of each kind. */
+/* The number of outputs: the product of the kept dims. */
 static int64_t plan_kept_numel(const reduce_plan *p)
 {
     int64_t n = 1;
