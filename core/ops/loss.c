@@ -273,6 +273,13 @@ kd_tensor *kd_cross_entropy_soft(kd_tensor *logits, kd_tensor *target)
     static void kl_backward_##S(const T *x, const T *t, const T *gp, double gs, \
                                 T *gx, T *gt, int64_t n, bool log_target)       \
     {                                                                           \
+        if (!log_target && !gp && !gt) { /* distillation: only the input learns */ \
+            T g = (T)-gs;                                                       \
+            _Pragma("omp parallel for simd if (n > PAR_MIN) schedule(static)")  \
+            for (int64_t i = 0; i < n; i++)                                     \
+                gx[i] = g * t[i];                                               \
+            return;                                                             \
+        }                                                                       \
         _Pragma("omp parallel for if (n > PAR_MIN) schedule(static)")           \
         for (int64_t i = 0; i < n; i++) {                                       \
             T g = gp ? gp[i] : (T)gs;                                           \
