@@ -438,14 +438,22 @@ kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
 static kd_status extreme_backward(kd_node *node, kd_tensor *g)
 {
     kd_tensor *x = node->inputs[0], *arg = node->saved[0];
-    if (x->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: backward on cuda is not supported",
-                        node->op);
+    int64_t outer = node->iarg[0], reduce = node->iarg[1], inner = node->iarg[2];
     kd_tensor *gc = kd_contiguous_raw(g);
+    if (x->device == KD_CUDA) {
+#ifdef KD_HAVE_CUDA
+        kd_tensor *gx = gc ? kd_tensor_empty_like(x) : NULL; /* zero-filled there */
+        if (!gx)
+            return KD_ERR_NOMEM;
+        kd_status st = kd_cuda_extreme_backward(gx, gc, arg, outer, reduce, inner);
+        return st != KD_OK ? st : kd_grad_accumulate_take(x, gx);
+#else
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", node->op);
+#endif
+    }
     kd_tensor *gx = gc ? kd_tensor_zeros_like(x) : NULL;
     if (!gx)
         return KD_ERR_NOMEM;
-    int64_t outer = node->iarg[0], reduce = node->iarg[1], inner = node->iarg[2];
     if (x->dtype == KD_F32)
         extreme_backward_f32(kd_tensor_data(gx), kd_tensor_data(gc), kd_tensor_data(arg),
                              outer, reduce, inner);
