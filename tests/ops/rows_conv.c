@@ -23,6 +23,8 @@ CONV(conv_1x1_s2_nobias, 2, 2, 0, 0, 1, 1, 1, NULL)
 CONV(conv_dil2, 1, 1, 2, 2, 2, 2, 1, x[2])
 CONV(conv_groups2, 1, 1, 1, 1, 1, 1, 2, x[2])
 CONV(conv_dw7_p3, 1, 1, 3, 3, 1, 1, 4, x[2])
+CONV(conv_dw3_s2_p1, 2, 2, 1, 1, 1, 1, 3, x[2])
+CONV(conv_dw3_dil2_nobias, 1, 1, 2, 1, 2, 1, 3, NULL)
 CONV(conv_rect_nobias, 2, 1, 1, 2, 1, 2, 1, NULL)
 
 static kd_tensor *max_3x3_s2_p1(kd_tensor *const *x)
@@ -74,6 +76,12 @@ const kt_op_row kt_rows_conv[] = {
     {"conv2d.depthwise_7x7_pad3", conv_dw7_p3,
      "F.conv2d(x[0], x[1], x[2], padding=3, groups=4)", 3,
      {F(2, 4, 6, 6), F(4, 1, 7, 7), F(4)}, 0, 0, 0},
+    {"conv2d.depthwise_3x3_s2_pad1", conv_dw3_s2_p1,
+     "F.conv2d(x[0], x[1], x[2], stride=2, padding=1, groups=3)", 3,
+     {F(2, 3, 7, 6), F(3, 1, 3, 3), F(3)}, 0, 0, 0},
+    {"conv2d.depthwise_dilation2_nobias", conv_dw3_dil2_nobias,
+     "F.conv2d(x[0], x[1], None, padding=(2, 1), dilation=(2, 1), groups=3)", 2,
+     {F(2, 3, 6, 5), F(3, 1, 3, 3)}, 0, 0, 0},
     {"conv2d.rect_nobias", conv_rect_nobias,
      "F.conv2d(x[0], x[1], None, stride=(2, 1), padding=(1, 2), dilation=(1, 2))", 2,
      {F(2, 3, 7, 5), F(2, 3, 3, 2)}, 0, 0, 0},
