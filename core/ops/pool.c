@@ -5,6 +5,7 @@
  * output column ox covers columns [lo[ox], hi[ox]), worked out once per
  * call. Averages divide by count_h[oy] * count_w[ox], which covers torch's
  * count_include_pad both ways and the adaptive bins. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,10 @@ typedef struct pool_axis {
 typedef struct pool_geom {
     int64_t planes, h, w, oh, ow;
     pool_axis rows, cols;
+    /* Windowed pools: kernel column kx of output ox reads input column
+     * ox * sw + kx - pw, inside the input for ox in [kx_lo[kx], kx_hi[kx]). */
+    int64_t kw, sw, pw;
+    int64_t *kx_lo, *kx_hi;
     void *mem;
 } pool_geom;
 
@@ -60,19 +65,32 @@ static kd_status geom_init(const kd_tensor *x, const int64_t *a, pool_geom *g)
     g->w = x->shape[3];
     g->oh = a[A_OH];
     g->ow = a[A_OW];
-    g->mem = malloc((size_t)(g->oh + g->ow) * 3 * sizeof(int64_t));
+    g->kw = a[A_KW];
+    g->sw = a[A_SW];
+    g->pw = a[A_PW];
+    g->mem = malloc((size_t)((g->oh + g->ow) * 3 + 2 * g->kw) * sizeof(int64_t));
     if (!g->mem)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", pool_names[a[A_KIND]]);
     int64_t *m = g->mem;
     g->rows = (pool_axis){m, m + g->oh, m + 2 * g->oh};
     m += 3 * g->oh;
     g->cols = (pool_axis){m, m + g->ow, m + 2 * g->ow};
+    m += 3 * g->ow;
+    g->kx_lo = m;
+    g->kx_hi = m + g->kw;
     if (a[A_KIND] == POOL_ADAPTIVE) {
         axis_adaptive(g->oh, g->h, &g->rows);
         axis_adaptive(g->ow, g->w, &g->cols);
-    } else {
-        axis_windows(a, g->oh, g->h, (int)a[A_KH], (int)a[A_SH], (int)a[A_PH], &g->rows);
-        axis_windows(a, g->ow, g->w, (int)a[A_KW], (int)a[A_SW], (int)a[A_PW], &g->cols);
+        return KD_OK;
+    }
+    axis_windows(a, g->oh, g->h, (int)a[A_KH], (int)a[A_SH], (int)a[A_PH], &g->rows);
+    axis_windows(a, g->ow, g->w, (int)a[A_KW], (int)a[A_SW], (int)a[A_PW], &g->cols);
+    for (int64_t kx = 0; kx < g->kw; kx++) {
+        int64_t first = g->pw - kx, limit = g->w + g->pw - kx; /* ox * sw in [first, limit) */
+        int64_t lo = first <= 0 ? 0 : (first + g->sw - 1) / g->sw;
+        int64_t hi = limit <= 0 ? 0 : (limit + g->sw - 1) / g->sw;
+        g->kx_lo[kx] = lo < g->ow ? lo : g->ow;
+        g->kx_hi[kx] = hi < g->ow ? (hi > g->kx_lo[kx] ? hi : g->kx_lo[kx]) : g->ow;
     }
     return KD_OK;
 }
@@ -82,7 +100,8 @@ static kd_status geom_init(const kd_tensor *x, const int64_t *a, pool_geom *g)
 #define DEFINE_POOL_KERNELS(T, SUFFIX)                                                  \
     /* Window maxima; the first maximum wins a tie and NaN propagates, as    \
      * in torch. argmax (NULL when no gradient is needed) gets its offset    \
-     * in the plane. */                                                          \
+     * in the plane. A row of outputs is updated together, one window        \
+     * element at a time, in the window's row-major order. */                   \
     static void max_forward_##SUFFIX(const pool_geom *g, const T *x, T *y,              \
                                      int32_t *argmax)                                  \
     {                                                                                  \
@@ -90,22 +109,34 @@ static kd_status geom_init(const kd_tensor *x, const int64_t *a, pool_geom *g)
         for (int64_t pl = 0; pl < g->planes; pl++) {                                   \
             const T *xp = x + pl * g->h * g->w;                                         \
             for (int64_t oy = 0; oy < g->oh; oy++) {                                   \
-                for (int64_t ox = 0; ox < g->ow; ox++) {                               \
-                    int64_t best_at = g->rows.lo[oy] * g->w + g->cols.lo[ox];          \
-                    T best = xp[best_at];                                              \
-                    for (int64_t iy = g->rows.lo[oy]; iy < g->rows.hi[oy]; iy++) {     \
-                        for (int64_t ix = g->cols.lo[ox]; ix < g->cols.hi[ox]; ix++) { \
-                            T v = xp[iy * g->w + ix];                                  \
-                            if (v > best || (v != v && best == best)) {                \
-                                best = v;                                              \
-                                best_at = iy * g->w + ix;                              \
+                T *yr = y + (pl * g->oh + oy) * g->ow;                                 \
+                int32_t *ar = argmax ? argmax + (pl * g->oh + oy) * g->ow : NULL;      \
+                for (int64_t ox = 0; ox < g->ow; ox++)                                 \
+                    yr[ox] = -INFINITY;                                                \
+                if (ar)                                                                \
+                    for (int64_t ox = 0; ox < g->ow; ox++)                             \
+                        ar[ox] = (int32_t)(g->rows.lo[oy] * g->w + g->cols.lo[ox]);    \
+                for (int64_t iy = g->rows.lo[oy]; iy < g->rows.hi[oy]; iy++) {         \
+                    for (int64_t kx = 0; kx < g->kw; kx++) {                           \
+                        int64_t o0 = g->kx_lo[kx], o1 = g->kx_hi[kx], sw = g->sw;      \
+                        int64_t at = iy * g->w + kx - g->pw;                           \
+                        const T *xr = xp + at;                                         \
+                        if (ar) {                                                      \
+                            _Pragma("omp simd")                                        \
+                            for (int64_t ox = o0; ox < o1; ox++) {                     \
+                                T v = xr[ox * sw];                                     \
+                                bool take = v > yr[ox] || v != v;                      \
+                                yr[ox] = take ? v : yr[ox];                            \
+                                ar[ox] = take ? (int32_t)(at + ox * sw) : ar[ox];      \
+                            }                                                          \
+                        } else {                                                       \
+                            _Pragma("omp simd")                                        \
+                            for (int64_t ox = o0; ox < o1; ox++) {                     \
+                                T v = xr[ox * sw];                                     \
+                                yr[ox] = (v > yr[ox] || v != v) ? v : yr[ox];          \
                             }                                                          \
                         }                                                              \
                     }                                                                  \
-                    int64_t o = (pl * g->oh + oy) * g->ow + ox;                        \
-                    y[o] = best;                                                       \
-                    if (argmax)                                                        \
-                        argmax[o] = (int32_t)best_at;                                  \
                 }                                                                      \
             }                                                                          \
         }                                                                              \
@@ -122,6 +153,64 @@ static kd_status geom_init(const kd_tensor *x, const int64_t *a, pool_geom *g)
                 gp[argmax[o]] += gy[o];                                                \
         }                                                                              \
     }                                                                                  \
+    /* avg_pool2d's windows, a row of outputs at a time as for the maxima. */   \
+    static void window_avg_forward_##SUFFIX(const pool_geom *g, const T *x, T *y)       \
+    {                                                                                  \
+        _Pragma(POOL_PARALLEL)                                                          \
+        for (int64_t pl = 0; pl < g->planes; pl++) {                                   \
+            const T *xp = x + pl * g->h * g->w;                                         \
+            for (int64_t oy = 0; oy < g->oh; oy++) {                                   \
+                T *yr = y + (pl * g->oh + oy) * g->ow;                                 \
+                for (int64_t ox = 0; ox < g->ow; ox++)                                 \
+                    yr[ox] = 0;                                                        \
+                for (int64_t iy = g->rows.lo[oy]; iy < g->rows.hi[oy]; iy++) {         \
+                    for (int64_t kx = 0; kx < g->kw; kx++) {                           \
+                        int64_t o0 = g->kx_lo[kx], o1 = g->kx_hi[kx], sw = g->sw;      \
+                        const T *xr = xp + iy * g->w + kx - g->pw;                     \
+                        _Pragma("omp simd")                                            \
+                        for (int64_t ox = o0; ox < o1; ox++)                           \
+                            yr[ox] += xr[ox * sw];                                     \
+                    }                                                                  \
+                }                                                                      \
+                T ch = (T)g->rows.count[oy];                                           \
+                for (int64_t ox = 0; ox < g->ow; ox++)                                 \
+                    yr[ox] /= ch * (T)g->cols.count[ox];                               \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    /* gs holds gy already divided by each window's count. */                      \
+    static void window_avg_backward_##SUFFIX(const pool_geom *g, const T *gs, T *gx)    \
+    {                                                                                  \
+        _Pragma(POOL_PARALLEL)                                                          \
+        for (int64_t pl = 0; pl < g->planes; pl++) {                                   \
+            T *gp = gx + pl * g->h * g->w;                                              \
+            memset(gp, 0, (size_t)(g->h * g->w) * sizeof(T));                           \
+            for (int64_t oy = 0; oy < g->oh; oy++) {                                   \
+                const T *gr = gs + (pl * g->oh + oy) * g->ow;                          \
+                for (int64_t iy = g->rows.lo[oy]; iy < g->rows.hi[oy]; iy++) {         \
+                    for (int64_t kx = 0; kx < g->kw; kx++) {                           \
+                        int64_t o0 = g->kx_lo[kx], o1 = g->kx_hi[kx], sw = g->sw;      \
+                        T *dst = gp + iy * g->w + kx - g->pw;                          \
+                        _Pragma("omp simd")                                            \
+                        for (int64_t ox = o0; ox < o1; ox++)                           \
+                            dst[ox * sw] += gr[ox];                                    \
+                    }                                                                  \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    static void scale_by_counts_##SUFFIX(const pool_geom *g, const T *gy, T *gs)        \
+    {                                                                                  \
+        _Pragma(POOL_PARALLEL)                                                          \
+        for (int64_t pl = 0; pl < g->planes; pl++)                                     \
+            for (int64_t oy = 0; oy < g->oh; oy++) {                                   \
+                int64_t o = (pl * g->oh + oy) * g->ow;                                 \
+                T ch = (T)g->rows.count[oy];                                           \
+                for (int64_t ox = 0; ox < g->ow; ox++)                                 \
+                    gs[o + ox] = gy[o + ox] / (ch * (T)g->cols.count[ox]);             \
+            }                                                                          \
+    }                                                                                  \
+    /* Adaptive bins: any window per output. */                                    \
     static void avg_forward_##SUFFIX(const pool_geom *g, const T *x, T *y)              \
     {                                                                                  \
         _Pragma(POOL_PARALLEL)                                                          \
@@ -164,6 +253,7 @@ static kd_status geom_init(const kd_tensor *x, const int64_t *a, pool_geom *g)
         for (int64_t pl = 0; pl < g->planes; pl++) {                                   \
             const T *xp = x + pl * n;                                                  \
             T s = 0;                                                                   \
+            _Pragma("omp simd reduction(+ : s)")                                       \
             for (int64_t i = 0; i < n; i++)                                            \
                 s += xp[i];                                                            \
             y[pl] = s / (T)n;                                                          \
@@ -199,7 +289,8 @@ static kd_status pool_backward(kd_node *node, kd_tensor *gy)
     if (st != KD_OK)
         return st;
     kd_tensor *gx = kd_tensor_empty(x->dtype, KD_CPU, 4, x->shape);
-    if (!gx) {
+    kd_tensor *gs = a[A_KIND] == POOL_AVG ? kd_tensor_empty_like(gy) : gx;
+    if (!gx || !gs) {
         free(g.mem);
         return KD_ERR_NOMEM;
     }
@@ -216,6 +307,15 @@ static kd_status pool_backward(kd_node *node, kd_tensor *gy)
             global_backward_f32(&g, gyd, gxd);
         else
             global_backward_f64(&g, gyd, gxd);
+    } else if (a[A_KIND] == POOL_AVG) {
+        void *gsd = kd_tensor_data(gs);
+        if (f32) {
+            scale_by_counts_f32(&g, gyd, gsd);
+            window_avg_backward_f32(&g, gsd, gxd);
+        } else {
+            scale_by_counts_f64(&g, gyd, gsd);
+            window_avg_backward_f64(&g, gsd, gxd);
+        }
     } else {
         if (f32)
             avg_backward_f32(&g, gyd, gxd);
@@ -282,6 +382,11 @@ static kd_tensor *pool(kd_tensor *x, int64_t *a)
             global_forward_f32(&g, xd, yd);
         else
             global_forward_f64(&g, xd, yd);
+    } else if (a[A_KIND] == POOL_AVG) {
+        if (f32)
+            window_avg_forward_f32(&g, xd, yd);
+        else
+            window_avg_forward_f64(&g, xd, yd);
     } else {
         if (f32)
             avg_forward_f32(&g, xd, yd);
