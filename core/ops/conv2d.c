@@ -1,9 +1,9 @@
 /* kd_conv2d: shape checks, the choice of kernel, and the backward pass.
  * Depthwise convolutions run the direct kernel below in every dtype (it
  * beats oneDNN 2.6, whose depthwise weight gradient is several times
- * slower). Others run on
- * oneDNN in f32 when the build has it; f64 (the gradient check) and builds
- * without oneDNN run im2col + GEMM (conv2d_im2col.c). */
+ * slower). Others run on oneDNN in f32 when the build has it; f64 (the
+ * gradient check) and builds without oneDNN run im2col + GEMM
+ * (conv2d_im2col.c). */
 #include <stdlib.h>
 #include <string.h>
 
