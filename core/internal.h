@@ -3,22 +3,36 @@
 #ifndef KD_CORE_INTERNAL_H
 #define KD_CORE_INTERNAL_H
 
+#include "config.h" /* KD_HAVE_CUDA, KD_HAVE_DNNL: every core file sees them */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <kdengine/kdengine.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* --- storage: a refcounted block of bytes on one device --- */
 struct kd_storage {
     void *data;
     size_t nbytes;
+    size_t capacity; /* bytes actually held (the allocator's size class) */
     kd_device device;
     int refcount;
 };
 kd_status kd_storage_new(kd_device device, size_t nbytes, kd_storage **out);
 void kd_storage_retain(kd_storage *s);
 void kd_storage_release(kd_storage *s);
+
+/* Host memory through the caching allocator (host_alloc.c): 64-byte
+ * aligned; *capacity receives the size to pass back to kd_host_free. */
+void *kd_host_alloc(size_t nbytes, size_t *capacity);
+void kd_host_free(void *ptr, size_t capacity);
+void kd_host_release_cache(void);
+size_t kd_host_cached_bytes(void);
 
 /* A tensor header sharing base's storage (a view), owned by the current
  * scope like any new tensor. The caller sets shape, stride and offset. */
@@ -124,4 +138,7 @@ typedef enum kd_unary_op {
     KD_UN_COUNT
 } kd_unary_op;
 
+#ifdef __cplusplus
+}
+#endif
 #endif

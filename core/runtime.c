@@ -6,7 +6,6 @@
 #include <omp.h>
 #endif
 
-#include "config.h"
 #include "internal.h"
 #ifdef KD_HAVE_CUDA
 #include "backend/cuda/cuda.h"

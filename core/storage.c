@@ -1,4 +1,5 @@
-/* Refcounted device memory. CPU blocks are 64-byte aligned for SIMD. */
+/* Refcounted device memory. Host blocks come from the caching allocator
+ * (host_alloc.c), 64-byte aligned for SIMD. */
 #include <stdlib.h>
 
 #include "internal.h"
@@ -13,8 +14,7 @@ kd_status kd_storage_new(kd_device device, size_t nbytes, kd_storage **out)
         return kd_error(KD_ERR_NOMEM, "storage: out of host memory");
     size_t alloc = nbytes ? nbytes : 1;
     if (device == KD_CPU) {
-        size_t rounded = (alloc + 63) & ~(size_t)63;
-        s->data = aligned_alloc(64, rounded);
+        s->data = kd_host_alloc(alloc, &s->capacity);
         if (!s->data) {
             free(s);
             return kd_error(KD_ERR_NOMEM, "storage: cannot allocate %zu bytes",
@@ -47,7 +47,7 @@ void kd_storage_release(kd_storage *s)
     if (!s || --s->refcount > 0)
         return;
     if (s->device == KD_CPU)
-        free(s->data);
+        kd_host_free(s->data, s->capacity);
 #ifdef KD_HAVE_CUDA
     else
         kd_cuda_free(s->data);

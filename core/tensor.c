@@ -142,6 +142,8 @@ int64_t kd_tensor_numel(const kd_tensor *t)
 
 bool kd_tensor_is_contiguous(const kd_tensor *t)
 {
+    if (kd_tensor_numel(t) == 0)
+        return true; /* nothing to lay out */
     int64_t expect = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->stride[i] != expect)

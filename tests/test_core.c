@@ -240,6 +240,67 @@ static void test_rng(void)
     kt_check(lo > 9500 && hi < 10500, "rng.below_uniform", "counts %d..%d", lo, hi);
 }
 
+static void test_host_allocator(void)
+{
+    int64_t shape[1] = {300000};
+    kd_tensor *a = kd_tensor_empty(KD_F32, KD_CPU, 1, shape);
+    void *first = a->storage->data;
+    kd_tensor_free(a);
+    size_t cached = kd_host_cached_bytes();
+    kd_tensor *b = kd_tensor_empty(KD_F32, KD_CPU, 1, shape);
+    kt_check(b->storage->data == first && kd_host_cached_bytes() + b->storage->capacity == cached &&
+                 b->storage->capacity >= 1200000 && b->storage->capacity <= 1500000,
+             "host_alloc.reuse", "a freed block of the same class is handed out again");
+    kt_check(((uintptr_t)b->storage->data & 63) == 0, "host_alloc.aligned", "not 64-byte aligned");
+    kd_tensor_free(b);
+    kd_host_release_cache();
+    kt_check(kd_host_cached_bytes() == 0, "host_alloc.release", "cache not emptied");
+}
+
+static void test_dropout_rng(void)
+{
+    int64_t shape[2] = {1000, 1000};
+    kd_scope_begin();
+    kd_tensor *x = kd_tensor_full(KD_F32, KD_CPU, 2, shape, 1.0);
+    kd_rng r1 = kd_rng_make(42, 3, 4), r2 = kd_rng_make(42, 3, 4), r3 = kd_rng_make(42, 3, 5);
+    kd_set_num_threads(1);
+    kd_tensor *y1 = kd_dropout(x, 0.3, true, &r1);
+    kd_set_num_threads(2);
+    kd_tensor *y2 = kd_dropout(x, 0.3, true, &r2);
+    kd_tensor *y3 = kd_dropout(x, 0.3, true, &r3);
+    int64_t kept = 0, n = kd_tensor_numel(x);
+    const float *d1 = kd_tensor_data(y1);
+    for (int64_t i = 0; i < n; i++)
+        kept += d1[i] != 0;
+    double rate = (double)kept / (double)n;
+    kt_check(fabs(rate - 0.7) < 0.002, "dropout.keep_rate", "kept %.4f of elements", rate);
+    kt_check(kt_max_abs_diff(y1, y2) == 0 && kt_max_abs_diff(y1, y3) > 0,
+             "dropout.same_mask_any_threads", "threads changed the mask, or streams agreed");
+    kt_check(r1.counter == (uint64_t)n, "dropout.counter_advances", "counter %llu",
+             (unsigned long long)r1.counter);
+    kd_tensor *y4 = kd_dropout(x, 0.3, true, &r1);
+    kt_check(kt_max_abs_diff(y1, y4) > 0, "dropout.next_call_new_mask", "mask repeated");
+    kt_check(kd_dropout(x, 0.3, false, &r1) == x && kd_dropout(x, 0.0, true, &r1) == x,
+             "dropout.identity", "eval or p = 0 must return the input");
+    kt_check(!kd_dropout(x, 1.0, true, &r1) && strstr(kd_last_error(), "p = 1"),
+             "dropout.bad_p", "message '%s'", kd_last_error());
+    int64_t samples[2] = {20000, 3};
+    kd_tensor *s = kd_tensor_full(KD_F32, KD_CPU, 2, samples, 1.0);
+    kd_rng r5 = kd_rng_make(9, 0, 0);
+    kd_tensor *p = kd_drop_path(s, 0.25, true, &r5);
+    const float *dp = kd_tensor_data(p);
+    int64_t kept_samples = 0, mixed = 0;
+    for (int64_t i = 0; i < 20000; i++) {
+        kept_samples += dp[3 * i] != 0;
+        mixed += (dp[3 * i] != 0) != (dp[3 * i + 2] != 0);
+    }
+    kt_check(mixed == 0 && fabs(kept_samples / 20000.0 - 0.75) < 0.015 &&
+                 r5.counter == 20000,
+             "drop_path.whole_samples", "kept %lld, mixed %lld", (long long)kept_samples,
+             (long long)mixed);
+    kd_scope_end();
+}
+
 static void test_errors(void)
 {
     kd_status st = kd_error(KD_ERR_FORMAT, "file %s", "a.bin");
@@ -257,6 +318,8 @@ int main(void)
     test_scopes();
     test_autograd();
     test_rng();
+    test_host_allocator();
+    test_dropout_rng();
     test_errors();
     return kt_finish();
 }

@@ -6,10 +6,10 @@
  *   dV = P^T g,  dP = g v^T,  dS = P (dP - rowsum(dP P)),
  *   dQ = scale dS k,  dK = scale dS^T q,  dbias = dS summed to bias's shape. */
 #include <cblas.h>
-#include <tgmath.h>
 #include <string.h>
 
 #include "../internal.h"
+#include "softmax_rows.h"
 
 #define PAR_MIN 16384 /* elements below which a loop stays on one thread */
 
@@ -62,19 +62,7 @@ static int64_t bias_row_offset(const attn_dims *ad, const int64_t *st, int64_t b
                 for (int64_t j = 0; j < s; j++)                                 \
                     pr[j] += br[j * cs];                                        \
             }                                                                   \
-            T m = pr[0];                                                        \
-            for (int64_t j = 1; j < s; j++)                                     \
-                m = pr[j] > m ? pr[j] : m;                                      \
-            double sum = 0;                                                     \
-            for (int64_t j = 0; j < s; j++) {                                   \
-                T e = exp(pr[j] - m);                                           \
-                pr[j] = e;                                                      \
-                sum += e;                                                       \
-            }                                                                   \
-            T inv = (T)(1.0 / sum);                                             \
-            _Pragma("omp simd")                                                 \
-            for (int64_t j = 0; j < s; j++)                                     \
-                pr[j] *= inv;                                                   \
+            kd_row_softmax_##S(pr, pr, s);                                      \
         }                                                                       \
     }                                                                           \
     /* dp (holding dP) becomes dS = P (dP - rowsum(dP P)). */                  \

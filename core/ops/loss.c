@@ -4,6 +4,7 @@
 #include <tgmath.h>
 
 #include "../internal.h"
+#include "softmax_rows.h"
 
 #define PAR_MIN 16384 /* elements below which a kernel stays on one thread */
 
@@ -31,14 +32,12 @@ static kd_tensor *scalar_like(const kd_tensor *x, double v)
         _Pragma("omp parallel for reduction(+ : total) if (n * c > PAR_MIN) schedule(static)") \
         for (int64_t i = 0; i < n; i++) {                                       \
             const T *row = x + i * c;                                           \
-            T m = row[0];                                                       \
-            for (int64_t j = 1; j < c; j++)                                     \
-                m = row[j] > m ? row[j] : m;                                    \
-            double s = 0, sx = 0;                                               \
-            for (int64_t j = 0; j < c; j++) {                                   \
-                s += exp(row[j] - m);                                           \
+            T m = kd_row_max_##S(row, c);                                       \
+            double s = kd_row_sum_exp_##S(row, NULL, c, m);                     \
+            double sx = 0;                                                      \
+            _Pragma("omp simd reduction(+ : sx)")                               \
+            for (int64_t j = 0; j < c; j++)                                     \
                 sx += row[j];                                                   \
-            }                                                                   \
             lse[i] = m + log(s);                                                \
             total += lse[i] - (1 - eps) * row[labels[i]] - eps * sx / (double)c; \
         }                                                                       \
@@ -55,8 +54,9 @@ static kd_tensor *scalar_like(const kd_tensor *x, double v)
             const T *row = x + i * c;                                           \
             T *g = gx + i * c;                                                  \
             T l = (T)lse[i], sc = (T)scale;                                     \
+            KD_SIMD_EXP_##S                                                     \
             for (int64_t j = 0; j < c; j++)                                     \
-                g[j] = exp(row[j] - l) * sc - off;                              \
+                g[j] = kd_exp_shifted_##S(row[j], l) * sc - off;                \
             g[labels[i]] -= (T)((1 - eps) * scale);                             \
         }                                                                       \
     }
@@ -149,12 +149,11 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
         _Pragma("omp parallel for reduction(+ : total) if (n * c > PAR_MIN) schedule(static)") \
         for (int64_t i = 0; i < n; i++) {                                       \
             const T *row = x + i * c, *tr = t + i * c;                          \
-            T m = row[0];                                                       \
-            for (int64_t j = 1; j < c; j++)                                     \
-                m = row[j] > m ? row[j] : m;                                    \
-            double s = 0, st = 0, stx = 0;                                      \
+            T m = kd_row_max_##S(row, c);                                       \
+            double s = kd_row_sum_exp_##S(row, NULL, c, m);                     \
+            double st = 0, stx = 0;                                             \
+            _Pragma("omp simd reduction(+ : st, stx)")                          \
             for (int64_t j = 0; j < c; j++) {                                   \
-                s += exp(row[j] - m);                                           \
                 st += tr[j];                                                    \
                 stx += tr[j] * row[j];                                          \
             }                                                                   \
@@ -173,13 +172,16 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
             T l = (T)lse[i], sc = (T)scale;                                     \
             if (gx) {                                                           \
                 double st = 0;                                                  \
+                _Pragma("omp simd reduction(+ : st)")                           \
                 for (int64_t j = 0; j < c; j++)                                 \
                     st += tr[j];                                                \
                 T k = (T)(st * scale);                                          \
+                KD_SIMD_EXP_##S                                                 \
                 for (int64_t j = 0; j < c; j++)                                 \
-                    gx[i * c + j] = exp(row[j] - l) * k - tr[j] * sc;           \
+                    gx[i * c + j] = kd_exp_shifted_##S(row[j], l) * k - tr[j] * sc; \
             }                                                                   \
             if (gt)                                                             \
+                _Pragma("omp simd")                                             \
                 for (int64_t j = 0; j < c; j++)                                 \
                     gt[i * c + j] = (l - row[j]) * sc;                          \
         }                                                                       \
@@ -271,6 +273,13 @@ kd_tensor *kd_cross_entropy_soft(kd_tensor *logits, kd_tensor *target)
     static void kl_backward_##S(const T *x, const T *t, const T *gp, double gs, \
                                 T *gx, T *gt, int64_t n, bool log_target)       \
     {                                                                           \
+        if (!log_target && !gp && !gt) { /* distillation: only the input learns */ \
+            T g = (T)-gs;                                                       \
+            _Pragma("omp parallel for simd if (n > PAR_MIN) schedule(static)")  \
+            for (int64_t i = 0; i < n; i++)                                     \
+                gx[i] = g * t[i];                                               \
+            return;                                                             \
+        }                                                                       \
         _Pragma("omp parallel for if (n > PAR_MIN) schedule(static)")           \
         for (int64_t i = 0; i < n; i++) {                                       \
             T g = gp ? gp[i] : (T)gs;                                           \

@@ -3,7 +3,8 @@
  * Every kernel sees its input as a contiguous [outer, reduce, inner] block.
  * A dim set is planned into groups of adjacent dims (size-1 dims dropped);
  * sum and mean reduce one group at a time from the last, var gathers the
- * reduced dims last with one copy. Float sums accumulate in double. */
+ * reduced dims last with one copy. f32 sums add blocks of at most 4096
+ * elements in f32 (16 partial sums) and the blocks in f64. */
 #include <math.h>
 #include <string.h>
 
@@ -14,7 +15,8 @@
 
 #define PAR_MIN 32768 /* elements below which a kernel stays on one thread */
 #define TILE 256      /* inner elements a thread accumulates at once */
-#define CHUNK 4096    /* elements of one long row a thread adds up at once */
+#define BLOCK 4096    /* elements added in the input's type before going to double */
+#define LANES 16      /* independent partial sums in a contiguous run */
 
 typedef struct reduce_plan {
     unsigned mask;  /* bit d set: dim d is reduced */
@@ -34,9 +36,8 @@ static kd_status plan_reduce(const char *op, const kd_tensor *x, int ndims,
     memset(p, 0, sizeof *p);
     if (ndims < 0 || ndims > KD_MAX_DIMS || (ndims > 0 && !dims))
         return kd_error(KD_ERR_INVALID, "%s: %d dims given", op, ndims);
-    if (ndims == 0) {
+    if (ndims == 0)
         p->mask = (1u << x->ndim) - 1;
-    }
     for (int i = 0; i < ndims; i++) {
         int d;
         if (kd_norm_dim(op, x->ndim, dims[i], &d) != KD_OK)
@@ -69,7 +70,7 @@ static kd_status plan_reduce(const char *op, const kd_tensor *x, int ndims,
     return KD_OK;
 }
 
-/* x's elements with the reduced dims merged last: 1 group of each kind. */
+/* The number of outputs: the product of the kept dims. */
 static int64_t plan_kept_numel(const reduce_plan *p)
 {
     int64_t n = 1;
@@ -82,50 +83,71 @@ static int64_t plan_kept_numel(const reduce_plan *p)
 /* ------------------------------------------------------------ kernels */
 
 #define DEFINE_REDUCE_KERNELS(T, S)                                              \
+    /* Sum of a contiguous run: LANES partial sums in T over blocks of at      \
+     * most BLOCK elements, blocks added up in double. */                      \
+    static double sum_run_##S(const T *x, int64_t n)                            \
+    {                                                                           \
+        double total = 0;                                                       \
+        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                             \
+            int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;                      \
+            int64_t full = len - len % LANES;                                   \
+            const T *p = x + b0;                                                \
+            T lane[LANES] = {0};                                                \
+            for (int64_t j = 0; j < full; j += LANES)                           \
+                for (int k = 0; k < LANES; k++)                                 \
+                    lane[k] += p[j + k];                                        \
+            T s = 0;                                                            \
+            for (int k = 0; k < LANES; k++)                                     \
+                s += lane[k];                                                   \
+            for (int64_t j = full; j < len; j++)                                \
+                s += p[j];                                                      \
+            total += s;                                                         \
+        }                                                                       \
+        return total;                                                           \
+    }                                                                           \
     static void sum_##S(const T *x, T *out, int64_t outer, int64_t reduce,      \
                         int64_t inner, double scale)                            \
     {                                                                           \
         if (inner == 1 && outer == 1) { /* one long row: split it */          \
-            int64_t chunks = (reduce + CHUNK - 1) / CHUNK;                      \
+            int64_t blocks = (reduce + BLOCK - 1) / BLOCK;                      \
             double s = 0;                                                       \
             _Pragma("omp parallel for reduction(+ : s) if (reduce > PAR_MIN) schedule(static)") \
-            for (int64_t c = 0; c < chunks; c++) {                              \
-                int64_t end = (c + 1) * CHUNK < reduce ? (c + 1) * CHUNK : reduce; \
-                double cs = 0;                                                  \
-                _Pragma("omp simd reduction(+ : cs)")                           \
-                for (int64_t r = c * CHUNK; r < end; r++)                       \
-                    cs += x[r];                                                 \
-                s += cs;                                                        \
+            for (int64_t b = 0; b < blocks; b++) {                              \
+                int64_t b0 = b * BLOCK;                                         \
+                s += sum_run_##S(x + b0, reduce - b0 < BLOCK ? reduce - b0 : BLOCK); \
             }                                                                   \
             out[0] = (T)(s * scale);                                            \
             return;                                                             \
         }                                                                       \
         if (inner == 1) {                                                       \
             _Pragma("omp parallel for if (outer * reduce > PAR_MIN) schedule(static)") \
-            for (int64_t o = 0; o < outer; o++) {                               \
-                const T *row = x + o * reduce;                                  \
-                double s = 0;                                                   \
-                _Pragma("omp simd reduction(+ : s)")                            \
-                for (int64_t r = 0; r < reduce; r++)                            \
-                    s += row[r];                                                \
-                out[o] = (T)(s * scale);                                        \
-            }                                                                   \
+            for (int64_t o = 0; o < outer; o++)                                 \
+                out[o] = (T)(sum_run_##S(x + o * reduce, reduce) * scale);      \
             return;                                                             \
         }                                                                       \
+        /* Tiles of inner: rows added in T in blocks of BLOCK / TILE rows,     \
+         * blocks in double. */                                                 \
         int64_t tiles = (inner + TILE - 1) / TILE;                              \
+        int64_t rows_per_block = BLOCK / TILE;                                  \
         _Pragma("omp parallel for if (outer * reduce * inner > PAR_MIN) schedule(static)") \
         for (int64_t t = 0; t < outer * tiles; t++) {                           \
             int64_t o = t / tiles, i0 = (t - o * tiles) * TILE;                 \
             int64_t n = inner - i0 < TILE ? inner - i0 : TILE;                  \
-            double acc[TILE];                                                   \
-            for (int64_t i = 0; i < n; i++)                                     \
-                acc[i] = 0;                                                     \
+            double acc[TILE] = {0};                                             \
+            T part[TILE];                                                       \
             const T *base = x + o * reduce * inner + i0;                        \
-            for (int64_t r = 0; r < reduce; r++) {                              \
-                const T *p = base + r * inner;                                  \
-                _Pragma("omp simd")                                             \
+            for (int64_t r0 = 0; r0 < reduce; r0 += rows_per_block) {           \
+                int64_t r1 = reduce - r0 < rows_per_block ? reduce : r0 + rows_per_block; \
                 for (int64_t i = 0; i < n; i++)                                 \
-                    acc[i] += p[i];                                             \
+                    part[i] = base[r0 * inner + i];                             \
+                for (int64_t r = r0 + 1; r < r1; r++) {                         \
+                    const T *p = base + r * inner;                              \
+                    _Pragma("omp simd")                                         \
+                    for (int64_t i = 0; i < n; i++)                             \
+                        part[i] += p[i];                                        \
+                }                                                               \
+                for (int64_t i = 0; i < n; i++)                                 \
+                    acc[i] += part[i];                                          \
             }                                                                   \
             T *dst = out + o * inner + i0;                                      \
             for (int64_t i = 0; i < n; i++)                                     \
@@ -416,14 +438,22 @@ kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
 static kd_status extreme_backward(kd_node *node, kd_tensor *g)
 {
     kd_tensor *x = node->inputs[0], *arg = node->saved[0];
-    if (x->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: backward on cuda is not supported",
-                        node->op);
+    int64_t outer = node->iarg[0], reduce = node->iarg[1], inner = node->iarg[2];
     kd_tensor *gc = kd_contiguous_raw(g);
+    if (x->device == KD_CUDA) {
+#ifdef KD_HAVE_CUDA
+        kd_tensor *gx = gc ? kd_tensor_empty_like(x) : NULL; /* zero-filled there */
+        if (!gx)
+            return KD_ERR_NOMEM;
+        kd_status st = kd_cuda_extreme_backward(gx, gc, arg, outer, reduce, inner);
+        return st != KD_OK ? st : kd_grad_accumulate_take(x, gx);
+#else
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", node->op);
+#endif
+    }
     kd_tensor *gx = gc ? kd_tensor_zeros_like(x) : NULL;
     if (!gx)
         return KD_ERR_NOMEM;
-    int64_t outer = node->iarg[0], reduce = node->iarg[1], inner = node->iarg[2];
     if (x->dtype == KD_F32)
         extreme_backward_f32(kd_tensor_data(gx), kd_tensor_data(gc), kd_tensor_data(arg),
                              outer, reduce, inner);
@@ -492,7 +522,7 @@ static kd_tensor *extreme(const char *op, kd_tensor *x, int dim, bool keepdim, b
     if (!x)
         return NULL;
     bool grad = kd_needs_grad(1, &x);
-    kd_tensor *v, *a;
+    kd_tensor *v = NULL, *a = NULL;
     int64_t dims3[3];
     if (extreme_run(op, x, dim, keepdim, is_min, true, grad, &v, &a, dims3) != KD_OK)
         return NULL;
@@ -520,7 +550,7 @@ kd_tensor *kd_argmax(kd_tensor *x, int dim, bool keepdim)
 {
     if (!x)
         return NULL;
-    kd_tensor *v, *a;
+    kd_tensor *v = NULL, *a = NULL;
     int64_t dims3[3];
     if (extreme_run("argmax", x, dim, keepdim, false, false, true, &v, &a, dims3) != KD_OK)
         return NULL;

@@ -85,10 +85,38 @@ static void copy_row(char *d, int64_t ds, const char *s, int64_t ss, int64_t n,
     }
 }
 
+/* Merges neighbouring dims that are laid out as one in both a and b (same
+ * shape), and drops size-1 dims, so copies run along longer rows. */
+static void coalesce(kd_tensor *a, kd_tensor *b)
+{
+    int nd = 0;
+    for (int d = 0; d < a->ndim; d++) {
+        if (a->shape[d] == 1)
+            continue;
+        if (nd > 0 && a->stride[nd - 1] == a->stride[d] * a->shape[d] &&
+            b->stride[nd - 1] == b->stride[d] * a->shape[d]) {
+            a->shape[nd - 1] *= a->shape[d];
+            a->stride[nd - 1] = a->stride[d];
+            b->stride[nd - 1] = b->stride[d];
+        } else {
+            a->shape[nd] = a->shape[d];
+            a->stride[nd] = a->stride[d];
+            b->stride[nd] = b->stride[d];
+            nd++;
+        }
+    }
+    a->ndim = b->ndim = nd;
+    for (int d = 0; d < nd; d++)
+        b->shape[d] = a->shape[d];
+}
+
 /* dst = src elementwise; same shape and dtype, any strides, CPU. Rows of
  * the last dim are split between threads; offsets advance incrementally. */
-static void copy_strided(const kd_tensor *dst, const kd_tensor *src)
+static void copy_strided(const kd_tensor *dst_in, const kd_tensor *src_in)
 {
+    kd_tensor dst_h = header_of(dst_in), src_h = header_of(src_in);
+    coalesce(&dst_h, &src_h);
+    const kd_tensor *dst = &dst_h, *src = &src_h;
     int nd = dst->ndim;
     int64_t n = kd_tensor_numel(dst);
     if (n == 0)
@@ -124,6 +152,20 @@ static void copy_strided(const kd_tensor *dst, const kd_tensor *src)
             }
         }
     }
+}
+
+/* A new contiguous copy of the elements t describes (threads split the
+ * rows on the CPU; elsewhere the generic copy). */
+static kd_tensor *packed_copy(const kd_tensor *t)
+{
+    kd_tensor *c = kd_tensor_empty(t->dtype, t->device, t->ndim, t->shape);
+    if (!c)
+        return NULL;
+    if (t->device == KD_CPU)
+        copy_strided(c, t);
+    else if (kd_tensor_copy_(c, t) != KD_OK)
+        return NULL;
+    return c;
 }
 
 /* ------------------------------------------------------------ reshape */
@@ -227,7 +269,7 @@ kd_tensor *kd_reshape(kd_tensor *x, int ndim, const int64_t *shape)
     int64_t stride[KD_MAX_DIMS];
     kd_tensor *base = x;
     if (!view_strides(x, ndim, want, stride)) {
-        base = kd_contiguous_raw(x);
+        base = packed_copy(x);
         if (!base)
             return NULL;
         kd_contiguous_strides(ndim, want, stride);
@@ -308,7 +350,8 @@ static kd_status permute_backward(kd_node *node, kd_tensor *g)
         gx.shape[d] = g->shape[i];
         gx.stride[d] = g->stride[i];
     }
-    return kd_grad_accumulate(x, &gx);
+    kd_tensor *packed = packed_copy(&gx);
+    return packed ? kd_grad_accumulate_take(x, packed) : KD_ERR_NOMEM;
 }
 
 kd_tensor *kd_permute(kd_tensor *x, const int *dims)
@@ -366,7 +409,7 @@ kd_tensor *kd_contiguous(kd_tensor *x)
 {
     if (!x || kd_tensor_is_contiguous(x))
         return x;
-    kd_tensor *out = kd_contiguous_raw(x);
+    kd_tensor *out = packed_copy(x);
     kd_node *node;
     if (!out || kd_record("contiguous", pass_through_backward, out, 1, &x, &node) != KD_OK)
         return NULL;
@@ -469,7 +512,10 @@ static kd_status concat_backward(kd_node *node, kd_tensor *g)
         kd_tensor *x = node->inputs[i];
         kd_tensor part = region(g, dim, start, x->shape[dim]);
         start += x->shape[dim];
-        kd_status st = kd_grad_accumulate(x, &part);
+        if (!x->requires_grad)
+            continue;
+        kd_tensor *gx = packed_copy(&part);
+        kd_status st = gx ? kd_grad_accumulate_take(x, gx) : KD_ERR_NOMEM;
         if (st != KD_OK)
             return st;
     }

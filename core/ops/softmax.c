@@ -1,9 +1,10 @@
 /* softmax and log_softmax over any dim, on the [outer, reduce, inner] view.
  * The row maximum is subtracted before exponentiating; backward uses only
  * the saved output. */
-#include <tgmath.h>
+#include <math.h>
 
 #include "../internal.h"
+#include "softmax_rows.h"
 
 #define PAR_MIN 16384 /* elements below which a kernel stays on one thread */
 #define TILE 128      /* inner elements a thread handles at once */
@@ -17,28 +18,15 @@
         for (int64_t o = 0; o < outer; o++) {                                   \
             const T *xr = x + o * reduce;                                       \
             T *yr = y + o * reduce;                                             \
-            T m = xr[0];                                                        \
-            for (int64_t r = 1; r < reduce; r++)                                \
-                m = xr[r] > m ? xr[r] : m;                                      \
-            double s = 0;                                                       \
-            if (log_out) {                                                      \
-                for (int64_t r = 0; r < reduce; r++)                            \
-                    s += exp(xr[r] - m);                                        \
-                T lse = (T)(m + log(s));                                        \
-                _Pragma("omp simd")                                             \
-                for (int64_t r = 0; r < reduce; r++)                            \
-                    yr[r] = xr[r] - lse;                                        \
-            } else {                                                            \
-                for (int64_t r = 0; r < reduce; r++) {                          \
-                    T e = (T)exp(xr[r] - m);                                    \
-                    yr[r] = e;                                                  \
-                    s += e;                                                     \
-                }                                                               \
-                T inv = (T)(1.0 / s);                                           \
-                _Pragma("omp simd")                                             \
-                for (int64_t r = 0; r < reduce; r++)                            \
-                    yr[r] *= inv;                                               \
+            if (!log_out) {                                                     \
+                kd_row_softmax_##S(xr, yr, reduce);                             \
+                continue;                                                       \
             }                                                                   \
+            T m = kd_row_max_##S(xr, reduce);                                   \
+            T lse = (T)(m + log(kd_row_sum_exp_##S(xr, NULL, reduce, m)));      \
+            _Pragma("omp simd")                                                 \
+            for (int64_t r = 0; r < reduce; r++)                                \
+                yr[r] = xr[r] - lse;                                            \
         }                                                                       \
     }                                                                           \
     /* inner > 1: a tile of inner positions, reduce strided by inner. */        \
@@ -52,8 +40,7 @@
             int64_t n = inner - i0 < TILE ? inner - i0 : TILE;                  \
             const T *xb = x + o * reduce * inner + i0;                          \
             T *yb = y + o * reduce * inner + i0;                                \
-            T m[TILE];                                                          \
-            double s[TILE];                                                     \
+            T m[TILE], s[TILE];                                                 \
             for (int64_t i = 0; i < n; i++) {                                   \
                 m[i] = xb[i];                                                   \
                 s[i] = 0;                                                       \
@@ -63,47 +50,68 @@
                     m[i] = xb[r * inner + i] > m[i] ? xb[r * inner + i] : m[i]; \
             for (int64_t r = 0; r < reduce; r++)                                \
                 for (int64_t i = 0; i < n; i++) {                               \
-                    T e = (T)exp(xb[r * inner + i] - m[i]);                     \
-                    if (!log_out)                                               \
-                        yb[r * inner + i] = e;                                  \
+                    T e = kd_exp_shifted_##S(xb[r * inner + i], m[i]);          \
+                    yb[r * inner + i] = e;                                      \
                     s[i] += e;                                                  \
                 }                                                               \
             for (int64_t i = 0; i < n; i++)                                     \
-                s[i] = log_out ? m[i] + log(s[i]) : 1.0 / s[i];                 \
-            for (int64_t r = 0; r < reduce; r++)                                \
-                for (int64_t i = 0; i < n; i++)                                 \
-                    yb[r * inner + i] = log_out                                 \
-                                            ? xb[r * inner + i] - (T)s[i]       \
-                                            : yb[r * inner + i] * (T)s[i];      \
+                s[i] = log_out ? m[i] + log(s[i]) : 1 / s[i];                   \
+            if (log_out) {                                                      \
+                for (int64_t r = 0; r < reduce; r++)                            \
+                    for (int64_t i = 0; i < n; i++)                             \
+                        yb[r * inner + i] = xb[r * inner + i] - s[i];           \
+            } else {                                                            \
+                for (int64_t r = 0; r < reduce; r++)                            \
+                    for (int64_t i = 0; i < n; i++)                             \
+                        yb[r * inner + i] *= s[i];                              \
+            }                                                                   \
         }                                                                       \
     }                                                                           \
-    /* softmax: gx = y (g - sum g y); log_softmax: gx = g - exp(y) sum g. */  \
+    /* softmax: gx = y (g - sum g y); log_softmax: gx = g - exp(y) sum g.      \
+     * Rows of `reduce` run at stride `inner`; inner == 1 is the fast case. */ \
     static void softmax_backward_##S(const T *y, const T *g, T *gx,             \
                                      int64_t outer, int64_t reduce,             \
                                      int64_t inner, bool log_out)               \
     {                                                                           \
-        int64_t tiles = (inner + TILE - 1) / TILE;                              \
-        _Pragma("omp parallel for if (outer * reduce * inner > PAR_MIN) schedule(static)") \
-        for (int64_t t = 0; t < outer * tiles; t++) {                           \
-            int64_t o = t / tiles, i0 = (t - o * tiles) * TILE;                 \
-            int64_t n = inner - i0 < TILE ? inner - i0 : TILE;                  \
-            int64_t base = o * reduce * inner + i0;                             \
-            const T *yb = y + base, *gb = g + base;                             \
-            T *xb = gx + base;                                                  \
-            double acc[TILE];                                                   \
-            for (int64_t i = 0; i < n; i++)                                     \
-                acc[i] = 0;                                                     \
-            for (int64_t r = 0; r < reduce; r++)                                \
-                for (int64_t i = 0; i < n; i++)                                 \
-                    acc[i] += log_out ? gb[r * inner + i]                       \
-                                      : gb[r * inner + i] * yb[r * inner + i];  \
-            for (int64_t r = 0; r < reduce; r++)                                \
-                for (int64_t i = 0; i < n; i++) {                               \
-                    int64_t k = r * inner + i;                                  \
-                    xb[k] = log_out ? gb[k] - (T)exp(yb[k]) * (T)acc[i]         \
-                                    : yb[k] * (gb[k] - (T)acc[i]);              \
+        _Pragma("omp parallel for collapse(2) if (outer * reduce * inner > PAR_MIN) schedule(static)") \
+        for (int64_t o = 0; o < outer; o++)                                     \
+            for (int64_t i = 0; i < inner; i++) {                               \
+                int64_t base = o * reduce * inner + i;                          \
+                const T *yr = y + base, *gr = g + base;                         \
+                T *xr = gx + base;                                              \
+                double acc = 0;                                                 \
+                if (inner == 1) {                                               \
+                    if (log_out) {                                              \
+                        _Pragma("omp simd reduction(+ : acc)")                  \
+                        for (int64_t r = 0; r < reduce; r++)                    \
+                            acc += gr[r];                                       \
+                        /* exp(y) = exp(y - m) exp(m), m = max y: a shift \
+                         * known only at run time keeps the loop vector */ \
+                        T m = kd_row_max_##S(yr, reduce);                       \
+                        T k = (T)(acc * exp((double)m));                        \
+                        KD_SIMD_EXP_##S                                         \
+                        for (int64_t r = 0; r < reduce; r++)                    \
+                            xr[r] = gr[r] - kd_exp_shifted_##S(yr[r], m) * k;   \
+                    } else {                                                    \
+                        _Pragma("omp simd reduction(+ : acc)")                  \
+                        for (int64_t r = 0; r < reduce; r++)                    \
+                            acc += gr[r] * yr[r];                               \
+                        T a = (T)acc;                                           \
+                        _Pragma("omp simd")                                     \
+                        for (int64_t r = 0; r < reduce; r++)                    \
+                            xr[r] = yr[r] * (gr[r] - a);                        \
+                    }                                                           \
+                    continue;                                                   \
                 }                                                               \
-        }                                                                       \
+                for (int64_t r = 0; r < reduce; r++)                            \
+                    acc += log_out ? gr[r * inner] : gr[r * inner] * yr[r * inner]; \
+                T a = (T)acc;                                                   \
+                for (int64_t r = 0; r < reduce; r++) {                          \
+                    int64_t k = r * inner;                                      \
+                    xr[k] = log_out ? gr[k] - kd_exp_shifted_##S(yr[k], 0) * a  \
+                                    : yr[k] * (gr[k] - a);                      \
+                }                                                               \
+            }                                                                   \
     }
 
 DEFINE_SOFTMAX_KERNELS(float, f32)

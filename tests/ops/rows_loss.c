@@ -20,6 +20,18 @@ static kd_tensor *op_cos_d1(kd_tensor *const *x) { return kd_cosine_similarity(x
 static kd_tensor *op_cos_last(kd_tensor *const *x) { return kd_cosine_similarity(x[0], x[1], -1, 1e-8); }
 static kd_tensor *op_cos_d0(kd_tensor *const *x) { return kd_cosine_similarity(x[0], x[1], 0, 1e-6); }
 static kd_tensor *op_cdist(kd_tensor *const *x) { return kd_cdist(x[0], x[1]); }
+/* Non-contiguous inputs: transposed or permuted views. */
+static kd_tensor *op_ce_t(kd_tensor *const *x) { return kd_cross_entropy(kd_transpose(x[0], 0, 1), x[1], 0.1); }
+static kd_tensor *op_ce_soft_t(kd_tensor *const *x) { return kd_cross_entropy_soft(kd_transpose(x[0], 0, 1), x[1]); }
+static kd_tensor *op_kl_t(kd_tensor *const *x) { return kd_kl_div(kd_transpose(x[0], 0, 1), x[1], false, KD_REDUCE_SUM); }
+static kd_tensor *op_cos_perm(kd_tensor *const *x) { return kd_cosine_similarity(kd_permute(x[0], (int[]){0, 3, 1, 2}), x[1], 1, 1e-8); }
+static kd_tensor *op_cdist_t(kd_tensor *const *x) { return kd_cdist(kd_transpose(x[0], 0, 1), x[1]); }
+static kd_tensor *op_attn_perm(kd_tensor *const *x)
+{
+    int heads_first[4] = {0, 2, 1, 3}; /* [B, L, H, D] -> [B, H, L, D] */
+    return kd_scaled_dot_product_attention(kd_permute(x[0], heads_first), kd_permute(x[1], heads_first),
+                                           kd_permute(x[2], heads_first), NULL, 0.5);
+}
 static kd_tensor *op_attn(kd_tensor *const *x)
 {
     return kd_scaled_dot_product_attention(x[0], x[1], x[2], NULL, 0.5);
@@ -66,11 +78,11 @@ const kt_op_row kt_rows_loss[] = {
     {"cross_entropy.smooth_large_logits", op_ce_large, "F.cross_entropy(x[0] * 30.0, x[1], label_smoothing=0.1)", 2, {F(4, 6), LABELS(4, 6)}, 0, 0, 0},
     {"cross_entropy.soft", op_ce_soft, "F.cross_entropy(x[0], x[1])", 2, {F(5, 7), PROB(5, 7)}, 0, 0, 0},
     {"cross_entropy.soft_target_grad", op_ce_soft, "F.cross_entropy(x[0], x[1])", 2, {F(4, 6), PROB_GRAD(4, 6)}, 0, 0, 0},
-    {"kl_div.mean", op_kl_mean, "F.kl_div(torch.log_softmax(x[0], -1), x[1], reduction='mean')", 2, {F(4, 6), PROB(4, 6)}, 0, 0, 0},
+    {"kl_div.mean", op_kl_mean, "F.kl_div(torch.log_softmax(x[0], -1), x[1], reduction='sum') / x[0].numel()", 2, {F(4, 6), PROB(4, 6)}, 0, 0, 0},
     {"kl_div.sum", op_kl_sum, "F.kl_div(x[0], x[1], reduction='sum')", 2, {F(3, 5), PROB_GRAD(3, 5)}, 0, 0, 0},
     {"kl_div.batchmean", op_kl_batchmean, "F.kl_div(torch.log_softmax(x[0], -1), x[1], reduction='batchmean')", 2, {F(5, 8), PROB_GRAD(5, 8)}, 0, 0, 0},
     {"kl_div.none", op_kl_none, "F.kl_div(x[0], x[1], reduction='none')", 2, {F(2, 3, 4), PROB_GRAD(2, 3, 4)}, 0, 0, 0},
-    {"kl_div.log_target_mean", op_kl_log_mean, "F.kl_div(x[0], x[1], reduction='mean', log_target=True)", 2, {F(4, 5), F(4, 5)}, 0, 0, 0},
+    {"kl_div.log_target_mean", op_kl_log_mean, "F.kl_div(x[0], x[1], reduction='sum', log_target=True) / x[0].numel()", 2, {F(4, 5), F(4, 5)}, 0, 0, 0},
     {"kl_div.log_target_sum", op_kl_log_sum, "F.kl_div(x[0], x[1], reduction='sum', log_target=True)", 2, {F(3, 6), F(3, 6)}, 0, 0, 0},
     {"kl_div.log_target_batchmean", op_kl_log_batchmean, "F.kl_div(torch.log_softmax(x[0], -1), torch.log_softmax(x[1], -1), reduction='batchmean', log_target=True)", 2, {F(5, 7), F(5, 7)}, 0, 0, 0},
     {"kl_div.log_target_none", op_kl_log_none, "F.kl_div(x[0], x[1], reduction='none', log_target=True)", 2, {F(3, 4), F(3, 4)}, 0, 0, 0},
@@ -88,5 +100,11 @@ const kt_op_row kt_rows_loss[] = {
     {"attention.bias_full", op_attn_bias, ATTN(" + x[3]"), 4, {F(3, 4, 5), F(3, 7, 5), F(3, 7, 2), F(3, 4, 7)}, 0, 0, 0},
     {"attention.const_bias_row", op_attn_bias, ATTN(" + x[3]"), 4, {F(2, 3, 4), F(2, 5, 4), F(2, 5, 6), CONST(5)}, 0, 0, 0},
     {"attention.mask", op_attn_mask, ATTN(MASK(6)), 4, {F(2, 2, 5, 4), F(2, 2, 6, 4), F(2, 2, 6, 3), MASKIN(2, 1, 5, 6)}, 0, 0, 0},
+    {"cross_entropy.transposed", op_ce_t, "F.cross_entropy(x[0].transpose(0, 1), x[1], label_smoothing=0.1)", 2, {F(5, 4), LABELS(4, 5)}, 0, 0, 0},
+    {"cross_entropy.soft_transposed", op_ce_soft_t, "F.cross_entropy(x[0].transpose(0, 1), x[1])", 2, {F(6, 3), PROB_GRAD(3, 6)}, 0, 0, 0},
+    {"kl_div.transposed", op_kl_t, "F.kl_div(x[0].transpose(0, 1), x[1], reduction='sum')", 2, {F(5, 3), PROB(3, 5)}, 0, 0, 0},
+    {"cosine_similarity.permuted", op_cos_perm, "F.cosine_similarity(x[0].permute(0, 3, 1, 2), x[1], dim=1, eps=1e-8)", 2, {F(2, 3, 4, 5), F(2, 5, 3, 4)}, 0, 0, 0},
+    {"cdist.transposed", op_cdist_t, "torch.cdist(x[0].transpose(0, 1), x[1])", 2, {F(4, 6), F(5, 4)}, 0, 0, 0},
+    {"attention.permuted", op_attn_perm, "torch.softmax(x[0].permute(0, 2, 1, 3) @ x[1].permute(0, 2, 3, 1) * 0.5, -1) @ x[2].permute(0, 2, 1, 3)", 3, {F(2, 5, 2, 4), F(2, 6, 2, 4), F(2, 6, 2, 3)}, 0, 0, 0},
     {0},
 };

@@ -34,6 +34,13 @@ static kd_tensor *op_log_softmax_last(kd_tensor *const *x) { return kd_log_softm
 static kd_tensor *op_log_softmax_d1(kd_tensor *const *x) { return kd_log_softmax(x[0], 1); }
 static kd_tensor *op_softmax_large(kd_tensor *const *x) { return kd_softmax(kd_mul_scalar(x[0], 40.0), -1); }
 static kd_tensor *op_log_softmax_large(kd_tensor *const *x) { return kd_log_softmax(kd_mul_scalar(x[0], 40.0), 1); }
+/* Non-contiguous inputs: transposed or permuted views. */
+static kd_tensor *op_sum_t(kd_tensor *const *x) { return kd_sum(kd_transpose(x[0], 0, 1), 1, (int[]){1}, false); }
+static kd_tensor *op_mean_perm(kd_tensor *const *x) { return kd_mean(kd_permute(x[0], (int[]){0, 2, 3, 1}), 2, (int[]){1, 2}, true); }
+static kd_tensor *op_max_t(kd_tensor *const *x) { return kd_max(kd_transpose(x[0], 0, 1), -1, false); }
+static kd_tensor *op_var_t(kd_tensor *const *x) { return kd_var(kd_transpose(x[0], 1, 2), 1, (int[]){1}, 1, false); }
+static kd_tensor *op_softmax_t(kd_tensor *const *x) { return kd_softmax(kd_transpose(x[0], 0, 1), -1); }
+static kd_tensor *op_log_softmax_perm(kd_tensor *const *x) { return kd_log_softmax(kd_permute(x[0], (int[]){0, 2, 3, 1}), -1); }
 
 #define F(...) {KT_FLOAT, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
 #define KD_NARGS(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
@@ -71,5 +78,11 @@ const kt_op_row kt_rows_reduce[] = {
     {"log_softmax.last", op_log_softmax_last, "torch.log_softmax(x[0], -1)", 1, {F(4, 7)}, 0, 0, 0},
     {"log_softmax.channels", op_log_softmax_d1, "torch.log_softmax(x[0], 1)", 1, {F(2, 5, 3, 3)}, 0, 0, 0},
     {"log_softmax.large_logits", op_log_softmax_large, "torch.log_softmax(x[0] * 40.0, 1)", 1, {F(3, 6, 4)}, 0, 0, 0},
+    {"sum.transposed", op_sum_t, "x[0].transpose(0, 1).sum(dim=1)", 1, {F(5, 4, 3)}, 0, 0, 0},
+    {"mean.permuted_keepdim", op_mean_perm, "x[0].permute(0, 2, 3, 1).mean(dim=(1, 2), keepdim=True)", 1, {F(2, 3, 4, 5)}, 0, 0, 0},
+    {"max.transposed", op_max_t, "x[0].transpose(0, 1).max(dim=-1)[0]", 1, {F(6, 4)}, 0, 0, 0},
+    {"var.transposed", op_var_t, "x[0].transpose(1, 2).var(dim=1)", 1, {F(2, 3, 5)}, 0, 0, 0},
+    {"softmax.transposed", op_softmax_t, "torch.softmax(x[0].transpose(0, 1), -1)", 1, {F(5, 4)}, 0, 0, 0},
+    {"log_softmax.permuted", op_log_softmax_perm, "torch.log_softmax(x[0].permute(0, 2, 3, 1), -1)", 1, {F(2, 4, 3, 3)}, 0, 0, 0},
     {0},
 };

@@ -108,6 +108,22 @@ static kd_tensor *exp_of_permuted(kd_tensor *const *x)
 {
     return kd_exp(kd_permute(x[0], (int[]){2, 0, 1}));
 }
+static kd_tensor *layer_norm_of_permuted(kd_tensor *const *x)
+{
+    return kd_layer_norm(kd_permute(x[0], (int[]){0, 2, 3, 1}), x[1], x[2], 1e-5);
+}
+static kd_tensor *batch_norm_of_transposed(kd_tensor *const *x)
+{
+    return kd_batch_norm(kd_transpose(x[0], 0, 1), x[1], x[2], NULL, NULL, true, 0.1, 1e-5);
+}
+static kd_tensor *group_norm_of_sliced(kd_tensor *const *x)
+{
+    return kd_group_norm(kd_slice(x[0], 1, 0, 8, 2), 2, x[1], x[2], 1e-5);
+}
+static kd_tensor *layer_norm2d_of_nhwc(kd_tensor *const *x)
+{
+    return kd_layer_norm2d(kd_permute(x[0], (int[]){0, 3, 1, 2}), x[1], x[2], 1e-6);
+}
 
 #define F(...) {KT_FLOAT, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
 #define L(range, ...) {KT_LABELS, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, range}
@@ -183,5 +199,16 @@ const kt_op_row kt_rows_shape[] = {
     {"slice.into_mul", mul_of_sliced, "x[0][:, 0:6:2] * x[1]", 2, {F(3, 6), F(3, 3)}, 0, 0, 0},
     {"permute.into_exp", exp_of_permuted, "torch.exp(x[0].permute(2, 0, 1))", 1, {F(2, 3, 4)},
      0, 0, 0},
+    {"permute.into_layer_norm", layer_norm_of_permuted,
+     "F.layer_norm(x[0].permute(0, 2, 3, 1), (5,), x[1], x[2], 1e-5)", 3,
+     {F(2, 5, 3, 4), F(5), F(5)}, 0, 0, 0},
+    {"transpose.into_batch_norm", batch_norm_of_transposed,
+     "F.batch_norm(x[0].transpose(0, 1), None, None, x[1], x[2], training=True)", 3,
+     {F(5, 6), F(5), F(5)}, 0, 0, 0},
+    {"slice.into_group_norm", group_norm_of_sliced,
+     "F.group_norm(x[0][:, 0:8:2], 2, x[1], x[2], 1e-5)", 3, {F(2, 8, 3, 3), F(4), F(4)}, 0, 0, 0},
+    {"permute.into_layer_norm2d", layer_norm2d_of_nhwc,
+     "F.layer_norm(x[0], (5,), x[1], x[2], 1e-6).permute(0, 3, 1, 2)", 3,
+     {F(2, 3, 4, 5), F(5), F(5)}, 0, 0, 0},
     {0},
 };

@@ -16,6 +16,8 @@
 bool kd_cuda_available(void);
 /* Why kd_cuda_available() is false; "" when it is true. */
 const char *kd_cuda_unavailable_reason(void);
+/* "NVIDIA H100 80GB HBM3, compute capability 9.0, 79.1 GiB"; "" without one. */
+const char *kd_cuda_device_description(void);
 /* Device memory through a caching allocator: freed blocks are kept by size
  * class for reuse; the cache is returned to the driver when an allocation
  * fails, at exit, or by kd_cuda_release_cache(). Thread-safe. */
@@ -50,6 +52,11 @@ kd_status kd_cuda_reduce_sum(kd_tensor *out, const kd_tensor *x, int64_t outer,
 kd_status kd_cuda_reduce_max(kd_tensor *out, kd_tensor *argidx,
                              const kd_tensor *x, int64_t outer, int64_t reduce,
                              int64_t inner, bool is_min);
+/* The gradient of max/min: grad_x [outer, reduce, inner] is zero except
+ * grad_x[o, argidx[o, i], i] = grad_out[o, i]. */
+kd_status kd_cuda_extreme_backward(kd_tensor *grad_x, const kd_tensor *grad_out,
+                                   const kd_tensor *argidx, int64_t outer,
+                                   int64_t reduce, int64_t inner);
 /* Row-major batched GEMM: C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b]. */
 kd_status kd_cuda_gemm(kd_dtype dtype, bool trans_a, bool trans_b, int64_t m,
                        int64_t n, int64_t k, double alpha, const void *a,

@@ -12,6 +12,7 @@
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static bool device_ok;
 static char unavailable_reason[256];
+static char device_description[384];
 
 /* A failed runtime call also sets the thread's last error, which a later
  * launch check would report as its own; read it back to clear it. */
@@ -44,6 +45,12 @@ static void probe_device(void)
         cudaGetLastError();
         return;
     }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+        snprintf(device_description, sizeof device_description,
+                 "%.255s, compute capability %d.%d, %.1f GiB", prop.name, prop.major,
+                 prop.minor, (double)prop.totalGlobalMem / (1 << 30));
+    cudaGetLastError();
     device_ok = true;
 }
 
@@ -57,6 +64,12 @@ const char *kd_cuda_unavailable_reason(void)
 {
     pthread_once(&probe_once, probe_device);
     return unavailable_reason;
+}
+
+const char *kd_cuda_device_description(void)
+{
+    pthread_once(&probe_once, probe_device);
+    return device_description;
 }
 
 /* --- caching allocator ---
