@@ -88,7 +88,32 @@ static kd_status add_into(kd_tensor *dst, const kd_tensor *src)
     return KD_OK;
 }
 
-static kd_status accumulate(kd_tensor *t, kd_tensor *g, bool take)
+/* How a gradient reaches t->grad when t has none yet. */
+typedef enum grad_handoff {
+    HANDOFF_COPY,  /* the caller's tensor: copy it */
+    HANDOFF_SHARE, /* a backward's read-only gradient: share its storage */
+    HANDOFF_TAKE   /* a tensor the backward just made for t alone: take it */
+} grad_handoff;
+
+/* Leaves whose .grad shares storage with another gradient, recorded while a
+ * backward runs so it can give each its own copy before returning. */
+static _Thread_local kd_tensor **shared_leaves;
+static _Thread_local int64_t n_shared_leaves, cap_shared_leaves;
+
+static kd_tensor *private_copy(const kd_tensor *g)
+{
+    kd_tensor *copy = kd_tensor_empty(g->dtype, g->device, g->ndim, g->shape);
+    if (!copy)
+        return NULL;
+    kd_tensor_keep(copy);
+    if (kd_tensor_copy_(copy, g) != KD_OK) {
+        kd_tensor_free(copy);
+        return NULL;
+    }
+    return copy;
+}
+
+static kd_status accumulate(kd_tensor *t, kd_tensor *g, grad_handoff handoff)
 {
     if (!t || !t->requires_grad)
         return KD_OK;
@@ -100,30 +125,79 @@ static kd_status accumulate(kd_tensor *t, kd_tensor *g, bool take)
                         kd_shape_str(t, b, sizeof b), kd_dtype_name(t->dtype));
     }
     if (t->grad) {
+        if (t->grad->storage->refcount > 1) { /* shared: copy before writing */
+            kd_tensor *own = private_copy(t->grad);
+            if (!own)
+                return KD_ERR_NOMEM;
+            kd_tensor_free(t->grad);
+            t->grad = own;
+        }
         kd_tensor *src = kd_contiguous_raw(g);
         return src ? add_into(t->grad, src) : KD_ERR_NOMEM;
     }
-    if (take && g->scope && kd_tensor_is_contiguous(g) && !g->grad_fn &&
+    bool contiguous = kd_tensor_is_contiguous(g);
+    if (handoff == HANDOFF_TAKE && g->scope && contiguous && !g->grad_fn &&
         g->offset == 0 && g->storage->refcount == 1) {
         t->grad = kd_tensor_keep(g);
         return KD_OK;
     }
-    kd_tensor *copy = kd_tensor_empty(t->dtype, t->device, t->ndim, t->shape);
-    if (!copy)
-        return KD_ERR_NOMEM;
-    kd_tensor_keep(copy);
-    kd_status st = kd_tensor_copy_(copy, g);
-    if (st != KD_OK) {
-        kd_tensor_free(copy);
-        return st;
+    if (handoff != HANDOFF_COPY && contiguous) {
+        kd_tensor *alias = kd_tensor_alias(g);
+        if (!alias)
+            return KD_ERR_NOMEM;
+        t->grad = kd_tensor_keep(alias);
+        if (t->grad_fn)
+            return KD_OK; /* an intermediate's gradient dies with its node */
+        if (n_shared_leaves == cap_shared_leaves) {
+            int64_t cap = cap_shared_leaves ? 2 * cap_shared_leaves : 64;
+            kd_tensor **grown = realloc(shared_leaves, (size_t)cap * sizeof *grown);
+            if (!grown)
+                return kd_error(KD_ERR_NOMEM, "backward: out of host memory");
+            shared_leaves = grown;
+            cap_shared_leaves = cap;
+        }
+        shared_leaves[n_shared_leaves++] = t;
+        return KD_OK;
     }
-    t->grad = copy;
-    return KD_OK;
+    t->grad = private_copy(g);
+    return t->grad ? KD_OK : KD_ERR_NOMEM;
 }
 
-kd_status kd_grad_accumulate(kd_tensor *t, kd_tensor *g) { return accumulate(t, g, false); }
+/* A leaf's .grad outlives the step and may be changed in place (clipping,
+ * the optimizer), so no two leaves may share one; sharing with step-scoped
+ * gradients ends with the scope. */
+static kd_status unshare_leaf_grads(void)
+{
+    kd_status st = KD_OK;
+    for (int64_t i = 0; i < n_shared_leaves && st == KD_OK; i++) {
+        kd_tensor *t = shared_leaves[i];
+        for (int64_t j = 0; j < i; j++) {
+            kd_tensor *u = shared_leaves[j];
+            if (t->grad && u->grad && t->grad->storage == u->grad->storage) {
+                kd_tensor *own = private_copy(t->grad);
+                if (!own) {
+                    st = KD_ERR_NOMEM;
+                    break;
+                }
+                kd_tensor_free(t->grad);
+                t->grad = own;
+                break;
+            }
+        }
+    }
+    n_shared_leaves = 0;
+    return st;
+}
 
-kd_status kd_grad_accumulate_take(kd_tensor *t, kd_tensor *g) { return accumulate(t, g, true); }
+kd_status kd_grad_accumulate(kd_tensor *t, kd_tensor *g)
+{
+    return accumulate(t, g, HANDOFF_SHARE);
+}
+
+kd_status kd_grad_accumulate_take(kd_tensor *t, kd_tensor *g)
+{
+    return accumulate(t, g, HANDOFF_TAKE);
+}
 
 /* Reverse topological order of the nodes reachable from root. */
 static kd_status collect_nodes(kd_node *root, kd_node ***order, int64_t *count)
@@ -188,14 +262,15 @@ kd_status kd_backward_with(kd_tensor *output, kd_tensor *grad_output)
                         "backward: the tensor does not require grad (no input "
                         "requires grad, or it was made with grad mode off)");
     if (!output->grad_fn)
-        return accumulate(output, grad_output, false);
+        return accumulate(output, grad_output, HANDOFF_COPY);
     kd_node **order = NULL;
     int64_t n = 0;
     kd_status st = collect_nodes(output->grad_fn, &order, &n);
     if (st != KD_OK)
         return st;
     bool was_enabled = kd_set_grad_enabled(false);
-    st = accumulate(output, grad_output, false);
+    n_shared_leaves = 0;
+    st = accumulate(output, grad_output, HANDOFF_COPY);
     for (int64_t i = n - 1; i >= 0 && st == KD_OK; i--) {
         kd_node *node = order[i];
         kd_tensor *out = node->output;
@@ -210,9 +285,10 @@ kd_status kd_backward_with(kd_tensor *output, kd_tensor *grad_output)
         kd_tensor_free(out->grad);
         out->grad = NULL;
     }
+    kd_status unshared = unshare_leaf_grads();
     kd_set_grad_enabled(was_enabled);
     free(order);
-    return st;
+    return st != KD_OK ? st : unshared;
 }
 
 kd_status kd_backward(kd_tensor *loss)

@@ -79,7 +79,9 @@ kd_status kd_record(const char *op, kd_backward_fn backward, kd_tensor *output,
 /* Allocates (once) zeroed op-private bytes owned by the node. */
 void *kd_node_ctx(kd_node *node, size_t bytes);
 /* Adds g (same shape as t) into t->grad; ignores t if it needs no grad.
- * g is copied, so it may be shared (a pass-through gradient). */
+ * g may be shared (a pass-through gradient): t->grad may then share its
+ * storage, copied on the first write. A backward never writes into the
+ * gradient it is given. */
 kd_status kd_grad_accumulate(kd_tensor *t, kd_tensor *g);
 /* Same, but g must be a tensor the caller just made in the current scope and
  * shares with nothing: when t has no grad yet, g becomes it (no copy). */

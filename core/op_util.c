@@ -1,11 +1,7 @@
 /* Helpers shared by op implementations: checks, broadcasting, layout. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
-#ifdef KD_HAVE_CUDA
-#include "backend/cuda/cuda.h"
-#endif
 
 kd_tensor *kd_contiguous_raw(kd_tensor *x)
 {
@@ -82,71 +78,14 @@ kd_tensor *kd_sum_to_shape(kd_tensor *g, int ndim, const int64_t *shape)
         return NULL;
     if (g->ndim == ndim && memcmp(g->shape, shape, (size_t)ndim * sizeof *shape) == 0)
         return g;
-    kd_tensor *src = kd_contiguous_raw(g);
-    kd_tensor *out = src ? kd_tensor_zeros(g->dtype, g->device, ndim, shape) : NULL;
-    if (!out)
-        return NULL;
-    if (g->device == KD_CUDA) {
-#ifdef KD_HAVE_CUDA
-        /* Reduce one broadcast dim at a time, keeping it as size 1. */
-        kd_tensor *cur = src;
-        int64_t cur_shape[KD_MAX_DIMS];
-        int nd = g->ndim;
-        memcpy(cur_shape, g->shape, sizeof cur_shape);
-        for (int i = 0; i < nd; i++) {
-            int io = i - (nd - ndim);
-            int64_t want = io >= 0 ? shape[io] : 1;
-            if (cur_shape[i] == want)
-                continue;
-            int64_t outer = kd_shape_numel(i, cur_shape);
-            int64_t inner = kd_shape_numel(nd - i - 1, cur_shape + i + 1);
-            int64_t reduce = cur_shape[i];
-            cur_shape[i] = 1;
-            kd_tensor *next = kd_tensor_empty(g->dtype, KD_CUDA, nd, cur_shape);
-            if (!next || kd_cuda_reduce_sum(next, cur, outer, reduce, inner, 1.0) != KD_OK)
-                return NULL;
-            cur = next;
-        }
-        if (kd_cuda_memcpy(kd_tensor_data(out), kd_tensor_data(cur),
-                           (size_t)kd_tensor_numel(out) * kd_dtype_size(out->dtype),
-                           KD_COPY_D2D) != KD_OK)
-            return NULL;
-        return out;
-#else
-        kd_error(KD_ERR_UNSUPPORTED, "sum_to_shape: this build has no CUDA");
-        return NULL;
-#endif
+    /* Leading dims the target lacks, and dims it holds at size 1. */
+    int dims[KD_MAX_DIMS], n = 0;
+    for (int i = 0; i < g->ndim; i++) {
+        int it = i - (g->ndim - ndim);
+        if (it < 0 || (shape[it] == 1 && g->shape[i] != 1))
+            dims[n++] = i;
     }
-    int64_t ostride[KD_MAX_DIMS];
-    kd_broadcast_strides(out, g->ndim, g->shape, ostride);
-    int64_t n = kd_tensor_numel(src), idx[KD_MAX_DIMS] = {0};
-    int nd = g->ndim;
-    if (g->dtype == KD_F32) {
-        const float *s = kd_tensor_data(src);
-        float *o = kd_tensor_data(out);
-        for (int64_t i = 0; i < n; i++) {
-            int64_t off = 0;
-            for (int d = 0; d < nd; d++)
-                off += idx[d] * ostride[d];
-            o[off] += s[i];
-            for (int d = nd - 1; d >= 0 && ++idx[d] == g->shape[d]; d--)
-                idx[d] = 0;
-        }
-    } else if (g->dtype == KD_F64) {
-        const double *s = kd_tensor_data(src);
-        double *o = kd_tensor_data(out);
-        for (int64_t i = 0; i < n; i++) {
-            int64_t off = 0;
-            for (int d = 0; d < nd; d++)
-                off += idx[d] * ostride[d];
-            o[off] += s[i];
-            for (int d = nd - 1; d >= 0 && ++idx[d] == g->shape[d]; d--)
-                idx[d] = 0;
-        }
-    } else {
-        kd_error(KD_ERR_UNSUPPORTED, "sum_to_shape: dtype %s",
-                 kd_dtype_name(g->dtype));
-        return NULL;
-    }
-    return out;
+    kd_tensor *summed = n ? kd_sum(g, n, dims, true) : g;
+    kd_tensor *out = kd_reshape(summed, ndim, shape);
+    return out ? kd_contiguous_raw(out) : NULL;
 }

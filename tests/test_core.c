@@ -176,6 +176,29 @@ static void test_autograd(void)
     kt_check(x && kd_backward(kd_sum_all(x)) == KD_OK && kd_tensor_get(a->grad, 0) == 1.0,
              "autograd.deep_chain", "%s", kd_last_error());
     kd_scope_end();
+    /* Pass-through gradients share storage during backward, but two
+     * leaves never end up sharing one .grad, and a leaf used twice sums. */
+    kd_tensor_zero_grad(a);
+    kd_tensor_set_requires_grad(b, true);
+    kd_scope_begin();
+    kd_status shared_st = kd_backward(kd_sum_all(kd_add(kd_add(a, b), a)));
+    bool have = shared_st == KD_OK && a->grad && b->grad;
+    kt_check(have && a->grad->storage != b->grad->storage && kd_tensor_get(a->grad, 0) == 2.0 &&
+                 kd_tensor_get(b->grad, 0) == 1.0,
+             "autograd.leaves_do_not_share", "%s: grads %g %g", kd_last_error(),
+             have ? kd_tensor_get(a->grad, 0) : NAN, have ? kd_tensor_get(b->grad, 0) : NAN);
+    kd_scope_end();
+    ((double *)kd_tensor_data(a->grad))[0] = 5.0;
+    kt_check(kd_tensor_get(b->grad, 0) == 1.0, "autograd.leaf_grad_private",
+             "writing one leaf's grad changed another's");
+    kd_tensor_zero_grad(a);
+    kd_tensor_zero_grad(b);
+    /* The caller's upstream gradient is copied, not shared. */
+    kd_tensor *w = kd_tensor_full(KD_F64, KD_CPU, 2, shape, 3.0);
+    bool seeded = kd_backward_with(a, w) == KD_OK && kd_tensor_fill_(w, 7.0) == KD_OK;
+    double seen = seeded && a->grad ? kd_tensor_get(a->grad, 4) : NAN;
+    kt_check(seen == 3.0, "autograd.seed_copied", "grad %g (%s)", seen, kd_last_error());
+    kd_tensor_free(w);
     kd_tensor_free(a);
     kd_tensor_free(b);
 }

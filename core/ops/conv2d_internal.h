@@ -5,7 +5,6 @@
 #ifndef KD_CONV2D_INTERNAL_H
 #define KD_CONV2D_INTERNAL_H
 
-#include "config.h"
 #include "../internal.h"
 
 /* Every size of one convolution problem. All fields are int64 so the
