@@ -8,6 +8,12 @@
 
 static const char *const binary_names[] = {"add", "sub", "mul", "div"};
 
+/* Equal shapes: one flat loop the compiler vectorises. */
+#define BINARY_FLAT_LOOP(EXPR)                                                  \
+    _Pragma("omp parallel for if (n > 32768) schedule(static)")                 \
+    for (int64_t i = 0; i < n; i++)                                             \
+        out[i] = EXPR
+
 #define DEFINE_BINARY_KERNEL(T, SUFFIX)                                          \
     static inline T apply_##SUFFIX(kd_binary_op op, T a, T b)                  \
     {                                                                          \
@@ -20,6 +26,16 @@ static const char *const binary_names[] = {"add", "sub", "mul", "div"};
     }                                                                          \
     /* out contiguous with shape[ndim]; a and b read through broadcast       \
      * strides. The last dim is the inner loop; outer rows run in parallel. */ \
+    static void binary_same_##SUFFIX(kd_binary_op op, T *out, const T *a,      \
+                                     const T *b, int64_t n)                    \
+    {                                                                          \
+        switch (op) {                                                          \
+        case KD_BIN_ADD: BINARY_FLAT_LOOP(a[i] + b[i]); break;                 \
+        case KD_BIN_SUB: BINARY_FLAT_LOOP(a[i] - b[i]); break;                 \
+        case KD_BIN_MUL: BINARY_FLAT_LOOP(a[i] * b[i]); break;                 \
+        default: BINARY_FLAT_LOOP(a[i] / b[i]); break;                         \
+        }                                                                      \
+    }                                                                          \
     static void binary_##SUFFIX(kd_binary_op op, T *out, const T *a,           \
                                 const int64_t *sa, const T *b,                 \
                                 const int64_t *sb, int ndim,                   \
@@ -77,6 +93,14 @@ static kd_tensor *binary_raw(kd_binary_op op, kd_tensor *a, kd_tensor *b)
         kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", name);
         return NULL;
 #endif
+    }
+    if (kd_tensor_same_shape(ac, bc)) {
+        int64_t n = kd_tensor_numel(out);
+        if (a->dtype == KD_F32)
+            binary_same_f32(op, kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(bc), n);
+        else
+            binary_same_f64(op, kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(bc), n);
+        return out;
     }
     int64_t sa[KD_MAX_DIMS], sb[KD_MAX_DIMS];
     kd_broadcast_strides(ac, ndim, shape, sa);
