@@ -47,6 +47,8 @@ kd_tensor *kd_hardsigmoid(kd_tensor *x);
 kd_tensor *kd_hardswish(kd_tensor *x);
 
 /* --- reductions [cuda: sum, mean, max, min] --- */
+/* ndims == 0 reduces every dim (torch's empty dim list); a dim listed twice
+ * is an error. */
 kd_tensor *kd_sum(kd_tensor *x, int ndims, const int *dims, bool keepdim);
 kd_tensor *kd_mean(kd_tensor *x, int ndims, const int *dims, bool keepdim);
 kd_tensor *kd_sum_all(kd_tensor *x);  /* shape [] */
@@ -77,6 +79,7 @@ typedef struct kd_conv2d_params {
 /* x [N, Cin, H, W], weight [Cout, Cin/groups, kH, kW], bias [Cout] or NULL. */
 kd_tensor *kd_conv2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                      const kd_conv2d_params *p);
+/* stride NULL = the kernel size; padding NULL = 0. */
 kd_tensor *kd_max_pool2d(kd_tensor *x, const int kernel[2], const int stride[2],
                          const int padding[2]);
 kd_tensor *kd_avg_pool2d(kd_tensor *x, const int kernel[2], const int stride[2],
@@ -143,22 +146,26 @@ typedef enum kd_reduction {
     KD_REDUCE_BATCHMEAN, /* sum / N, for KL divergence */
     KD_REDUCE_NONE
 } kd_reduction;
-/* logits [N, C], labels I64 [N]; mean over N. label_smoothing in [0, 1). */
+/* logits [N, C], labels I64 [N]; mean over N. label_smoothing in [0, 1]
+ * as torch: (1 - s) * nll + s * mean over classes of -log p. */
 kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels,
                             double label_smoothing);
 /* logits [N, C], target probabilities [N, C]; mean over N. */
 kd_tensor *kd_cross_entropy_soft(kd_tensor *logits, kd_tensor *target);
 /* torch's F.kl_div: input holds log-probabilities; target probabilities
- * (or log-probabilities with log_target). */
+ * (or log-probabilities with log_target), same shape as input. */
 kd_tensor *kd_kl_div(kd_tensor *input, kd_tensor *target, bool log_target,
                      kd_reduction reduction);
+/* As torch 1.13: each norm is clamped to eps separately. a and b
+ * broadcast. */
 kd_tensor *kd_cosine_similarity(kd_tensor *a, kd_tensor *b, int dim,
                                 double eps);
 /* a [N, D], b [M, D] -> [N, M] Euclidean distances; the gradient at a zero
  * distance is zero. */
 kd_tensor *kd_cdist(kd_tensor *a, kd_tensor *b);
-/* q [..., L, D], k [..., S, D], v [..., S, Dv]; bias broadcastable to
- * [..., L, S] or NULL; softmax(q k^T * scale + bias) v. */
+/* q [..., L, D], k [..., S, D], v [..., S, Dv] with the same batch dims;
+ * bias broadcastable to [..., L, S] or NULL (-inf entries mask);
+ * softmax(q k^T * scale + bias) v. */
 kd_tensor *kd_scaled_dot_product_attention(kd_tensor *q, kd_tensor *k,
                                            kd_tensor *v, kd_tensor *bias,
                                            double scale);
