@@ -19,8 +19,8 @@ struct kd_params {
     json_t *values; /* every schema key, normalised as above */
 };
 
-/* Reals beyond 2^53 are not all integers a user could have meant, so an
- * integer parameter takes a real only below this magnitude. */
+/* Above 2^53 a real no longer holds every integer (9007199254740993.0
+ * reads as ...992), so an integer parameter takes a real only up to here. */
 #define EXACT_INTEGER_LIMIT 9007199254740992.0
 
 /* 2^63: reals from here up do not fit an int64_t. */

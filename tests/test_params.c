@@ -64,7 +64,7 @@ static void expect_error(const char *name, const char *schema_text, const char *
                          const char *path, int n_ignore, const char *const *ignore,
                          const char *want)
 {
-    kd_params *p = (kd_params *)1;
+    kd_params *p = (kd_params *)1; /* a failed build must clear it */
     kd_status st = build(schema_text, value_text, path, n_ignore, ignore, &p);
     bool ok = st == KD_ERR_INVALID && !p && !strcmp(kd_last_error(), want);
     kt_check(ok, name, "status %s, out %s, message \"%s\", want \"%s\"", kd_status_name(st),
@@ -278,6 +278,10 @@ static void test_errors(void)
 
     st = kd_params_build(NULL, NULL, "x", 0, NULL, &p);
     kt_check(st == KD_ERR_INVALID && !p, "error: NULL entry", "%s", kd_status_name(st));
+    st = build("[]", "{}", "x", 0, NULL, &p);
+    kt_check(st == KD_ERR_FORMAT && !p && !strcmp(kd_last_error(),
+                                                   "loss 'kd': its schema is not an object"),
+             "error: schema not an object", "%s: %s", kd_status_name(st), kd_last_error());
 }
 
 static void test_accessors(void)
