@@ -9,7 +9,8 @@ One process serves the whole file. The input holds:
     torch.optim.lr_scheduler expression over `opt` stepped once per epoch,
     or "formula", a Python expression of the epoch t evaluated at t = s /
     steps_per_epoch for s in range(points).
-The output holds sgdI.pK (parameters after the last step), sgdI.bK (momentum
+The output holds torch_fma metadata ("1" when torch's kernels fuse
+multiply-adds on this CPU), sgdI.pK (parameters after the last step), sgdI.bK (momentum
 buffers torch holds) and lrI.lr (the learning rates), or lrI.error /
 sgdI.error metadata when torch raised.
 
@@ -55,6 +56,14 @@ def run_sgd(key, o, tensors, out):
             out[f"{key}.b{k}"] = buf
 
 
+def torch_fuses():
+    """Whether x.add(y, alpha=a) rounds once, as a fused multiply-add (torch's
+    AVX2 and AVX-512 kernels do; its portable one does not)."""
+    e = 1.0 + 2.0 ** -12
+    r = torch.full((64,), -1.0).add(torch.full((64,), e), alpha=e)
+    return bool((r == 2.0 ** -11 + 2.0 ** -24).all())
+
+
 def run_schedule(o):
     if "torch" in o:
         param = torch.zeros(1, requires_grad=True)
@@ -73,7 +82,7 @@ def run_schedule(o):
 def main():
     torch.set_num_threads(1)
     tensors, meta = read_safetensors(sys.argv[1])
-    out, out_meta = {}, {}
+    out, out_meta = {}, {"torch_fma": "1" if torch_fuses() else "0"}
     for i in range(int(meta.get("sgd_cases", "0"))):
         key = f"sgd{i}"
         try:
