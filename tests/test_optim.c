@@ -110,8 +110,11 @@ static char *bag_str(bag *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *s = malloc(4096);
-    vsnprintf(s, 4096, fmt, ap);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = malloc((size_t)len + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)len + 1, fmt, ap);
     va_end(ap);
     b->strings[b->ns++] = s;
     return s;

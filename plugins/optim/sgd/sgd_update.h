@@ -52,7 +52,8 @@ kd_tensor *kd_sgd_state_tensor(const kd_sgd *s, int i);
 
 /* The common no-decay rule: a tensor with at most one dimension (biases,
  * BatchNorm/LayerNorm weights and biases) is not decayed. This is timm's
- * rule (param_groups_weight_decay: ndim <= 1 or a name ending in ".bias").
+ * rule (param_groups_weight_decay: ndim <= 1 or a name ending in ".bias";
+ * timm's per-model extra names such as pos_embed are the plugin's to add).
  * mdistiller instead decays every parameter, which is what passing
  * no_decay = NULL gives; the plugin's "no_decay_bias_norm" option chooses
  * between the two. */
