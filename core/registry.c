@@ -232,8 +232,9 @@ static kd_status check_provider(const json_t *p, int index, const char *file)
         return kd_error(KD_ERR_FORMAT, "%s: %sparams: missing (use {} for none)", file, where);
     if (!json_is_object(params))
         return kd_error(KD_ERR_FORMAT, "%s: %sparams: expected an object", file, where);
+    /* kd_params_check_schema appends ".params.<key>" to the label. */
     char label[PATH_MAX + 64];
-    snprintf(label, sizeof label, "%s: %sparams", file, where);
+    snprintf(label, sizeof label, "%s: provides[%d]", file, index);
     return kd_params_check_schema(params, label);
 }
 

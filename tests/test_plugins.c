@@ -385,6 +385,15 @@ static void test_manifest_errors(void)
     const char *params[] = {"/params/manifest.json: provides[0].params: expected an object"};
     expect_scan_error("manifest: params not an object", root, params, 1);
     remove_root(root);
+
+    make_root(root, sizeof root);
+    add_manifest(root, "schema",
+                 "{\"abi\": 1, \"name\": \"schema\", \"version\": \"1\", \"library\": \"s.so\",\n"
+                 " \"provides\": [{\"kind\": \"loss\", \"name\": \"s\", \"summary\": \"s\",\n"
+                 "                \"params\": {\"t\": {\"type\": \"numbr\"}}}]}\n");
+    const char *schema[] = {"/schema/manifest.json: provides[0].params.t:"};
+    expect_scan_error("manifest: bad parameter schema", root, schema, 1);
+    remove_root(root);
 }
 
 static void test_duplicates(void)
