@@ -549,7 +549,8 @@ kd_status kd_registry_scan_default(kd_registry *r, int n_extra,
         return kd_error(KD_ERR_INVALID, "kd_registry_scan_default: bad arguments");
     struct stat sb;
     kd_status st;
-    if (stat(KD_PLUGIN_DIR, &sb) == 0 && (st = kd_registry_scan(r, KD_PLUGIN_DIR)) != KD_OK)
+    if (stat(KD_PLUGIN_DIR, &sb) == 0 && S_ISDIR(sb.st_mode) &&
+        (st = kd_registry_scan(r, KD_PLUGIN_DIR)) != KD_OK)
         return st;
     const char *env = getenv("KDENGINE_PLUGIN_PATH");
     if (env) {

@@ -222,6 +222,12 @@ static void test_good_plugin(void)
                  (unsigned)loss_vtable->kind, (unsigned)model_vtable->kind);
         kt_check(again == loss_vtable && cv->entry_calls() == 1,
                  "good: library loaded once", "entry ran %d times", cv->entry_calls());
+        /* Makes the unload checks below and in expect_load_error meaningful. */
+        void *held = dlopen(loss->library_path, RTLD_NOW | RTLD_NOLOAD);
+        kt_check(held != NULL, "good: RTLD_NOLOAD sees the loaded library", "%s",
+                 loss->library_path);
+        if (held)
+            dlclose(held);
     }
 
     /* Rescanning the dir, or the plugin's own folder, adds nothing. */
