@@ -39,10 +39,8 @@ static const char *const type_names[] = {"number", "integer", "boolean", "string
  * for messages, and must not depend on the registry being linked. */
 static const char *kind_word(kd_plugin_kind kind)
 {
-    static const char *const words[KD_KIND_COUNT] = {
-        "model", "loss", "dataset", "transform", "batch_transform", "optimizer",
-        "scheduler"};
-    return (unsigned)kind < KD_KIND_COUNT ? words[kind] : "provider";
+    const char *name = kd_plugin_kind_name(kind);
+    return name ? name : "provider";
 }
 
 /* ---------------------------------------------------------------- closest word */

@@ -1,1 +1,755 @@
-/* placeholder */
+/* The plugin registry: manifests are read and checked at scan time, a
+ * library is dlopen'ed the first time one of its providers is used. */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "registry.h"
+
+/* A library claiming more providers than this is reading garbage. */
+#define KD_MAX_PROVIDERS 4096
+
+static const char *const kind_names[KD_KIND_COUNT] = {
+    [KD_KIND_MODEL] = "model",
+    [KD_KIND_LOSS] = "loss",
+    [KD_KIND_DATASET] = "dataset",
+    [KD_KIND_TRANSFORM] = "transform",
+    [KD_KIND_BATCH_TRANSFORM] = "batch_transform",
+    [KD_KIND_OPTIMIZER] = "optimizer",
+    [KD_KIND_SCHEDULER] = "scheduler",
+};
+
+const char *kd_plugin_kind_name(kd_plugin_kind kind)
+{
+    if ((int)kind < 0 || kind >= KD_KIND_COUNT)
+        return NULL;
+    return kind_names[kind];
+}
+
+int kd_plugin_kind_from_name(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int k = 0; k < KD_KIND_COUNT; k++)
+        if (strcmp(kind_names[k], name) == 0)
+            return k;
+    return -1;
+}
+
+typedef struct manifest {
+    char *path;         /* as found */
+    char *real_path;    /* to notice the same file reached twice */
+    char *library_path; /* absolute */
+    json_t *root;       /* owns every string the entries point to */
+    const char *name;
+    const char *version;
+    void *library;      /* dlopen handle once loaded and verified */
+    kd_plugin_info info;
+} manifest;
+
+/* The public entry first, so a kd_registry_entry pointer leads back here. */
+typedef struct registry_entry {
+    kd_registry_entry pub;
+    manifest *owner;
+    int provider_index; /* in the manifest's "provides" */
+} registry_entry;
+
+struct kd_registry {
+    manifest **manifests;
+    int n_manifests;
+    registry_entry **entries; /* sorted by kind, then name */
+    int n_entries;
+    char **scanned_dirs; /* realpaths */
+    int n_scanned_dirs;
+};
+
+static char *copy_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = malloc(n);
+    if (c)
+        memcpy(c, s, n);
+    return c;
+}
+
+/* "a" + "/" + "b" in a new string. */
+static char *join_path(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    char *p = malloc(na + nb + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, a, na);
+    p[na] = '/';
+    memcpy(p + na + 1, b, nb + 1);
+    return p;
+}
+
+static bool grow(void *array_ptr, int count, size_t item_size)
+{
+    void **array = array_ptr;
+    /* Capacity is the next power of two at or above count. */
+    if (count & (count - 1))
+        return true;
+    size_t cap = count ? (size_t)count * 2 : 4;
+    void *grown = realloc(*array, cap * item_size);
+    if (!grown)
+        return false;
+    *array = grown;
+    return true;
+}
+
+static void manifest_free(manifest *m)
+{
+    if (!m)
+        return;
+    if (m->library)
+        dlclose(m->library);
+    json_decref(m->root);
+    free(m->path);
+    free(m->real_path);
+    free(m->library_path);
+    free(m);
+}
+
+kd_status kd_registry_new(kd_registry **out)
+{
+    if (!out)
+        return kd_error(KD_ERR_INVALID, "kd_registry_new: out is NULL");
+    *out = calloc(1, sizeof **out);
+    if (!*out)
+        return kd_error(KD_ERR_NOMEM, "kd_registry_new: out of memory");
+    return KD_OK;
+}
+
+void kd_registry_close(kd_registry *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_entries; i++)
+        free(r->entries[i]);
+    /* Libraries loaded later may depend on earlier ones: unload in reverse. */
+    for (int i = r->n_manifests - 1; i >= 0; i--)
+        manifest_free(r->manifests[i]);
+    for (int i = 0; i < r->n_scanned_dirs; i++)
+        free(r->scanned_dirs[i]);
+    free(r->entries);
+    free(r->manifests);
+    free(r->scanned_dirs);
+    free(r);
+}
+
+/* --- manifest format --- */
+
+static bool is_identifier(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+/* Rejects keys of obj outside `allowed`, suggesting the closest one. */
+static kd_status check_keys(const json_t *obj, const char *file, const char *where,
+                            int n_allowed, const char *const *allowed)
+{
+    const char *key;
+    const json_t *value;
+    json_object_foreach((json_t *)obj, key, value) {
+        bool known = false;
+        for (int i = 0; i < n_allowed && !known; i++)
+            known = strcmp(key, allowed[i]) == 0;
+        if (known)
+            continue;
+        const char *near = kd_closest_word(key, n_allowed, allowed);
+        if (near)
+            return kd_error(KD_ERR_FORMAT, "%s: %s%s: unknown key (did you mean %s?)",
+                            file, where, key, near);
+        return kd_error(KD_ERR_FORMAT, "%s: %s%s: unknown key", file, where, key);
+    }
+    return KD_OK;
+}
+
+/* A required string member; NULL (with the error set) when absent or not a
+ * non-empty string. */
+static const char *required_string(const json_t *obj, const char *key,
+                                   const char *file, const char *where)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        kd_error(KD_ERR_FORMAT, "%s: %s%s: missing", file, where, key);
+        return NULL;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        kd_error(KD_ERR_FORMAT, "%s: %s%s: expected a non-empty string", file, where, key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static kd_status check_provider(const json_t *p, int index, const char *file)
+{
+    static const char *const keys[] = {"kind", "name", "summary", "params"};
+    char where[64];
+    snprintf(where, sizeof where, "provides[%d].", index);
+    if (!json_is_object(p))
+        return kd_error(KD_ERR_FORMAT, "%s: provides[%d]: expected an object", file, index);
+    kd_status st = check_keys(p, file, where, 4, keys);
+    if (st != KD_OK)
+        return st;
+    const char *kind = required_string(p, "kind", file, where);
+    if (!kind)
+        return KD_ERR_FORMAT;
+    if (kd_plugin_kind_from_name(kind) < 0) {
+        const char *near = kd_closest_word(kind, KD_KIND_COUNT, kind_names);
+        if (near)
+            return kd_error(KD_ERR_FORMAT, "%s: %skind: unknown kind '%s' (did you mean %s?)",
+                            file, where, kind, near);
+        return kd_error(KD_ERR_FORMAT,
+                        "%s: %skind: unknown kind '%s' (known: model, loss, dataset, "
+                        "transform, batch_transform, optimizer, scheduler)",
+                        file, where, kind);
+    }
+    const char *name = required_string(p, "name", file, where);
+    if (!name)
+        return KD_ERR_FORMAT;
+    if (!is_identifier(name))
+        return kd_error(KD_ERR_FORMAT,
+                        "%s: %sname: '%s' is not a provider name (use a-z, 0-9 and _)",
+                        file, where, name);
+    if (!required_string(p, "summary", file, where))
+        return KD_ERR_FORMAT;
+    const json_t *params = json_object_get(p, "params");
+    if (!params)
+        return kd_error(KD_ERR_FORMAT, "%s: %sparams: missing (use {} for none)", file, where);
+    if (!json_is_object(params))
+        return kd_error(KD_ERR_FORMAT, "%s: %sparams: expected an object", file, where);
+    /* kd_params_check_schema appends ".params.<key>" to the label. */
+    char label[PATH_MAX + 64];
+    snprintf(label, sizeof label, "%s: provides[%d]", file, index);
+    return kd_params_check_schema(params, label);
+}
+
+/* Checks everything a manifest can be checked for on its own. */
+static kd_status check_manifest(const json_t *root, const char *file)
+{
+    static const char *const keys[] = {"abi", "name", "version", "library", "provides"};
+    if (!json_is_object(root))
+        return kd_error(KD_ERR_FORMAT, "%s: expected a JSON object", file);
+    /* The ABI first: a manifest for another ABI may legitimately differ in
+     * every other key. */
+    const json_t *abi = json_object_get(root, "abi");
+    const json_t *name_value = json_object_get(root, "name");
+    const char *name = json_is_string(name_value) ? json_string_value(name_value) : "?";
+    if (!abi)
+        return kd_error(KD_ERR_FORMAT, "%s: abi: missing", file);
+    if (!json_is_integer(abi))
+        return kd_error(KD_ERR_FORMAT, "%s: abi: expected an integer", file);
+    if (json_integer_value(abi) != KD_PLUGIN_ABI)
+        return kd_error(KD_ERR_UNSUPPORTED,
+                        "plugin '%s' (%s) was built for plugin ABI %lld; this kdengine "
+                        "speaks %d",
+                        name, file, (long long)json_integer_value(abi), KD_PLUGIN_ABI);
+    kd_status st = check_keys(root, file, "", 5, keys);
+    if (st != KD_OK)
+        return st;
+    if (!(name = required_string(root, "name", file, "")))
+        return KD_ERR_FORMAT;
+    if (!is_identifier(name))
+        return kd_error(KD_ERR_FORMAT,
+                        "%s: name: '%s' is not a plugin name (use a-z, 0-9 and _)", file, name);
+    if (!required_string(root, "version", file, ""))
+        return KD_ERR_FORMAT;
+    const char *library = required_string(root, "library", file, "");
+    if (!library)
+        return KD_ERR_FORMAT;
+    if (strchr(library, '/') || strcmp(library, ".") == 0 || strcmp(library, "..") == 0)
+        return kd_error(KD_ERR_FORMAT,
+                        "%s: library: '%s' must be a file name in the manifest's folder",
+                        file, library);
+    const json_t *provides = json_object_get(root, "provides");
+    if (!provides)
+        return kd_error(KD_ERR_FORMAT, "%s: provides: missing", file);
+    if (!json_is_array(provides) || json_array_size(provides) == 0)
+        return kd_error(KD_ERR_FORMAT, "%s: provides: expected a non-empty array", file);
+    size_t i;
+    const json_t *p;
+    json_array_foreach(provides, i, p) {
+        if ((st = check_provider(p, (int)i, file)) != KD_OK)
+            return st;
+    }
+    for (size_t a = 0; a < json_array_size(provides); a++) {
+        const json_t *pa = json_array_get(provides, a);
+        for (size_t b = 0; b < a; b++) {
+            const json_t *pb = json_array_get(provides, b);
+            if (json_equal(json_object_get(pa, "kind"), json_object_get(pb, "kind")) &&
+                json_equal(json_object_get(pa, "name"), json_object_get(pb, "name")))
+                return kd_error(KD_ERR_FORMAT, "%s: provides[%zu]: %s '%s' repeats provides[%zu]",
+                                file, a, json_string_value(json_object_get(pa, "kind")),
+                                json_string_value(json_object_get(pa, "name")), b);
+        }
+    }
+    return KD_OK;
+}
+
+/* --- scanning --- */
+
+static registry_entry *find_entry(const kd_registry *r, kd_plugin_kind kind, const char *name)
+{
+    int lo = 0, hi = r->n_entries;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        const kd_registry_entry *e = &r->entries[mid]->pub;
+        int c = e->kind != kind ? (e->kind < kind ? -1 : 1) : strcmp(e->name, name);
+        if (c == 0)
+            return r->entries[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static int compare_entries(const void *a, const void *b)
+{
+    const kd_registry_entry *x = &(*(registry_entry *const *)a)->pub;
+    const kd_registry_entry *y = &(*(registry_entry *const *)b)->pub;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Conflicts with what is registered already. */
+static kd_status check_conflicts(const kd_registry *r, const manifest *m)
+{
+    for (int i = 0; i < r->n_manifests; i++)
+        if (strcmp(r->manifests[i]->name, m->name) == 0)
+            return kd_error(KD_ERR_INVALID, "plugin '%s' is declared by both %s and %s",
+                            m->name, r->manifests[i]->path, m->path);
+    const json_t *provides = json_object_get(m->root, "provides");
+    for (size_t i = 0; i < json_array_size(provides); i++) {
+        const json_t *p = json_array_get(provides, i);
+        const char *kind = json_string_value(json_object_get(p, "kind"));
+        const char *name = json_string_value(json_object_get(p, "name"));
+        const registry_entry *other =
+            find_entry(r, (kd_plugin_kind)kd_plugin_kind_from_name(kind), name);
+        if (other)
+            return kd_error(KD_ERR_INVALID,
+                            "%s '%s' is provided by both %s (plugin '%s') and %s (plugin '%s')",
+                            kind, name, other->owner->path, other->owner->name, m->path,
+                            m->name);
+    }
+    return KD_OK;
+}
+
+/* Adds m and its entries; on failure nothing of it stays registered. */
+static kd_status register_manifest(kd_registry *r, manifest *m)
+{
+    kd_status st = check_conflicts(r, m);
+    if (st != KD_OK)
+        return st;
+    const json_t *provides = json_object_get(m->root, "provides");
+    int n = (int)json_array_size(provides);
+    registry_entry **added = calloc((size_t)n, sizeof *added);
+    if (!added)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", m->path);
+    for (int i = 0; i < n; i++) {
+        const json_t *p = json_array_get(provides, (size_t)i);
+        registry_entry *e = calloc(1, sizeof *e);
+        if (!e) {
+            for (int j = 0; j < i; j++)
+                free(added[j]);
+            free(added);
+            return kd_error(KD_ERR_NOMEM, "%s: out of memory", m->path);
+        }
+        e->pub.kind = (kd_plugin_kind)kd_plugin_kind_from_name(
+            json_string_value(json_object_get(p, "kind")));
+        e->pub.name = json_string_value(json_object_get(p, "name"));
+        e->pub.summary = json_string_value(json_object_get(p, "summary"));
+        e->pub.plugin = m->name;
+        e->pub.version = m->version;
+        e->pub.manifest_path = m->path;
+        e->pub.library_path = m->library_path;
+        e->pub.params = json_object_get(p, "params");
+        e->owner = m;
+        e->provider_index = i;
+        added[i] = e;
+    }
+    bool ok = grow(&r->manifests, r->n_manifests, sizeof *r->manifests);
+    for (int i = 0; ok && i < n; i++)
+        ok = grow(&r->entries, r->n_entries + i, sizeof *r->entries);
+    if (!ok) {
+        for (int j = 0; j < n; j++)
+            free(added[j]);
+        free(added);
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", m->path);
+    }
+    r->manifests[r->n_manifests++] = m;
+    for (int i = 0; i < n; i++)
+        r->entries[r->n_entries++] = added[i];
+    free(added);
+    qsort(r->entries, (size_t)r->n_entries, sizeof *r->entries, compare_entries);
+    return KD_OK;
+}
+
+static bool manifest_known(const kd_registry *r, const char *real_path)
+{
+    for (int i = 0; i < r->n_manifests; i++)
+        if (strcmp(r->manifests[i]->real_path, real_path) == 0)
+            return true;
+    return false;
+}
+
+/* Reads, checks and registers dir/manifest.json; a folder without one is
+ * not a plugin and is skipped. */
+static kd_status scan_plugin_folder(kd_registry *r, const char *dir)
+{
+    char *path = join_path(dir, "manifest.json");
+    if (!path)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        free(path);
+        return KD_OK;
+    }
+    char real_path[PATH_MAX], real_dir[PATH_MAX];
+    if (!realpath(path, real_path) || !realpath(dir, real_dir)) {
+        kd_status st = kd_error(KD_ERR_IO, "%s: %s", path, strerror(errno));
+        free(path);
+        return st;
+    }
+    if (manifest_known(r, real_path)) {
+        free(path);
+        return KD_OK;
+    }
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        kd_status st = jerr.line > 0
+                           ? kd_error(KD_ERR_FORMAT, "%s:%d:%d: %s", path, jerr.line,
+                                      jerr.column, jerr.text)
+                           : kd_error(KD_ERR_IO, "%s: %s", path, jerr.text);
+        free(path);
+        return st;
+    }
+    kd_status st = check_manifest(root, path);
+    if (st != KD_OK) {
+        json_decref(root);
+        free(path);
+        return st;
+    }
+    manifest *m = calloc(1, sizeof *m);
+    if (!m) {
+        st = kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+        json_decref(root);
+        free(path);
+        return st;
+    }
+    m->path = path;
+    m->root = root;
+    m->name = json_string_value(json_object_get(root, "name"));
+    m->version = json_string_value(json_object_get(root, "version"));
+    m->real_path = copy_string(real_path);
+    m->library_path = join_path(real_dir, json_string_value(json_object_get(root, "library")));
+    if (!m->real_path || !m->library_path) {
+        manifest_free(m);
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    if ((st = register_manifest(r, m)) != KD_OK)
+        manifest_free(m);
+    return st;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+kd_status kd_registry_scan(kd_registry *r, const char *dir)
+{
+    if (!r || !dir)
+        return kd_error(KD_ERR_INVALID, "kd_registry_scan: NULL argument");
+    char real_dir[PATH_MAX];
+    if (!realpath(dir, real_dir))
+        return kd_error(KD_ERR_IO, "plugin dir '%s': %s", dir, strerror(errno));
+    for (int i = 0; i < r->n_scanned_dirs; i++)
+        if (strcmp(r->scanned_dirs[i], real_dir) == 0)
+            return KD_OK;
+    DIR *d = opendir(dir);
+    if (!d)
+        return kd_error(KD_ERR_IO, "plugin dir '%s': %s", dir, strerror(errno));
+    /* Sorted, so that which of two clashing manifests is reported first
+     * does not depend on the file system. */
+    char **names = NULL;
+    int n_names = 0;
+    kd_status st = KD_OK;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *name = copy_string(de->d_name);
+        if (!name || !grow(&names, n_names, sizeof *names)) {
+            free(name);
+            st = kd_error(KD_ERR_NOMEM, "plugin dir '%s': out of memory", dir);
+            break;
+        }
+        names[n_names++] = name;
+    }
+    closedir(d);
+    if (st == KD_OK) {
+        qsort(names, (size_t)n_names, sizeof *names, compare_names);
+        st = scan_plugin_folder(r, dir);
+    }
+    for (int i = 0; i < n_names && st == KD_OK; i++) {
+        char *sub = join_path(dir, names[i]);
+        struct stat sb;
+        if (!sub)
+            st = kd_error(KD_ERR_NOMEM, "plugin dir '%s': out of memory", dir);
+        else if (stat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
+            st = scan_plugin_folder(r, sub);
+        free(sub);
+    }
+    for (int i = 0; i < n_names; i++)
+        free(names[i]);
+    free(names);
+    if (st != KD_OK)
+        return st;
+    char *copy = copy_string(real_dir);
+    if (!copy || !grow(&r->scanned_dirs, r->n_scanned_dirs, sizeof *r->scanned_dirs)) {
+        free(copy);
+        return kd_error(KD_ERR_NOMEM, "plugin dir '%s': out of memory", dir);
+    }
+    r->scanned_dirs[r->n_scanned_dirs++] = copy;
+    return KD_OK;
+}
+
+/* A dir the user named must exist; origin says where the name came from. */
+static kd_status scan_user_dir(kd_registry *r, const char *dir, const char *origin)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return kd_error(KD_ERR_IO, "%splugin dir '%s' does not exist", origin, dir);
+    if (!S_ISDIR(sb.st_mode))
+        return kd_error(KD_ERR_IO, "%splugin dir '%s' is not a directory", origin, dir);
+    return kd_registry_scan(r, dir);
+}
+
+kd_status kd_registry_scan_default(kd_registry *r, int n_extra,
+                                   const char *const *extra_dirs)
+{
+    if (!r || n_extra < 0 || (n_extra > 0 && !extra_dirs))
+        return kd_error(KD_ERR_INVALID, "kd_registry_scan_default: bad arguments");
+    struct stat sb;
+    kd_status st;
+    if (stat(KD_PLUGIN_DIR, &sb) == 0 && S_ISDIR(sb.st_mode) &&
+        (st = kd_registry_scan(r, KD_PLUGIN_DIR)) != KD_OK)
+        return st;
+    const char *env = getenv("KDENGINE_PLUGIN_PATH");
+    if (env) {
+        char *list = copy_string(env);
+        if (!list)
+            return kd_error(KD_ERR_NOMEM, "KDENGINE_PLUGIN_PATH: out of memory");
+        st = KD_OK;
+        for (char *dir = list, *next; dir && st == KD_OK; dir = next) {
+            next = strchr(dir, ':');
+            if (next)
+                *next++ = '\0';
+            if (*dir)
+                st = scan_user_dir(r, dir, "KDENGINE_PLUGIN_PATH: ");
+        }
+        free(list);
+        if (st != KD_OK)
+            return st;
+    }
+    for (int i = 0; i < n_extra; i++)
+        if ((st = scan_user_dir(r, extra_dirs[i], "")) != KD_OK)
+            return st;
+    return KD_OK;
+}
+
+int kd_registry_count(const kd_registry *r) { return r ? r->n_entries : 0; }
+
+const kd_registry_entry *kd_registry_at(const kd_registry *r, int i)
+{
+    if (!r || i < 0 || i >= r->n_entries)
+        return NULL;
+    return &r->entries[i]->pub;
+}
+
+const kd_registry_entry *kd_registry_find(const kd_registry *r, kd_plugin_kind kind,
+                                          const char *name)
+{
+    if (!r || !name)
+        return NULL;
+    registry_entry *e = find_entry(r, kind, name);
+    return e ? &e->pub : NULL;
+}
+
+/* --- loading --- */
+
+/* The library's providers against its manifest, both ways. */
+static kd_status check_providers(const manifest *m, const kd_plugin_info *info)
+{
+    const char *lib = m->library_path;
+    if (info->n_providers < 0 || info->n_providers > KD_MAX_PROVIDERS)
+        return kd_error(KD_ERR_FORMAT, "%s: n_providers is %d", lib, info->n_providers);
+    if (info->n_providers > 0 && !info->providers)
+        return kd_error(KD_ERR_FORMAT, "%s: n_providers is %d but providers is NULL", lib,
+                        info->n_providers);
+    for (int i = 0; i < info->n_providers; i++) {
+        const kd_plugin_provider *p = &info->providers[i];
+        const char *kind = kd_plugin_kind_name(p->kind);
+        if (!kind || !p->name)
+            return kd_error(KD_ERR_FORMAT, "%s: providers[%d] has %s", lib, i,
+                            kind ? "no name" : "an unknown kind");
+        bool declared = false;
+        const json_t *provides = json_object_get(m->root, "provides");
+        for (size_t j = 0; j < json_array_size(provides) && !declared; j++) {
+            const json_t *q = json_array_get(provides, j);
+            declared = strcmp(json_string_value(json_object_get(q, "kind")), kind) == 0 &&
+                       strcmp(json_string_value(json_object_get(q, "name")), p->name) == 0;
+        }
+        if (!declared)
+            return kd_error(KD_ERR_FORMAT, "%s provides %s '%s', which its manifest %s does not "
+                            "declare", lib, kind, p->name, m->path);
+        for (int j = 0; j < i; j++)
+            if (info->providers[j].kind == p->kind && info->providers[j].name &&
+                strcmp(info->providers[j].name, p->name) == 0)
+                return kd_error(KD_ERR_FORMAT, "%s provides %s '%s' twice", lib, kind, p->name);
+        if (!p->vtable)
+            return kd_error(KD_ERR_FORMAT, "%s: %s '%s' has no vtable", lib, kind, p->name);
+        if (p->vtable->size < sizeof(kd_vtable_header))
+            return kd_error(KD_ERR_FORMAT, "%s: the vtable of %s '%s' is %u bytes, less than "
+                            "its header", lib, kind, p->name, (unsigned)p->vtable->size);
+        if (p->vtable->kind != (uint32_t)p->kind) {
+            const char *vkind = kd_plugin_kind_name((kd_plugin_kind)p->vtable->kind);
+            return kd_error(KD_ERR_FORMAT, "%s: the vtable of %s '%s' is a %s vtable", lib,
+                            kind, p->name, vkind ? vkind : "unknown kind's");
+        }
+    }
+    const json_t *provides = json_object_get(m->root, "provides");
+    for (size_t j = 0; j < json_array_size(provides); j++) {
+        const json_t *q = json_array_get(provides, j);
+        const char *kind = json_string_value(json_object_get(q, "kind"));
+        const char *name = json_string_value(json_object_get(q, "name"));
+        bool found = false;
+        for (int i = 0; i < info->n_providers && !found; i++)
+            found = strcmp(kd_plugin_kind_name(info->providers[i].kind), kind) == 0 &&
+                    strcmp(info->providers[i].name, name) == 0;
+        if (!found)
+            return kd_error(KD_ERR_FORMAT, "%s: the manifest %s declares %s '%s' "
+                            "(provides[%zu]) but the library does not provide it",
+                            lib, m->path, kind, name, j);
+    }
+    return KD_OK;
+}
+
+/* What the entry function filled, against this build and the manifest. */
+static kd_status check_info(const manifest *m, const kd_plugin_info *info)
+{
+    const char *lib = m->library_path;
+    if (info->abi != KD_PLUGIN_ABI)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s was built for plugin ABI %u; this kdengine "
+                        "speaks %d: rebuild the plugin", lib, (unsigned)info->abi,
+                        KD_PLUGIN_ABI);
+    if (info->info_size != sizeof(kd_plugin_info))
+        return kd_error(KD_ERR_UNSUPPORTED, "%s was built against a different kdengine "
+                        "(kd_plugin_info is %u bytes there, %zu here): rebuild the plugin",
+                        lib, (unsigned)info->info_size, sizeof(kd_plugin_info));
+    if (info->tensor_size != sizeof(kd_tensor))
+        return kd_error(KD_ERR_UNSUPPORTED, "%s was built against a different kdengine "
+                        "(kd_tensor is %u bytes there, %zu here): rebuild the plugin",
+                        lib, (unsigned)info->tensor_size, sizeof(kd_tensor));
+    if (info->max_dims != KD_MAX_DIMS)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s was built against a different kdengine "
+                        "(KD_MAX_DIMS is %u there, %d here): rebuild the plugin",
+                        lib, (unsigned)info->max_dims, KD_MAX_DIMS);
+    if (!info->name || strcmp(info->name, m->name) != 0)
+        return kd_error(KD_ERR_FORMAT, "%s calls itself '%s' but its manifest %s says '%s'",
+                        lib, info->name ? info->name : "(null)", m->path, m->name);
+    if (!info->version || strcmp(info->version, m->version) != 0)
+        return kd_error(KD_ERR_FORMAT, "%s is version '%s' but its manifest %s says '%s'",
+                        lib, info->version ? info->version : "(null)", m->path, m->version);
+    return check_providers(m, info);
+}
+
+static kd_status load_library(manifest *m)
+{
+    const char *lib = m->library_path;
+    dlerror();
+    void *handle = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+        const char *why = dlerror();
+        return kd_error(KD_ERR_IO, "plugin '%s' (%s): cannot load %s: %s", m->name, m->path,
+                        lib, why ? why : "unknown error");
+    }
+    dlerror();
+    void *symbol = dlsym(handle, KD_PLUGIN_ENTRY_SYMBOL);
+    if (!symbol) {
+        dlclose(handle);
+        return kd_error(KD_ERR_FORMAT, "%s does not export %s (plugin '%s', %s)", lib,
+                        KD_PLUGIN_ENTRY_SYMBOL, m->name, m->path);
+    }
+    kd_plugin_entry_fn entry = (kd_plugin_entry_fn)symbol;
+    /* Room past our kd_plugin_info, so a plugin built with a larger one
+     * writes into slack and fails the info_size check instead of the stack. */
+    union {
+        kd_plugin_info info;
+        unsigned char bytes[sizeof(kd_plugin_info) + 256];
+    } filled;
+    memset(&filled, 0, sizeof filled);
+    kd_clear_error();
+    kd_status st = entry(&filled.info);
+    if (st != KD_OK) {
+        if (kd_last_error()[0])
+            kd_error_wrap(st, "%s: %s failed", lib, KD_PLUGIN_ENTRY_SYMBOL);
+        else
+            kd_error(st, "%s: %s failed: %s", lib, KD_PLUGIN_ENTRY_SYMBOL, kd_status_name(st));
+        dlclose(handle);
+        return st;
+    }
+    if ((st = check_info(m, &filled.info)) != KD_OK) {
+        dlclose(handle);
+        return st;
+    }
+    m->info = filled.info;
+    m->library = handle;
+    return KD_OK;
+}
+
+kd_status kd_registry_load(kd_registry *r, const kd_registry_entry *entry,
+                           const kd_vtable_header **vtable)
+{
+    if (!r || !entry || !vtable)
+        return kd_error(KD_ERR_INVALID, "kd_registry_load: NULL argument");
+    *vtable = NULL;
+    registry_entry *e = entry->name ? find_entry(r, entry->kind, entry->name) : NULL;
+    if (!e || &e->pub != entry)
+        return kd_error(KD_ERR_INVALID,
+                        "kd_registry_load: provider '%s' is not an entry of this registry",
+                        entry->name ? entry->name : "(null)");
+    manifest *m = e->owner;
+    if (!m->library) {
+        kd_status st = load_library(m);
+        if (st != KD_OK)
+            return st;
+    }
+    for (int i = 0; i < m->info.n_providers; i++) {
+        const kd_plugin_provider *p = &m->info.providers[i];
+        if (p->kind == entry->kind && strcmp(p->name, entry->name) == 0) {
+            *vtable = p->vtable;
+            return KD_OK;
+        }
+    }
+    /* check_providers made sure every declared provider is there. */
+    return kd_error(KD_ERR_STATE, "%s: %s '%s' vanished", m->library_path,
+                    kd_plugin_kind_name(entry->kind), entry->name);
+}
