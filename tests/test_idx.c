@@ -427,8 +427,9 @@ static void test_malformed(void)
     expect_open_error("malformed: zero items but the item size overflows", "overflow0", big,
                       len, KD_ERR_FORMAT, "too large to address");
     free(big);
-    uint32_t wide[2] = {0x80000000u, 0x80000000u};
-    big = build_idx(KD_IDX_F64, 2, wide, 0, &len);
+    /* 2^63 bytes: no uint64_t overflow, but past INT64_MAX. */
+    uint32_t wide[3] = {0x80000000u, 0x80000000u, 2};
+    big = build_idx(KD_IDX_U8, 3, wide, 0, &len);
     expect_open_error("malformed: size past INT64_MAX", "int64", big, len, KD_ERR_FORMAT,
                       "too large to address");
     free(big);
