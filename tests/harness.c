@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int n_passed, n_failed, n_skipped;
@@ -101,6 +102,41 @@ double kt_max_abs_diff(const kd_tensor *a, const kd_tensor *b)
     for (int64_t i = 0; i < n; i++)
         m = fmax(m, fabs(kd_tensor_get(a, i) - kd_tensor_get(b, i)));
     return m;
+}
+
+bool kt_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    if (!fp)
+        return false;
+    bool ok = fwrite(data, 1, len, fp) == len;
+    return fclose(fp) == 0 && ok;
+}
+
+unsigned char *kt_read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    unsigned char *buf = NULL;
+    size_t cap = 0, used = 0, got;
+    do {
+        if (used == cap) {
+            cap = cap ? cap * 2 : 4096;
+            unsigned char *grown = realloc(buf, cap);
+            if (!grown) {
+                free(buf);
+                fclose(fp);
+                return NULL;
+            }
+            buf = grown;
+        }
+        got = fread(buf + used, 1, cap - used, fp);
+        used += got;
+    } while (got > 0);
+    fclose(fp);
+    *len = used;
+    return buf;
 }
 
 const char *kt_source_path(const char *relative, char *buf, int size)

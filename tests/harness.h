@@ -7,6 +7,7 @@
 #define KD_TEST_HARNESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include <kdengine/kdengine.h>
 
@@ -26,6 +27,11 @@ kd_tensor *kt_uniform(kd_dtype dtype, int ndim, const int64_t *shape, kd_rng *rn
 double kt_rel_error(const kd_tensor *a, const kd_tensor *b);
 /* Largest |a - b|. */
 double kt_max_abs_diff(const kd_tensor *a, const kd_tensor *b);
+
+/* Writes len bytes to path (replacing it); false on any failure. */
+bool kt_write_file(const char *path, const void *data, size_t len);
+/* The whole file in a malloc'd buffer the caller frees; NULL if unreadable. */
+unsigned char *kt_read_file(const char *path, size_t *len);
 
 /* Path of a file in the source tree (tests/, bench/). */
 const char *kt_source_path(const char *relative, char *buf, int size);

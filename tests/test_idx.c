@@ -30,41 +30,6 @@ static const char *tmp_path(const char *name, char *buf, size_t size)
     return buf;
 }
 
-static bool write_file(const char *path, const void *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    if (!fp)
-        return false;
-    bool ok = fwrite(data, 1, len, fp) == len;
-    return fclose(fp) == 0 && ok;
-}
-
-static unsigned char *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    unsigned char *buf = NULL;
-    size_t cap = 0, used = 0, got;
-    do {
-        if (used == cap) {
-            cap = cap ? cap * 2 : 4096;
-            unsigned char *grown = realloc(buf, cap);
-            if (!grown) {
-                free(buf);
-                fclose(fp);
-                return NULL;
-            }
-            buf = grown;
-        }
-        got = fread(buf + used, 1, cap - used, fp);
-        used += got;
-    } while (got > 0);
-    fclose(fp);
-    *len = used;
-    return buf;
-}
-
 static bool contains(const char *haystack, const char *needle)
 {
     return strstr(haystack, needle) != NULL;
@@ -261,7 +226,7 @@ static void test_fashion_mnist(void)
     size_t raw_len;
     unsigned char *raw = gunzip_file(src, &raw_len);
     kd_idx *p = NULL;
-    bool same = raw && write_file(plain, raw, raw_len) && kd_idx_open(plain, &p) == KD_OK &&
+    bool same = raw && kt_write_file(plain, raw, raw_len) && kd_idx_open(plain, &p) == KD_OK &&
                 test_x && kd_idx_count(p) == kd_idx_count(test_x) &&
                 kd_idx_ndims(p) == kd_idx_ndims(test_x) &&
                 kd_idx_item_bytes(p) == kd_idx_item_bytes(test_x) &&
@@ -272,7 +237,7 @@ static void test_fashion_mnist(void)
 
     /* From memory, plain and gzip, and as two concatenated gzip members. */
     size_t gz_len;
-    unsigned char *gz = read_file(src, &gz_len);
+    unsigned char *gz = kt_read_file(src, &gz_len);
     kd_idx *m1 = NULL, *m2 = NULL, *m3 = NULL;
     size_t half = raw_len / 2, g1_len = 0, g2_len = 0;
     unsigned char *g1 = raw ? gzip_bytes(raw, half, &g1_len) : NULL;
@@ -323,7 +288,7 @@ static void test_valid_files(void)
         snprintf(name, sizeof name, "valid: 5x2x3 %s", kd_idx_type_name(types[t].type));
         snprintf(path, sizeof path, "%s/valid_%s.idx", tmp_dir, kd_idx_type_name(types[t].type));
         kd_idx *idx = NULL;
-        bool ok = write_file(path, bytes, len) && kd_idx_open(path, &idx) == KD_OK &&
+        bool ok = kt_write_file(path, bytes, len) && kd_idx_open(path, &idx) == KD_OK &&
                   (int)kd_idx_type_of(idx) == types[t].type && kd_idx_ndims(idx) == 3 &&
                   kd_idx_count(idx) == 5 && kd_idx_dim(idx, 1) == 2 &&
                   kd_idx_dim(idx, 2) == 3 && kd_idx_dim(idx, 3) == -1 &&
@@ -372,7 +337,7 @@ static void expect_open_error(const char *test, const char *file, const unsigned
     char path[256];
     tmp_path(file, path, sizeof path);
     kd_idx *idx = (kd_idx *)&idx;
-    kd_status st = write_file(path, bytes, len) ? kd_idx_open(path, &idx) : KD_ERR_STATE;
+    kd_status st = kt_write_file(path, bytes, len) ? kd_idx_open(path, &idx) : KD_ERR_STATE;
     kt_check(st == code && !idx && contains(kd_last_error(), path) &&
                  contains(kd_last_error(), what),
              test, "%s: %s (wanted %s and \"%s\")", kd_status_name(st), kd_last_error(),
@@ -464,13 +429,13 @@ static void test_malformed_gzip(void)
     char path[256];
     tmp_path("good.gz", path, sizeof path);
     kd_idx *idx = NULL;
-    kt_check(write_file(path, gz, gz_len) && kd_idx_open(path, &idx) == KD_OK &&
+    kt_check(kt_write_file(path, gz, gz_len) && kd_idx_open(path, &idx) == KD_OK &&
                  kd_idx_count(idx) == 40 && memcmp(kd_idx_data(idx), good + 16, 24000) == 0,
              "gzip: a hand-built .gz opens", "%s", kd_last_error());
     kd_idx_close(idx);
     tmp_path("good.idx", path, sizeof path);
     idx = NULL;
-    kt_check(write_file(path, gz, gz_len) && kd_idx_open(path, &idx) == KD_OK,
+    kt_check(kt_write_file(path, gz, gz_len) && kd_idx_open(path, &idx) == KD_OK,
              "gzip: detected by magic, not by the name", "%s", kd_last_error());
     kd_idx_close(idx);
 
@@ -620,7 +585,7 @@ static void test_corpus(void)
         char path[800];
         snprintf(path, sizeof path, "%s/%s", dir_path, de->d_name);
         size_t len;
-        unsigned char *bytes = read_file(path, &len);
+        unsigned char *bytes = kt_read_file(path, &len);
         if (!bytes)
             continue;
         files++;

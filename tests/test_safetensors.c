@@ -19,42 +19,6 @@ static const char *tmp_path(const char *name, char *buf, size_t size)
     return buf;
 }
 
-static bool write_file(const char *path, const void *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    if (!fp)
-        return false;
-    bool ok = fwrite(data, 1, len, fp) == len;
-    return fclose(fp) == 0 && ok;
-}
-
-/* The whole file in a malloc'd buffer (NULL if unreadable). */
-static unsigned char *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    unsigned char *buf = NULL;
-    size_t cap = 0, used = 0, got;
-    do {
-        if (used == cap) {
-            cap = cap ? cap * 2 : 4096;
-            unsigned char *grown = realloc(buf, cap);
-            if (!grown) {
-                free(buf);
-                fclose(fp);
-                return NULL;
-            }
-            buf = grown;
-        }
-        got = fread(buf + used, 1, cap - used, fp);
-        used += got;
-    } while (got > 0);
-    fclose(fp);
-    *len = used;
-    return buf;
-}
-
 static uint64_t le64(const unsigned char *p)
 {
     uint64_t v = 0;
@@ -391,7 +355,7 @@ static void test_layout(void)
     kd_safetensors_close(f);
 
     size_t len;
-    unsigned char *bytes = read_file(path, &len);
+    unsigned char *bytes = kt_read_file(path, &len);
     uint64_t n = bytes && len >= 8 ? le64(bytes) : 0;
     kt_check(n > 0 && n % 8 == 0 && 8 + n <= len, "layout: header padded to 8 bytes",
              "header length %llu", (unsigned long long)n);
@@ -416,13 +380,13 @@ static void test_layout(void)
     /* No metadata: no __metadata__ key; no tensors: "{}" padded. */
     tmp_path("bare.safetensors", path, sizeof path);
     kd_status st = kd_safetensors_save(path, 1, names, tensors, 0, NULL);
-    bytes = st == KD_OK ? read_file(path, &len) : NULL;
+    bytes = st == KD_OK ? kt_read_file(path, &len) : NULL;
     kt_check(bytes && len > 8 && !has_bytes(bytes, len, "__metadata__"),
              "layout: no metadata key without metadata", "%s", kd_last_error());
     free(bytes);
     tmp_path("none.safetensors", path, sizeof path);
     st = kd_safetensors_save(path, 0, NULL, NULL, 0, NULL);
-    bytes = st == KD_OK ? read_file(path, &len) : NULL;
+    bytes = st == KD_OK ? kt_read_file(path, &len) : NULL;
     kt_check(bytes && len == 16 && le64(bytes) == 8 && memcmp(bytes + 8, "{}      ", 8) == 0,
              "layout: empty file", "%s", kd_last_error());
     free(bytes);
@@ -487,7 +451,7 @@ static bool run_python(const char *mode, const char *arg)
 {
     char script[256], cmd[1024];
     tmp_path("writer.py", script, sizeof script);
-    if (!write_file(script, python_script, strlen(python_script)))
+    if (!kt_write_file(script, python_script, strlen(python_script)))
         return false;
     snprintf(cmd, sizeof cmd, "%s %s %s %s", KD_TORCH_PYTHON, script, mode, arg);
     return system(cmd) == 0;
@@ -750,11 +714,11 @@ static void test_open_errors(void)
     char path[256];
     tmp_path("empty.safetensors", path, sizeof path);
     kd_safetensors *f = NULL;
-    kt_check(write_file(path, "", 0) && kd_safetensors_open(path, &f) == KD_ERR_FORMAT &&
+    kt_check(kt_write_file(path, "", 0) && kd_safetensors_open(path, &f) == KD_ERR_FORMAT &&
                  !f && contains(kd_last_error(), path),
              "open: 0-byte file", "message \"%s\"", kd_last_error());
     tmp_path("tiny.safetensors", path, sizeof path);
-    kt_check(write_file(path, "\x02\0\0", 3) &&
+    kt_check(kt_write_file(path, "\x02\0\0", 3) &&
                  kd_safetensors_open(path, &f) == KD_ERR_FORMAT && !f &&
                  contains(kd_last_error(), path),
              "open: 3-byte file", "message \"%s\"", kd_last_error());
@@ -791,7 +755,7 @@ static void test_corpus(void)
         char path[800];
         snprintf(path, sizeof path, "%s/%s", dir_path, de->d_name);
         size_t len;
-        unsigned char *bytes = read_file(path, &len);
+        unsigned char *bytes = kt_read_file(path, &len);
         if (!bytes)
             continue;
         files++;
@@ -880,10 +844,10 @@ static void test_atomic_save(void)
     char long_path[600];
     snprintf(long_path, sizeof long_path, "%s/%s", tmp_dir, long_name);
     /* The file name fits, but its temp name is over NAME_MAX. */
-    bool made = write_file(long_path, "old", 3);
+    bool made = kt_write_file(long_path, "old", 3);
     st = kd_safetensors_save(long_path, 1, names, &new_t, 0, NULL);
     size_t len = 0;
-    unsigned char *bytes = read_file(long_path, &len);
+    unsigned char *bytes = kt_read_file(long_path, &len);
     kt_check(made && st == KD_ERR_IO && contains(kd_last_error(), long_path) && bytes &&
                  len == 3 && memcmp(bytes, "old", 3) == 0 && no_temp_files(tmp_dir),
              "save: failed temp file keeps the old content", "%s", kd_last_error());
