@@ -4,6 +4,7 @@
 
 #include <kdengine/dtype.h>
 #include <kdengine/ops.h>
+#include <kdengine/plugin.h>
 #include <kdengine/rng.h>
 #include <kdengine/runtime.h>
 #include <kdengine/safetensors.h>
