@@ -270,7 +270,9 @@ kd_status kd_backward_with(kd_tensor *output, kd_tensor *grad_output)
         return st;
     bool was_enabled = kd_set_grad_enabled(false);
     n_shared_leaves = 0;
-    st = accumulate(output, grad_output, HANDOFF_COPY);
+    /* The caller's gradient may be shared by an op output (its gradient is
+     * only read, then dropped); copy-on-write covers any later sum. */
+    st = accumulate(output, grad_output, HANDOFF_SHARE);
     for (int64_t i = n - 1; i >= 0 && st == KD_OK; i--) {
         kd_node *node = order[i];
         kd_tensor *out = node->output;
