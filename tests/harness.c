@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -143,4 +145,44 @@ const char *kt_source_path(const char *relative, char *buf, int size)
 {
     snprintf(buf, (size_t)size, "%s/%s", KD_SRCDIR, relative);
     return buf;
+}
+
+void kt_replay_corpus(const char *relative_dir, kt_corpus_parse_fn parse)
+{
+    char dir_path[512];
+    kt_source_path(relative_dir, dir_path, sizeof dir_path);
+    DIR *dir = opendir(dir_path);
+    if (!kt_check(dir != NULL, "corpus: directory", "%s: %s", dir_path, strerror(errno)))
+        return;
+    int files = 0, valid = 0, bad = 0;
+    char first_bad[320] = "";
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[800];
+        snprintf(path, sizeof path, "%s/%s", dir_path, de->d_name);
+        size_t len;
+        unsigned char *bytes = kt_read_file(path, &len);
+        if (!bytes)
+            continue;
+        files++;
+        bool consistent = true;
+        kd_status st = parse(bytes, len, de->d_name, &consistent);
+        if (st == KD_OK) {
+            valid++;
+            if (!consistent && !bad++)
+                snprintf(first_bad, sizeof first_bad, "%s: parsed, but its checks failed",
+                         de->d_name);
+        } else if (st != KD_ERR_FORMAT || !strstr(kd_last_error(), de->d_name)) {
+            if (!bad++)
+                snprintf(first_bad, sizeof first_bad, "%s: %s: %s", de->d_name,
+                         kd_status_name(st), kd_last_error());
+        }
+        free(bytes);
+    }
+    closedir(dir);
+    kt_check(files > 0 && bad == 0, "corpus: every file parses or is KD_ERR_FORMAT",
+             "%d files, %d bad (%s)", files, bad, first_bad);
+    printf("     corpus: %d files, %d valid\n", files, valid);
 }

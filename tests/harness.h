@@ -33,6 +33,14 @@ bool kt_write_file(const char *path, const void *data, size_t len);
 /* The whole file in a malloc'd buffer the caller frees; NULL if unreadable. */
 unsigned char *kt_read_file(const char *path, size_t *len);
 
+/* Replays every file of a fuzz corpus (a folder in the source tree): each
+ * must parse (KD_OK) or be refused with KD_ERR_FORMAT and a message naming
+ * the file. `parse` parses one file labelled `label`, runs its own checks
+ * on a valid one (clearing *consistent when they fail) and frees it. */
+typedef kd_status (*kt_corpus_parse_fn)(const unsigned char *bytes, size_t len,
+                                        const char *label, bool *consistent);
+void kt_replay_corpus(const char *relative_dir, kt_corpus_parse_fn parse);
+
 /* Path of a file in the source tree (tests/, bench/). */
 const char *kt_source_path(const char *relative, char *buf, int size);
 
