@@ -36,6 +36,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <stddef.h>
+
+#include <kdengine/dtype.h>
+#include <kdengine/rng.h>
 #include <kdengine/status.h>
 #include <kdengine/tensor.h>
 
@@ -120,13 +124,252 @@ __attribute__((visibility("default")))
 #endif
 kd_status kd_plugin_entry(kd_plugin_info *info);
 
+/* ======================================================================
+ * Per-kind vtables. A provider's vtable is a static struct of the library
+ * whose first member is a kd_vtable_header {sizeof(struct), kind}.
+ *
+ * Instances: create() makes one and returns it through *self (an opaque
+ * pointer the plugin defines); destroy() releases it and everything it
+ * owns. Every other callback receives that pointer. A callback that fails
+ * returns a status with kd_error() set, naming the provider and the bad
+ * value; the host adds the job path in front.
+ *
+ * Threads: model, loss, optimizer and scheduler callbacks run on the
+ * training thread. Dataset get() and transform apply() run on loader
+ * threads, several at once on one instance: after create() an instance
+ * must be read-only (randomness comes in through the kd_rng argument).
+ * ====================================================================== */
+
+/* Parameters an instance receives: see the accessors at the end. */
+typedef struct kd_params kd_params;
+
+/* What every create() receives. */
+typedef struct kd_create_args {
+    const kd_params *params; /* validated, defaults filled; this call only */
+    uint64_t seed;           /* the job's seed mixed with the instance's
+                                role: initialise weights from it */
+    kd_device device;        /* where tensors live */
+} kd_create_args;
+
+/* --- named tensors: parameters, buffers, state ---
+ * Models, losses and optimizers expose what they own as a list of named
+ * tensors. Names are the checkpoint and state_dict names (timm's for
+ * models: "layer1.0.conv1.weight", "bn1.running_mean"). The list and the
+ * tensors belong to the instance, caller-owned tensors (see tensor.h), and
+ * stay valid and in place until destroy(): the host loads weights by
+ * copying into them and saves by reading them. */
+enum {
+    KD_TENSOR_PARAM = 1u << 0,    /* trainable: the optimizer updates it */
+    KD_TENSOR_BUFFER = 1u << 1,   /* state saved with it (BN running stats,
+                                     a memory bank), not trained */
+    KD_TENSOR_NO_DECAY = 1u << 2, /* a parameter weight decay should skip
+                                     under the no-decay rule (biases, norm
+                                     weights, position embeddings) */
+    KD_TENSOR_OPTIONAL = 1u << 3  /* a weights file may lack it (timm's
+                                     num_batches_tracked): loading keeps
+                                     its value instead of failing */
+};
+
+typedef struct kd_named_tensor {
+    const char *name;
+    kd_tensor *tensor;
+    uint32_t flags; /* KD_TENSOR_* */
+} kd_named_tensor;
+
+/* ---------------------------------------------------------------- model */
+
+/* A tap is a named intermediate output a loss can read: "stage1".."stage4",
+ * "pre_logits" (the pooled features), "logits". The list is fixed at
+ * create(); its order is the model's forward order, logits last. */
+typedef struct kd_tap_info {
+    const char *name;
+    int channels;  /* C of [N, C, H, W] maps, or of [N, C] vectors */
+    int reduction; /* input size / map size (1 for vectors) */
+} kd_tap_info;
+
+typedef struct kd_forward_args {
+    kd_tensor *input; /* [N, C, H, W] f32 images, or for forward_from the
+                         tap's tensor */
+    bool training;    /* batch statistics, dropout and drop-path on */
+    kd_rng rng;       /* stochastic layers draw from it; keyed per step */
+    const bool *want; /* [n_taps]: the taps the caller reads */
+    kd_tensor **taps; /* [n_taps] out: filled for every wanted tap (scope-
+                         owned); others may be filled or left alone */
+} kd_forward_args;
+
+typedef struct kd_model_vtable {
+    kd_vtable_header header;
+    kd_status (*create)(const kd_create_args *args, void **self);
+    void (*destroy)(void *self);
+    /* Parameters and buffers in state_dict order; returns the count. */
+    int (*tensors)(void *self, const kd_named_tensor **list);
+    /* Taps in forward order; returns the count (>= 1, "logits" last). */
+    int (*taps)(void *self, const kd_tap_info **list);
+    /* Runs the model on args->input and fills the wanted taps. */
+    kd_status (*forward)(void *self, const kd_forward_args *args);
+    /* Runs the rest of the model from tap `from` (args->input is a tensor
+     * shaped like that tap) and fills the wanted later taps. NULL when the
+     * model cannot start midway. */
+    kd_status (*forward_from)(void *self, int from, const kd_forward_args *args);
+} kd_model_vtable;
+
+/* ----------------------------------------------------------------- loss */
+
+/* The taps a loss reads, by model tap name, fixed after create(). */
+typedef struct kd_loss_needs {
+    int n_student;
+    const char *const *student; /* e.g. {"logits"} */
+    int n_teacher;              /* 0: the loss works without a teacher */
+    const char *const *teacher;
+} kd_loss_needs;
+
+/* Shapes of the taps a loss reads, one per name in kd_loss_needs, for a
+ * batch of one: what bind() sizes projectors from. */
+typedef struct kd_tap_shape {
+    int ndim;
+    int64_t shape[KD_MAX_DIMS];
+} kd_tap_shape;
+
+typedef struct kd_loss_args {
+    kd_tensor *const *student; /* tensors in kd_loss_needs order */
+    kd_tensor *const *teacher; /* NULL when n_teacher is 0 */
+    kd_tensor *labels;         /* I64 [N]: class indices */
+    kd_tensor *soft_targets;   /* f32 [N, classes] after mixup/cutmix, else
+                                  NULL; a label loss prefers it when set */
+    kd_tensor *indices;        /* I64 [N]: dataset positions */
+    int64_t epoch;             /* 0-based */
+    int64_t step;              /* optimizer steps so far */
+    bool training;             /* false under evaluation */
+    kd_rng rng;
+} kd_loss_args;
+
+#define KD_LOSS_MAX_TERMS 8
+
+/* What forward() returns. `loss` is a scalar (scope-owned) the host
+ * weights and sums; terms are extra numbers for the logs ("tckd",
+ * "nckd"), names static strings of the plugin. */
+typedef struct kd_loss_result {
+    kd_tensor *loss;
+    int n_terms;
+    const char *term_names[KD_LOSS_MAX_TERMS];
+    double term_values[KD_LOSS_MAX_TERMS];
+} kd_loss_result;
+
+typedef struct kd_loss_vtable {
+    kd_vtable_header header;
+    kd_status (*create)(const kd_create_args *args, void **self);
+    void (*destroy)(void *self);
+    kd_status (*needs)(void *self, kd_loss_needs *out);
+    /* Called once, before training, with the shapes of the needed taps
+     * (student first, then teacher): a loss with parameters makes them
+     * here. NULL when the loss has nothing to size. */
+    kd_status (*bind)(void *self, const kd_tap_shape *student,
+                      const kd_tap_shape *teacher);
+    /* Its parameters and state (checkpointed; parameters join the
+     * optimizer; dropped at export). NULL when it has none. */
+    int (*tensors)(void *self, const kd_named_tensor **list);
+    kd_status (*forward)(void *self, const kd_loss_args *args, kd_loss_result *out);
+} kd_loss_vtable;
+
+/* ----------------------------------------------------- samples and data */
+
+/* One sample on its way through the loader. A dataset writes u8 pixels,
+ * height x width x channels (HWC); transforms rewrite it; a converting
+ * transform (to_tensor, normalize) turns it into f32 channels x height x
+ * width (CHW). The buffer belongs to the host's loader thread: resize it
+ * with kd_sample_reserve, never free it. */
+typedef struct kd_sample {
+    int height, width, channels;
+    kd_dtype dtype;  /* KD_U8 (HWC) or KD_F32 (CHW) */
+    void *data;
+    size_t capacity; /* bytes */
+} kd_sample;
+
+/* Makes s->data hold at least `bytes`; KD_ERR_NOMEM otherwise. */
+kd_status kd_sample_reserve(kd_sample *s, size_t bytes);
+
+typedef struct kd_dataset_info {
+    int64_t length;
+    int height, width, channels; /* 0 when samples vary in size */
+    int num_classes;
+} kd_dataset_info;
+
+typedef struct kd_dataset_vtable {
+    kd_vtable_header header;
+    kd_status (*create)(const kd_create_args *args, void **self);
+    void (*destroy)(void *self);
+    kd_status (*info)(void *self, kd_dataset_info *out);
+    /* Sample `index` (0 <= index < length) into *out as u8 HWC and its
+     * class into *label. Thread-safe. A corrupt record is an error naming
+     * the file and the index. */
+    kd_status (*get)(void *self, int64_t index, kd_sample *out, int64_t *label);
+} kd_dataset_vtable;
+
+typedef struct kd_transform_vtable {
+    kd_vtable_header header;
+    kd_status (*create)(const kd_create_args *args, void **self);
+    void (*destroy)(void *self);
+    /* out = transform(in); in and out are distinct buffers. Random draws
+     * come from rng, keyed by (seed, epoch, sample index), in the
+     * transform's documented order. Thread-safe. */
+    kd_status (*apply)(void *self, const kd_sample *in, kd_sample *out, kd_rng *rng);
+} kd_transform_vtable;
+
+typedef struct kd_batch_args {
+    kd_tensor *images;       /* f32 [N, C, H, W] */
+    kd_tensor *labels;       /* I64 [N] */
+    kd_tensor *soft_targets; /* f32 [N, classes] or NULL */
+    int num_classes;
+    kd_rng rng;              /* keyed by (seed, step) */
+} kd_batch_args;
+
+typedef struct kd_batch_transform_vtable {
+    kd_vtable_header header;
+    kd_status (*create)(const kd_create_args *args, void **self);
+    void (*destroy)(void *self);
+    /* Replaces args->images and sets args->soft_targets (new scope-owned
+     * tensors); labels stay the hard labels. */
+    kd_status (*apply)(void *self, kd_batch_args *args);
+} kd_batch_transform_vtable;
+
+/* ----------------------------------------------------- optimizer, schedule */
+
+typedef struct kd_optimizer_vtable {
+    kd_vtable_header header;
+    /* params: the trainable tensors (student's, then the losses'), with
+     * their KD_TENSOR_* flags; they outlive the optimizer. */
+    kd_status (*create)(const kd_create_args *args, int n,
+                        const kd_named_tensor *params, void **self);
+    void (*destroy)(void *self);
+    /* One update from the parameters' .grad at learning rate lr. */
+    kd_status (*step)(void *self, double lr);
+    /* Its state (momentum buffers...), named for checkpoints; returns the
+     * count. Restoring copies saved values into these tensors. */
+    int (*state)(void *self, const kd_named_tensor **list);
+} kd_optimizer_vtable;
+
+typedef struct kd_schedule_info {
+    double base_lr;          /* the optimizer's "lr" */
+    int64_t steps_per_epoch;
+    int64_t epochs;          /* the run's length */
+} kd_schedule_info;
+
+typedef struct kd_scheduler_vtable {
+    kd_vtable_header header;
+    kd_status (*create)(const kd_create_args *args, const kd_schedule_info *info,
+                        void **self);
+    void (*destroy)(void *self);
+    /* The learning rate of optimizer step `step` (0-based over the run): a
+     * pure function, so a resumed run needs only the step count. */
+    kd_status (*lr_at)(void *self, int64_t step, double *lr);
+} kd_scheduler_vtable;
+
 /* --- parameters a provider instance receives ---
  * Validated against the manifest schema before plugin code runs; defaults
  * are filled in, so every declared key is present. Lookups of a key the
  * schema does not declare are programming errors and return 0/false/NULL.
  * Owned by the host; valid for the instance's creation call only (copy what
  * you keep). */
-typedef struct kd_params kd_params;
 
 double kd_params_number(const kd_params *p, const char *key);
 int64_t kd_params_integer(const kd_params *p, const char *key);
