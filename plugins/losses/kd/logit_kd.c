@@ -94,19 +94,14 @@ kd_status logit_kd_bind(void *self, const kd_tap_shape *student, const kd_tap_sh
     return check_classes(k, student->shape[1]);
 }
 
-/* x / T as torch divides (one rounding), skipped at T = 1. */
-static kd_tensor *soften(kd_tensor *x, double temperature)
-{
-    if (!x || temperature == 1)
-        return x;
-    return kd_div(x, kd_tensor_full(x->dtype, x->device, 0, NULL, temperature));
-}
-
 /* log softmax(f(x) / T) over the classes. */
 static kd_tensor *log_probs(const logit_kd *k, kd_tensor *x)
 {
-    kd_tensor *z = k->standardize ? zscore_rows(x) : x;
-    return kd_log_softmax(soften(z, k->temperature), 1);
+    if (k->standardize)
+        return kd_log_softmax(zscore_rows(x, k->temperature), 1);
+    if (k->temperature == 1)
+        return kd_log_softmax(x, 1);
+    return kd_log_softmax(kd_mul_scalar(x, 1 / k->temperature), 1);
 }
 
 kd_status logit_kd_forward(void *self, const kd_loss_args *args, kd_loss_result *out)

@@ -8,9 +8,11 @@
 /* Added to the standard deviation, not the variance, as the paper's code. */
 #define ZSCORE_EPS 1e-7
 
-/* (x - mean) / (std + ZSCORE_EPS) over dim 1 of x [N, C], std unbiased
- * (C - 1), with gradient; C >= 2. A constant row gives zeros and a finite
- * gradient. NULL with kd_last_error() set on failure. */
-__attribute__((visibility("hidden"))) kd_tensor *zscore_rows(kd_tensor *x);
+/* (x - mean) / (std + ZSCORE_EPS) / temperature over dim 1 of x [N, C]:
+ * the Z-score at a base temperature, what the paper feeds the softmax. std
+ * is unbiased (C - 1); C >= 2. With gradient; a constant row gives zeros
+ * and a finite gradient. NULL with kd_last_error() set on failure. */
+__attribute__((visibility("hidden"))) kd_tensor *zscore_rows(kd_tensor *x,
+                                                             double temperature);
 
 #endif
