@@ -111,8 +111,8 @@ fi
 if make -C "$example" check CFLAGS="-O2 -Wall -Wextra -Werror" >"$tmp/check.log" 2>&1; then
     pass "example loads and computes the loss ($(grep -c '^ok' "$tmp/check.log") checks)"
 else
-    fail "example loads and computes the loss" "$(grep -E '^FAIL|rror' "$tmp/check.log" | \
-        head -n 3 | tr '\n' ' ')"
+    fail "example loads and computes the loss" "$(grep -v '^ok' "$tmp/check.log" | \
+        tail -n 4 | tr '\n' ' ')"
 fi
 
 # --- a job that trains with the example loss (kdengine run)
