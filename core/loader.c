@@ -102,7 +102,8 @@ static kd_status make_sample(kd_loader *l, builder *w, int64_t epoch, int64_t id
 
 /* Makes t a caller-owned tensor of the given shape, reusing it when it
  * already is one. */
-static kd_status shape_tensor(kd_tensor **t, kd_dtype dtype, int ndim, const int64_t *shape)
+static kd_status shape_tensor(const char *label, kd_tensor **t, kd_dtype dtype, int ndim,
+                              const int64_t *shape)
 {
     if (*t) {
         bool same = (*t)->ndim == ndim;
@@ -114,7 +115,7 @@ static kd_status shape_tensor(kd_tensor **t, kd_dtype dtype, int ndim, const int
     }
     /* kd_loader_next may build on a thread with a step scope open. */
     *t = kd_tensor_keep(kd_tensor_empty(dtype, KD_CPU, ndim, shape));
-    return *t ? KD_OK : kd_error_wrap(KD_ERR_NOMEM, "loader batch");
+    return *t ? KD_OK : kd_error_wrap(KD_ERR_NOMEM, "%s: a batch", label);
 }
 
 static kd_status build_batch(kd_loader *l, builder *w, int64_t b, int64_t epoch, uint64_t gen,
@@ -139,9 +140,9 @@ static kd_status build_batch(kd_loader *l, builder *w, int64_t b, int64_t epoch,
             shape[3] = x->width;
             first_index = idx;
             sample_floats = (size_t)x->channels * (size_t)x->height * (size_t)x->width;
-            if ((st = shape_tensor(&s->images, KD_F32, 4, shape)) != KD_OK ||
-                (st = shape_tensor(&s->labels, KD_I64, 1, shape)) != KD_OK ||
-                (st = shape_tensor(&s->indices, KD_I64, 1, shape)) != KD_OK)
+            if ((st = shape_tensor(l->label, &s->images, KD_F32, 4, shape)) != KD_OK ||
+                (st = shape_tensor(l->label, &s->labels, KD_I64, 1, shape)) != KD_OK ||
+                (st = shape_tensor(l->label, &s->indices, KD_I64, 1, shape)) != KD_OK)
                 return st;
         } else if (x->channels != shape[1] || x->height != shape[2] || x->width != shape[3]) {
             return kd_error(KD_ERR_INVALID,

@@ -845,6 +845,7 @@ static void test_loader_determinism(void)
         restart_ok = kd_loader_start(l, 7, 0) == KD_OK && kd_loader_next(l, &b, &done) == KD_OK;
         run_epoch(l, 2, 0, &again);
         restart_ok &= same_runs(&again, &runs[0]);
+        free_run(&again);
         run_epoch(l, 2, 11, &again);
         restart_ok &= again.st == KD_OK && again.n_batches == 0;
         free_run(&again);
