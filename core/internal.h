@@ -143,4 +143,7 @@ typedef enum kd_unary_op {
 #ifdef __cplusplus
 }
 #endif
+/* Counts multiply-accumulates of a forward op for kd_macs_take. */
+void kd_macs_add(int64_t n);
+
 #endif

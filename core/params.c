@@ -7,11 +7,13 @@
  * (4.0 given for an integer becomes 4), and array elements follow their
  * "items" type the same way. The accessors then need no schema. */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "registry.h"
 
@@ -28,7 +30,8 @@ struct kd_params {
 
 static const char *const spec_keys[] = {"type",          "default", "min",   "max",
                                         "exclusive_min", "exclusive_max",
-                                        "choices",       "items",   "doc"};
+                                        "choices",       "items",   "doc",
+                                        "file"};
 #define N_SPEC_KEYS ((int)(sizeof spec_keys / sizeof spec_keys[0]))
 
 static const char *const type_names[] = {"number", "integer", "boolean", "string",
@@ -347,6 +350,12 @@ static kd_status check_value(const json_t *spec, const json_t *v, const char *wh
         const json_t *choices = json_object_get(spec, "choices");
         if (st == KD_OK && choices && !choices_contain(choices, norm))
             st = choices_error(choices, norm, where, what);
+        /* a default is not checked here: it may name a file of the
+         * machine the job runs on, not the one that reads the manifest */
+        if (st == KD_OK && !*what && json_is_true(json_object_get(spec, "file")) &&
+            access(json_string_value(norm), R_OK) != 0)
+            st = kd_error(KD_ERR_INVALID, "%s: cannot read file '%s': %s", where,
+                          json_string_value(norm), strerror(errno));
         if (st != KD_OK) {
             json_decref(norm);
             return st;
@@ -417,7 +426,7 @@ static kd_status check_spec(const char *key, const json_t *spec, const char *lab
                             spec_key, near);
         return kd_error(KD_ERR_FORMAT,
                         "%s: unknown spec key '%s'; a spec takes: type, default, min, max, "
-                        "exclusive_min, exclusive_max, choices, items, doc",
+                        "exclusive_min, exclusive_max, choices, items, doc, file",
                         where, spec_key);
     }
 
@@ -478,6 +487,10 @@ static kd_status check_spec(const char *key, const json_t *spec, const char *lab
         if (c > 0 || (c == 0 && strict))
             return kd_error(KD_ERR_FORMAT, "%s: no value fits between \"min\" and \"max\"", where);
     }
+
+    const json_t *file = json_object_get(spec, "file");
+    if (file && (!json_is_boolean(file) || strcmp(type, "string") != 0))
+        return kd_error(KD_ERR_FORMAT, "%s: \"file\" must be true or false, on a string", where);
 
     const json_t *choices = json_object_get(spec, "choices");
     if (choices) {

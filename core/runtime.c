@@ -15,6 +15,16 @@
 #endif
 
 static int num_threads = 1;
+static _Thread_local int64_t mac_count;
+
+void kd_macs_add(int64_t n) { mac_count += n; }
+
+int64_t kd_macs_take(void)
+{
+    int64_t n = mac_count;
+    mac_count = 0;
+    return n;
+}
 
 const char *kd_version(void) { return PACKAGE_VERSION; }
 

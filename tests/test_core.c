@@ -333,6 +333,31 @@ static void test_errors(void)
     kt_check(strcmp(kd_status_name(KD_ERR_IO), "i/o error") == 0, "status.names", "names");
 }
 
+static void test_mac_count(void)
+{
+    kd_scope_begin();
+    int64_t xs[4] = {1, 3, 8, 8}, ws[4] = {4, 3, 3, 3}, as[2] = {2, 5}, bs[2] = {5, 7};
+    kd_tensor *x = kd_tensor_zeros(KD_F32, KD_CPU, 4, xs);
+    kd_tensor *w = kd_tensor_zeros(KD_F32, KD_CPU, 4, ws);
+    kd_conv2d_params p = {{1, 1}, {1, 1}, {1, 1}, 1};
+    kd_macs_take();
+    kd_conv2d(x, w, NULL, &p);
+    int64_t conv = kd_macs_take();
+    kd_tensor *a = kd_tensor_zeros(KD_F32, KD_CPU, 2, as);
+    kd_tensor *b = kd_tensor_zeros(KD_F32, KD_CPU, 2, bs);
+    kd_matmul(a, b);
+    int64_t mm = kd_macs_take();
+    kd_linear(a, kd_transpose(b, 0, 1), NULL);
+    int64_t lin = kd_macs_take();
+    kd_relu(x);
+    int64_t other = kd_macs_take();
+    /* conv: 4x8x8 outputs of 3x3x3 products; matmul and linear: 2x7 of 5 */
+    kt_check(conv == 256 * 27 && mm == 70 && lin == 70 && other == 0, "runtime.mac_count",
+             "conv %lld, matmul %lld, linear %lld, relu %lld", (long long)conv, (long long)mm,
+             (long long)lin, (long long)other);
+    kd_scope_end();
+}
+
 int main(void)
 {
     kd_set_num_threads(2);
@@ -344,5 +369,6 @@ int main(void)
     test_host_allocator();
     test_dropout_rng();
     test_errors();
+    test_mac_count();
     return kt_finish();
 }

@@ -181,6 +181,26 @@ static void test_ignore(void)
                  "logit_stand, reduction, epochs, groups, milestones, rates, names");
 }
 
+static void test_file_params(void)
+{
+    const char *schema = "{\"images\": {\"type\": \"string\", \"file\": true, \"doc\": \"d\"},"
+                         " \"out\": {\"type\": \"string\", \"default\": \"/no/such\", "
+                         "\"file\": true, \"doc\": \"d\"}}";
+    kd_params *p = NULL;
+    kd_status st = build(schema, "{\"images\": \"/etc/hostname\"}", "data", 0, NULL, &p);
+    kt_check(st == KD_OK, "file: a readable file passes; a default is not checked", "%s",
+             kd_last_error());
+    kd_params_free(p);
+    expect_error("file: a missing file is refused", schema, "{\"images\": \"/no/such/file\"}",
+                 "data.train.dataset", 0, NULL,
+                 "data.train.dataset.images: cannot read file '/no/such/file': No such file or "
+                 "directory");
+    expect_schema_error("schema: file on a number",
+                        "{\"n\": {\"type\": \"number\", \"file\": true, \"doc\": \"d\"}}",
+                        "plugins/kd/manifest.json: provides[0].params.n: \"file\" must be true or "
+                        "false, on a string");
+}
+
 static void test_errors(void)
 {
     expect_error("error: unknown key with suggestion", kd_schema, "{\"temprature\": 2}",
@@ -442,7 +462,7 @@ static void test_schema(void)
                         "{\"t\": {\"type\": \"number\", \"color\": 1, \"doc\": \"d\"}}",
                         "plugins/kd/manifest.json: provides[0].params.t: unknown spec key "
                         "'color'; a spec takes: type, default, min, max, exclusive_min, "
-                        "exclusive_max, choices, items, doc");
+                        "exclusive_max, choices, items, doc, file");
     expect_schema_error("schema: min on a string",
                         "{\"s\": {\"type\": \"string\", \"min\": 1, \"doc\": \"d\"}}",
                         "plugins/kd/manifest.json: provides[0].params.s: \"min\" applies only to "
@@ -513,5 +533,6 @@ int main(void)
     test_accessors();
     test_closest_word();
     test_schema();
+    test_file_params();
     return kt_finish();
 }

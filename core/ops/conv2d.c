@@ -553,6 +553,7 @@ kd_tensor *kd_conv2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
     int n_inputs = bias ? 3 : 2;
     if (!y || forward(&g, xc, wc, bc, y, kd_needs_grad(n_inputs, inputs)) != KD_OK)
         return NULL;
+    kd_macs_add(kd_tensor_numel(y) * (g.cin / g.groups) * g.kh * g.kw);
     kd_node *node;
     if (kd_record("conv2d", conv2d_backward, y, n_inputs, inputs, &node) != KD_OK)
         return NULL;

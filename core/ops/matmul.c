@@ -326,6 +326,7 @@ kd_tensor *kd_matmul(kd_tensor *a, kd_tensor *b)
     memcpy(p.bshape, s.bshape, sizeof p.bshape);
     if (gemm_run("matmul", &p, 1.0, 0.0) != KD_OK)
         return NULL;
+    kd_macs_add(kd_tensor_numel(out) * k);
     kd_tensor *inputs[2] = {a, b};
     kd_node *node;
     if (kd_record("matmul", matmul_backward, out, 2, inputs, &node) != KD_OK)
@@ -478,6 +479,7 @@ kd_tensor *kd_linear(kd_tensor *x, kd_tensor *weight, kd_tensor *bias)
                       transposed(operand_of(wr, 0, NULL)), rows_operand(y, nout)};
     if (add_bias(&p, y, bc) != KD_OK)
         return NULL;
+    kd_macs_add(rows * nout * in);
     kd_tensor *inputs[3] = {x, weight, bias};
     kd_node *node;
     if (kd_record("linear", linear_backward, y, bias ? 3 : 2, inputs, &node) != KD_OK)

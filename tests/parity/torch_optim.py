@@ -6,8 +6,8 @@ One process serves the whole file. The input holds:
     sgdI.pK (initial parameter K) and sgdI.gK.J (its gradient at step J;
     absent when it has none that step).
   Schedule cases lrI: metadata lrI.options (JSON) with either "torch", a
-    torch.optim.lr_scheduler expression over `opt` stepped once per epoch,
-    or "formula", a Python expression of the epoch t evaluated at t = s /
+    torch.optim.lr_scheduler expression over `opt` stepped every
+    "torch_every" optimizer steps (default 1: once per point), or "formula", a Python expression of the epoch t evaluated at t = s /
     steps_per_epoch for s in range(points).
 The output holds torch_fma metadata ("1" when torch's kernels fuse
 multiply-adds on this CPU), sgdI.pK (parameters after the last step), sgdI.bK (momentum
@@ -69,11 +69,13 @@ def run_schedule(o):
         param = torch.zeros(1, requires_grad=True)
         opt = torch.optim.SGD([param], lr=o["base"])
         sched = eval(o["torch"], {"opt": opt, **vars(lr_scheduler)})
+        every = o.get("torch_every", 1)
         lrs = []
-        for _ in range(o["points"]):
+        for s in range(o["points"]):
             lrs.append(opt.param_groups[0]["lr"])
             opt.step()
-            sched.step()
+            if (s + 1) % every == 0:
+                sched.step()
         return lrs
     f = eval("lambda t: " + o["formula"], {"math": math})
     return [f(s / o["steps_per_epoch"]) for s in range(o["points"])]

@@ -54,9 +54,9 @@ kd_tensor *kd_sgd_state_tensor(const kd_sgd *s, int i);
  * BatchNorm/LayerNorm weights and biases) is not decayed. This is timm's
  * rule (param_groups_weight_decay: ndim <= 1 or a name ending in ".bias";
  * timm's per-model extra names such as pos_embed are the plugin's to add).
- * mdistiller instead decays every parameter, which is what passing
- * no_decay = NULL gives; the plugin's "no_decay_bias_norm" option chooses
- * between the two. */
+ * Models apply it when they flag tensors KD_TENSOR_NO_DECAY. mdistiller
+ * instead decays every parameter, which is what passing no_decay = NULL
+ * gives; the sgd plugin's "no_decay" option chooses between the two. */
 bool kd_sgd_default_no_decay(const char *name, const kd_tensor *t);
 
 /* The update of one parameter on contiguous arrays: the CPU kernel, with

@@ -24,7 +24,9 @@
  * Parameter types: "number", "integer", "boolean", "string" (with optional
  * "choices"), "array" (with "items": one of the scalar types). "min" and
  * "max" bound numbers and integers ("exclusive_min"/"exclusive_max" make a
- * bound strict). A parameter without "default" is required.
+ * bound strict). A parameter without "default" is required. "file": true
+ * on a string says it names a file: a job is refused at validation when the
+ * file cannot be read.
  *
  * Ownership: everything a plugin returns through kd_plugin_info (names,
  * vtables, provider arrays) is static data of the library and lives until

@@ -3,6 +3,7 @@
 #define KDENGINE_RUNTIME_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <kdengine/status.h>
 
@@ -19,6 +20,11 @@ const char *kd_build_info(void);
 bool kd_have_cuda_build(void);
 /* True when this build has CUDA and a GPU is present. */
 bool kd_cuda_device_available(void);
+
+/* Multiply-accumulates done by the forward ops of this thread that carry
+ * the compute (conv2d, matmul, linear) since the last call; returns the
+ * count and restarts it. `plan` reports a model's MACs per image from it. */
+int64_t kd_macs_take(void);
 
 #ifdef __cplusplus
 }

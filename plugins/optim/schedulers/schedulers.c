@@ -1,0 +1,102 @@
+/* The scheduler plugins "constant", "step", "multistep" and "cosine": one
+ * kd_lr_schedule (lr_schedule.h) per instance, filled from the job's
+ * parameters and the run's shape, checked once at create(). */
+#include <stdlib.h>
+
+#include <kdengine/plugin.h>
+
+#include "lr_schedule.h"
+
+static void schedule_destroy(void *self) { free(self); }
+
+static kd_status schedule_create(kd_lr_kind kind, const char *provider,
+                                 const kd_create_args *args, const kd_schedule_info *info,
+                                 void **self)
+{
+    if (!self)
+        return kd_error(KD_ERR_INVALID, "%s: self is NULL", provider);
+    *self = NULL;
+    if (!info)
+        return kd_error(KD_ERR_INVALID, "%s: no schedule info", provider);
+    const kd_params *p = args->params;
+    kd_lr_schedule s = {
+        .kind = kind,
+        .granularity = kd_params_boolean(p, "per_step") ? KD_LR_PER_STEP : KD_LR_PER_EPOCH,
+        .base_lr = info->base_lr,
+        .steps_per_epoch = info->steps_per_epoch,
+        .warmup_epochs = kd_params_number(p, "warmup_epochs"),
+        .warmup_start_factor = kd_params_number(p, "warmup_start_factor"),
+    };
+    switch (kind) {
+    case KD_LR_CONSTANT:
+        break;
+    case KD_LR_STEP:
+        s.step_size = kd_params_integer(p, "step_size");
+        s.gamma = kd_params_number(p, "gamma");
+        break;
+    case KD_LR_MULTISTEP:
+        s.gamma = kd_params_number(p, "gamma");
+        s.n_milestones = kd_params_array_length(p, "milestones");
+        if (s.n_milestones > KD_LR_MAX_MILESTONES)
+            return kd_error(KD_ERR_INVALID, "multistep: at most %d milestones, got %d",
+                            KD_LR_MAX_MILESTONES, s.n_milestones);
+        for (int i = 0; i < s.n_milestones; i++)
+            s.milestones[i] = (int64_t)kd_params_array_number(p, "milestones", i);
+        break;
+    case KD_LR_COSINE:
+        if (info->epochs < 1)
+            return kd_error(KD_ERR_INVALID,
+                            "cosine: the run must last at least 1 epoch, got %lld",
+                            (long long)info->epochs);
+        s.total_epochs = (double)info->epochs;
+        s.eta_min = kd_params_number(p, "eta_min");
+        break;
+    }
+    kd_status st = kd_lr_validate(&s);
+    if (st != KD_OK)
+        return st;
+    kd_lr_schedule *copy = malloc(sizeof *copy);
+    if (!copy)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", provider);
+    *copy = s;
+    *self = copy;
+    return KD_OK;
+}
+
+static kd_status schedule_lr_at(void *self, int64_t step, double *lr)
+{
+    return kd_lr_at_step(self, step, lr);
+}
+
+#define DEFINE_SCHEDULER(NAME, KIND)                                                     \
+    static kd_status NAME##_create(const kd_create_args *args,                          \
+                                   const kd_schedule_info *info, void **self)            \
+    {                                                                                    \
+        return schedule_create(KIND, #NAME, args, info, self);                           \
+    }                                                                                    \
+    static const kd_scheduler_vtable NAME##_vtable = {                                   \
+        .header = {sizeof(kd_scheduler_vtable), KD_KIND_SCHEDULER},                      \
+        .create = NAME##_create,                                                         \
+        .destroy = schedule_destroy,                                                     \
+        .lr_at = schedule_lr_at,                                                         \
+    };
+
+DEFINE_SCHEDULER(constant, KD_LR_CONSTANT)
+DEFINE_SCHEDULER(step, KD_LR_STEP)
+DEFINE_SCHEDULER(multistep, KD_LR_MULTISTEP)
+DEFINE_SCHEDULER(cosine, KD_LR_COSINE)
+
+static const kd_plugin_provider providers[] = {
+    {KD_KIND_SCHEDULER, "constant", &constant_vtable.header},
+    {KD_KIND_SCHEDULER, "step", &step_vtable.header},
+    {KD_KIND_SCHEDULER, "multistep", &multistep_vtable.header},
+    {KD_KIND_SCHEDULER, "cosine", &cosine_vtable.header},
+};
+
+kd_status kd_plugin_entry(kd_plugin_info *info)
+{
+    KD_PLUGIN_INFO_INIT(info, "schedulers", "1.0.0");
+    info->n_providers = (int)(sizeof providers / sizeof providers[0]);
+    info->providers = providers;
+    return KD_OK;
+}
