@@ -182,18 +182,13 @@ static kd_status add_bn(resnet *r, bn_layer *b, const char *prefix, int channels
     const int64_t c = channels;
     const uint32_t affine = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY;
     b->weight = add_tensor(r, affine, KD_F32, 1, &c, "%s.weight", prefix);
-    b->bias = b->weight ? add_tensor(r, affine, KD_F32, 1, &c, "%s.bias", prefix) : NULL;
-    b->running_mean =
-        b->bias ? add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c, "%s.running_mean", prefix) : NULL;
-    b->running_var = b->running_mean ? add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c,
-                                                  "%s.running_var", prefix)
-                                     : NULL;
-    b->num_batches_tracked =
-        b->running_var ? add_tensor(r, KD_TENSOR_BUFFER | KD_TENSOR_OPTIONAL, KD_I64, 0, &c,
-                                    "%s.num_batches_tracked", prefix)
-                       : NULL;
-    if (!b->num_batches_tracked || kd_tensor_fill_(b->weight, gamma) != KD_OK ||
-        kd_tensor_fill_(b->running_var, 1.0) != KD_OK)
+    b->bias = add_tensor(r, affine, KD_F32, 1, &c, "%s.bias", prefix);
+    b->running_mean = add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c, "%s.running_mean", prefix);
+    b->running_var = add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c, "%s.running_var", prefix);
+    b->num_batches_tracked = add_tensor(r, KD_TENSOR_BUFFER | KD_TENSOR_OPTIONAL, KD_I64, 0, &c,
+                                        "%s.num_batches_tracked", prefix);
+    if (!b->weight || !b->bias || !b->running_mean || !b->running_var || !b->num_batches_tracked ||
+        kd_tensor_fill_(b->weight, gamma) != KD_OK || kd_tensor_fill_(b->running_var, 1.0) != KD_OK)
         return KD_ERR_NOMEM;
     return KD_OK;
 }
@@ -257,10 +252,8 @@ static kd_status add_fc(resnet *r, int fan_in)
     kd_rng wrng = tensor_rng(r);
     r->fc_weight = add_tensor(r, KD_TENSOR_PARAM, KD_F32, 2, wshape, "fc.weight");
     kd_rng brng = tensor_rng(r);
-    r->fc_bias = r->fc_weight ? add_tensor(r, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, KD_F32, 1,
-                                           &bshape, "fc.bias")
-                              : NULL;
-    if (!r->fc_bias)
+    r->fc_bias = add_tensor(r, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, KD_F32, 1, &bshape, "fc.bias");
+    if (!r->fc_weight || !r->fc_bias)
         return KD_ERR_NOMEM;
     fill_uniform(kd_tensor_data(r->fc_weight), wshape[0] * wshape[1], bound, &wrng);
     fill_uniform(kd_tensor_data(r->fc_bias), bshape, bound, &brng);
