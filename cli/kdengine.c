@@ -7,6 +7,7 @@
 #include <kdengine/kdengine.h>
 
 #include "../core/registry.h"
+#include "job_commands.h"
 
 static void usage(FILE *out)
 {
@@ -14,11 +15,18 @@ static void usage(FILE *out)
             "usage: kdengine <command> [options]\n"
             "\n"
             "commands:\n"
-            "  version     print the version and what this build contains\n"
-            "  plugins     list the providers the installed plugins declare\n"
+            "  run JOB       train a student (distil it when the job has a teacher)\n"
+            "  validate JOB  check a job file against the plugins' schemas\n"
+            "  plan JOB      models, FLOPs, taps and memory of a job\n"
+            "  eval JOB      top-1/top-5 of the student (or teacher) on data.val\n"
+            "  export JOB    the student's weights alone, as safetensors\n"
+            "  plugins       list the providers the installed plugins declare\n"
+            "  version       print the version and what this build contains\n"
             "\n"
             "`kdengine <command> --help` describes a command's options.\n"
-            "exit codes: 0 success, 1 the command failed, 2 bad usage\n");
+            "exit codes: 0 success; 1 the job is invalid or the command failed;\n"
+            "2 bad command line; 3 run stopped by SIGINT/SIGTERM after writing a\n"
+            "checkpoint (continue with --resume)\n");
 }
 
 static void plugins_usage(FILE *out)
@@ -151,6 +159,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "plugins") == 0)
         return command_plugins(argc - 2, argv + 2);
+    int rc = kd_command_job(argv[1], argc - 2, argv + 2);
+    if (rc >= 0)
+        return rc;
     fprintf(stderr, "kdengine: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -145,5 +145,7 @@ typedef enum kd_unary_op {
 #endif
 /* Counts multiply-accumulates of a forward op for kd_macs_take. */
 void kd_macs_add(int64_t n);
+/* Counts new storage for kd_alloc_bytes_take. */
+void kd_alloc_bytes_add(int64_t n);
 
 #endif

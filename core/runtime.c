@@ -17,7 +17,17 @@
 static int num_threads = 1;
 static _Thread_local int64_t mac_count;
 
+static _Thread_local int64_t alloc_bytes;
+
 void kd_macs_add(int64_t n) { mac_count += n; }
+void kd_alloc_bytes_add(int64_t n) { alloc_bytes += n; }
+
+int64_t kd_alloc_bytes_take(void)
+{
+    int64_t n = alloc_bytes;
+    alloc_bytes = 0;
+    return n;
+}
 
 int64_t kd_macs_take(void)
 {

@@ -33,6 +33,7 @@ kd_status kd_storage_new(kd_device device, size_t nbytes, kd_storage **out)
                         "storage: this build has no CUDA (configure --with-cuda)");
 #endif
     }
+    kd_alloc_bytes_add((int64_t)nbytes);
     s->nbytes = nbytes;
     s->device = device;
     s->refcount = 1;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int n_passed, n_failed, n_skipped;
 
@@ -185,4 +186,36 @@ void kt_replay_corpus(const char *relative_dir, kt_corpus_parse_fn parse)
     kt_check(files > 0 && bad == 0, "corpus: every file parses or is KD_ERR_FORMAT",
              "%d files, %d bad (%s)", files, bad, first_bad);
     printf("     corpus: %d files, %d valid\n", files, valid);
+}
+
+/* Runs a shell command, returns its exit status and (if out) its stdout. */
+int kt_run_command(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, n = 0;
+    char *text = malloc(cap);
+    size_t got;
+    while (text && (got = fread(text + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (cap - n < 2) {
+            char *grown = realloc(text, cap * 2);
+            if (!grown) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = grown;
+            cap *= 2;
+        }
+    }
+    int status = pclose(p);
+    if (text)
+        text[n] = '\0';
+    if (out)
+        *out = text;
+    else
+        free(text);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

@@ -41,6 +41,10 @@ typedef kd_status (*kt_corpus_parse_fn)(const unsigned char *bytes, size_t len,
                                         const char *label, bool *consistent);
 void kt_replay_corpus(const char *relative_dir, kt_corpus_parse_fn parse);
 
+/* Runs a shell command; returns its exit status (-1 if it did not exit)
+ * and, when out is not NULL, its stdout in a malloc'd string. */
+int kt_run_command(const char *cmd, char **out);
+
 /* Path of a file in the source tree (tests/, bench/). */
 const char *kt_source_path(const char *relative, char *buf, int size);
 

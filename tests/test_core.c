@@ -349,8 +349,12 @@ static void test_mac_count(void)
     int64_t mm = kd_macs_take();
     kd_linear(a, kd_transpose(b, 0, 1), NULL);
     int64_t lin = kd_macs_take();
+    kd_alloc_bytes_take();
     kd_relu(x);
     int64_t other = kd_macs_take();
+    int64_t bytes = kd_alloc_bytes_take();
+    kt_check(bytes == 4 * 3 * 8 * 8, "runtime.alloc_bytes", "relu of 192 floats made %lld bytes",
+             (long long)bytes);
     /* conv: 4x8x8 outputs of 3x3x3 products; matmul and linear: 2x7 of 5 */
     kt_check(conv == 256 * 27 && mm == 70 && lin == 70 && other == 0, "runtime.mac_count",
              "conv %lld, matmul %lld, linear %lld, relu %lld", (long long)conv, (long long)mm,

@@ -477,38 +477,6 @@ static void test_plugin_path(void)
     remove_root(two);
 }
 
-/* Runs a shell command, returns its exit status and (if out) its stdout. */
-static int run_command(const char *cmd, char **out)
-{
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t cap = 4096, n = 0;
-    char *text = malloc(cap);
-    size_t got;
-    while (text && (got = fread(text + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (cap - n < 2) {
-            char *grown = realloc(text, cap * 2);
-            if (!grown) {
-                free(text);
-                text = NULL;
-                break;
-            }
-            text = grown;
-            cap *= 2;
-        }
-    }
-    int status = pclose(p);
-    if (text)
-        text[n] = '\0';
-    if (out)
-        *out = text;
-    else
-        free(text);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static void test_cli(void)
 {
     char root[64], cmd[1024];
@@ -518,7 +486,7 @@ static void test_cli(void)
     snprintf(cmd, sizeof cmd,
              "env -u KDENGINE_PLUGIN_PATH %s/kdengine plugins --json --plugin-dir %s",
              KD_BUILDDIR, root);
-    int rc = run_command(cmd, &out);
+    int rc = kt_run_command(cmd, &out);
     json_error_t jerr;
     json_t *doc = out ? json_loads(out, 0, &jerr) : NULL;
     bool listed = false;
@@ -541,20 +509,20 @@ static void test_cli(void)
 
     snprintf(cmd, sizeof cmd, "env -u KDENGINE_PLUGIN_PATH %s/kdengine plugins --plugin-dir %s",
              KD_BUILDDIR, root);
-    rc = run_command(cmd, &out);
+    rc = kt_run_command(cmd, &out);
     kt_check(rc == 0 && has(out, "good@1.2.0") && has(out, "good_model") &&
                  has(out, "a loss that does nothing"),
              "cli: plugins table", "exit %d, output: %s", rc, out ? out : "(none)");
     free(out);
 
     snprintf(cmd, sizeof cmd, "%s/kdengine plugins --plugin-dir %s/nope 2>&1", KD_BUILDDIR, root);
-    rc = run_command(cmd, &out);
+    rc = kt_run_command(cmd, &out);
     kt_check(rc == 1 && has(out, "/nope"), "cli: missing plugin dir exits 1", "exit %d: %s", rc,
              out ? out : "(none)");
     free(out);
 
     snprintf(cmd, sizeof cmd, "%s/kdengine plugins --bogus 2>&1", KD_BUILDDIR);
-    rc = run_command(cmd, &out);
+    rc = kt_run_command(cmd, &out);
     kt_check(rc == 2 && has(out, "--bogus"), "cli: bad option exits 2", "exit %d: %s", rc,
              out ? out : "(none)");
     free(out);

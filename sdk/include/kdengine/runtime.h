@@ -25,6 +25,9 @@ bool kd_cuda_device_available(void);
  * the compute (conv2d, matmul, linear) since the last call; returns the
  * count and restarts it. `plan` reports a model's MACs per image from it. */
 int64_t kd_macs_take(void);
+/* Bytes of tensor storage this thread created since the last call; returns
+ * the count and restarts it. `plan` estimates a step's memory from it. */
+int64_t kd_alloc_bytes_take(void);
 
 #ifdef __cplusplus
 }

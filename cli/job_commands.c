@@ -1,0 +1,167 @@
+/* The commands that take a job file: validate, plan, run, eval, export. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <kdengine/kdengine.h>
+
+#include "../core/train/job.h"
+#include "../core/train/runner.h"
+#include "../core/train/session.h"
+#include "job_commands.h"
+
+typedef struct job_args {
+    const char *file;
+    int n_sets;
+    const char **sets;
+    bool resume, json, teacher;
+    const char *weights, *out;
+} job_args;
+
+static const char *const usages[] = {
+    "usage: kdengine validate JOB.json [--set KEY=VALUE ...]\n"
+    "\n"
+    "Checks every key of the job against the host's keys and each plugin's\n"
+    "schema, that every file it names can be read, and that the parts fit\n"
+    "(taps the losses read exist, a teacher where a loss needs one, class\n"
+    "counts agree). Builds the models and reads one sample; trains nothing.\n",
+
+    "usage: kdengine plan JOB.json [--set KEY=VALUE ...]\n"
+    "\n"
+    "Validates, then prints the teacher and student (parameters, FLOPs per\n"
+    "image, taps), the taps each loss reads with their shapes, and an\n"
+    "estimate of a training step's memory.\n",
+
+    "usage: kdengine run JOB.json [--set KEY=VALUE ...] [--resume]\n"
+    "\n"
+    "Trains the student: supervised when the job has no teacher, distilled\n"
+    "when it has one. Writes job.json, metrics.jsonl, checkpoints/ and\n"
+    "best.safetensors into the job's output folder. SIGINT or SIGTERM\n"
+    "finishes the step, writes a checkpoint and exits with status 3.\n"
+    "\n"
+    "  --resume   continue from the newest checkpoint in the output folder;\n"
+    "             the result equals an uninterrupted run's\n",
+
+    "usage: kdengine eval JOB.json [--weights FILE] [--teacher] [--json] [--set ...]\n"
+    "\n"
+    "Top-1, top-5 and cross-entropy of the student on data.val.\n"
+    "\n"
+    "  --weights FILE  a state_dict (.safetensors, timm names) or a kdengine\n"
+    "                  checkpoint; default: the student's \"weights\"\n"
+    "  --teacher       evaluate the teacher instead (with its weights)\n"
+    "  --json          print the result as JSON\n",
+
+    "usage: kdengine export JOB.json --weights CHECKPOINT --out FILE [--set ...]\n"
+    "\n"
+    "Writes the student's weights alone, with their state_dict names, as\n"
+    "safetensors that PyTorch's load_state_dict accepts.\n",
+};
+
+enum { VALIDATE, PLAN, RUN, EVAL, EXPORT };
+static const char *const names[] = {"validate", "plan", "run", "eval", "export"};
+
+static int parse_args(int which, int argc, char **argv, job_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->sets = calloc((size_t)argc + 1, sizeof *a->sets);
+    if (!a->sets) {
+        fprintf(stderr, "kdengine %s: out of memory\n", names[which]);
+        return 1;
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i];
+        bool has_value = i + 1 < argc;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            fputs(usages[which], stdout);
+            return -1;
+        } else if (!strcmp(o, "--set") && has_value) {
+            a->sets[a->n_sets++] = argv[++i];
+        } else if (!strncmp(o, "--set=", 6)) {
+            a->sets[a->n_sets++] = o + 6;
+        } else if (!strcmp(o, "--resume") && which == RUN) {
+            a->resume = true;
+        } else if (!strcmp(o, "--json") && which == EVAL) {
+            a->json = true;
+        } else if (!strcmp(o, "--teacher") && which == EVAL) {
+            a->teacher = true;
+        } else if (!strcmp(o, "--weights") && has_value && (which == EVAL || which == EXPORT)) {
+            a->weights = argv[++i];
+        } else if (!strcmp(o, "--out") && has_value && which == EXPORT) {
+            a->out = argv[++i];
+        } else if (o[0] != '-' && !a->file) {
+            a->file = o;
+        } else {
+            fprintf(stderr, "kdengine %s: %s '%s'\n\n", names[which],
+                    o[0] == '-' ? "unknown option or missing value for" : "unexpected argument",
+                    o);
+            fputs(usages[which], stderr);
+            return 2;
+        }
+    }
+    if (!a->file) {
+        fprintf(stderr, "kdengine %s: no job file\n\n", names[which]);
+        fputs(usages[which], stderr);
+        return 2;
+    }
+    if (which == EXPORT && (!a->weights || !a->out)) {
+        fprintf(stderr, "kdengine export: --weights and --out are required\n\n");
+        fputs(usages[which], stderr);
+        return 2;
+    }
+    return 0;
+}
+
+int kd_command_job(const char *command, int argc, char **argv)
+{
+    int which = -1;
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        if (!strcmp(command, names[i]))
+            which = i;
+    if (which < 0)
+        return -1;
+    job_args a;
+    int rc = parse_args(which, argc, argv, &a);
+    if (rc != 0) {
+        free(a.sets);
+        return rc < 0 ? 0 : rc;
+    }
+    kd_job *job = NULL;
+    kd_status st = kd_job_load(a.file, a.n_sets, a.sets, &job);
+    if (st == KD_OK && (which == VALIDATE || which == PLAN)) {
+        kd_session *s = NULL;
+        st = kd_session_open(job, KD_SESSION_TRAIN, &s);
+        if (st == KD_OK && which == PLAN)
+            st = kd_session_plan(s, stdout);
+        else if (st == KD_OK)
+            printf("%s: ok (%s%s%s, %d loss%s, %lld epochs)\n", a.file,
+                   job->teacher.present ? job->teacher.entry->name : "",
+                   job->teacher.present ? " -> " : "", job->student.entry->name, job->n_losses,
+                   job->n_losses == 1 ? "" : "es", (long long)job->epochs);
+        kd_session_close(s);
+    } else if (st == KD_OK && which == RUN) {
+        kd_run_options o = {a.resume};
+        st = kd_run(job, &o);
+    } else if (st == KD_OK && which == EVAL) {
+        kd_eval_result r;
+        st = kd_evaluate(job, a.teacher, a.weights, &r);
+        if (st == KD_OK && a.json)
+            printf("{\"model\": \"%s\", \"top1\": %.4f, \"top5\": %.4f, \"loss\": %.6f, "
+                   "\"samples\": %lld}\n", a.teacher ? "teacher" : "student", r.top1, r.top5,
+                   r.loss, (long long)r.samples);
+        else if (st == KD_OK)
+            printf("%s: top-1 %.2f%%, top-5 %.2f%%, loss %.4f on %lld images\n",
+                   a.teacher ? "teacher" : "student", r.top1, r.top5, r.loss,
+                   (long long)r.samples);
+    } else if (st == KD_OK && which == EXPORT) {
+        st = kd_export(job, a.weights, a.out);
+        if (st == KD_OK)
+            printf("wrote %s\n", a.out);
+    }
+    if (st != KD_OK)
+        fprintf(stderr, "kdengine %s: %s\n", names[which], kd_last_error());
+    kd_job_free(job);
+    free(a.sets);
+    if (st == KD_ERR_STATE && which == RUN)
+        return 3;
+    return st == KD_OK ? 0 : 1;
+}

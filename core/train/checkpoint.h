@@ -1,0 +1,35 @@
+/* Checkpoints and weight files: named tensors in safetensors files.
+ *
+ * A checkpoint holds groups of named tensors, each under a prefix
+ * ("student.", "loss.0.", "optim.") plus the runner's state as a JSON text
+ * in the metadata key "kdengine.state". Writing is atomic (the safetensors
+ * writer's temp file, fsync, rename), so a crash leaves the previous file
+ * whole. Loading is strict: every tensor of every group must be in the file
+ * with its shape (KD_TENSOR_OPTIONAL ones may be absent), and a name in the
+ * file under a group's prefix that the group lacks is an error too. */
+#ifndef KD_CORE_CHECKPOINT_H
+#define KD_CORE_CHECKPOINT_H
+
+#include <kdengine/plugin.h>
+
+typedef struct kd_tensor_group {
+    const char *prefix; /* "" for bare state_dict names */
+    int n;
+    const kd_named_tensor *list;
+} kd_tensor_group;
+
+kd_status kd_checkpoint_save(const char *path, int n_groups, const kd_tensor_group *groups,
+                             const char *state_json);
+/* Copies the file's tensors into the groups' tensors; *state_json (may be
+ * NULL) gets a malloc'd copy of the state text, NULL when the file has
+ * none. */
+kd_status kd_checkpoint_load(const char *path, int n_groups, const kd_tensor_group *groups,
+                             char **state_json);
+
+/* Loads model weights: a plain state_dict file (timm names) or a kdengine
+ * checkpoint, whose "student." tensors are taken. `what` names the model
+ * in messages ("teacher"). */
+kd_status kd_weights_load(const char *path, const char *what, int n,
+                          const kd_named_tensor *list);
+
+#endif

@@ -1,0 +1,582 @@
+/* Job files: parsing, --set overrides and checking every key. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "job.h"
+
+/* ---------------------------------------------------------------- host keys */
+
+static const char *const top_keys[] = {"seed",     "threads", "output", "plugin_dirs",
+                                       "data",     "teacher", "student", "losses",
+                                       "optim",    "schedule", "eval",  "checkpoint",
+                                       "log",      "comment"};
+static const char *const data_keys[] = {"train", "val"};
+static const char *const split_keys[] = {"dataset", "transforms", "batch_size", "workers",
+                                         "prefetch", "subset",    "shuffle",    "drop_last"};
+static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
+static const char *const student_keys[] = {"model", "weights"};
+static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};
+static const char *const optim_keys[] = {"name", "lr"};
+static const char *const schedule_keys[] = {"name", "epochs"};
+static const char *const name_keys[] = {"name"};
+static const char *const eval_keys[] = {"every_epochs"};
+static const char *const checkpoint_keys[] = {"every_epochs", "keep"};
+static const char *const log_keys[] = {"every_steps"};
+#define COUNT(a) ((int)(sizeof(a) / sizeof(a)[0]))
+
+static void join_path(char *buf, size_t size, const char *path, const char *key)
+{
+    snprintf(buf, size, "%s%s%s", path, *path ? "." : "", key);
+}
+
+/* An object that holds only host keys. */
+static kd_status check_keys(const json_t *obj, const char *path, int n,
+                            const char *const *known)
+{
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        (void)v;
+        bool ok = false;
+        for (int i = 0; i < n && !ok; i++)
+            ok = !strcmp(key, known[i]);
+        if (ok)
+            continue;
+        char where[256];
+        join_path(where, sizeof where, path, key);
+        const char *near = kd_closest_word(key, n, known);
+        if (near)
+            return kd_error(KD_ERR_INVALID, "%s: unknown key; did you mean %s?", where, near);
+        char list[512];
+        size_t used = 0;
+        list[0] = '\0';
+        for (int i = 0; i < n && used < sizeof list; i++)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
+                                     known[i]);
+        return kd_error(KD_ERR_INVALID, "%s: unknown key; %s takes: %s", where,
+                        *path ? path : "a job", list);
+    }
+    return KD_OK;
+}
+
+static kd_status need_object(const json_t *v, const char *path)
+{
+    if (!json_is_object(v))
+        return kd_error(KD_ERR_INVALID, "%s: expected an object", path);
+    return KD_OK;
+}
+
+static kd_status get_integer(const json_t *obj, const char *key, const char *path,
+                             int64_t fallback, int64_t lo, int64_t hi, int64_t *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    char where[256];
+    join_path(where, sizeof where, path, key);
+    if (!v || json_is_null(v)) {
+        *out = fallback;
+        return KD_OK;
+    }
+    double d = json_is_integer(v) ? (double)json_integer_value(v) : json_real_value(v);
+    if (!json_is_number(v) || d != floor(d))
+        return kd_error(KD_ERR_INVALID, "%s: expected an integer", where);
+    if (d < (double)lo || d > (double)hi)
+        return kd_error(KD_ERR_INVALID, "%s: %.0f is out of range [%lld, %lld]", where, d,
+                        (long long)lo, (long long)hi);
+    *out = (int64_t)d;
+    return KD_OK;
+}
+
+static kd_status get_number(const json_t *obj, const char *key, const char *path,
+                            double fallback, double lo, double *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    char where[256];
+    join_path(where, sizeof where, path, key);
+    if (!v || json_is_null(v)) {
+        *out = fallback;
+        return KD_OK;
+    }
+    if (!json_is_number(v))
+        return kd_error(KD_ERR_INVALID, "%s: expected a number", where);
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < lo)
+        return kd_error(KD_ERR_INVALID, "%s: %g must be at least %g", where, d, lo);
+    *out = d;
+    return KD_OK;
+}
+
+static kd_status get_bool(const json_t *obj, const char *key, const char *path, bool fallback,
+                          bool *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        *out = fallback;
+        return KD_OK;
+    }
+    if (!json_is_boolean(v)) {
+        char where[256];
+        join_path(where, sizeof where, path, key);
+        return kd_error(KD_ERR_INVALID, "%s: expected true or false", where);
+    }
+    *out = json_is_true(v);
+    return KD_OK;
+}
+
+/* A string; NULL when absent or null. */
+static kd_status get_string(const json_t *obj, const char *key, const char *path,
+                            const char **out)
+{
+    const json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return KD_OK;
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        char where[256];
+        join_path(where, sizeof where, path, key);
+        return kd_error(KD_ERR_INVALID, "%s: expected a non-empty string", where);
+    }
+    *out = json_string_value(v);
+    return KD_OK;
+}
+
+/* The provider an object names, with a suggestion when it is unknown. */
+static kd_status find_provider(const kd_registry *reg, kd_plugin_kind kind, const json_t *obj,
+                               const char *key, const char *path,
+                               const kd_registry_entry **out)
+{
+    const char *name;
+    char where[256];
+    join_path(where, sizeof where, path, key);
+    kd_status st = get_string(obj, key, path, &name);
+    if (st != KD_OK)
+        return st;
+    if (!name)
+        return kd_error(KD_ERR_INVALID, "%s: missing (which %s to use)", where,
+                        kd_plugin_kind_name(kind));
+    *out = kd_registry_find(reg, kind, name);
+    if (*out)
+        return KD_OK;
+    int n = kd_registry_count(reg), k = 0;
+    const char **known = malloc(((size_t)n + 1) * sizeof *known);
+    if (!known)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", where);
+    char list[512];
+    size_t used = 0;
+    list[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        const kd_registry_entry *e = kd_registry_at(reg, i);
+        if (e->kind != kind)
+            continue;
+        known[k++] = e->name;
+        if (used < sizeof list)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", k > 1 ? ", " : "",
+                                     e->name);
+    }
+    const char *near = kd_closest_word(name, k, known);
+    if (near)
+        st = kd_error(KD_ERR_INVALID, "%s: no %s named '%s'; did you mean %s?", where,
+                      kd_plugin_kind_name(kind), name, near);
+    else
+        st = kd_error(KD_ERR_INVALID, "%s: no %s named '%s'; installed: %s", where,
+                      kd_plugin_kind_name(kind), name, k ? list : "none");
+    free(known);
+    return st;
+}
+
+static kd_status provider_params(const kd_registry *reg, kd_plugin_kind kind, const json_t *obj,
+                                 const char *key, const char *path, int n_host,
+                                 const char *const *host, const kd_registry_entry **entry,
+                                 kd_params **params)
+{
+    kd_status st = need_object(obj, path);
+    if (st == KD_OK)
+        st = find_provider(reg, kind, obj, key, path, entry);
+    if (st == KD_OK)
+        st = kd_params_build(*entry, obj, path, n_host, host, params);
+    return st;
+}
+
+/* ---------------------------------------------------------------- sections */
+
+static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
+                             kd_job_data *out)
+{
+    const json_t *split = json_object_get(data, name);
+    char *path = (char *)(name[0] == 't' ? "data.train" : "data.val");
+    out->path = path;
+    if (!split || json_is_null(split))
+        return KD_OK;
+    out->present = true;
+    kd_status st = need_object(split, path);
+    if (st == KD_OK)
+        st = check_keys(split, path, COUNT(split_keys), split_keys);
+    char where[64];
+    snprintf(where, sizeof where, "%s.dataset", path);
+    const json_t *ds = json_object_get(split, "dataset");
+    if (st == KD_OK && !ds)
+        st = kd_error(KD_ERR_INVALID, "%s: missing", where);
+    if (st == KD_OK)
+        st = provider_params(job->registry, KD_KIND_DATASET, ds, "name", where,
+                             COUNT(name_keys), name_keys, &out->dataset, &out->dataset_params);
+    const json_t *tr = json_object_get(split, "transforms");
+    if (st == KD_OK && tr && !json_is_array(tr))
+        st = kd_error(KD_ERR_INVALID, "%s.transforms: expected an array", path);
+    if (st == KD_OK && tr) {
+        size_t n = json_array_size(tr);
+        out->transforms = calloc(n + 1, sizeof *out->transforms);
+        out->transform_params = calloc(n + 1, sizeof *out->transform_params);
+        if (!out->transforms || !out->transform_params)
+            return kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+        out->n_transforms = (int)n;
+        for (size_t i = 0; i < n && st == KD_OK; i++) {
+            snprintf(where, sizeof where, "%s.transforms[%zu]", path, i);
+            st = provider_params(job->registry, KD_KIND_TRANSFORM, json_array_get(tr, i), "name",
+                                 where, COUNT(name_keys), name_keys, &out->transforms[i],
+                                 &out->transform_params[i]);
+        }
+    }
+    bool train = name[0] == 't';
+    if (st == KD_OK)
+        st = get_integer(split, "batch_size", path, train ? 128 : 256, 1, 1 << 20,
+                         &out->batch_size);
+    int64_t v;
+    if (st == KD_OK && (st = get_integer(split, "workers", path, 2, 0, 64, &v)) == KD_OK)
+        out->workers = (int)v;
+    if (st == KD_OK && (st = get_integer(split, "prefetch", path, 4, 1, 64, &v)) == KD_OK)
+        out->prefetch = (int)v;
+    if (st == KD_OK)
+        st = get_integer(split, "subset", path, 0, 0, INT64_MAX / 2, &out->subset);
+    if (st == KD_OK)
+        st = get_bool(split, "shuffle", path, train, &out->shuffle);
+    if (st == KD_OK)
+        st = get_bool(split, "drop_last", path, train, &out->drop_last);
+    return st;
+}
+
+static kd_status check_file(const char *path, const char *file)
+{
+    if (file && access(file, R_OK) != 0)
+        return kd_error(KD_ERR_INVALID, "%s: cannot read file '%s': %s", path, file,
+                        strerror(errno));
+    return KD_OK;
+}
+
+static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job_model *out)
+{
+    const json_t *obj = json_object_get(job->root, path);
+    out->path = teacher ? "teacher" : "student";
+    if (!obj || json_is_null(obj))
+        return teacher ? KD_OK : kd_error(KD_ERR_INVALID, "student: missing (the model to train)");
+    out->present = true;
+    const char *const *host = teacher ? teacher_keys : student_keys;
+    int n_host = teacher ? COUNT(teacher_keys) : COUNT(student_keys);
+    kd_status st = provider_params(job->registry, KD_KIND_MODEL, obj, "model", out->path,
+                                   n_host, host, &out->entry, &out->params);
+    if (st == KD_OK)
+        st = get_string(obj, "weights", out->path, &out->weights);
+    if (st == KD_OK) {
+        char where[64];
+        snprintf(where, sizeof where, "%s.weights", out->path);
+        st = check_file(where, out->weights);
+    }
+    if (st == KD_OK && teacher)
+        st = get_bool(obj, "train_bn", out->path, false, &out->train_bn);
+    if (st == KD_OK && teacher && !out->weights)
+        st = kd_error(KD_ERR_INVALID, "teacher.weights: missing (a teacher must be trained: "
+                      "run a job without a teacher to make one)");
+    return st;
+}
+
+static kd_status parse_losses(kd_job *job)
+{
+    const json_t *list = json_object_get(job->root, "losses");
+    if (!list || json_is_null(list))
+        return kd_error(KD_ERR_INVALID, "losses: missing (e.g. [{\"name\": \"ce\"}])");
+    if (!json_is_array(list) || json_array_size(list) == 0)
+        return kd_error(KD_ERR_INVALID, "losses: expected a non-empty array");
+    size_t n = json_array_size(list);
+    job->losses = calloc(n, sizeof *job->losses);
+    if (!job->losses)
+        return kd_error(KD_ERR_NOMEM, "losses: out of memory");
+    job->n_losses = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        kd_job_loss *l = &job->losses[i];
+        snprintf(l->path, sizeof l->path, "losses[%zu]", i);
+        const json_t *obj = json_array_get(list, i);
+        kd_status st = provider_params(job->registry, KD_KIND_LOSS, obj, "name", l->path,
+                                       COUNT(loss_keys), loss_keys, &l->entry, &l->params);
+        if (st == KD_OK)
+            st = get_number(obj, "weight", l->path, 1.0, 0.0, &l->weight);
+        if (st == KD_OK)
+            st = get_number(obj, "weight_warmup_epochs", l->path, 0.0, 0.0,
+                            &l->weight_warmup_epochs);
+        if (st != KD_OK)
+            return st;
+    }
+    return KD_OK;
+}
+
+static kd_status parse_section(const json_t *root, const char *key, int n,
+                               const char *const *known, const json_t **out)
+{
+    *out = json_object_get(root, key);
+    if (!*out || json_is_null(*out)) {
+        *out = NULL;
+        return KD_OK;
+    }
+    kd_status st = need_object(*out, key);
+    return st == KD_OK ? check_keys(*out, key, n, known) : st;
+}
+
+static kd_status parse_job(kd_job *job)
+{
+    const json_t *root = job->root;
+    kd_status st = need_object(root, "the job");
+    if (st == KD_OK)
+        st = check_keys(root, "", COUNT(top_keys), top_keys);
+    int64_t v;
+    if (st == KD_OK && (st = get_integer(root, "seed", "", 0, 0, INT64_MAX, &v)) == KD_OK)
+        job->seed = (uint64_t)v;
+    if (st == KD_OK && (st = get_integer(root, "threads", "", 0, 0, 1024, &v)) == KD_OK)
+        job->threads = (int)v;
+    if (st == KD_OK)
+        st = get_string(root, "output", "", &job->output);
+    if (st == KD_OK && !job->output)
+        job->output = "runs/latest";
+
+    const json_t *data = NULL;
+    if (st == KD_OK)
+        st = parse_section(root, "data", COUNT(data_keys), data_keys, &data);
+    if (st == KD_OK && !data)
+        st = kd_error(KD_ERR_INVALID, "data: missing (data.train and data.val)");
+    if (st == KD_OK)
+        st = parse_split(job, data, "train", &job->train);
+    if (st == KD_OK && !job->train.present)
+        st = kd_error(KD_ERR_INVALID, "data.train: missing");
+    if (st == KD_OK)
+        st = parse_split(job, data, "val", &job->val);
+    if (st == KD_OK)
+        st = parse_model(job, "teacher", true, &job->teacher);
+    if (st == KD_OK)
+        st = parse_model(job, "student", false, &job->student);
+    if (st == KD_OK)
+        st = parse_losses(job);
+
+    const json_t *obj = json_object_get(root, "optim");
+    if (st == KD_OK && !obj)
+        st = kd_error(KD_ERR_INVALID, "optim: missing (e.g. {\"name\": \"sgd\", \"lr\": 0.1})");
+    if (st == KD_OK)
+        st = provider_params(job->registry, KD_KIND_OPTIMIZER, obj, "name", "optim",
+                             COUNT(optim_keys), optim_keys, &job->optim, &job->optim_params);
+    if (st == KD_OK && !json_object_get(obj, "lr"))
+        st = kd_error(KD_ERR_INVALID, "optim.lr: missing (the base learning rate)");
+    if (st == KD_OK)
+        st = get_number(obj, "lr", "optim", 0.0, 0.0, &job->lr);
+
+    obj = json_object_get(root, "schedule");
+    if (st == KD_OK && !obj)
+        st = kd_error(KD_ERR_INVALID,
+                      "schedule: missing (e.g. {\"name\": \"cosine\", \"epochs\": 30})");
+    if (st == KD_OK)
+        st = provider_params(job->registry, KD_KIND_SCHEDULER, obj, "name", "schedule",
+                             COUNT(schedule_keys), schedule_keys, &job->schedule,
+                             &job->schedule_params);
+    if (st == KD_OK && !json_object_get(obj, "epochs"))
+        st = kd_error(KD_ERR_INVALID, "schedule.epochs: missing (how long to train)");
+    if (st == KD_OK)
+        st = get_integer(obj, "epochs", "schedule", 0, 1, 1000000, &job->epochs);
+
+    if (st == KD_OK)
+        st = parse_section(root, "eval", COUNT(eval_keys), eval_keys, &obj);
+    if (st == KD_OK)
+        st = get_integer(obj, "every_epochs", "eval", 1, 0, 1000000, &job->eval_every);
+    if (st == KD_OK)
+        st = parse_section(root, "checkpoint", COUNT(checkpoint_keys), checkpoint_keys, &obj);
+    if (st == KD_OK)
+        st = get_integer(obj, "every_epochs", "checkpoint", 1, 1, 1000000,
+                         &job->checkpoint_every);
+    if (st == KD_OK)
+        st = get_integer(obj, "keep", "checkpoint", 2, 1, 1000, &job->checkpoint_keep);
+    if (st == KD_OK)
+        st = parse_section(root, "log", COUNT(log_keys), log_keys, &obj);
+    if (st == KD_OK)
+        st = get_integer(obj, "every_steps", "log", 50, 1, 1000000000, &job->log_every);
+    if (st == KD_OK && job->eval_every > 0 && !job->val.present)
+        st = kd_error(KD_ERR_INVALID, "eval.every_epochs: %lld, but there is no data.val "
+                      "(add one, or set eval.every_epochs to 0)",
+                      (long long)job->eval_every);
+    return st;
+}
+
+/* ---------------------------------------------------------------- --set */
+
+/* Splits "losses[1].weight" into segments; an index segment is "[1]". */
+static kd_status apply_set(json_t *root, const char *set)
+{
+    const char *eq = strchr(set, '=');
+    if (!eq || eq == set)
+        return kd_error(KD_ERR_INVALID, "--set %s: expected KEY=VALUE (e.g. "
+                        "losses[1].temperature=2)", set);
+    char key[512];
+    size_t klen = (size_t)(eq - set);
+    if (klen >= sizeof key)
+        return kd_error(KD_ERR_INVALID, "--set: key too long");
+    memcpy(key, set, klen);
+    key[klen] = '\0';
+    json_error_t jerr;
+    json_t *value = json_loads(eq + 1, JSON_DECODE_ANY, &jerr);
+    if (!value)
+        value = json_string(eq + 1);
+    if (!value)
+        return kd_error(KD_ERR_NOMEM, "--set %s: out of memory", set);
+
+    json_t *cur = root;
+    char *p = key;
+    kd_status st = KD_OK;
+    while (st == KD_OK) {
+        size_t n = strcspn(p, ".[");
+        bool index = false;
+        long idx = 0;
+        char seg[256];
+        if (n == 0 && *p == '[') {
+            char *end;
+            idx = strtol(p + 1, &end, 10);
+            if (end == p + 1 || *end != ']' || idx < 0) {
+                st = kd_error(KD_ERR_INVALID, "--set %s: bad index in '%s'", set, key);
+                break;
+            }
+            index = true;
+            n = (size_t)(end - p + 1);
+        } else if (n == 0 || n >= sizeof seg) {
+            st = kd_error(KD_ERR_INVALID, "--set %s: bad key '%s'", set, key);
+            break;
+        }
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        p += n;
+        if (*p == '.')
+            p++;
+        bool last = *p == '\0';
+        if (index) {
+            if (!json_is_array(cur) || (size_t)idx >= json_array_size(cur)) {
+                st = kd_error(KD_ERR_INVALID, "--set %s: '%s' has no element %ld", set, key, idx);
+                break;
+            }
+            if (last) {
+                json_array_set(cur, (size_t)idx, value);
+                break;
+            }
+            cur = json_array_get(cur, (size_t)idx);
+        } else {
+            if (!json_is_object(cur)) {
+                st = kd_error(KD_ERR_INVALID, "--set %s: '%s' is not an object", set, seg);
+                break;
+            }
+            if (last) {
+                json_object_set(cur, seg, value);
+                break;
+            }
+            json_t *next = json_object_get(cur, seg);
+            if (!next) {
+                next = json_object();
+                json_object_set_new(cur, seg, next);
+            }
+            cur = next;
+        }
+    }
+    json_decref(value);
+    return st;
+}
+
+/* ---------------------------------------------------------------- load */
+
+static kd_status scan_plugins(kd_job *job)
+{
+    const json_t *dirs = json_object_get(job->root, "plugin_dirs");
+    int n = 0;
+    const char *list[64];
+    if (dirs && !json_is_null(dirs)) {
+        if (!json_is_array(dirs) || json_array_size(dirs) > 64)
+            return kd_error(KD_ERR_INVALID, "plugin_dirs: expected an array of up to 64 paths");
+        for (size_t i = 0; i < json_array_size(dirs); i++) {
+            list[n] = json_string_value(json_array_get(dirs, i));
+            if (!list[n])
+                return kd_error(KD_ERR_INVALID, "plugin_dirs[%zu]: expected a path", i);
+            n++;
+        }
+    }
+    kd_status st = kd_registry_new(&job->registry);
+    return st == KD_OK ? kd_registry_scan_default(job->registry, n, list) : st;
+}
+
+kd_status kd_job_load(const char *file, int n_sets, const char *const *sets, kd_job **out)
+{
+    *out = NULL;
+    kd_job *job = calloc(1, sizeof *job);
+    if (!job || !(job->file = strdup(file))) {
+        free(job);
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", file);
+    }
+    json_error_t jerr;
+    kd_status st = KD_OK;
+    job->root = json_load_file(file, JSON_REJECT_DUPLICATES, &jerr);
+    if (!job->root) {
+        if (access(file, R_OK) != 0)
+            st = kd_error(KD_ERR_IO, "%s: %s", file, strerror(errno));
+        else
+            st = kd_error(KD_ERR_FORMAT, "%s:%d:%d: %s", file, jerr.line, jerr.column, jerr.text);
+    }
+    for (int i = 0; st == KD_OK && i < n_sets; i++)
+        st = apply_set(job->root, sets[i]);
+    if (st == KD_OK)
+        st = scan_plugins(job);
+    if (st == KD_OK)
+        st = parse_job(job);
+    if (st != KD_OK) {
+        if (job->root)
+            kd_error_wrap(st, "%s", file);
+        kd_job_free(job);
+        return st;
+    }
+    *out = job;
+    return KD_OK;
+}
+
+static void free_split(kd_job_data *d)
+{
+    kd_params_free(d->dataset_params);
+    for (int i = 0; i < d->n_transforms; i++)
+        kd_params_free(d->transform_params[i]);
+    free(d->transforms);
+    free(d->transform_params);
+}
+
+void kd_job_free(kd_job *job)
+{
+    if (!job)
+        return;
+    free_split(&job->train);
+    free_split(&job->val);
+    kd_params_free(job->teacher.params);
+    kd_params_free(job->student.params);
+    for (int i = 0; i < job->n_losses; i++)
+        kd_params_free(job->losses[i].params);
+    free(job->losses);
+    kd_params_free(job->optim_params);
+    kd_params_free(job->schedule_params);
+    kd_registry_close(job->registry);
+    json_decref(job->root);
+    free(job->file);
+    free(job);
+}
+
+char *kd_job_dump(const kd_job *job)
+{
+    return json_dumps(job->root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+}

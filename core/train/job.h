@@ -1,0 +1,95 @@
+/* A job file: parsed, overridden by --set, and checked against the host's
+ * own keys and every plugin's schema before anything heavy happens.
+ *
+ *   {
+ *     "seed": 0, "threads": 2, "output": "runs/fmnist-kd", "plugin_dirs": [],
+ *     "data": {
+ *       "train": {"dataset": {"name": "idx", ...}, "transforms": [{"name": ...}],
+ *                 "batch_size": 128, "workers": 2, "prefetch": 4, "subset": 0,
+ *                 "shuffle": true, "drop_last": true},
+ *       "val":   {...same keys...}
+ *     },
+ *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false, ...},
+ *     "student": {"model": "resnet20", "weights": null, ...},
+ *     "losses":  [{"name": "ce", "weight": 1.0, "weight_warmup_epochs": 0, ...}],
+ *     "optim":   {"name": "sgd", "lr": 0.05, ...},
+ *     "schedule": {"name": "cosine", "epochs": 30, ...},
+ *     "eval": {"every_epochs": 1}, "checkpoint": {"every_epochs": 1, "keep": 2},
+ *     "log": {"every_steps": 50}
+ *   }
+ *
+ * "..." are the plugin's own parameters. Relative paths are relative to the
+ * working directory. Every error names the job file and the JSON path.
+ *
+ * Ownership: a kd_job owns its JSON tree (every string it hands out points
+ * into it), its parameters and its registry; kd_job_free releases them. */
+#ifndef KD_CORE_JOB_H
+#define KD_CORE_JOB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../registry.h"
+
+typedef struct kd_job_data {
+    bool present;
+    const char *path; /* "data.train" */
+    const kd_registry_entry *dataset;
+    kd_params *dataset_params;
+    int n_transforms;
+    const kd_registry_entry **transforms;
+    kd_params **transform_params;
+    int64_t batch_size, subset;
+    int workers, prefetch;
+    bool shuffle, drop_last;
+} kd_job_data;
+
+typedef struct kd_job_model {
+    bool present;
+    const char *path; /* "teacher" / "student" */
+    const kd_registry_entry *entry;
+    kd_params *params;
+    const char *weights; /* NULL: initialise from the seed */
+    bool train_bn;       /* teacher: batch statistics in its forward */
+} kd_job_model;
+
+typedef struct kd_job_loss {
+    char path[24]; /* "losses[1]" */
+    const kd_registry_entry *entry;
+    kd_params *params;
+    double weight;
+    double weight_warmup_epochs; /* weight ramps linearly from 0 over these */
+} kd_job_loss;
+
+typedef struct kd_job {
+    char *file;
+    json_t *root;
+    kd_registry *registry;
+    uint64_t seed;
+    int threads;
+    const char *output;
+    kd_job_data train, val;
+    kd_job_model teacher, student;
+    int n_losses;
+    kd_job_loss *losses;
+    const kd_registry_entry *optim;
+    kd_params *optim_params;
+    double lr;
+    const kd_registry_entry *schedule;
+    kd_params *schedule_params;
+    int64_t epochs;
+    int64_t eval_every, checkpoint_every, checkpoint_keep, log_every;
+} kd_job;
+
+/* Reads `file`, applies the overrides ("a.b=v", "losses[1].weight=2"; v
+ * is JSON when it parses as JSON, else a string), scans the plugin dirs
+ * (built-in, $KDENGINE_PLUGIN_PATH, the job's plugin_dirs) and checks
+ * every key. */
+kd_status kd_job_load(const char *file, int n_sets, const char *const *sets, kd_job **out);
+void kd_job_free(kd_job *job);
+
+/* The job after overrides, as JSON text (malloc'd): saved in the output
+ * folder and in checkpoints so a run says what made it. */
+char *kd_job_dump(const kd_job *job);
+
+#endif

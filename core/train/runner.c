@@ -1,0 +1,692 @@
+/* The training loop, evaluation and export. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../loader.h"
+#include <kdengine/kdengine.h>
+
+#include "checkpoint.h"
+#include "runner.h"
+#include "session.h"
+
+/* Stream words of the per-step rngs handed to models and losses. */
+#define STREAM_STUDENT 0x53545544ull /* "STUD" */
+#define STREAM_TEACHER 0x54454143ull /* "TEAC" */
+#define STREAM_LOSS 0x4C4F5353ull    /* "LOSS" */
+
+#define MAX_GROUPS 64
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+    /* a second ^C kills at once */
+    signal(sig, SIG_DFL);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static kd_status make_dir(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return kd_error(KD_ERR_INVALID, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return kd_error(KD_ERR_IO, "%s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return kd_error(KD_ERR_IO, "%s: %s", buf, strerror(errno));
+    return KD_OK;
+}
+
+static kd_status open_loader(const kd_session *s, const kd_data_run *d, uint64_t seed,
+                             kd_loader **out)
+{
+    kd_loader_config c = {
+        .dataset = d->vt,
+        .dataset_self = d->self,
+        .label = d->spec->path,
+        .n_transforms = d->spec->n_transforms,
+        .transforms = d->tvt,
+        .transform_selves = d->tself,
+        .batch_size = d->spec->batch_size,
+        .shuffle = d->spec->shuffle,
+        .drop_last = d->spec->drop_last,
+        .subset = d->spec->subset,
+        .workers = d->spec->workers,
+        .prefetch = d->spec->prefetch,
+        .seed = seed,
+    };
+    (void)s;
+    return kd_loader_new(&c, out);
+}
+
+/* ---------------------------------------------------------------- evaluation */
+
+/* Counts, for each row, the classes scored above the label's. */
+static void score_batch(const kd_tensor *logits, const kd_tensor *labels, int64_t *top1,
+                        int64_t *top5)
+{
+    int64_t n = logits->shape[0], c = logits->shape[1];
+    const float *z = kd_tensor_data(logits);
+    const int64_t *y = kd_tensor_data(labels);
+    for (int64_t i = 0; i < n; i++) {
+        float mine = z[i * c + y[i]];
+        int64_t above = 0;
+        for (int64_t k = 0; k < c; k++)
+            above += z[i * c + k] > mine;
+        *top1 += above == 0;
+        *top5 += above < 5;
+    }
+}
+
+static kd_status evaluate_model(kd_model_run *m, kd_loader *loader, kd_eval_result *r)
+{
+    memset(r, 0, sizeof *r);
+    kd_status st = kd_loader_start(loader, 0, 0);
+    int64_t top1 = 0, top5 = 0;
+    double loss_sum = 0;
+    bool saved = kd_set_grad_enabled(false);
+    bool *want = calloc((size_t)m->n_taps, sizeof *want);
+    if (!want)
+        st = kd_error(KD_ERR_NOMEM, "evaluation: out of memory");
+    else
+        want[m->logits] = true;
+    while (st == KD_OK) {
+        kd_batch b;
+        bool done;
+        st = kd_loader_next(loader, &b, &done);
+        if (st != KD_OK || done)
+            break;
+        kd_scope_begin();
+        memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
+        kd_forward_args args = {b.images, false, kd_rng_make(0, 0, 0), want, m->out};
+        st = m->vt->forward(m->self, &args);
+        kd_tensor *logits = m->out[m->logits];
+        kd_tensor *ce = st == KD_OK ? kd_cross_entropy(logits, b.labels, 0.0) : NULL;
+        if (st == KD_OK && !ce)
+            st = KD_ERR_INVALID;
+        if (st == KD_OK) {
+            kd_tensor *lc = kd_contiguous(logits);
+            score_batch(lc, b.labels, &top1, &top5);
+            loss_sum += kd_tensor_get(ce, 0) * (double)b.labels->shape[0];
+            r->samples += b.labels->shape[0];
+        }
+        kd_scope_end();
+    }
+    free(want);
+    kd_set_grad_enabled(saved);
+    if (st == KD_OK && r->samples) {
+        r->top1 = 100.0 * (double)top1 / (double)r->samples;
+        r->top5 = 100.0 * (double)top5 / (double)r->samples;
+        r->loss = loss_sum / (double)r->samples;
+    }
+    return st;
+}
+
+kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_eval_result *out)
+{
+    kd_session *s;
+    kd_status st = kd_session_open(job, teacher ? KD_SESSION_TEACHER : KD_SESSION_STUDENT, &s);
+    if (st != KD_OK)
+        return st;
+    if (weights)
+        st = kd_weights_load(weights, teacher ? "teacher" : "student", s->student.n_tensors,
+                             s->student.tensors);
+    kd_loader *loader = NULL;
+    if (st == KD_OK)
+        st = open_loader(s, &s->val, job->seed, &loader);
+    if (st == KD_OK)
+        st = evaluate_model(&s->student, loader, out);
+    kd_loader_free(loader);
+    kd_session_close(s);
+    return st;
+}
+
+kd_status kd_export(const kd_job *job, const char *weights, const char *out_path)
+{
+    kd_session *s;
+    kd_status st = kd_session_open(job, KD_SESSION_STUDENT, &s);
+    if (st != KD_OK)
+        return st;
+    st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors);
+    if (st == KD_OK) {
+        kd_tensor_group g = {"", s->student.n_tensors, s->student.tensors};
+        st = kd_checkpoint_save(out_path, 1, &g, NULL);
+    }
+    kd_session_close(s);
+    return st;
+}
+
+/* ---------------------------------------------------------------- run state */
+
+typedef struct run_state {
+    int64_t epoch, batch, step; /* where the next step starts */
+    double best_top1;
+    int64_t best_epoch;
+    double elapsed_s; /* training time before this process */
+    double loss_sum;  /* over the current epoch so far */
+    int64_t loss_count;
+} run_state;
+
+static char *state_json(const run_state *r)
+{
+    json_t *o = json_pack("{s:I, s:I, s:I, s:f, s:I, s:f, s:f, s:I}", "epoch", (json_int_t)r->epoch,
+                          "batch", (json_int_t)r->batch, "step", (json_int_t)r->step,
+                          "best_top1", r->best_top1, "best_epoch", (json_int_t)r->best_epoch,
+                          "elapsed_s", r->elapsed_s, "loss_sum", r->loss_sum, "loss_count",
+                          (json_int_t)r->loss_count);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+static kd_status parse_state(const char *path, const char *text, run_state *r)
+{
+    json_error_t jerr;
+    json_t *o = text ? json_loads(text, 0, &jerr) : NULL;
+    json_int_t epoch, batch, step, best_epoch, loss_count;
+    double best, elapsed, loss_sum;
+    int bad = !o || json_unpack(o, "{s:I, s:I, s:I, s:F, s:I, s:F, s:F, s:I}", "epoch", &epoch,
+                                "batch", &batch, "step", &step, "best_top1", &best, "best_epoch",
+                                &best_epoch, "elapsed_s", &elapsed, "loss_sum", &loss_sum,
+                                "loss_count", &loss_count);
+    json_decref(o);
+    if (bad)
+        return kd_error(KD_ERR_FORMAT, "%s: no readable kdengine state (not a checkpoint of a "
+                        "run?)", path);
+    *r = (run_state){epoch, batch, step, best, best_epoch, elapsed, loss_sum, loss_count};
+    return KD_OK;
+}
+
+typedef struct run {
+    const kd_job *job;
+    kd_session *s;
+    kd_loader *train, *val;
+    run_state st;
+    char ckpt_dir[4096];
+    FILE *metrics;
+    bool tty;
+    int64_t steps_per_epoch;
+} run;
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Checkpoint files of the run, oldest first (names sort by step). */
+static int list_checkpoints(const char *dir, char ***out)
+{
+    *out = NULL;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0, cap = 0;
+    char **names = NULL;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "step-", 5) != 0 || len < 17 ||
+            strcmp(e->d_name + len - 12, ".safetensors") != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **grown = realloc(names, (size_t)cap * sizeof *names);
+            if (!grown)
+                break;
+            names = grown;
+        }
+        if (!(names[n] = strdup(e->d_name)))
+            break;
+        n++;
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, compare_names);
+    *out = names;
+    return n;
+}
+
+static void free_names(char **names, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static kd_status save_checkpoint(run *r, const char *path)
+{
+    kd_tensor_group groups[MAX_GROUPS];
+    char prefixes[MAX_GROUPS][24];
+    int n = kd_session_groups(r->s, groups, MAX_GROUPS, prefixes);
+    char *state = state_json(&r->st);
+    kd_status st = state ? kd_checkpoint_save(path, n, groups, state)
+                         : kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+    free(state);
+    return st;
+}
+
+/* Writes step-N.safetensors and drops the oldest beyond `keep`. */
+static kd_status checkpoint_step(run *r, char *written, size_t size)
+{
+    snprintf(written, size, "%s/step-%09lld.safetensors", r->ckpt_dir, (long long)r->st.step);
+    kd_status st = save_checkpoint(r, written);
+    if (st != KD_OK)
+        return st;
+    char **names;
+    int n = list_checkpoints(r->ckpt_dir, &names);
+    for (int i = 0; i < n - (int)r->job->checkpoint_keep; i++) {
+        char old[4200];
+        snprintf(old, sizeof old, "%s/%s", r->ckpt_dir, names[i]);
+        if (unlink(old) != 0)
+            fprintf(stderr, "warning: cannot remove old checkpoint %s: %s\n", old,
+                    strerror(errno));
+    }
+    free_names(names, n);
+    return KD_OK;
+}
+
+/* Keeps the metrics lines of steps up to `step` (the checkpoint being
+ * resumed): lines a killed run wrote after it would be written again. */
+static kd_status trim_metrics(const char *path, int64_t step)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return KD_OK;
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) {
+        fclose(f);
+        return kd_error(KD_ERR_IO, "%s: %s", tmp, strerror(errno));
+    }
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        json_t *s = j ? json_object_get(j, "step") : NULL;
+        if (s && json_integer_value(s) <= step)
+            fputs(line, o);
+        json_decref(j);
+    }
+    fclose(f);
+    if (fclose(o) != 0 || rename(tmp, path) != 0)
+        return kd_error(KD_ERR_IO, "%s: %s", path, strerror(errno));
+    return KD_OK;
+}
+
+static void write_metrics(run *r, json_t *line)
+{
+    if (r->metrics && line) {
+        json_dumpf(line, r->metrics, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', r->metrics);
+        fflush(r->metrics);
+    }
+    json_decref(line);
+}
+
+static void format_eta(double s, char *buf, size_t size)
+{
+    if (!(s >= 0) || s > 1e7)
+        snprintf(buf, size, "?");
+    else if (s >= 3600)
+        snprintf(buf, size, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else
+        snprintf(buf, size, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+/* ---------------------------------------------------------------- one step */
+
+typedef struct step_terms {
+    double total;
+    double value[64]; /* per loss, weighted */
+    int n;
+} step_terms;
+
+static kd_status train_step(run *r, const kd_batch *b, double lr, step_terms *terms)
+{
+    kd_session *s = r->s;
+    const kd_job *job = r->job;
+    double epoch_pos = (double)r->st.epoch + (double)r->st.batch / (double)r->steps_per_epoch;
+    kd_status st = KD_OK;
+
+    if (s->teacher.vt) {
+        bool saved = kd_set_grad_enabled(false);
+        memset(s->teacher.out, 0, (size_t)s->teacher.n_taps * sizeof *s->teacher.out);
+        kd_forward_args ta = {b->images, job->teacher.train_bn,
+                              kd_rng_make(job->seed, STREAM_TEACHER, (uint64_t)r->st.step),
+                              s->teacher.want, s->teacher.out};
+        st = s->teacher.vt->forward(s->teacher.self, &ta);
+        kd_set_grad_enabled(saved);
+        if (st != KD_OK)
+            return kd_error_wrap(st, "teacher forward");
+    }
+    memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
+    kd_forward_args sa = {b->images, true,
+                          kd_rng_make(job->seed, STREAM_STUDENT, (uint64_t)r->st.step),
+                          s->student.want, s->student.out};
+    st = s->student.vt->forward(s->student.self, &sa);
+    if (st != KD_OK)
+        return kd_error_wrap(st, "student forward");
+
+    kd_tensor *total = NULL;
+    terms->n = s->n_losses;
+    for (int i = 0; i < s->n_losses; i++) {
+        kd_loss_run *l = &s->losses[i];
+        for (int k = 0; k < l->needs.n_student; k++)
+            l->student_in[k] = s->student.out[l->student_taps[k]];
+        for (int k = 0; k < l->needs.n_teacher; k++)
+            l->teacher_in[k] = s->teacher.out[l->teacher_taps[k]];
+        kd_loss_args la = {l->student_in, l->needs.n_teacher ? l->teacher_in : NULL,
+                           b->labels, NULL, b->indices, r->st.epoch, r->st.step, true,
+                           kd_rng_make(job->seed, STREAM_LOSS << 8 | (uint64_t)i,
+                                       (uint64_t)r->st.step)};
+        kd_loss_result res = {0};
+        st = l->vt->forward(l->self, &la, &res);
+        if (st == KD_OK && (!res.loss || kd_tensor_numel(res.loss) != 1))
+            st = kd_error(KD_ERR_FORMAT, "loss '%s' returned no scalar", l->spec->entry->name);
+        if (st != KD_OK)
+            return kd_error_wrap(st, "%s", l->spec->path);
+        double w = l->spec->weight;
+        if (l->spec->weight_warmup_epochs > 0 && epoch_pos < l->spec->weight_warmup_epochs)
+            w *= epoch_pos / l->spec->weight_warmup_epochs;
+        double v = kd_tensor_get(res.loss, 0);
+        if (!isfinite(v))
+            return kd_error(KD_ERR_INVALID, "step %lld (epoch %lld): %s (%s) is %s; stopping",
+                            (long long)r->st.step, (long long)r->st.epoch + 1, l->spec->path,
+                            l->spec->entry->name, isnan(v) ? "NaN" : "infinite");
+        terms->value[i] = w * v;
+        kd_tensor *weighted = kd_mul_scalar(res.loss, w);
+        total = total ? kd_add(total, weighted) : weighted;
+    }
+    if (!total)
+        return KD_ERR_INVALID;
+    terms->total = kd_tensor_get(total, 0);
+    if (!isfinite(terms->total))
+        return kd_error(KD_ERR_INVALID, "step %lld: the total loss is not finite; stopping",
+                        (long long)r->st.step);
+    for (int i = 0; i < s->n_params; i++)
+        kd_tensor_zero_grad(s->params[i].tensor);
+    st = kd_backward(total);
+    if (st == KD_OK)
+        st = s->optim_vt->step(s->optim, lr);
+    return st;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+static void print_progress(run *r, const step_terms *t, double lr, double ips, double eta_s,
+                           bool final_line)
+{
+    char eta[32];
+    format_eta(eta_s, eta, sizeof eta);
+    char terms[512];
+    size_t used = 0;
+    terms[0] = '\0';
+    for (int i = 0; i < t->n && r->s->n_losses > 1 && used < sizeof terms; i++)
+        used += (size_t)snprintf(terms + used, sizeof terms - used, "%s%s %.4f",
+                                 i ? ", " : " (", r->s->losses[i].spec->entry->name,
+                                 t->value[i]);
+    if (used && used < sizeof terms)
+        snprintf(terms + used, sizeof terms - used, ")");
+    double avg = r->st.loss_count ? r->st.loss_sum / (double)r->st.loss_count : t->total;
+    fprintf(stderr, "%sepoch %lld/%lld step %lld/%lld loss %.4f%s lr %.5g %.0f img/s ETA %s%s",
+            r->tty ? "\r\033[K" : "", (long long)r->st.epoch + 1, (long long)r->job->epochs,
+            (long long)r->st.batch, (long long)r->steps_per_epoch, avg, terms, lr, ips, eta,
+            r->tty && !final_line ? "" : "\n");
+    fflush(stderr);
+}
+
+static kd_status run_eval(run *r, json_t **line)
+{
+    kd_eval_result e;
+    double t0 = now_s();
+    kd_status st = evaluate_model(&r->s->student, r->val, &e);
+    if (st != KD_OK)
+        return kd_error_wrap(st, "evaluation after epoch %lld", (long long)r->st.epoch);
+    bool best = e.top1 > r->st.best_top1;
+    if (best) {
+        r->st.best_top1 = e.top1;
+        r->st.best_epoch = r->st.epoch;
+    }
+    fprintf(stderr, "eval epoch %lld: top-1 %.2f%%, top-5 %.2f%%, loss %.4f on %lld images "
+            "(%.1f s)%s\n", (long long)r->st.epoch, e.top1, e.top5, e.loss,
+            (long long)e.samples, now_s() - t0, best ? ", best so far" : "");
+    *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:I}", "type", "eval", "epoch",
+                      (json_int_t)r->st.epoch, "step", (json_int_t)r->st.step, "top1", e.top1,
+                      "top5", e.top5, "loss", e.loss, "samples", (json_int_t)e.samples);
+    if (best) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/best.safetensors", r->job->output);
+        st = save_checkpoint(r, path);
+    }
+    return st;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static kd_status resume(run *r)
+{
+    char **names;
+    int n = list_checkpoints(r->ckpt_dir, &names);
+    if (n == 0) {
+        free_names(names, n);
+        return kd_error(KD_ERR_INVALID, "--resume: no checkpoint in %s", r->ckpt_dir);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", r->ckpt_dir, names[n - 1]);
+    free_names(names, n);
+    kd_tensor_group groups[MAX_GROUPS];
+    char prefixes[MAX_GROUPS][24];
+    int ng = kd_session_groups(r->s, groups, MAX_GROUPS, prefixes);
+    char *state = NULL;
+    kd_status st = kd_checkpoint_load(path, ng, groups, &state);
+    if (st == KD_OK)
+        st = parse_state(path, state, &r->st);
+    free(state);
+    if (st == KD_OK) {
+        char metrics[4200];
+        snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", r->job->output);
+        st = trim_metrics(metrics, r->st.step);
+        fprintf(stderr, "resuming from %s: epoch %lld, batch %lld, step %lld\n", path,
+                (long long)r->st.epoch + 1, (long long)r->st.batch, (long long)r->st.step);
+    }
+    return st;
+}
+
+static kd_status write_job_copy(const kd_job *job)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/job.json", job->output);
+    char *text = kd_job_dump(job);
+    FILE *f = text ? fopen(path, "w") : NULL;
+    kd_status st = KD_OK;
+    if (!f || fputs(text, f) < 0 || fputc('\n', f) == EOF)
+        st = kd_error(KD_ERR_IO, "%s: %s", path, strerror(errno));
+    if (f && fclose(f) != 0 && st == KD_OK)
+        st = kd_error(KD_ERR_IO, "%s: %s", path, strerror(errno));
+    free(text);
+    return st;
+}
+
+static kd_status train_epochs(run *r)
+{
+    const kd_job *job = r->job;
+    kd_session *s = r->s;
+    double t_start = now_s();
+    double elapsed_before = r->st.elapsed_s;
+    int64_t total_steps = r->steps_per_epoch * job->epochs;
+    int64_t steps_at_start = r->st.step;
+    kd_status st = KD_OK;
+    while (st == KD_OK && r->st.epoch < job->epochs) {
+        st = kd_loader_start(r->train, r->st.epoch, r->st.batch);
+        double window_t = now_s(), last_draw = 0;
+        int64_t window_images = 0;
+        double ips = 0;
+        step_terms terms = {0};
+        double lr = 0;
+        while (st == KD_OK) {
+            kd_batch b;
+            bool done;
+            st = kd_loader_next(r->train, &b, &done);
+            if (st != KD_OK || done)
+                break;
+            st = s->sched_vt->lr_at(s->sched, r->st.step, &lr);
+            if (st != KD_OK)
+                break;
+            kd_scope_begin();
+            st = train_step(r, &b, lr, &terms);
+            kd_scope_end();
+            if (st != KD_OK)
+                break;
+            r->st.step++;
+            r->st.batch++;
+            r->st.loss_sum += terms.total;
+            r->st.loss_count++;
+            window_images += b.labels->shape[0];
+            double t = now_s();
+            bool log_now = r->st.step % job->log_every == 0;
+            if (log_now || (r->tty && t - last_draw > 0.25)) {
+                ips = (double)window_images / (t - window_t > 1e-9 ? t - window_t : 1e-9);
+                double per_step = (t - t_start) / (double)(r->st.step - steps_at_start);
+                print_progress(r, &terms, lr, ips, per_step * (double)(total_steps - r->st.step),
+                               false);
+                last_draw = t;
+            }
+            if (log_now) {
+                json_t *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "type", "train",
+                                         "epoch", (json_int_t)r->st.epoch, "step",
+                                         (json_int_t)r->st.step, "lr", lr, "loss", terms.total,
+                                         "loss_avg", r->st.loss_sum / (double)r->st.loss_count,
+                                         "img_per_s", ips);
+                json_t *tj = json_object();
+                for (int i = 0; i < terms.n; i++)
+                    json_object_set_new(tj, s->losses[i].spec->path, json_real(terms.value[i]));
+                json_object_set_new(line, "terms", tj);
+                write_metrics(r, line);
+                window_t = t;
+                window_images = 0;
+            }
+            if (stop_signal)
+                break;
+        }
+        r->st.elapsed_s = elapsed_before + (now_s() - t_start);
+        if (st != KD_OK)
+            return st;
+        if (stop_signal) {
+            char path[4200];
+            st = checkpoint_step(r, path, sizeof path);
+            if (st != KD_OK)
+                return st;
+            return kd_error(KD_ERR_STATE, "stopped by signal %d at step %lld; checkpoint %s "
+                            "(continue with --resume)", (int)stop_signal,
+                            (long long)r->st.step, path);
+        }
+        print_progress(r, &terms, lr, ips, 0, true);
+        /* the epoch is done: the state now points at the next one */
+        r->st.epoch++;
+        r->st.batch = 0;
+        r->st.loss_sum = 0;
+        r->st.loss_count = 0;
+        json_t *eval_line = NULL;
+        if (r->val && job->eval_every > 0 &&
+            (r->st.epoch % job->eval_every == 0 || r->st.epoch == job->epochs)) {
+            st = run_eval(r, &eval_line);
+            write_metrics(r, eval_line);
+            if (st != KD_OK)
+                return st;
+        }
+        if (r->st.epoch % job->checkpoint_every == 0 || r->st.epoch == job->epochs) {
+            char path[4200];
+            st = checkpoint_step(r, path, sizeof path);
+        }
+    }
+    return st;
+}
+
+kd_status kd_run(const kd_job *job, const kd_run_options *options)
+{
+    run r = {0};
+    r.job = job;
+    r.st.best_top1 = -1;
+    r.st.best_epoch = -1;
+    r.tty = isatty(2);
+    int threads = job->threads ? job->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    kd_set_num_threads(threads > 0 ? threads : 1);
+    snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", job->output);
+
+    double t0 = now_s();
+    kd_status st = kd_session_open(job, KD_SESSION_TRAIN, &r.s);
+    if (st == KD_OK)
+        st = make_dir(r.ckpt_dir);
+    if (st == KD_OK)
+        st = open_loader(r.s, &r.s->train, job->seed, &r.train);
+    if (st == KD_OK && r.s->val.vt)
+        st = open_loader(r.s, &r.s->val, job->seed, &r.val);
+    if (st == KD_OK)
+        r.steps_per_epoch = kd_loader_batches_per_epoch(r.train);
+    if (st == KD_OK && options && options->resume)
+        st = resume(&r);
+    if (st == KD_OK)
+        st = write_job_copy(job);
+    char metrics_path[4200];
+    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", job->output);
+    if (st == KD_OK) {
+        r.metrics = fopen(metrics_path, options && options->resume ? "a" : "w");
+        if (!r.metrics)
+            st = kd_error(KD_ERR_IO, "%s: %s", metrics_path, strerror(errno));
+    }
+    if (st == KD_OK) {
+        fprintf(stderr, "%s: %s%s%s -> %s, %lld epochs x %lld steps, batch %lld, %d threads "
+                "(ready in %.1f s)\n", job->file, job->teacher.present ? job->teacher.entry->name : "",
+                job->teacher.present ? " teaches " : "training ", job->student.entry->name,
+                job->output, (long long)job->epochs, (long long)r.steps_per_epoch,
+                (long long)job->train.batch_size, kd_num_threads(), now_s() - t0);
+        stop_signal = 0;
+        struct sigaction sa = {0}, old_int, old_term;
+        sa.sa_handler = on_signal;
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+        st = train_epochs(&r);
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+    }
+    if (st == KD_OK) {
+        double img = (double)r.st.step * (double)job->train.batch_size;
+        fprintf(stderr, "done: %lld steps in %.1f s (%.0f img/s)", (long long)r.st.step,
+                r.st.elapsed_s, r.st.elapsed_s > 0 ? img / r.st.elapsed_s : 0.0);
+        if (r.st.best_epoch >= 0)
+            fprintf(stderr, "; best top-1 %.2f%% after epoch %lld (%s/best.safetensors)",
+                    r.st.best_top1, (long long)r.st.best_epoch, job->output);
+        fprintf(stderr, "\n");
+        write_metrics(&r, json_pack("{s:s, s:I, s:I, s:f, s:f, s:I}", "type", "summary", "epoch",
+                                    (json_int_t)r.st.epoch, "step", (json_int_t)r.st.step,
+                                    "elapsed_s", r.st.elapsed_s, "best_top1", r.st.best_top1,
+                                    "best_epoch", (json_int_t)r.st.best_epoch));
+    }
+    if (r.metrics)
+        fclose(r.metrics);
+    kd_loader_free(r.train);
+    kd_loader_free(r.val);
+    kd_session_close(r.s);
+    return st;
+}

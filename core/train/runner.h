@@ -1,0 +1,38 @@
+/* The runner: training (supervised or distillation), evaluation and
+ * export, on a session built from a job.
+ *
+ * The output folder of a run holds job.json (the job after --set),
+ * metrics.jsonl (one JSON object per line: "train" every log interval,
+ * "eval" after each evaluation, "summary" at the end), checkpoints/
+ * (step-NNNNNNNNN.safetensors, the last `checkpoint.keep`) and
+ * best.safetensors (the best top-1 so far). */
+#ifndef KD_CORE_RUNNER_H
+#define KD_CORE_RUNNER_H
+
+#include <stdbool.h>
+
+#include "job.h"
+
+typedef struct kd_run_options {
+    bool resume; /* continue from the newest checkpoint of the output folder */
+} kd_run_options;
+
+/* Trains the job's student. SIGINT/SIGTERM finish the step, write a
+ * checkpoint and return KD_ERR_STATE with a message saying so. */
+kd_status kd_run(const kd_job *job, const kd_run_options *options);
+
+typedef struct kd_eval_result {
+    double top1, top5; /* percent */
+    double loss;       /* mean cross-entropy */
+    int64_t samples;
+} kd_eval_result;
+
+/* Evaluates the student (or the teacher) on data.val with `weights` (a
+ * state_dict file or a checkpoint; NULL: the job's own weights). */
+kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_eval_result *out);
+
+/* Writes the student's tensors from `weights` under their state_dict names
+ * to out_path (safetensors, atomic). */
+kd_status kd_export(const kd_job *job, const char *weights, const char *out_path);
+
+#endif
