@@ -363,13 +363,25 @@ static kd_status check_value(const json_t *spec, const json_t *v, const char *wh
         *out = norm;
         return KD_OK;
     }
+    const char *items = json_string_value(json_object_get(spec, "items"));
     if (!json_is_array(v)) {
+        /* a lone scalar stands for a one-element array ("size": 28) */
+        json_t *norm = NULL;
+        if (!json_is_object(v) && !json_is_null(v) &&
+            check_scalar(items, v, where, what, &norm) == KD_OK) {
+            json_t *one = json_array();
+            if (!one || json_array_append_new(one, norm) != 0) {
+                json_decref(one);
+                return kd_error(KD_ERR_NOMEM, "%s: out of memory", where);
+            }
+            *out = one;
+            return KD_OK;
+        }
         char got[96];
         describe_value(v, got, sizeof got);
-        return kd_error(KD_ERR_INVALID, "%s: %sexpected an array, got %s", where,
-                        *what ? "default: " : "", got);
+        return kd_error(KD_ERR_INVALID, "%s: %sexpected an array (or one %s), got %s", where,
+                        *what ? "default: " : "", items, got);
     }
-    const char *items = json_string_value(json_object_get(spec, "items"));
     json_t *array = json_array();
     if (!array)
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", where);

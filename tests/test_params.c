@@ -276,8 +276,18 @@ static void test_errors(void)
     expect_error("error: string array element", kd_schema, "{\"names\": [\"a\", false]}",
                  "losses[1]", 0, NULL,
                  "losses[1].names[1]: expected a string, got a boolean (false)");
-    expect_error("error: scalar for an array", kd_schema, "{\"milestones\": 3}", "losses[1]", 0,
-                 NULL, "losses[1].milestones: expected an array, got an integer (3)");
+    expect_error("error: wrong scalar for an array", kd_schema, "{\"milestones\": \"3\"}",
+                 "losses[1]", 0, NULL,
+                 "losses[1].milestones: expected an array (or one integer), got a string (\"3\")");
+    expect_error("error: object for an array", kd_schema, "{\"milestones\": {}}", "losses[1]", 0,
+                 NULL, "losses[1].milestones: expected an array (or one integer), got an object");
+    kd_params *one = NULL;
+    kd_status one_st = build(kd_schema, "{\"milestones\": 3}", "losses[1]", 0, NULL, &one);
+    kt_check(one_st == KD_OK && kd_params_array_length(one, "milestones") == 1 &&
+                 kd_params_array_number(one, "milestones", 0) == 3,
+             "a lone scalar is a one-element array", "status %s: %s", kd_status_name(one_st),
+             kd_last_error());
+    kd_params_free(one);
 
     const char *required =
         "{\"scale\": {\"type\": \"number\", \"doc\": \"required\"},"

@@ -165,7 +165,7 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
 kd_status kd_export(const kd_job *job, const char *weights, const char *out_path)
 {
     kd_session *s;
-    kd_status st = kd_session_open(job, KD_SESSION_STUDENT, &s);
+    kd_status st = kd_session_open(job, KD_SESSION_WEIGHTS, &s);
     if (st != KD_OK)
         return st;
     st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors);

@@ -352,6 +352,15 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         return kd_error(KD_ERR_NOMEM, "session: out of memory");
     s->job = job;
     kd_status st = KD_OK;
+    if (mode == KD_SESSION_WEIGHTS) {
+        st = open_model(job, &job->student, ROLE_STUDENT, &s->student);
+        if (st != KD_OK) {
+            kd_session_close(s);
+            return st;
+        }
+        *out = s;
+        return KD_OK;
+    }
     if (mode != KD_SESSION_TRAIN && !job->val.present)
         st = kd_error(KD_ERR_INVALID, "data.val: missing (what to evaluate on)");
     if (st == KD_OK && mode == KD_SESSION_TRAIN)
