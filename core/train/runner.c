@@ -220,6 +220,7 @@ static kd_status parse_state(const char *path, const char *text, run_state *r)
 
 typedef struct run {
     const kd_job *job;
+    kd_eval_result last_eval; /* samples 0 until an evaluation ran */
     kd_session *s;
     kd_loader *train, *val;
     run_state st;
@@ -463,6 +464,7 @@ static kd_status run_eval(run *r, json_t **line)
     kd_status st = evaluate_model(&r->s->student, r->val, &e);
     if (st != KD_OK)
         return kd_error_wrap(st, "evaluation after epoch %lld", (long long)r->st.epoch);
+    r->last_eval = e;
     bool best = e.top1 > r->st.best_top1;
     if (best) {
         r->st.best_top1 = e.top1;
@@ -678,10 +680,15 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options)
             fprintf(stderr, "; best top-1 %.2f%% after epoch %lld (%s/best.safetensors)",
                     r.st.best_top1, (long long)r.st.best_epoch, job->output);
         fprintf(stderr, "\n");
-        write_metrics(&r, json_pack("{s:s, s:I, s:I, s:f, s:f, s:I}", "type", "summary", "epoch",
+        json_t *summary = json_pack("{s:s, s:I, s:I, s:f, s:f, s:I}", "type", "summary", "epoch",
                                     (json_int_t)r.st.epoch, "step", (json_int_t)r.st.step,
                                     "elapsed_s", r.st.elapsed_s, "best_top1", r.st.best_top1,
-                                    "best_epoch", (json_int_t)r.st.best_epoch));
+                                    "best_epoch", (json_int_t)r.st.best_epoch);
+        if (summary && r.last_eval.samples) {
+            json_object_set_new(summary, "top1", json_real(r.last_eval.top1));
+            json_object_set_new(summary, "top5", json_real(r.last_eval.top5));
+        }
+        write_metrics(&r, summary);
     }
     if (r.metrics)
         fclose(r.metrics);
