@@ -30,9 +30,18 @@ kd_status kd_error_wrap(kd_status code, const char *fmt, ...)
     va_start(ap, fmt);
     int used = vsnprintf(error_message, sizeof error_message, fmt, ap);
     va_end(ap);
-    if (used >= 0 && (size_t)used < sizeof error_message)
-        snprintf(error_message + used, sizeof error_message - (size_t)used, ": %s",
-                 old);
+    /* ": old" after the new context, cut to fit (by hand: gcc at -O1 warns
+     * that a snprintf here may truncate, which is what it is for) */
+    if (used >= 0 && (size_t)used + 3 < sizeof error_message) {
+        size_t at = (size_t)used;
+        error_message[at++] = ':';
+        error_message[at++] = ' ';
+        size_t n = strnlen(old, sizeof old);
+        if (n > sizeof error_message - 1 - at)
+            n = sizeof error_message - 1 - at;
+        memcpy(error_message + at, old, n);
+        error_message[at + n] = '\0';
+    }
     return code;
 }
 
