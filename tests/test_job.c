@@ -290,6 +290,29 @@ static void test_run(void)
                 !kd_safetensors_metadata(f, "kdengine.state");
     kd_safetensors_close(f);
     kt_check(bare, "export: student weights with state_dict names", "exit %d", rc);
+
+    /* PyTorch's strict load_state_dict takes the file, and the reference
+     * model scores the val set as kdengine does with the same weights */
+    rc = kdengine(&out, "eval sup.json --weights teacher.safetensors --json");
+    p = out ? strstr(out, "\"top1\": ") : NULL;
+    double ours = p ? atof(p + 8) : -1;
+    free(out);
+    char script[512], cmd[2048];
+    kt_source_path("tests/parity/torch_load_export.py", script, sizeof script);
+    snprintf(cmd, sizeof cmd, "%s %s %s/teacher.safetensors resnet8 4 1 %s/val-images.idx "
+             "%s/val-labels.idx 0.4 0.25 2>&1", KD_TORCH_PYTHON, script, dir, dir, dir);
+    rc = kt_run_command(cmd, &out);
+    p = out ? strstr(out, "\"top1\": ") : NULL;
+    double theirs = p ? atof(p + 8) : -2;
+    if (rc != 0 && out && has(out, "No module named 'torch'"))
+        kt_skip("export: PyTorch loads it strictly and agrees", "no torch in %s",
+                KD_TORCH_PYTHON);
+    else
+        kt_check(rc == 0 && ours >= 0 && theirs == ours,
+                 "export: PyTorch loads it strictly and agrees",
+                 "kdengine top-1 %.4f, torch top-1 %.4f (exit %d): %s", ours, theirs, rc,
+                 out ? out : "(none)");
+    free(out);
 }
 
 static void test_distill(void)
