@@ -95,8 +95,9 @@ def random_crop(t, gen):
         left = torch.randint(0, w + 2 * pad - ow + 1, (n,), generator=gen)
         rows = (top[:, None] + torch.arange(oh))[:, None, :, None]
         cols = (left[:, None] + torch.arange(ow))[:, None, None, :]
-        return x[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
-                 rows, cols]
+        samples = torch.arange(n)[:, None, None, None]
+        channels = torch.arange(x.shape[1])[None, :, None, None]
+        return x[samples, channels, rows, cols]
     return apply
 
 
@@ -301,7 +302,9 @@ def main():
     if a.subset is not None:
         train_split["subset"] = a.subset
     if a.teacher_weights:
-        job.setdefault("teacher", {})["weights"] = a.teacher_weights
+        if "teacher" not in job:
+            fail(f"--teacher-weights: {a.job} has no teacher")
+        job["teacher"]["weights"] = a.teacher_weights
     torch.set_num_threads(a.threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -318,7 +321,7 @@ def main():
         t0 = time.time()
         top1, top5, loss = evaluate(teacher, *val, val_split)
         print(json.dumps({"job": a.job, "model": "teacher", "top1": top1, "top5": top5,
-                          "loss": loss, "seconds": time.time() - t0, "threads": a.threads,
+                          "loss": loss, "seconds": round(time.time() - t0, 1), "threads": a.threads,
                           "blas": blas_name()}))
         return
 
@@ -335,6 +338,8 @@ def main():
     batch = train_split.get("batch_size", 128)
     shuffle, drop_last = train_split.get("shuffle", True), train_split.get("drop_last", True)
     steps_per_epoch = len(images) // batch if drop_last else -(-len(images) // batch)
+    if steps_per_epoch == 0:
+        fail(f"data.train: {len(images)} samples make no batch of {batch}")
     opt = make_optimizer(student, job["optim"])
     sched, per_step = make_scheduler(opt, job["schedule"], epochs, steps_per_epoch)
     pipeline = make_pipeline(train_split, "data.train", gen)
@@ -368,9 +373,10 @@ def main():
             total += float(loss)
         if not per_step:
             sched.step()
-        msg = (f"epoch {epoch + 1}/{epochs}: loss {total / max(k + 1, 1):.4f} lr {lr:.5g} "
-               f"{(k + 1) * batch / (time.time() - te):.0f} img/s")
-        if val is not None and eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+        msg = (f"epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f} lr {lr:.5g} "
+               f"{steps_per_epoch * batch / (time.time() - te):.0f} img/s")
+        done = epoch + 1
+        if val is not None and eval_every > 0 and (done % eval_every == 0 or done == epochs):
             result = evaluate(student, *val, val_split)
             msg += f"; eval top-1 {result[0]:.2f}% top-5 {result[1]:.2f}% loss {result[2]:.4f}"
         print(msg, file=sys.stderr, flush=True)
