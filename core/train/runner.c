@@ -603,6 +603,8 @@ static kd_status train_epochs(run *r)
                             "(continue with --resume)", (int)stop_signal,
                             (long long)r->st.step, path);
         }
+        if (window_images > 0)
+            ips = (double)window_images / (now_s() - window_t > 1e-9 ? now_s() - window_t : 1e-9);
         print_progress(r, &terms, lr, ips, 0, true);
         /* the epoch is done: the state now points at the next one */
         r->st.epoch++;
