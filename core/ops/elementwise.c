@@ -8,39 +8,38 @@
 
 static const char *const binary_names[] = {"add", "sub", "mul", "div"};
 
-/* Equal shapes: one flat loop the compiler vectorises. */
-#define BINARY_FLAT_LOOP(EXPR)                                                  \
-    _Pragma("omp parallel for if (n > 32768) schedule(static)")                 \
-    for (int64_t i = 0; i < n; i++)                                             \
-        out[i] = EXPR
+/* One kernel per op and dtype, so that no loop decides the op per element
+ * and every contiguous run vectorises. */
+#define BINARY_OPS(X, T, S)                                                      \
+    X(T, S, add, +)                                                            \
+    X(T, S, sub, -)                                                            \
+    X(T, S, mul, *)                                                            \
+    X(T, S, div, /)
 
-#define DEFINE_BINARY_KERNEL(T, SUFFIX)                                          \
-    static inline T apply_##SUFFIX(kd_binary_op op, T a, T b)                  \
+typedef void (*binary_same_fn)(void *out, const void *a, const void *b, int64_t n);
+typedef void (*binary_bcast_fn)(void *out, const void *a, const int64_t *sa, const void *b,
+                                const int64_t *sb, int ndim, const int64_t *shape);
+
+#define DEFINE_BINARY_KERNELS(T, S, NAME, OP)                                    \
+    /* Equal shapes: one flat loop. */                                         \
+    static void same_##NAME##_##S(void *out_, const void *a_, const void *b_,  \
+                                  int64_t n)                                   \
     {                                                                          \
-        switch (op) {                                                          \
-        case KD_BIN_ADD: return a + b;                                         \
-        case KD_BIN_SUB: return a - b;                                         \
-        case KD_BIN_MUL: return a * b;                                         \
-        default: return a / b;                                                 \
-        }                                                                      \
+        T *restrict out = out_;                                                \
+        const T *restrict a = a_, *restrict b = b_;                            \
+        _Pragma("omp parallel for simd if (n > 32768) schedule(static)")        \
+        for (int64_t i = 0; i < n; i++)                                        \
+            out[i] = a[i] OP b[i];                                             \
     }                                                                          \
     /* out contiguous with shape[ndim]; a and b read through broadcast       \
      * strides. The last dim is the inner loop; outer rows run in parallel. */ \
-    static void binary_same_##SUFFIX(kd_binary_op op, T *out, const T *a,      \
-                                     const T *b, int64_t n)                    \
+    static void bcast_##NAME##_##S(void *out_, const void *a_,                 \
+                                   const int64_t *sa, const void *b_,          \
+                                   const int64_t *sb, int ndim,                \
+                                   const int64_t *shape)                       \
     {                                                                          \
-        switch (op) {                                                          \
-        case KD_BIN_ADD: BINARY_FLAT_LOOP(a[i] + b[i]); break;                 \
-        case KD_BIN_SUB: BINARY_FLAT_LOOP(a[i] - b[i]); break;                 \
-        case KD_BIN_MUL: BINARY_FLAT_LOOP(a[i] * b[i]); break;                 \
-        default: BINARY_FLAT_LOOP(a[i] / b[i]); break;                         \
-        }                                                                      \
-    }                                                                          \
-    static void binary_##SUFFIX(kd_binary_op op, T *out, const T *a,           \
-                                const int64_t *sa, const T *b,                 \
-                                const int64_t *sb, int ndim,                   \
-                                const int64_t *shape)                          \
-    {                                                                          \
+        T *out = out_;                                                         \
+        const T *a = a_, *b = b_;                                              \
         int64_t inner = ndim ? shape[ndim - 1] : 1;                            \
         int64_t ia = ndim ? sa[ndim - 1] : 0, ib = ndim ? sb[ndim - 1] : 0;    \
         int64_t rows = kd_shape_numel(ndim - 1 > 0 ? ndim - 1 : 0, shape);     \
@@ -53,24 +52,45 @@ static const char *const binary_names[] = {"add", "sub", "mul", "div"};
                 oa += i * sa[d];                                               \
                 ob += i * sb[d];                                               \
             }                                                                  \
-            T *o = out + r * inner;                                            \
-            const T *pa = a + oa, *pb = b + ob;                                \
+            T *restrict o = out + r * inner;                                   \
+            const T *restrict pa = a + oa, *restrict pb = b + ob;              \
             if (ia == 1 && ib == 1) {                                          \
+                _Pragma("omp simd")                                            \
                 for (int64_t j = 0; j < inner; j++)                            \
-                    o[j] = apply_##SUFFIX(op, pa[j], pb[j]);                   \
+                    o[j] = pa[j] OP pb[j];                                     \
             } else if (ia == 1 && ib == 0) {                                   \
                 T vb = pb[0];                                                  \
+                _Pragma("omp simd")                                            \
                 for (int64_t j = 0; j < inner; j++)                            \
-                    o[j] = apply_##SUFFIX(op, pa[j], vb);                      \
+                    o[j] = pa[j] OP vb;                                        \
+            } else if (ia == 0 && ib == 1) {                                   \
+                T va = pa[0];                                                  \
+                _Pragma("omp simd")                                            \
+                for (int64_t j = 0; j < inner; j++)                            \
+                    o[j] = va OP pb[j];                                        \
             } else {                                                           \
                 for (int64_t j = 0; j < inner; j++)                            \
-                    o[j] = apply_##SUFFIX(op, pa[j * ia], pb[j * ib]);         \
+                    o[j] = pa[j * ia] OP pb[j * ib];                           \
             }                                                                  \
         }                                                                      \
     }
 
-DEFINE_BINARY_KERNEL(float, f32)
-DEFINE_BINARY_KERNEL(double, f64)
+BINARY_OPS(DEFINE_BINARY_KERNELS, float, f32)
+BINARY_OPS(DEFINE_BINARY_KERNELS, double, f64)
+
+/* Indexed by kd_binary_op, then f32 / f64. */
+static const binary_same_fn binary_same[4][2] = {
+    {same_add_f32, same_add_f64},
+    {same_sub_f32, same_sub_f64},
+    {same_mul_f32, same_mul_f64},
+    {same_div_f32, same_div_f64},
+};
+static const binary_bcast_fn binary_bcast[4][2] = {
+    {bcast_add_f32, bcast_add_f64},
+    {bcast_sub_f32, bcast_sub_f64},
+    {bcast_mul_f32, bcast_mul_f64},
+    {bcast_div_f32, bcast_div_f64},
+};
 
 /* out = a op b without recording; a and b same dtype and device. */
 static kd_tensor *binary_raw(kd_binary_op op, kd_tensor *a, kd_tensor *b)
@@ -94,23 +114,17 @@ static kd_tensor *binary_raw(kd_binary_op op, kd_tensor *a, kd_tensor *b)
         return NULL;
 #endif
     }
+    int f64 = a->dtype == KD_F64;
     if (kd_tensor_same_shape(ac, bc)) {
-        int64_t n = kd_tensor_numel(out);
-        if (a->dtype == KD_F32)
-            binary_same_f32(op, kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(bc), n);
-        else
-            binary_same_f64(op, kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(bc), n);
+        binary_same[op][f64](kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(bc),
+                             kd_tensor_numel(out));
         return out;
     }
     int64_t sa[KD_MAX_DIMS], sb[KD_MAX_DIMS];
     kd_broadcast_strides(ac, ndim, shape, sa);
     kd_broadcast_strides(bc, ndim, shape, sb);
-    if (a->dtype == KD_F32)
-        binary_f32(op, kd_tensor_data(out), kd_tensor_data(ac), sa,
-                   kd_tensor_data(bc), sb, ndim, shape);
-    else
-        binary_f64(op, kd_tensor_data(out), kd_tensor_data(ac), sa,
-                   kd_tensor_data(bc), sb, ndim, shape);
+    binary_bcast[op][f64](kd_tensor_data(out), kd_tensor_data(ac), sa, kd_tensor_data(bc), sb,
+                          ndim, shape);
     return out;
 }
 

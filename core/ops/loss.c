@@ -1,6 +1,9 @@
 /* Losses: cross-entropy with hard labels (label smoothing) or soft targets,
  * and KL divergence as torch's F.kl_div. Each is one fused kernel forward
- * and one backward; row statistics are kept instead of probabilities. */
+ * and one backward; row statistics are kept instead of probabilities: per
+ * row the maximum m and log sum exp(x - m), as two numbers because their
+ * sum rounded to f32 would lose a rounding unit of m, and backward shifts
+ * by (x - m) - log sum. */
 #include <tgmath.h>
 
 #include "../internal.h"
@@ -25,8 +28,9 @@ static kd_tensor *scalar_like(const kd_tensor *x, double v)
 /* With lse = log sum exp of the row, -log p_j = lse - x_j, so
  * (1-eps) nll + eps mean_j(-log p_j) = lse - (1-eps) x_y - eps mean_j x_j. */
 #define DEFINE_CE_KERNELS(T, S)                                                  \
-    static double ce_forward_##S(const T *x, const int64_t *labels, double *lse, \
-                                 int64_t n, int64_t c, double eps)              \
+    static double ce_forward_##S(const T *x, const int64_t *labels,           \
+                                 double *stats, int64_t n, int64_t c,           \
+                                 double eps)                                    \
     {                                                                           \
         double total = 0;                                                       \
         _Pragma("omp parallel for reduction(+ : total) if (n * c > PAR_MIN) schedule(static)") \
@@ -38,25 +42,26 @@ static kd_tensor *scalar_like(const kd_tensor *x, double v)
             _Pragma("omp simd reduction(+ : sx)")                               \
             for (int64_t j = 0; j < c; j++)                                     \
                 sx += row[j];                                                   \
-            lse[i] = m + log(s);                                                \
-            total += lse[i] - (1 - eps) * row[labels[i]] - eps * sx / (double)c; \
+            stats[2 * i] = m;                                                   \
+            stats[2 * i + 1] = log(s);                                          \
+            total += m + log(s) - (1 - eps) * row[labels[i]] - eps * sx / (double)c; \
         }                                                                       \
         return total;                                                           \
     }                                                                           \
     /* gx = (softmax - smoothed one-hot) * scale */                            \
     static void ce_backward_##S(const T *x, const int64_t *labels,              \
-                                const double *lse, T *gx, int64_t n, int64_t c, \
-                                double eps, double scale)                       \
+                                const double *stats, T *gx, int64_t n,          \
+                                int64_t c, double eps, double scale)            \
     {                                                                           \
         T off = (T)(eps / (double)c * scale);                                   \
         _Pragma("omp parallel for if (n * c > PAR_MIN) schedule(static)")       \
         for (int64_t i = 0; i < n; i++) {                                       \
             const T *row = x + i * c;                                           \
             T *g = gx + i * c;                                                  \
-            T l = (T)lse[i], sc = (T)scale;                                     \
+            T m = (T)stats[2 * i], ls = (T)stats[2 * i + 1], sc = (T)scale;     \
             KD_SIMD_EXP_##S                                                     \
             for (int64_t j = 0; j < c; j++)                                     \
-                g[j] = kd_exp_shifted_##S(row[j], l) * sc - off;                \
+                g[j] = kd_exp_shifted_##S(row[j] - m, ls) * sc - off;           \
             g[labels[i]] -= (T)((1 - eps) * scale);                             \
         }                                                                       \
     }
@@ -66,17 +71,17 @@ DEFINE_CE_KERNELS(double, f64)
 
 static kd_status cross_entropy_backward(kd_node *node, kd_tensor *g)
 {
-    kd_tensor *x = node->saved[0], *labels = node->saved[1], *lse = node->saved[2];
+    kd_tensor *x = node->saved[0], *labels = node->saved[1], *stats = node->saved[2];
     kd_tensor *gx = kd_tensor_empty_like(x);
     if (!gx)
         return KD_ERR_NOMEM;
     int64_t n = x->shape[0], c = x->shape[1];
     double eps = node->farg[0], scale = kd_tensor_get(g, 0) / (double)n;
     if (x->dtype == KD_F32)
-        ce_backward_f32(kd_tensor_data(x), kd_tensor_data(labels), kd_tensor_data(lse),
+        ce_backward_f32(kd_tensor_data(x), kd_tensor_data(labels), kd_tensor_data(stats),
                         kd_tensor_data(gx), n, c, eps, scale);
     else
-        ce_backward_f64(kd_tensor_data(x), kd_tensor_data(labels), kd_tensor_data(lse),
+        ce_backward_f64(kd_tensor_data(x), kd_tensor_data(labels), kd_tensor_data(stats),
                         kd_tensor_data(gx), n, c, eps, scale);
     return kd_grad_accumulate_take(node->inputs[0], gx);
 }
@@ -117,13 +122,13 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
         return NULL;
     }
     kd_tensor *xc = kd_contiguous_raw(logits);
-    kd_tensor *lse = xc ? kd_tensor_empty(KD_F64, KD_CPU, 1, &n) : NULL;
-    if (!lse)
+    kd_tensor *stats = xc ? kd_tensor_empty(KD_F64, KD_CPU, 2, (int64_t[]){n, 2}) : NULL;
+    if (!stats)
         return NULL;
     double total = logits->dtype == KD_F32
-                       ? ce_forward_f32(kd_tensor_data(xc), lab, kd_tensor_data(lse), n, c,
+                       ? ce_forward_f32(kd_tensor_data(xc), lab, kd_tensor_data(stats), n, c,
                                         label_smoothing)
-                       : ce_forward_f64(kd_tensor_data(xc), lab, kd_tensor_data(lse), n, c,
+                       : ce_forward_f64(kd_tensor_data(xc), lab, kd_tensor_data(stats), n, c,
                                         label_smoothing);
     kd_tensor *out = scalar_like(logits, total / (double)n);
     kd_node *node;
@@ -132,7 +137,7 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
     if (node) {
         node->saved[0] = xc;
         node->saved[1] = lc;
-        node->saved[2] = lse;
+        node->saved[2] = stats;
         node->farg[0] = label_smoothing;
     }
     return out;
@@ -140,9 +145,10 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
 
 /* ------------------------------------------------------------ soft targets */
 
-/* loss_i = sum_j t_ij (lse_i - x_ij); d/dx = p sum_j t - t; d/dt = lse - x. */
+/* loss_i = sum_j t_ij (lse_i - x_ij); d/dx = p sum_j t - t; d/dt = lse - x,
+ * with lse - x taken as log sum - (x - m). */
 #define DEFINE_SOFT_CE_KERNELS(T, S)                                             \
-    static double soft_ce_forward_##S(const T *x, const T *t, double *lse,      \
+    static double soft_ce_forward_##S(const T *x, const T *t, double *stats,    \
                                       int64_t n, int64_t c)                     \
     {                                                                           \
         double total = 0;                                                       \
@@ -157,19 +163,20 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
                 st += tr[j];                                                    \
                 stx += tr[j] * row[j];                                          \
             }                                                                   \
-            lse[i] = m + log(s);                                                \
-            total += lse[i] * st - stx;                                         \
+            stats[2 * i] = m;                                                   \
+            stats[2 * i + 1] = log(s);                                          \
+            total += (m + log(s)) * st - stx;                                   \
         }                                                                       \
         return total;                                                           \
     }                                                                           \
-    static void soft_ce_backward_##S(const T *x, const T *t, const double *lse, \
-                                     T *gx, T *gt, int64_t n, int64_t c,        \
-                                     double scale)                              \
+    static void soft_ce_backward_##S(const T *x, const T *t,                    \
+                                     const double *stats, T *gx, T *gt,         \
+                                     int64_t n, int64_t c, double scale)        \
     {                                                                           \
         _Pragma("omp parallel for if (n * c > PAR_MIN) schedule(static)")       \
         for (int64_t i = 0; i < n; i++) {                                       \
             const T *row = x + i * c, *tr = t + i * c;                          \
-            T l = (T)lse[i], sc = (T)scale;                                     \
+            T m = (T)stats[2 * i], ls = (T)stats[2 * i + 1], sc = (T)scale;     \
             if (gx) {                                                           \
                 double st = 0;                                                  \
                 _Pragma("omp simd reduction(+ : st)")                           \
@@ -178,12 +185,12 @@ kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels, double label_s
                 T k = (T)(st * scale);                                          \
                 KD_SIMD_EXP_##S                                                 \
                 for (int64_t j = 0; j < c; j++)                                 \
-                    gx[i * c + j] = kd_exp_shifted_##S(row[j], l) * k - tr[j] * sc; \
+                    gx[i * c + j] = kd_exp_shifted_##S(row[j] - m, ls) * k - tr[j] * sc; \
             }                                                                   \
             if (gt)                                                             \
                 _Pragma("omp simd")                                             \
                 for (int64_t j = 0; j < c; j++)                                 \
-                    gt[i * c + j] = (l - row[j]) * sc;                          \
+                    gt[i * c + j] = (ls - (row[j] - m)) * sc;                   \
         }                                                                       \
     }
 
@@ -193,7 +200,7 @@ DEFINE_SOFT_CE_KERNELS(double, f64)
 static kd_status soft_ce_backward(kd_node *node, kd_tensor *g)
 {
     kd_tensor *logits = node->inputs[0], *target = node->inputs[1];
-    kd_tensor *x = node->saved[0], *t = node->saved[1], *lse = node->saved[2];
+    kd_tensor *x = node->saved[0], *t = node->saved[1], *stats = node->saved[2];
     kd_tensor *gx = logits->requires_grad ? kd_tensor_empty_like(x) : NULL;
     kd_tensor *gt = target->requires_grad ? kd_tensor_empty_like(t) : NULL;
     if ((logits->requires_grad && !gx) || (target->requires_grad && !gt))
@@ -201,11 +208,11 @@ static kd_status soft_ce_backward(kd_node *node, kd_tensor *g)
     int64_t n = x->shape[0], c = x->shape[1];
     double scale = kd_tensor_get(g, 0) / (double)n;
     if (x->dtype == KD_F32)
-        soft_ce_backward_f32(kd_tensor_data(x), kd_tensor_data(t), kd_tensor_data(lse),
+        soft_ce_backward_f32(kd_tensor_data(x), kd_tensor_data(t), kd_tensor_data(stats),
                              gx ? kd_tensor_data(gx) : NULL, gt ? kd_tensor_data(gt) : NULL,
                              n, c, scale);
     else
-        soft_ce_backward_f64(kd_tensor_data(x), kd_tensor_data(t), kd_tensor_data(lse),
+        soft_ce_backward_f64(kd_tensor_data(x), kd_tensor_data(t), kd_tensor_data(stats),
                              gx ? kd_tensor_data(gx) : NULL, gt ? kd_tensor_data(gt) : NULL,
                              n, c, scale);
     kd_status st = gx ? kd_grad_accumulate_take(logits, gx) : KD_OK;
@@ -227,16 +234,16 @@ kd_tensor *kd_cross_entropy_soft(kd_tensor *logits, kd_tensor *target)
     }
     int64_t n = logits->shape[0], c = logits->shape[1];
     kd_tensor *xc = kd_contiguous_raw(logits), *tc = kd_contiguous_raw(target);
-    kd_tensor *lse = xc && tc ? kd_tensor_empty(KD_F64, KD_CPU, 1, &n) : NULL;
-    if (!lse)
+    kd_tensor *stats = xc && tc ? kd_tensor_empty(KD_F64, KD_CPU, 2, (int64_t[]){n, 2}) : NULL;
+    if (!stats)
         return NULL;
     double total = 0;
     if (c > 0)
         total = logits->dtype == KD_F32
                     ? soft_ce_forward_f32(kd_tensor_data(xc), kd_tensor_data(tc),
-                                          kd_tensor_data(lse), n, c)
+                                          kd_tensor_data(stats), n, c)
                     : soft_ce_forward_f64(kd_tensor_data(xc), kd_tensor_data(tc),
-                                          kd_tensor_data(lse), n, c);
+                                          kd_tensor_data(stats), n, c);
     kd_tensor *out = scalar_like(logits, total / (double)n);
     kd_tensor *inputs[2] = {logits, target};
     kd_node *node;
@@ -245,7 +252,7 @@ kd_tensor *kd_cross_entropy_soft(kd_tensor *logits, kd_tensor *target)
     if (node) {
         node->saved[0] = xc;
         node->saved[1] = tc;
-        node->saved[2] = lse;
+        node->saved[2] = stats;
     }
     return out;
 }

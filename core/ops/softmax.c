@@ -1,6 +1,7 @@
 /* softmax and log_softmax over any dim, on the [outer, reduce, inner] view.
  * The row maximum is subtracted before exponentiating; backward uses only
- * the saved output. */
+ * the saved output. log_softmax is (x - m) - log(sum): m + log(sum) rounded
+ * to f32 would lose a rounding unit of m, large next to small outputs. */
 #include <math.h>
 
 #include "../internal.h"
@@ -23,10 +24,10 @@
                 continue;                                                       \
             }                                                                   \
             T m = kd_row_max_##S(xr, reduce);                                   \
-            T lse = (T)(m + log(kd_row_sum_exp_##S(xr, NULL, reduce, m)));      \
+            T ls = (T)log(kd_row_sum_exp_##S(xr, NULL, reduce, m));             \
             _Pragma("omp simd")                                                 \
             for (int64_t r = 0; r < reduce; r++)                                \
-                yr[r] = xr[r] - lse;                                            \
+                yr[r] = (xr[r] - m) - ls;                                       \
         }                                                                       \
     }                                                                           \
     /* inner > 1: a tile of inner positions, reduce strided by inner. */        \
@@ -55,11 +56,11 @@
                     s[i] += e;                                                  \
                 }                                                               \
             for (int64_t i = 0; i < n; i++)                                     \
-                s[i] = log_out ? m[i] + log(s[i]) : 1 / s[i];                   \
+                s[i] = log_out ? log(s[i]) : 1 / s[i];                          \
             if (log_out) {                                                      \
                 for (int64_t r = 0; r < reduce; r++)                            \
                     for (int64_t i = 0; i < n; i++)                             \
-                        yb[r * inner + i] = xb[r * inner + i] - s[i];           \
+                        yb[r * inner + i] = (xb[r * inner + i] - m[i]) - s[i];  \
             } else {                                                            \
                 for (int64_t r = 0; r < reduce; r++)                            \
                     for (int64_t i = 0; i < n; i++)                             \

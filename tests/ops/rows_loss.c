@@ -8,6 +8,17 @@ static kd_tensor *op_ce(kd_tensor *const *x) { return kd_cross_entropy(x[0], x[1
 static kd_tensor *op_ce_smooth(kd_tensor *const *x) { return kd_cross_entropy(x[0], x[1], 0.1); }
 static kd_tensor *op_ce_large(kd_tensor *const *x) { return kd_cross_entropy(kd_mul_scalar(x[0], 30.0), x[1], 0.1); }
 static kd_tensor *op_ce_soft(kd_tensor *const *x) { return kd_cross_entropy_soft(x[0], x[1]); }
+/* Logits of about +-500, and a common offset of 3000 (its f32 rounding unit
+ * is 2.4e-4): the log-sum-exp must not be rounded as one f32 number. */
+static kd_tensor *logits_500(kd_tensor *x) { return kd_mul_scalar(x, 250.0); }
+static kd_tensor *logits_offset(kd_tensor *x) { return kd_add_scalar(kd_mul_scalar(x, 4.0), 3000.0); }
+static kd_tensor *op_ce_500(kd_tensor *const *x) { return kd_cross_entropy(logits_500(x[0]), x[1], 0.1); }
+static kd_tensor *op_ce_offset(kd_tensor *const *x) { return kd_cross_entropy(logits_offset(x[0]), x[1], 0.1); }
+static kd_tensor *op_ce_soft_500(kd_tensor *const *x) { return kd_cross_entropy_soft(logits_500(x[0]), x[1]); }
+static kd_tensor *op_ce_soft_offset(kd_tensor *const *x) { return kd_cross_entropy_soft(logits_offset(x[0]), x[1]); }
+static kd_tensor *op_kl_500(kd_tensor *const *x) { return kd_kl_div(kd_log_softmax(logits_500(x[0]), -1), x[1], false, KD_REDUCE_BATCHMEAN); }
+static kd_tensor *op_kl_offset(kd_tensor *const *x) { return kd_kl_div(kd_log_softmax(logits_offset(x[0]), -1), x[1], false, KD_REDUCE_BATCHMEAN); }
+static kd_tensor *op_kl_log_offset(kd_tensor *const *x) { return kd_kl_div(kd_log_softmax(logits_offset(x[0]), -1), kd_log_softmax(logits_offset(x[1]), -1), true, KD_REDUCE_BATCHMEAN); }
 static kd_tensor *op_kl_mean(kd_tensor *const *x) { return kd_kl_div(kd_log_softmax(x[0], -1), x[1], false, KD_REDUCE_MEAN); }
 static kd_tensor *op_kl_sum(kd_tensor *const *x) { return kd_kl_div(x[0], x[1], false, KD_REDUCE_SUM); }
 static kd_tensor *op_kl_batchmean(kd_tensor *const *x) { return kd_kl_div(kd_log_softmax(x[0], -1), x[1], false, KD_REDUCE_BATCHMEAN); }
@@ -78,6 +89,10 @@ const kt_op_row kt_rows_loss[] = {
     {"cross_entropy.smooth_large_logits", op_ce_large, "F.cross_entropy(x[0] * 30.0, x[1], label_smoothing=0.1)", 2, {F(4, 6), LABELS(4, 6)}, 0, 0, 0},
     {"cross_entropy.soft", op_ce_soft, "F.cross_entropy(x[0], x[1])", 2, {F(5, 7), PROB(5, 7)}, 0, 0, 0},
     {"cross_entropy.soft_target_grad", op_ce_soft, "F.cross_entropy(x[0], x[1])", 2, {F(4, 6), PROB_GRAD(4, 6)}, 0, 0, 0},
+    {"cross_entropy.logits_500", op_ce_500, "F.cross_entropy(x[0] * 250.0, x[1], label_smoothing=0.1)", 2, {F(6, 10), LABELS(6, 10)}, 0, 0, 0},
+    {"cross_entropy.offset_3000", op_ce_offset, "F.cross_entropy(x[0] * 4.0 + 3000.0, x[1], label_smoothing=0.1)", 2, {F(6, 10), LABELS(6, 10)}, 0, 0, 0},
+    {"cross_entropy.soft_logits_500", op_ce_soft_500, "F.cross_entropy(x[0] * 250.0, x[1])", 2, {F(6, 10), PROB_GRAD(6, 10)}, 0, 0, 0},
+    {"cross_entropy.soft_offset_3000", op_ce_soft_offset, "F.cross_entropy(x[0] * 4.0 + 3000.0, x[1])", 2, {F(6, 10), PROB_GRAD(6, 10)}, 0, 0, 0},
     {"kl_div.mean", op_kl_mean, "F.kl_div(torch.log_softmax(x[0], -1), x[1], reduction='sum') / x[0].numel()", 2, {F(4, 6), PROB(4, 6)}, 0, 0, 0},
     {"kl_div.sum", op_kl_sum, "F.kl_div(x[0], x[1], reduction='sum')", 2, {F(3, 5), PROB_GRAD(3, 5)}, 0, 0, 0},
     {"kl_div.batchmean", op_kl_batchmean, "F.kl_div(torch.log_softmax(x[0], -1), x[1], reduction='batchmean')", 2, {F(5, 8), PROB_GRAD(5, 8)}, 0, 0, 0},
@@ -85,6 +100,9 @@ const kt_op_row kt_rows_loss[] = {
     {"kl_div.log_target_mean", op_kl_log_mean, "F.kl_div(x[0], x[1], reduction='sum', log_target=True) / x[0].numel()", 2, {F(4, 5), F(4, 5)}, 0, 0, 0},
     {"kl_div.log_target_sum", op_kl_log_sum, "F.kl_div(x[0], x[1], reduction='sum', log_target=True)", 2, {F(3, 6), F(3, 6)}, 0, 0, 0},
     {"kl_div.log_target_batchmean", op_kl_log_batchmean, "F.kl_div(torch.log_softmax(x[0], -1), torch.log_softmax(x[1], -1), reduction='batchmean', log_target=True)", 2, {F(5, 7), F(5, 7)}, 0, 0, 0},
+    {"kl_div.logits_500", op_kl_500, "F.kl_div(torch.log_softmax(x[0] * 250.0, -1), x[1], reduction='batchmean')", 2, {F(6, 10), PROB(6, 10)}, 0, 0, 0},
+    {"kl_div.offset_3000", op_kl_offset, "F.kl_div(torch.log_softmax(x[0] * 4.0 + 3000.0, -1), x[1], reduction='batchmean')", 2, {F(6, 10), PROB(6, 10)}, 0, 0, 0},
+    {"kl_div.log_target_offset_3000", op_kl_log_offset, "F.kl_div(torch.log_softmax(x[0] * 4.0 + 3000.0, -1), torch.log_softmax(x[1] * 4.0 + 3000.0, -1), reduction='batchmean', log_target=True)", 2, {F(6, 10), F(6, 10)}, 0, 0, 0},
     {"kl_div.log_target_none", op_kl_log_none, "F.kl_div(x[0], x[1], reduction='none', log_target=True)", 2, {F(3, 4), F(3, 4)}, 0, 0, 0},
     {"cosine_similarity.dim1", op_cos_d1, "F.cosine_similarity(x[0], x[1], dim=1, eps=1e-8)", 2, {F(6, 10), F(6, 10)}, 0, 0, 0},
     {"cosine_similarity.channels", op_cos_d1, "F.cosine_similarity(x[0], x[1], dim=1, eps=1e-8)", 2, {F(2, 5, 3, 4), F(2, 5, 3, 4)}, 0, 0, 0},

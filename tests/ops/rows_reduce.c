@@ -34,6 +34,13 @@ static kd_tensor *op_log_softmax_last(kd_tensor *const *x) { return kd_log_softm
 static kd_tensor *op_log_softmax_d1(kd_tensor *const *x) { return kd_log_softmax(x[0], 1); }
 static kd_tensor *op_softmax_large(kd_tensor *const *x) { return kd_softmax(kd_mul_scalar(x[0], 40.0), -1); }
 static kd_tensor *op_log_softmax_large(kd_tensor *const *x) { return kd_log_softmax(kd_mul_scalar(x[0], 40.0), 1); }
+/* Logits of about +-500, and a common offset of 3000 (its f32 rounding unit
+ * is 2.4e-4): the log-sum-exp must not be rounded as one f32 number. */
+static kd_tensor *op_log_softmax_500(kd_tensor *const *x) { return kd_log_softmax(kd_mul_scalar(x[0], 250.0), -1); }
+static kd_tensor *op_log_softmax_500_d1(kd_tensor *const *x) { return kd_log_softmax(kd_mul_scalar(x[0], 250.0), 1); }
+static kd_tensor *op_softmax_offset(kd_tensor *const *x) { return kd_softmax(kd_add_scalar(kd_mul_scalar(x[0], 4.0), 3000.0), -1); }
+static kd_tensor *op_log_softmax_offset(kd_tensor *const *x) { return kd_log_softmax(kd_add_scalar(kd_mul_scalar(x[0], 4.0), 3000.0), -1); }
+static kd_tensor *op_log_softmax_offset_d1(kd_tensor *const *x) { return kd_log_softmax(kd_add_scalar(kd_mul_scalar(x[0], 4.0), 3000.0), 1); }
 /* Non-contiguous inputs: transposed or permuted views. */
 static kd_tensor *op_sum_t(kd_tensor *const *x) { return kd_sum(kd_transpose(x[0], 0, 1), 1, (int[]){1}, false); }
 static kd_tensor *op_mean_perm(kd_tensor *const *x) { return kd_mean(kd_permute(x[0], (int[]){0, 2, 3, 1}), 2, (int[]){1, 2}, true); }
@@ -78,6 +85,11 @@ const kt_op_row kt_rows_reduce[] = {
     {"log_softmax.last", op_log_softmax_last, "torch.log_softmax(x[0], -1)", 1, {F(4, 7)}, 0, 0, 0},
     {"log_softmax.channels", op_log_softmax_d1, "torch.log_softmax(x[0], 1)", 1, {F(2, 5, 3, 3)}, 0, 0, 0},
     {"log_softmax.large_logits", op_log_softmax_large, "torch.log_softmax(x[0] * 40.0, 1)", 1, {F(3, 6, 4)}, 0, 0, 0},
+    {"log_softmax.logits_500", op_log_softmax_500, "torch.log_softmax(x[0] * 250.0, -1)", 1, {F(6, 10)}, 0, 0, 0},
+    {"log_softmax.logits_500_channels", op_log_softmax_500_d1, "torch.log_softmax(x[0] * 250.0, 1)", 1, {F(2, 6, 3, 3)}, 0, 0, 0},
+    {"softmax.offset_3000", op_softmax_offset, "torch.softmax(x[0] * 4.0 + 3000.0, -1)", 1, {F(6, 10)}, 0, 0, 0},
+    {"log_softmax.offset_3000", op_log_softmax_offset, "torch.log_softmax(x[0] * 4.0 + 3000.0, -1)", 1, {F(6, 10)}, 0, 0, 0},
+    {"log_softmax.offset_3000_channels", op_log_softmax_offset_d1, "torch.log_softmax(x[0] * 4.0 + 3000.0, 1)", 1, {F(2, 6, 3, 3)}, 0, 0, 0},
     {"sum.transposed", op_sum_t, "x[0].transpose(0, 1).sum(dim=1)", 1, {F(5, 4, 3)}, 0, 0, 0},
     {"mean.permuted_keepdim", op_mean_perm, "x[0].permute(0, 2, 3, 1).mean(dim=(1, 2), keepdim=True)", 1, {F(2, 3, 4, 5)}, 0, 0, 0},
     {"max.transposed", op_max_t, "x[0].transpose(0, 1).max(dim=-1)[0]", 1, {F(6, 4)}, 0, 0, 0},
