@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 TORCH_PYTHON = "/usr/bin/python3"
 TORCH_SIDE = os.path.join(HERE, "torch_kd_step.py")
+BATCH = 128
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 BUSY_WARNING = 0.25
 KD_NAME = "kd step resnet56->resnet20 b128 1x28x28"
@@ -82,8 +83,8 @@ def job_json(args, out_dir, teacher_weights):
             "dataset": {"name": "idx",
                         "images": f"{DATA_DIR}/train-images-idx3-ubyte.gz",
                         "labels": f"{DATA_DIR}/train-labels-idx1-ubyte.gz"},
-            "transforms": augment, "batch_size": args.batch, "workers": 2,
-            "subset": args.batch * (args.warmup + args.steps)}},
+            "transforms": augment, "batch_size": BATCH, "workers": 2,
+            "subset": BATCH * (args.warmup + args.steps)}},
         "student": {"model": "resnet20", "num_classes": 10, "in_chans": 1},
         "losses": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4}],
         # no_decay false: decay every parameter, as torch.optim.SGD does
@@ -123,7 +124,7 @@ def run_kdengine(args, work, name, teacher_weights):
         for line in f:
             row = json.loads(line)
             if row.get("type") == "train":
-                steps.append(args.batch / row["img_per_s"])
+                steps.append(BATCH / row["img_per_s"])
     timed = steps[args.warmup:]
     if not timed:
         raise RuntimeError(f"{out_dir}/metrics.jsonl: {len(steps)} train lines, none after "
@@ -135,7 +136,7 @@ def run_kdengine(args, work, name, teacher_weights):
 
 def run_torch(args, teacher_weights, extra):
     cmd = [TORCH_PYTHON, TORCH_SIDE, "--threads", str(args.threads), "--warmup",
-           str(args.warmup), "--steps", str(args.steps), "--batch", str(args.batch),
+           str(args.warmup), "--steps", str(args.steps),
            "--loader", args.loader] + extra
     cmd += ["--teacher", teacher_weights] if teacher_weights else ["--no-teacher"]
     proc, others = measured(cmd)
@@ -163,7 +164,6 @@ def main():
     ap.add_argument("--warmup", type=int, default=5, help="steps left out of the medians")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run")
     ap.add_argument("--runs", type=int, default=3, help="kdengine/pytorch pairs")
-    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--loader", choices=["workers", "inline"], default="workers",
                     help="the PyTorch loader: a DataLoader with 2 worker processes, or "
                          "the main process drawing each batch between steps")

@@ -13,7 +13,7 @@ includes waiting for the batch, as kdengine's img_per_s does. Prints what
 torch runs on ("# " lines) and one JSON line per timing:
   {"side": "pytorch", "workload": ..., "median_ms": ..., "min_ms": ..., "reps": ...}
 
-usage: torch_kd_step.py [--threads N] [--warmup N] [--steps N] [--batch N]
+usage: torch_kd_step.py [--threads N] [--warmup N] [--steps N]
                         [--loader workers|inline] [--teacher FILE] [--no-teacher]
                         [--profile]
        torch_kd_step.py --write-teacher FILE
@@ -37,6 +37,7 @@ from torch_resnet import build  # noqa: E402
 sys.path.insert(0, HERE)
 from torch_bench import emit, report_environment  # noqa: E402
 
+BATCH = 128
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = 0.286, 0.353
 PAD = 2
@@ -124,12 +125,12 @@ def run(args):
     teacher = None if args.no_teacher else make_teacher(args.teacher)
     student = build("resnet20", 10, 1).train()
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    ds = FashionMNIST(args.batch * (args.warmup + args.steps))
+    ds = FashionMNIST(BATCH * (args.warmup + args.steps))
     if args.loader == "workers":
-        batches = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True,
+        batches = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True,
                                               num_workers=2, drop_last=True)
     else:
-        batches = inline_batches(ds, args.batch)
+        batches = inline_batches(ds, BATCH)
 
     parts = Parts(args.profile)
     times = []
@@ -164,7 +165,7 @@ def run(args):
     name = STUDENT_NAME if args.no_teacher else KD_NAME
     emit(name, timed, loader=args.loader)
     for part, t in parts.times.items():
-        emit(f"  {name.split(' b128')[0]}: {part}", t[args.warmup:])
+        emit(f"  {name.split(' b')[0]}: {part}", t[args.warmup:])
 
 
 def main():
@@ -172,7 +173,6 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=5, help="steps left out of the median")
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
-    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--loader", choices=["workers", "inline"], default="workers",
                     help="workers: a DataLoader with 2 worker processes (as the job's 2 "
                          "loader threads); inline: the main process draws each batch")
