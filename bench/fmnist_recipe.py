@@ -85,6 +85,8 @@ def load_split(split, path):
 
 def random_crop(t, gen):
     size = t["size"]
+    if isinstance(size, int):
+        size = [size]
     oh, ow = (size[0], size[0]) if len(size) == 1 else size
     pad = t.get("padding", 0)
 
