@@ -352,10 +352,8 @@ static kd_status check_value(const json_t *spec, const json_t *v, const char *wh
             st = choices_error(choices, norm, where, what);
         /* a default is not checked here: it may name a file of the
          * machine the job runs on, not the one that reads the manifest */
-        if (st == KD_OK && !*what && json_is_true(json_object_get(spec, "file")) &&
-            access(json_string_value(norm), R_OK) != 0)
-            st = kd_error(KD_ERR_INVALID, "%s: cannot read file '%s': %s", where,
-                          json_string_value(norm), strerror(errno));
+        if (st == KD_OK && !*what && json_is_true(json_object_get(spec, "file")))
+            st = kd_check_readable(where, json_string_value(norm));
         if (st != KD_OK) {
             json_decref(norm);
             return st;
@@ -553,6 +551,14 @@ kd_status kd_params_check_schema(const json_t *schema, const char *label)
         if (st != KD_OK)
             return st;
     }
+    return KD_OK;
+}
+
+kd_status kd_check_readable(const char *where, const char *path)
+{
+    if (access(path, R_OK) != 0)
+        return kd_error(KD_ERR_INVALID, "%s: cannot read file '%s': %s", where, path,
+                        strerror(errno));
     return KD_OK;
 }
 

@@ -72,6 +72,9 @@ void kd_params_free(kd_params *p);
 /* Checks a manifest's "params" schema itself (used by the registry when it
  * reads a manifest); label names the manifest and provider. */
 kd_status kd_params_check_schema(const json_t *schema, const char *label);
+/* KD_OK when `path` can be read, else "WHERE: cannot read file 'PATH':
+ * reason" (a "file" parameter, a job's weights). */
+kd_status kd_check_readable(const char *where, const char *path);
 /* The known word closest to `word` by edit distance, or NULL when none is
  * close enough to be a plausible typo. */
 const char *kd_closest_word(const char *word, int n, const char *const *known);

@@ -16,6 +16,7 @@
 
 #include "harness.h"
 #include "plugin_fixture.h"
+#include "../core/train/job.h"
 
 static char dir[64];
 
@@ -185,6 +186,12 @@ static void test_validate(void)
                    "there is no data.val");
     expect_invalid("validate: subset larger than the data", "sup.json --set data.train.subset=999",
                    "data.train.subset: 999, but the dataset has 96 samples");
+    char many[1024] = "sup.json --set losses='[";
+    for (int i = 0; i < KD_JOB_MAX_LOSSES + 1; i++)
+        strcat(many, i ? ", {\"name\": \"ce\"}" : "{\"name\": \"ce\"}");
+    strcat(many, "]'");
+    expect_invalid("validate: more losses than a job takes", many,
+                   "losses: 33 losses; a job takes at most 32");
     snprintf(path, sizeof path, "%s/corrupt.safetensors", dir);
     kt_write_file(path, "\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}       ", 24);
     expect_invalid("validate: a corrupt teacher weights file",

@@ -208,7 +208,7 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
                              kd_job_data *out)
 {
     const json_t *split = json_object_get(data, name);
-    char *path = (char *)(name[0] == 't' ? "data.train" : "data.val");
+    const char *path = name[0] == 't' ? "data.train" : "data.val";
     out->path = path;
     if (!split || json_is_null(split))
         return KD_OK;
@@ -259,14 +259,6 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
     return st;
 }
 
-static kd_status check_file(const char *path, const char *file)
-{
-    if (file && access(file, R_OK) != 0)
-        return kd_error(KD_ERR_INVALID, "%s: cannot read file '%s': %s", path, file,
-                        strerror(errno));
-    return KD_OK;
-}
-
 static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job_model *out)
 {
     const json_t *obj = json_object_get(job->root, path);
@@ -283,7 +275,7 @@ static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job
     if (st == KD_OK) {
         char where[64];
         snprintf(where, sizeof where, "%s.weights", out->path);
-        st = check_file(where, out->weights);
+        st = out->weights ? kd_check_readable(where, out->weights) : KD_OK;
     }
     if (st == KD_OK && teacher)
         st = get_bool(obj, "train_bn", out->path, false, &out->train_bn);
@@ -300,6 +292,9 @@ static kd_status parse_losses(kd_job *job)
         return kd_error(KD_ERR_INVALID, "losses: missing (e.g. [{\"name\": \"ce\"}])");
     if (!json_is_array(list) || json_array_size(list) == 0)
         return kd_error(KD_ERR_INVALID, "losses: expected a non-empty array");
+    if (json_array_size(list) > KD_JOB_MAX_LOSSES)
+        return kd_error(KD_ERR_INVALID, "losses: %zu losses; a job takes at most %d",
+                        json_array_size(list), KD_JOB_MAX_LOSSES);
     size_t n = json_array_size(list);
     job->losses = calloc(n, sizeof *job->losses);
     if (!job->losses)

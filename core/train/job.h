@@ -53,6 +53,9 @@ typedef struct kd_job_model {
     bool train_bn;       /* teacher: batch statistics in its forward */
 } kd_job_model;
 
+/* Losses a job may have (the runner keeps per-loss arrays of this size). */
+#define KD_JOB_MAX_LOSSES 32
+
 typedef struct kd_job_loss {
     char path[24]; /* "losses[1]" */
     const kd_registry_entry *entry;

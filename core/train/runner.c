@@ -22,7 +22,7 @@
 #define STREAM_TEACHER 0x54454143ull /* "TEAC" */
 #define STREAM_LOSS 0x4C4F5353ull    /* "LOSS" */
 
-#define MAX_GROUPS 64
+#define MAX_GROUPS (KD_JOB_MAX_LOSSES + 2) /* student, losses, optimizer */
 
 static volatile sig_atomic_t stop_signal;
 
@@ -58,8 +58,7 @@ static kd_status make_dir(const char *path)
     return KD_OK;
 }
 
-static kd_status open_loader(const kd_session *s, const kd_data_run *d, uint64_t seed,
-                             kd_loader **out)
+static kd_status open_loader(const kd_data_run *d, uint64_t seed, kd_loader **out)
 {
     kd_loader_config c = {
         .dataset = d->vt,
@@ -76,7 +75,6 @@ static kd_status open_loader(const kd_session *s, const kd_data_run *d, uint64_t
         .prefetch = d->spec->prefetch,
         .seed = seed,
     };
-    (void)s;
     return kd_loader_new(&c, out);
 }
 
@@ -154,7 +152,7 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
                              s->student.tensors);
     kd_loader *loader = NULL;
     if (st == KD_OK)
-        st = open_loader(s, &s->val, job->seed, &loader);
+        st = open_loader(&s->val, job->seed, &loader);
     if (st == KD_OK)
         st = evaluate_model(&s->student, loader, out);
     kd_loader_free(loader);
@@ -359,7 +357,7 @@ static void format_eta(double s, char *buf, size_t size)
 
 typedef struct step_terms {
     double total;
-    double value[64]; /* per loss, weighted */
+    double value[KD_JOB_MAX_LOSSES]; /* per loss, weighted */
     int n;
 } step_terms;
 
@@ -643,9 +641,9 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options)
     if (st == KD_OK)
         st = make_dir(r.ckpt_dir);
     if (st == KD_OK)
-        st = open_loader(r.s, &r.s->train, job->seed, &r.train);
+        st = open_loader(&r.s->train, job->seed, &r.train);
     if (st == KD_OK && r.s->val.vt)
-        st = open_loader(r.s, &r.s->val, job->seed, &r.val);
+        st = open_loader(&r.s->val, job->seed, &r.val);
     if (st == KD_OK)
         r.steps_per_epoch = kd_loader_batches_per_epoch(r.train);
     if (st == KD_OK && options && options->resume)

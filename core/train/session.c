@@ -386,8 +386,8 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
     }
     kd_tap_shape *ss = NULL, *ts = NULL;
     if (st == KD_OK) {
-        ss = calloc((size_t)s->student.n_taps, sizeof *ss);
-        ts = calloc((size_t)s->teacher.n_taps + 1, sizeof *ts);
+        ss = s->student_shapes = calloc((size_t)s->student.n_taps, sizeof *ss);
+        ts = s->teacher_shapes = calloc((size_t)s->teacher.n_taps + 1, sizeof *ts);
         st = ss && ts ? probe_taps(&s->student, shape_src, ss)
                       : kd_error(KD_ERR_NOMEM, "session: out of memory");
     }
@@ -405,8 +405,6 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         if (st == KD_OK)
             st = open_optimizer(s);
     }
-    free(ss);
-    free(ts);
     if (st != KD_OK) {
         kd_session_close(s);
         return st;
@@ -431,6 +429,8 @@ void kd_session_close(kd_session *s)
     close_model(&s->student);
     close_data(&s->train);
     close_data(&s->val);
+    free(s->student_shapes);
+    free(s->teacher_shapes);
     free(s);
 }
 
@@ -488,12 +488,16 @@ static kd_status measure(kd_model_run *m, const kd_data_run *d, bool grad, int64
     return st;
 }
 
-static void print_model(FILE *out, const char *role, kd_model_run *m, const kd_data_run *d,
-                        int64_t batch, int64_t *act_bytes)
+/* The student is measured with autograd on (what a training step keeps),
+ * the teacher under no-grad, as they run; MACs do not depend on it. */
+static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
+                             const kd_data_run *d, bool grad, int64_t batch, int64_t *act_bytes)
 {
     int64_t buffers, params = count_params(m, &buffers);
     int64_t macs = 0, bytes = 0;
-    measure(m, d, false, &macs, &bytes);
+    kd_status st = measure(m, d, grad, &macs, &bytes);
+    if (st != KD_OK)
+        return kd_error_wrap(st, "%s", m->spec->path);
     fprintf(out, "%s: %s (%s)\n", role, m->spec->entry->name,
             m->spec->weights ? m->spec->weights : "initialised from the seed");
     fprintf(out, "  parameters %lld (%.2f M), buffers %lld\n", (long long)params, params / 1e6,
@@ -505,8 +509,8 @@ static void print_model(FILE *out, const char *role, kd_model_run *m, const kd_d
         fprintf(out, "%s %s (%d ch, /%d)", i ? "," : "", m->taps[i].name, m->taps[i].channels,
                 m->taps[i].reduction);
     fprintf(out, "\n");
-    measure(m, d, !strcmp(role, "student"), &macs, &bytes);
     *act_bytes = bytes * batch;
+    return KD_OK;
 }
 
 kd_status kd_session_plan(kd_session *s, FILE *out)
@@ -526,17 +530,16 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
                 (long long)s->val.info.length);
     int64_t teacher_act = 0, student_act = 0;
+    kd_status st = KD_OK;
     if (s->teacher.vt)
-        print_model(out, "teacher", &s->teacher, d, batch, &teacher_act);
-    print_model(out, "student", &s->student, d, batch, &student_act);
+        st = print_model(out, "teacher", &s->teacher, d, false, batch, &teacher_act);
+    if (st == KD_OK)
+        st = print_model(out, "student", &s->student, d, true, batch, &student_act);
+    if (st != KD_OK)
+        return st;
 
-    /* the shapes each loss reads, from a forward at batch 1 */
-    kd_tap_shape *ss = calloc((size_t)s->student.n_taps, sizeof *ss);
-    kd_tap_shape *ts = calloc((size_t)s->teacher.n_taps + 1, sizeof *ts);
-    kd_status st = ss && ts ? probe_taps(&s->student, d, ss) : KD_ERR_NOMEM;
-    if (st == KD_OK && s->teacher.vt)
-        st = probe_taps(&s->teacher, d, ts);
-    for (int i = 0; st == KD_OK && i < s->n_losses; i++) {
+    const kd_tap_shape *ss = s->student_shapes, *ts = s->teacher_shapes;
+    for (int i = 0; i < s->n_losses; i++) {
         const kd_loss_run *l = &s->losses[i];
         fprintf(out, "%s: %s, weight %g%s\n", l->spec->path, l->spec->entry->name,
                 l->spec->weight, l->spec->weight_warmup_epochs > 0 ? " (warm-up)" : "");
@@ -557,10 +560,6 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
         if (lp)
             fprintf(out, "  owns %lld parameters and state values\n", (long long)lp);
     }
-    free(ss);
-    free(ts);
-    if (st != KD_OK)
-        return st;
     int64_t param_bytes = 0, state_bytes = 0;
     for (int i = 0; i < s->n_params; i++)
         param_bytes += 4 * kd_tensor_numel(s->params[i].tensor);

@@ -53,6 +53,8 @@ typedef struct kd_session {
     int n_losses;
     kd_loss_run *losses;
     kd_data_run train, val; /* val.vt NULL without data.val */
+    /* every tap's shape at batch 1, from one probe forward at open */
+    kd_tap_shape *student_shapes, *teacher_shapes;
     int num_classes;
     /* trainable tensors: the student's, then the losses' */
     int n_params;
