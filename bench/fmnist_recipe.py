@@ -5,10 +5,12 @@ describes: the first `subset` images of an IDX dataset, the job's
 random_crop / hflip / normalize / to_tensor transforms, a ResNet from
 tests/parity/torch_resnet.py (timm/mdistiller state_dict names, so a
 kdengine teacher loads as is), the ce / kd / logit_stand losses with
-their weights, torch.optim.SGD and torch's lr schedulers. It does not
-replay kdengine's random numbers (shuffle order, crops, initial weights
-come from torch's generators); runs of the two engines are compared over
-seeds.
+their weights, torch.optim.SGD and the job's lr schedule with its
+warm-up. It does not replay kdengine's random numbers (shuffle order,
+crops, initial weights come from torch's generators); runs of the two
+engines are compared over seeds. tests/test_recipe_steps replays a few
+kdengine steps with these functions, from the same weights and batches,
+so both are known to compute the same training step.
 
 Prints progress per epoch to stderr and one JSON line to stdout at the end:
 {"job", "seed", "epochs", "subset", "top1", "top5", "loss", "seconds",
@@ -234,25 +236,58 @@ def make_optimizer(model, spec):
                            nesterov=spec.get("nesterov", False))
 
 
-def make_scheduler(opt, spec, epochs, steps_per_epoch):
-    """The scheduler and whether it steps per optimizer step (else per epoch)."""
-    if spec.get("warmup_epochs", 0):
-        fail("schedule.warmup_epochs: warm-up is not implemented here")
+def lr_at(spec, base_lr, epochs, steps_per_epoch, step):
+    """The learning rate of optimizer step `step` (from 0), in closed form as
+    plugins/optim/schedulers computes it: the schedule's epoch position is
+    fractional with per_step, whole epochs otherwise; a linear warm-up from
+    warmup_start_factor * lr replaces the first warmup_epochs."""
     per_step = spec.get("per_step", False)
-    unit = steps_per_epoch if per_step else 1
+    t = step / steps_per_epoch if per_step else step // steps_per_epoch
+    warmup = spec.get("warmup_epochs", 0)
+    if t < warmup:
+        start = spec.get("warmup_start_factor", 0.1) * base_lr
+        return start + t * (base_lr - start) / warmup
     name = spec["name"]
+    if name == "constant":
+        return base_lr
+    if name == "step":
+        return base_lr * spec.get("gamma", 0.1) ** math.floor(t / spec["step_size"])
+    if name == "multistep":
+        passed = sum(1 for m in spec["milestones"] if m <= t)
+        return base_lr * spec.get("gamma", 0.1) ** passed
     if name == "cosine":
-        s = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * unit, spec.get("eta_min", 0.0))
-    elif name == "step":
-        s = torch.optim.lr_scheduler.StepLR(opt, spec["step_size"] * unit, spec.get("gamma", 0.1))
-    elif name == "multistep":
-        s = torch.optim.lr_scheduler.MultiStepLR(opt, [m * unit for m in spec["milestones"]],
-                                                 spec.get("gamma", 0.1))
-    elif name == "constant":
-        s = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    else:
-        fail(f"schedule.name: {name!r} is not implemented here")
-    return s, per_step
+        eta_min = spec.get("eta_min", 0.0)
+        if t >= epochs:
+            return eta_min
+        return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / epochs)) / 2
+    fail(f"schedule.name: {name!r} is not implemented here")
+
+
+def make_losses(job, teacher):
+    """(loss function, weight, weight_warmup_epochs) per entry of job.losses."""
+    losses = []
+    for i, spec in enumerate(job["losses"]):
+        fn = make_loss(spec, f"losses[{i}]")
+        if spec["name"] != "ce" and teacher is None:
+            fail(f"losses[{i}]: {spec['name']} needs a teacher")
+        losses.append((fn, spec.get("weight", 1.0), spec.get("weight_warmup_epochs", 0.0)))
+    return losses
+
+
+def loss_terms(student, teacher, losses, x, y, pos):
+    """The weighted loss terms of one training step at epoch position pos,
+    the teacher under no_grad as kdengine runs it."""
+    t_logits = None
+    if teacher is not None:
+        with torch.no_grad():
+            t_logits = logits_of(teacher, x)
+    s_logits = logits_of(student, x)
+    terms = []
+    for fn, w, warm in losses:
+        if warm > 0 and pos < warm:
+            w *= pos / warm
+        terms.append(w * fn(s_logits, t_logits, y))
+    return terms
 
 
 # ---------------------------------------------------------------- run
@@ -330,12 +365,7 @@ def main():
     student = make_model(job["student"], "student")
     if job["student"].get("weights"):
         load_weights(student, job["student"]["weights"], "student")
-    losses = []
-    for i, spec in enumerate(job["losses"]):
-        fn = make_loss(spec, f"losses[{i}]")
-        if spec["name"] != "ce" and teacher is None:
-            fail(f"losses[{i}]: {spec['name']} needs a teacher")
-        losses.append((fn, spec.get("weight", 1.0), spec.get("weight_warmup_epochs", 0.0)))
+    losses = make_losses(job, teacher)
     images, labels = load_split(train_split, "data.train")
     batch = train_split.get("batch_size", 128)
     shuffle, drop_last = train_split.get("shuffle", True), train_split.get("drop_last", True)
@@ -343,38 +373,28 @@ def main():
     if steps_per_epoch == 0:
         fail(f"data.train: {len(images)} samples make no batch of {batch}")
     opt = make_optimizer(student, job["optim"])
-    sched, per_step = make_scheduler(opt, job["schedule"], epochs, steps_per_epoch)
+    base_lr = job["optim"]["lr"]
     pipeline = make_pipeline(train_split, "data.train", gen)
     eval_every = job.get("eval", {}).get("every_epochs", 1)
 
     t0 = time.time()
     result = None
+    step = 0
     for epoch in range(epochs):
         student.train()
         te = time.time()
-        lr = opt.param_groups[0]["lr"]
+        lr = lr_at(job["schedule"], base_lr, epochs, steps_per_epoch, step)
         total = 0.0
         for k, idx in enumerate(batches(len(images), batch, shuffle, drop_last, gen)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(job["schedule"], base_lr, epochs, steps_per_epoch, step)
             x, y = pipeline(images[idx]), labels[idx]
-            t_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = logits_of(teacher, x)
-            s_logits = logits_of(student, x)
-            pos = epoch + k / steps_per_epoch
-            loss = 0
-            for fn, w, warm in losses:
-                if warm > 0 and pos < warm:
-                    w *= pos / warm
-                loss = loss + w * fn(s_logits, t_logits, y)
+            loss = sum(loss_terms(student, teacher, losses, x, y, epoch + k / steps_per_epoch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if per_step:
-                sched.step()
+            step += 1
             total += float(loss)
-        if not per_step:
-            sched.step()
         msg = (f"epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f} lr {lr:.5g} "
                f"{steps_per_epoch * batch / (time.time() - te):.0f} img/s")
         done = epoch + 1

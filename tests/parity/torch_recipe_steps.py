@@ -1,0 +1,153 @@
+"""PyTorch side of tests/test_recipe_steps.c: replays the training steps of
+finished kdengine runs with bench/fmnist_recipe.py's own functions (model,
+losses, SGD, lr schedule), from the run's starting weights and on the same
+batches (the jobs have no random transforms and no shuffle), then compares.
+
+Each run is replayed twice: in float32, as the recipe trains, and in
+float64, the reference trajectory. A few steps of SGD through train-mode
+BatchNorm amplify rounding, so after some steps kdengine's float32 run and
+PyTorch's float32 run are both some distance from the float64 one; the test
+asks that kdengine's distance be of the same order as PyTorch's own.
+
+Prints one JSON line per run:
+  {"run", "steps", "loss_err_first", "lr_err", "loss_err", "loss_err_torch32",
+   "checkpoints": [{"step", "update", "update_torch32", "stats",
+                    "stats_torch32"}, ...]}
+loss_err_first: relative error of the first step's total loss and weighted
+terms (the largest) against the float32 replay; lr_err: the largest
+absolute lr difference over all steps; loss_err: the largest relative
+distance of kdengine's total loss or weighted term from the float64
+replay's over all steps, loss_err_torch32 the same for PyTorch's float32
+replay. Per checkpoint kdengine wrote: update, the relative distance of
+kdengine's parameter update (weights minus starting weights, all parameters
+as one vector) from the float64 replay's, and update_torch32 the same for
+PyTorch's float32 replay; stats and stats_torch32 the same for the BN
+running statistics.
+
+usage: torch_recipe_steps.py RUN_DIR...
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
+import fmnist_recipe as recipe  # noqa: E402
+
+
+def relative(a, b):
+    return abs(a - b) / max(abs(b), 1e-6)
+
+
+def model(spec, path, weights, dtype):
+    m = recipe.make_model(spec, path).to(dtype)
+    recipe.load_weights(m, weights, path)
+    return m
+
+
+def replay(job, n_steps, dtype, save_at):
+    """Trains the job's student n_steps in dtype; returns the per-step
+    (lr, total, [terms]) and the student's state after each step in save_at."""
+    teacher = None
+    if "teacher" in job:
+        teacher = model(job["teacher"], "teacher", job["teacher"]["weights"], dtype)
+        teacher.train(job["teacher"].get("train_bn", False))
+    student = model(job["student"], "student", job["student"]["weights"], dtype)
+    student.train()
+    losses = recipe.make_losses(job, teacher)
+    split = job["data"]["train"]
+    images, labels = recipe.load_split(split, "data.train")
+    batch = split["batch_size"]
+    steps_per_epoch = len(images) // batch
+    opt = recipe.make_optimizer(student, job["optim"])
+    pipeline = recipe.make_pipeline(split, "data.train", None)
+    trace, states = [], {}
+    for step in range(n_steps):
+        epoch, k = divmod(step, steps_per_epoch)
+        lr = recipe.lr_at(job["schedule"], job["optim"]["lr"], job["schedule"]["epochs"],
+                          steps_per_epoch, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = pipeline(images[k * batch:(k + 1) * batch]).to(dtype)
+        y = labels[k * batch:(k + 1) * batch]
+        terms = recipe.loss_terms(student, teacher, losses, x, y, epoch + k / steps_per_epoch)
+        loss = sum(terms)
+        trace.append((lr, float(loss), [float(t) for t in terms]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step + 1 in save_at:
+            states[step + 1] = {k: v.detach().double().clone()
+                                for k, v in student.state_dict().items()}
+    names = [n for n, _ in student.named_parameters()]
+    return trace, states, names
+
+
+def distance(state, reference, start, names):
+    """|state - reference| / |reference - start| over the named tensors."""
+    def flat(s):
+        return torch.cat([s[n].double().flatten() for n in names])
+    moved = flat(reference) - flat(start)
+    return float((flat(state) - flat(reference)).norm() / moved.norm().clamp_min(1e-30))
+
+
+def check(run_dir):
+    with open(os.path.join(run_dir, "job.json")) as f:
+        job = json.load(f)
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        ours = [m for m in map(json.loads, f) if m["type"] == "train"]
+    if [m["step"] for m in ours] != list(range(1, len(ours) + 1)):
+        recipe.fail(f"{run_dir}: the job must log every step")
+    split = job["data"]["train"]
+    if split.get("shuffle", True) or \
+            any(t["name"] in ("random_crop", "hflip") for t in split.get("transforms", [])):
+        recipe.fail(f"{run_dir}: replaying needs a job without random transforms or shuffle")
+    saved = {}
+    for path in glob.glob(os.path.join(run_dir, "checkpoints", "step-*.safetensors")):
+        tensors, _ = recipe.read_safetensors(path)
+        step = int(re.search(r"step-(\d+)", path).group(1))
+        saved[step] = {k[len("student."):]: v for k, v in tensors.items()
+                       if k.startswith("student.")}
+
+    trace32, states32, params = replay(job, len(ours), torch.float32, saved)
+    trace64, states64, _ = replay(job, len(ours), torch.float64, saved)
+    start = {k[len("student."):] if k.startswith("student.") else k: v
+             for k, v in recipe.read_safetensors(job["student"]["weights"])[0].items()}
+    stats = [n for n in start if n.endswith(("running_mean", "running_var"))]
+
+    def values(total, terms):
+        return [total] + (terms if len(terms) > 1 else [])
+
+    mine = [values(m["loss"], [m["terms"][f"losses[{i}]"] for i in range(len(m["terms"]))])
+            for m in ours]
+    exact = [values(total, terms) for _, total, terms in trace64]
+    single = [values(total, terms) for _, total, terms in trace32]
+    result = {"run": run_dir, "steps": len(ours),
+              "loss_err_first": max(map(relative, mine[0], single[0])),
+              "lr_err": max(abs(m["lr"] - t[0]) for m, t in zip(ours, trace32)),
+              "loss_err": max(max(map(relative, a, b)) for a, b in zip(mine, exact)),
+              "loss_err_torch32": max(max(map(relative, a, b)) for a, b in zip(single, exact)),
+              "checkpoints": []}
+    for step in sorted(saved):
+        reference = states64[step]
+        result["checkpoints"].append({
+            "step": step,
+            "update": distance(saved[step], reference, start, params),
+            "update_torch32": distance(states32[step], reference, start, params),
+            "stats": distance(saved[step], reference, start, stats),
+            "stats_torch32": distance(states32[step], reference, start, stats)})
+    return result
+
+
+def main():
+    torch.set_num_threads(1)
+    for run_dir in sys.argv[1:]:
+        print(json.dumps(check(run_dir)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
