@@ -51,10 +51,14 @@ static const char *const usages[] = {
     "  --teacher       evaluate the teacher instead (with its weights)\n"
     "  --json          print the result as JSON\n",
 
-    "usage: kdengine export JOB.json --weights CHECKPOINT --out FILE [--set ...]\n"
+    "usage: kdengine export JOB.json --out FILE [--weights CHECKPOINT] [--set ...]\n"
     "\n"
     "Writes the student's weights alone, with their state_dict names, as\n"
-    "safetensors that PyTorch's load_state_dict accepts.\n",
+    "safetensors that PyTorch's load_state_dict accepts.\n"
+    "\n"
+    "  --weights CHECKPOINT  a kdengine checkpoint or a state_dict; default: the\n"
+    "                        student's \"weights\", or without them the student as\n"
+    "                        the job's seed initialises it (the start of a run)\n",
 };
 
 enum { VALIDATE, PLAN, RUN, EVAL, EXPORT };
@@ -103,8 +107,8 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
         fputs(usages[which], stderr);
         return 2;
     }
-    if (which == EXPORT && (!a->weights || !a->out)) {
-        fprintf(stderr, "kdengine export: --weights and --out are required\n\n");
+    if (which == EXPORT && !a->out) {
+        fprintf(stderr, "kdengine export: --out is required\n\n");
         fputs(usages[which], stderr);
         return 2;
     }

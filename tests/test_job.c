@@ -272,6 +272,20 @@ static void test_run(void)
     kt_check(rc == 0 && same_tensors(path, other, why, sizeof why),
              "run: reproducible to the bit (0 vs 3 loader workers)", "exit %d: %s", rc, why);
 
+    /* export without weights writes the seed's initial student: a run
+     * started from that file ends where the run that drew it ends */
+    rc = kdengine(&out, "export sup.json --out init.safetensors");
+    free(out);
+    int rc2 = rc == 0 ? kdengine(&out, "run sup.json --set output=sup4 "
+                                       "--set student.weights=init.safetensors")
+                      : -1;
+    if (rc == 0)
+        free(out);
+    ckpt_path(other, sizeof other, "sup4", 18);
+    kt_check(rc == 0 && rc2 == 0 && same_tensors(path, other, why, sizeof why),
+             "export: without --weights, the student a run starts from", "exit %d, %d: %s", rc,
+             rc2, why);
+
     /* resume from the epoch-1 checkpoint: the same end */
     write_job("sup3.json", "sup3", 1, "", "{\"name\": \"ce\"}");
     rc = kdengine(&out, "run sup3.json");

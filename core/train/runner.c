@@ -166,7 +166,8 @@ kd_status kd_export(const kd_job *job, const char *weights, const char *out_path
     kd_status st = kd_session_open(job, KD_SESSION_WEIGHTS, &s);
     if (st != KD_OK)
         return st;
-    st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors);
+    if (weights)
+        st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors);
     if (st == KD_OK) {
         kd_tensor_group g = {"", s->student.n_tensors, s->student.tensors};
         st = kd_checkpoint_save(out_path, 1, &g, NULL);

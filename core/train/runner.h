@@ -31,8 +31,9 @@ typedef struct kd_eval_result {
  * state_dict file or a checkpoint; NULL: the job's own weights). */
 kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_eval_result *out);
 
-/* Writes the student's tensors from `weights` under their state_dict names
- * to out_path (safetensors, atomic). */
+/* Writes the student's tensors from `weights` (NULL: the job's student
+ * weights, or the student as the job's seed initialises it) under their
+ * state_dict names to out_path (safetensors, atomic). */
 kd_status kd_export(const kd_job *job, const char *weights, const char *out_path);
 
 #endif
