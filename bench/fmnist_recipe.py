@@ -18,7 +18,7 @@ Prints progress per epoch to stderr and one JSON line to stdout at the end:
 
 usage: /usr/bin/python3 bench/fmnist_recipe.py JOB.json [--seed S]
        [--threads N] [--epochs N] [--subset N] [--teacher-weights PATH]
-       [--eval-teacher]
+       [--student-weights PATH] [--eval-teacher]
 """
 import argparse
 import gzip
@@ -327,6 +327,8 @@ def main():
     ap.add_argument("--epochs", type=int, help="overrides schedule.epochs")
     ap.add_argument("--subset", type=int, help="overrides data.train.subset")
     ap.add_argument("--teacher-weights", help="overrides teacher.weights")
+    ap.add_argument("--student-weights",
+                    help="starts the student from these weights (student.weights)")
     ap.add_argument("--eval-teacher", action="store_true",
                     help="only evaluate the teacher on the val split")
     a = ap.parse_args()
@@ -342,6 +344,8 @@ def main():
         if "teacher" not in job:
             fail(f"--teacher-weights: {a.job} has no teacher")
         job["teacher"]["weights"] = a.teacher_weights
+    if a.student_weights:
+        job["student"]["weights"] = a.student_weights
     torch.set_num_threads(a.threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

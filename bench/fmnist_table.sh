@@ -5,10 +5,14 @@
 #
 # usage: bench/fmnist_table.sh BUILD_DIR [--seeds "0 1 2"] [--threads N]
 #            [--out DIR] [--only-kdengine | --only-pytorch]
-#            [--epochs N] [--subset N] [--teacher FILE]
+#            [--epochs N] [--subset N] [--teacher FILE] [--same-init]
 #
 # --epochs, --subset and --teacher override the jobs' schedule.epochs,
 # data.train.subset and teacher.weights on both sides (smoke tests).
+# --same-init starts PyTorch's student from kdengine's initial weights for
+# the seed (`kdengine export` without --weights), so that only the data
+# order and augmentation draws differ between the engines; kdengine's own
+# runs are the same bits either way.
 #
 # Runs are sequential (both engines on --threads, 2 by default); with the
 # teacher trained (examples/fashion-mnist/teacher.safetensors) a full table
@@ -19,7 +23,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '6,8p' "$0" | sed 's/^# //' >&2
+    sed -n '6,9p' "$0" | sed 's/^# //' >&2
     exit 2
 }
 
@@ -35,6 +39,7 @@ subset=job
 kd_sets=()
 py_opts=()
 teacher=examples/fashion-mnist/teacher.safetensors
+same_init=no
 while [ $# -gt 0 ]; do
     case "$1" in
     --seeds) seeds=$2; shift 2 ;;
@@ -55,6 +60,7 @@ while [ $# -gt 0 ]; do
         shift 2
         ;;
     --teacher) teacher=$2; shift 2 ;;
+    --same-init) same_init=yes; shift ;;
     *) usage ;;
     esac
 done
@@ -78,7 +84,7 @@ mkdir -p "$out"
 results=$out/results.jsonl
 touch "$results"
 # a result is reused only for the same settings
-config="epochs=$epochs subset=$subset threads=$threads teacher=$teacher"
+config="epochs=$epochs subset=$subset threads=$threads teacher=$teacher same_init=$same_init"
 export KDENGINE_PLUGIN_PATH=$build/plugin-dir
 
 have() { # engine job seed
@@ -102,6 +108,14 @@ print(json.dumps({"engine": e, "name": j, "seed": int(s), "top1": float(t),
 
 echo "# results in $out" >&2
 for seed in $seeds; do
+    init_opt=()
+    if [ "$same_init" = yes ]; then
+        # the three jobs share the student, so one file per seed
+        init=$out/init-$seed.safetensors
+        "$build/kdengine" export examples/fashion-mnist/student.json --set seed="$seed" \
+            --out "$init" >/dev/null || { echo "fmnist_table: export of the initial student failed" >&2; exit 1; }
+        init_opt=(--student-weights "$init")
+    fi
     for job in $jobs; do
         file=examples/fashion-mnist/$job.json
         teacher_set=()
@@ -128,7 +142,8 @@ lines = [json.loads(l) for l in open(sys.argv[1])]
 print([l for l in lines if l.get("type") == "eval"][-1]["top1"])' "$run/metrics.jsonl")
             else
                 "$py" bench/fmnist_recipe.py "$file" --seed "$seed" --threads "$threads" \
-                    "${teacher_opt[@]}" "${py_opts[@]}" >"$out/pytorch-$job-$seed.json" 2>"$log" ||
+                    "${teacher_opt[@]}" "${init_opt[@]}" "${py_opts[@]}" \
+                    >"$out/pytorch-$job-$seed.json" 2>"$log" ||
                     { echo "fmnist_table: pytorch failed, see $log" >&2; exit 1; }
                 top1=$("$py" -c 'import json, sys
 print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["top1"])' \
