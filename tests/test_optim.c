@@ -813,22 +813,6 @@ static void test_skip_and_scope(void)
     kd_tensor_free(before);
 }
 
-static void test_default_no_decay(void)
-{
-    kd_tensor *w = kd_tensor_zeros(KD_F32, KD_CPU, 2, (int64_t[]){4, 3});
-    kd_tensor *v = kd_tensor_zeros(KD_F32, KD_CPU, 1, (int64_t[]){4});
-    kd_tensor *s = kd_tensor_zeros(KD_F32, KD_CPU, 0, NULL);
-    kt_check(!kd_sgd_default_no_decay("fc.weight", w) && kd_sgd_default_no_decay("fc.bias", v) &&
-                 kd_sgd_default_no_decay("bn1.weight", v) &&
-                 kd_sgd_default_no_decay("logit_scale", s) &&
-                 kd_sgd_default_no_decay("odd.bias", w) && !kd_sgd_default_no_decay("bias", w) &&
-                 !kd_sgd_default_no_decay(NULL, w),
-             "sgd default no-decay rule", "ndim <= 1 or a name ending in .bias");
-    kd_tensor_free(w);
-    kd_tensor_free(v);
-    kd_tensor_free(s);
-}
-
 static void expect_error(const char *name, kd_status st, const char *needle)
 {
     kt_check(st == KD_ERR_INVALID && strstr(kd_last_error(), needle), name,
@@ -1084,7 +1068,6 @@ static void test_lr_behaviour(void)
 int main(int argc, char **argv)
 {
     bool no_parity = argc > 1 && strcmp(argv[1], "--no-parity") == 0;
-    test_default_no_decay();
     test_skip_and_scope();
     test_sgd_errors();
     test_lr_errors();

@@ -61,16 +61,6 @@ struct kd_sgd {
 DEFINE_SGD_UPDATE(kd_sgd_update_f32, float, fmaf)
 DEFINE_SGD_UPDATE(kd_sgd_update_f64, double, fma)
 
-bool kd_sgd_default_no_decay(const char *name, const kd_tensor *t)
-{
-    if (t && t->ndim <= 1)
-        return true;
-    if (!name)
-        return false;
-    size_t len = strlen(name);
-    return len >= 5 && strcmp(name + len - 5, ".bias") == 0;
-}
-
 static kd_status check_options(const kd_sgd_options *o)
 {
     if (!(o->momentum >= 0) || !isfinite(o->momentum))

@@ -50,15 +50,6 @@ int kd_sgd_state_count(const kd_sgd *s);
 const char *kd_sgd_state_name(const kd_sgd *s, int i);
 kd_tensor *kd_sgd_state_tensor(const kd_sgd *s, int i);
 
-/* The common no-decay rule: a tensor with at most one dimension (biases,
- * BatchNorm/LayerNorm weights and biases) is not decayed. This is timm's
- * rule (param_groups_weight_decay: ndim <= 1 or a name ending in ".bias";
- * timm's per-model extra names such as pos_embed are the plugin's to add).
- * Models apply it when they flag tensors KD_TENSOR_NO_DECAY. mdistiller
- * instead decays every parameter, which is what passing no_decay = NULL
- * gives; the sgd plugin's "no_decay" option chooses between the two. */
-bool kd_sgd_default_no_decay(const char *name, const kd_tensor *t);
-
 /* The update of one parameter on contiguous arrays: the CPU kernel, with
  * the arguments a device kernel takes. buf is NULL when momentum is 0;
  * first says buf holds no value yet. Coefficients are rounded to the
