@@ -142,6 +142,14 @@ unsigned char *kt_read_file(const char *path, size_t *len)
     return buf;
 }
 
+void kt_remove_tree(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
 const char *kt_source_path(const char *relative, char *buf, int size)
 {
     snprintf(buf, (size_t)size, "%s/%s", KD_SRCDIR, relative);

@@ -45,6 +45,10 @@ void kt_replay_corpus(const char *relative_dir, kt_corpus_parse_fn parse);
  * and, when out is not NULL, its stdout in a malloc'd string. */
 int kt_run_command(const char *cmd, char **out);
 
+/* Removes a test's temporary folder and everything in it; says so on
+ * stderr when it cannot (a leftover folder is not a test failure). */
+void kt_remove_tree(const char *dir);
+
 /* Path of a file in the source tree (tests/, bench/). */
 const char *kt_source_path(const char *relative, char *buf, int size);
 

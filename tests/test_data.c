@@ -1119,9 +1119,6 @@ int main(void)
         free_transform(pipeline[t]);
     test_throughput();
     kt_plugins_close();
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp_dir);
+    kt_remove_tree(tmp_dir);
     return kt_finish();
 }

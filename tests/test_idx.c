@@ -845,9 +845,6 @@ int main(void)
     test_crop_flip_randomness();
     test_normalize();
     test_speed();
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
-    if (system(cmd) != 0)
-        printf("     could not remove %s\n", tmp_dir);
+    kt_remove_tree(tmp_dir);
     return kt_finish();
 }

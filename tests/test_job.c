@@ -421,9 +421,6 @@ int main(void)
     test_validate();
     test_distill();
     test_interrupt();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    kt_remove_tree(dir);
     return kt_finish();
 }

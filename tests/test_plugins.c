@@ -64,14 +64,6 @@ static void make_root(char *path, size_t size)
     }
 }
 
-static void remove_root(const char *root)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", root);
-}
-
 static void make_folder(const char *root, const char *name, char *path, size_t size)
 {
     snprintf(path, size, "%s/%s", root, name);
@@ -165,7 +157,7 @@ static void expect_load_error(const char *name, const char *plugin, kd_plugin_ki
                  left ? ", library still loaded" : "");
     }
     kd_registry_close(r);
-    remove_root(root);
+    kt_remove_tree(root);
 }
 
 static void test_kind_names(void)
@@ -192,7 +184,7 @@ static void test_good_plugin(void)
                   "status %s, count %d: %s", kd_status_name(st), kd_registry_count(r),
                   kd_last_error())) {
         kd_registry_close(r);
-        remove_root(root);
+        kt_remove_tree(root);
         return;
     }
     const kd_registry_entry *first = kd_registry_at(r, 0);
@@ -253,7 +245,7 @@ static void test_good_plugin(void)
     if (left)
         dlclose(left);
     kt_check(!left, "good: close unloads the library", "%s still loaded", library);
-    remove_root(root);
+    kt_remove_tree(root);
 }
 
 static void test_library_errors(void)
@@ -306,7 +298,7 @@ static void test_unloadable_files(void)
                  "load: text file named .so", "%s", kd_last_error());
     }
     kd_registry_close(r);
-    remove_root(root);
+    kt_remove_tree(root);
 }
 
 static void test_manifest_errors(void)
@@ -320,7 +312,7 @@ static void test_manifest_errors(void)
     const char *abi[] = {"plugin 'old' (", "/old/manifest.json) was built for plugin ABI 2; "
                                            "this kdengine speaks 1"};
     expect_scan_error("manifest: another ABI", root, abi, 2);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_manifest(root, "comma",
@@ -330,7 +322,7 @@ static void test_manifest_errors(void)
                  "                 \"params\": {},}]}\n");
     const char *comma[] = {"/comma/manifest.json:4:"};
     expect_scan_error("manifest: trailing comma gives the line", root, comma, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_manifest(root, "dupkey",
@@ -338,7 +330,7 @@ static void test_manifest_errors(void)
                  " \"library\": \"a.so\", \"provides\": []}\n");
     const char *dupkey[] = {"/dupkey/manifest.json:1:", "name"};
     expect_scan_error("manifest: duplicate key", root, dupkey, 2);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_manifest(root, "extra",
@@ -347,7 +339,7 @@ static void test_manifest_errors(void)
                  "                \"params\": {}}], \"homepage\": \"x\"}\n");
     const char *extra[] = {"/extra/manifest.json: homepage: unknown key"};
     expect_scan_error("manifest: unknown key", root, extra, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_manifest(root, "typo",
@@ -356,14 +348,14 @@ static void test_manifest_errors(void)
                  "                \"params\": {}, \"sumary\": \"x\"}]}\n");
     const char *typo[] = {"/typo/manifest.json: provides[0].sumary: unknown key"};
     expect_scan_error("manifest: unknown provider key", root, typo, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_simple_manifest(root, "kind", "kind", "losss", "k");
     const char *kind[] = {"/kind/manifest.json: provides[0].kind: unknown kind 'losss' "
                           "(did you mean loss?)"};
     expect_scan_error("manifest: unknown kind with a suggestion", root, kind, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_simple_manifest(root, "slash", "slash", "loss", "s");
@@ -373,7 +365,7 @@ static void test_manifest_errors(void)
                  " \"name\": \"s2\", \"summary\": \"s\", \"params\": {}}]}\n");
     const char *slash[] = {"/slash2/manifest.json: library: '../x.so'"};
     expect_scan_error("manifest: library outside its folder", root, slash, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_manifest(root, "empty",
@@ -381,7 +373,7 @@ static void test_manifest_errors(void)
                  " \"provides\": []}\n");
     const char *empty[] = {"/empty/manifest.json: provides: expected a non-empty array"};
     expect_scan_error("manifest: no providers", root, empty, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_manifest(root, "params",
@@ -390,7 +382,7 @@ static void test_manifest_errors(void)
                  "                \"params\": [1]}]}\n");
     const char *params[] = {"/params/manifest.json: provides[0].params: expected an object"};
     expect_scan_error("manifest: params not an object", root, params, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_manifest(root, "schema",
@@ -399,7 +391,7 @@ static void test_manifest_errors(void)
                  "                \"params\": {\"t\": {\"type\": \"numbr\"}}}]}\n");
     const char *schema[] = {"/schema/manifest.json: provides[0].params.t:"};
     expect_scan_error("manifest: bad parameter schema", root, schema, 1);
-    remove_root(root);
+    kt_remove_tree(root);
 }
 
 static void test_duplicates(void)
@@ -411,7 +403,7 @@ static void test_duplicates(void)
     const char *provider[] = {"loss 'dup' is provided by both", "/a/manifest.json",
                               "/b/manifest.json"};
     expect_scan_error("duplicate (kind, name) names both manifests", root, provider, 3);
-    remove_root(root);
+    kt_remove_tree(root);
 
     make_root(root, sizeof root);
     add_simple_manifest(root, "a", "same", "loss", "one");
@@ -419,7 +411,7 @@ static void test_duplicates(void)
     const char *plugin[] = {"plugin 'same' is declared by both", "/a/manifest.json",
                             "/b/manifest.json"};
     expect_scan_error("duplicate plugin name names both manifests", root, plugin, 3);
-    remove_root(root);
+    kt_remove_tree(root);
 
     /* The same provider name under two kinds is fine. */
     make_root(root, sizeof root);
@@ -431,7 +423,7 @@ static void test_duplicates(void)
     kt_check(st == KD_OK && kd_registry_count(r) == 2, "same name under two kinds",
              "%s", kd_last_error());
     kd_registry_close(r);
-    remove_root(root);
+    kt_remove_tree(root);
 }
 
 static void test_plugin_path(void)
@@ -473,8 +465,8 @@ static void test_plugin_path(void)
              "plugin path: missing extra dir", "status %s: %s", kd_status_name(st),
              kd_last_error());
     kd_registry_close(r);
-    remove_root(one);
-    remove_root(two);
+    kt_remove_tree(one);
+    kt_remove_tree(two);
 }
 
 static void test_cli(void)
@@ -526,7 +518,7 @@ static void test_cli(void)
     kt_check(rc == 2 && has(out, "--bogus"), "cli: bad option exits 2", "exit %d: %s", rc,
              out ? out : "(none)");
     free(out);
-    remove_root(root);
+    kt_remove_tree(root);
 }
 
 int main(void)

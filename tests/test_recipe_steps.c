@@ -216,9 +216,6 @@ int main(void)
         return kt_finish();
     }
     test_replays();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    kt_remove_tree(dir);
     return kt_finish();
 }
