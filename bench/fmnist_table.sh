@@ -6,6 +6,7 @@
 # usage: bench/fmnist_table.sh BUILD_DIR [--seeds "0 1 2"] [--threads N]
 #            [--out DIR] [--only-kdengine | --only-pytorch]
 #            [--epochs N] [--subset N] [--teacher FILE] [--same-init]
+#            [--jobs "student kd kd-logit-stand"]
 #
 # --epochs, --subset and --teacher override the jobs' schedule.epochs,
 # data.train.subset and teacher.weights on both sides (smoke tests).
@@ -23,7 +24,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '6,9p' "$0" | sed 's/^# //' >&2
+    sed -n '6,10p' "$0" | sed 's/^# //' >&2
     exit 2
 }
 
@@ -40,6 +41,7 @@ kd_sets=()
 py_opts=()
 teacher=examples/fashion-mnist/teacher.safetensors
 same_init=no
+jobs="student kd kd-logit-stand"
 while [ $# -gt 0 ]; do
     case "$1" in
     --seeds) seeds=$2; shift 2 ;;
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         ;;
     --teacher) teacher=$2; shift 2 ;;
     --same-init) same_init=yes; shift ;;
+    --jobs) jobs=$2; shift 2 ;;
     *) usage ;;
     esac
 done
@@ -70,7 +73,6 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 py=/usr/bin/python3
-jobs="student kd kd-logit-stand"
 if [ ! -f "$teacher" ]; then
     echo "fmnist_table: $teacher is missing; train it first:" >&2
     echo "  $build/kdengine run examples/fashion-mnist/teacher.json" >&2
@@ -87,13 +89,17 @@ touch "$results"
 config="epochs=$epochs subset=$subset threads=$threads teacher=$teacher same_init=$same_init"
 export KDENGINE_PLUGIN_PATH=$build/plugin-dir
 
+# and the same job file (a recipe edited since is run again)
+job_md5() { md5sum <"examples/fashion-mnist/$1.json" | cut -c1-12; }
+
 have() { # engine job seed
-    "$py" - "$results" "$1" "$2" "$3" "$config" <<'EOF'
+    "$py" - "$results" "$1" "$2" "$3" "$config" "$(job_md5 "$2")" <<'EOF'
 import json, sys
-path, engine, job, seed, config = sys.argv[1:]
+path, engine, job, seed, config, md5 = sys.argv[1:]
 for line in open(path):
     r = json.loads(line)
-    if (r["engine"], r["name"], r["seed"], r["config"]) == (engine, job, int(seed), config):
+    if (r["engine"], r["name"], r["seed"], r["config"], r.get("job_md5")) == \
+            (engine, job, int(seed), config, md5):
         sys.exit(0)
 sys.exit(1)
 EOF
@@ -101,9 +107,10 @@ EOF
 
 record() { # engine job seed top1 seconds
     "$py" -c 'import json, sys
-e, j, s, t, sec, c = sys.argv[1:]
+e, j, s, t, sec, c, md5 = sys.argv[1:]
 print(json.dumps({"engine": e, "name": j, "seed": int(s), "top1": float(t),
-                  "seconds": float(sec), "config": c}))' "$@" "$config" >>"$results"
+                  "seconds": float(sec), "config": c, "job_md5": md5}))' \
+        "$@" "$config" "$(job_md5 "$2")" >>"$results"
 }
 
 echo "# results in $out" >&2
@@ -163,11 +170,14 @@ teacher_py=$("$py" bench/fmnist_recipe.py examples/fashion-mnist/kd.json --eval-
 teacher_top1=$("$py" -c 'import json, sys
 print(" ".join(str(json.loads(a)["top1"]) for a in sys.argv[1:]))' "$teacher_kd" "$teacher_py")
 
-"$py" - "$results" "$seeds" "$jobs" "$teacher_top1" "$threads" "$teacher" "$config" <<'EOF'
+md5s=$(for job in $jobs; do echo "$job=$(job_md5 "$job")"; done)
+"$py" - "$results" "$seeds" "$jobs" "$teacher_top1" "$threads" "$teacher" "$config" "$md5s" <<'EOF'
 import json, statistics, sys
-path, seeds, jobs, teacher, threads, teacher_file, config = sys.argv[1:]
+path, seeds, jobs, teacher, threads, teacher_file, config, md5s = sys.argv[1:]
 seeds = [int(s) for s in seeds.split()]
-rows = [r for r in map(json.loads, open(path)) if r["config"] == config]
+md5 = dict(line.split("=") for line in md5s.split())
+rows = [r for r in map(json.loads, open(path))
+        if r["config"] == config and r.get("job_md5") == md5.get(r["name"])]
 
 
 def cell(engine, job):
