@@ -387,11 +387,13 @@ def main():
     for epoch in range(epochs):
         student.train()
         te = time.time()
-        lr = lr_at(job["schedule"], base_lr, epochs, steps_per_epoch, step)
+        first_lr = None
         total = 0.0
         for k, idx in enumerate(batches(len(images), batch, shuffle, drop_last, gen)):
+            lr = lr_at(job["schedule"], base_lr, epochs, steps_per_epoch, step)
+            first_lr = lr if first_lr is None else first_lr
             for group in opt.param_groups:
-                group["lr"] = lr_at(job["schedule"], base_lr, epochs, steps_per_epoch, step)
+                group["lr"] = lr
             x, y = pipeline(images[idx]), labels[idx]
             loss = sum(loss_terms(student, teacher, losses, x, y, epoch + k / steps_per_epoch))
             opt.zero_grad(set_to_none=True)
@@ -399,7 +401,7 @@ def main():
             opt.step()
             step += 1
             total += float(loss)
-        msg = (f"epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f} lr {lr:.5g} "
+        msg = (f"epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f} lr {first_lr:.5g} "
                f"{steps_per_epoch * batch / (time.time() - te):.0f} img/s")
         done = epoch + 1
         if val is not None and eval_every > 0 and (done % eval_every == 0 or done == epochs):
