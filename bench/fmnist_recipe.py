@@ -6,11 +6,14 @@ random_crop / hflip / normalize / to_tensor transforms, a ResNet from
 tests/parity/torch_resnet.py (timm/mdistiller state_dict names, so a
 kdengine teacher loads as is), the ce / kd / logit_stand losses with
 their weights, torch.optim.SGD and the job's lr schedule with its
-warm-up. It does not replay kdengine's random numbers (shuffle order,
-crops, initial weights come from torch's generators); runs of the two
-engines are compared over seeds. tests/test_recipe_steps replays a few
-kdengine steps with these functions, from the same weights and batches,
-so both are known to compute the same training step.
+warm-up. By default the shuffle order, crops and flips come from torch's
+generator; --data-stream kdengine makes the same draws as kdengine's
+loader (its Philox stream, core/loader.h), so a run sees the batches a
+kdengine run of the job sees. --student-weights starts from given weights
+(`kdengine export JOB --out F` writes a run's initial ones).
+tests/test_recipe_steps replays short kdengine runs with these functions
+and that stream, so both are known to compute the same training step on
+the same batches.
 
 Prints progress per epoch to stderr and one JSON line to stdout at the end:
 {"job", "seed", "epochs", "subset", "top1", "top5", "loss", "seconds",
@@ -18,7 +21,7 @@ Prints progress per epoch to stderr and one JSON line to stdout at the end:
 
 usage: /usr/bin/python3 bench/fmnist_recipe.py JOB.json [--seed S]
        [--threads N] [--epochs N] [--subset N] [--teacher-weights PATH]
-       [--student-weights PATH] [--eval-teacher]
+       [--student-weights PATH] [--data-stream torch|kdengine] [--eval-teacher]
 """
 import argparse
 import gzip
@@ -85,7 +88,114 @@ def load_split(split, path):
     return images, labels.long()
 
 
-def random_crop(t, gen):
+# The random draws of an epoch come from a stream: TorchStream (torch's
+# generator: a randperm per epoch, crops and flips drawn per batch) or
+# KdengineStream (the draws kdengine's loader makes, core/loader.h, so both
+# engines see the same batches). batch() is called before a batch's
+# transforms run.
+
+class TorchStream:
+    def __init__(self, seed):
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def order(self, n, epoch):
+        return torch.randperm(n, generator=self.gen)
+
+    def batch(self, idx, epoch):
+        self.n = len(idx)
+
+    def crop(self, rows, cols):
+        top = torch.randint(0, rows, (self.n,), generator=self.gen)
+        left = torch.randint(0, cols, (self.n,), generator=self.gen)
+        return top, left
+
+    def flip(self, p):
+        return torch.rand(self.n, generator=self.gen) < p
+
+
+M32, M64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
+
+
+def philox4x32(key, ctr):
+    """Philox4x32-10 (Salmon et al., SC'11), as core/rng.c computes it."""
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & M32, (p0 >> 32) ^ c3 ^ k1, p0 & M32
+        k0, k1 = (k0 + 0x9E3779B9) & M32, (k1 + 0xBB67AE85) & M32
+    return c0, c1, c2, c3
+
+
+def mix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+class KdRng:
+    """kd_rng: Philox keyed by the seed, its counter's high half by the
+    stream (kd_rng_make(seed, hi, lo))."""
+
+    def __init__(self, seed, hi, lo):
+        k, st = mix64(seed), mix64(hi ^ mix64(lo))
+        self.key = (k & M32, k >> 32)
+        self.stream = (st & M32, st >> 32)
+        self.counter = 0
+        self.block = None
+
+    def u32(self):
+        index, self.counter = self.counter, self.counter + 1
+        b = index >> 2
+        if self.block is None or self.block[0] != b:
+            self.block = (b, philox4x32(self.key, (b & M32, b >> 32) + self.stream))
+        return self.block[1][index & 3]
+
+    def uniform(self):
+        hi, lo = self.u32() >> 5, self.u32() >> 6
+        return (hi * 67108864 + lo) / 9007199254740992.0
+
+    def below(self, n):
+        if n <= 1:
+            return 0
+        limit = M64 - M64 % n
+        while True:
+            v = (self.u32() << 32) | self.u32()
+            if v < limit:
+                return v % n
+
+
+SHUFFLE_STREAM, AUGMENT_STREAM = 0x53485546, 0x4155474D  # core/loader.h
+
+
+class KdengineStream:
+    def __init__(self, seed):
+        self.seed = seed
+
+    def order(self, n, epoch):
+        rng, order = KdRng(self.seed, SHUFFLE_STREAM << 32 | epoch, 0), list(range(n))
+        for i in range(n - 1, 0, -1):
+            j = rng.below(i + 1)
+            order[i], order[j] = order[j], order[i]
+        return torch.tensor(order)
+
+    def batch(self, idx, epoch):
+        # one rng per sample, shared by its transforms in list order
+        self.rngs = [KdRng(self.seed, AUGMENT_STREAM << 32 | epoch, int(i)) for i in idx]
+
+    def crop(self, rows, cols):
+        drawn = [(r.below(rows), r.below(cols)) for r in self.rngs]
+        return torch.tensor([t for t, _ in drawn]), torch.tensor([c for _, c in drawn])
+
+    def flip(self, p):
+        return torch.tensor([r.uniform() < p for r in self.rngs])
+
+
+STREAMS = {"torch": TorchStream, "kdengine": KdengineStream}
+
+
+def random_crop(t, stream):
     size = t["size"]
     if isinstance(size, int):
         size = [size]
@@ -95,8 +205,7 @@ def random_crop(t, gen):
     def apply(x):
         n, _, h, w = x.shape
         x = F.pad(x, (pad, pad, pad, pad))
-        top = torch.randint(0, h + 2 * pad - oh + 1, (n,), generator=gen)
-        left = torch.randint(0, w + 2 * pad - ow + 1, (n,), generator=gen)
+        top, left = stream.crop(h + 2 * pad - oh + 1, w + 2 * pad - ow + 1)
         rows = (top[:, None] + torch.arange(oh))[:, None, :, None]
         cols = (left[:, None] + torch.arange(ow))[:, None, None, :]
         samples = torch.arange(n)[:, None, None, None]
@@ -105,11 +214,11 @@ def random_crop(t, gen):
     return apply
 
 
-def hflip(t, gen):
+def hflip(t, stream):
     p = t.get("p", 0.5)
 
     def apply(x):
-        flip = torch.rand(x.shape[0], generator=gen) < p
+        flip = stream.flip(p)
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
     return apply
 
@@ -118,32 +227,38 @@ def to_float(x):
     return x.float().div(255) if x.dtype == torch.uint8 else x
 
 
-def normalize(t, gen):
+def normalize(t, stream):
     mean = torch.tensor(t["mean"], dtype=torch.float32)[None, :, None, None]
     std = torch.tensor(t["std"], dtype=torch.float32)[None, :, None, None]
     return lambda x: to_float(x).sub(mean).div(std)
 
 
 TRANSFORMS = {"random_crop": random_crop, "hflip": hflip, "normalize": normalize,
-              "to_tensor": lambda t, gen: to_float}
+              "to_tensor": lambda t, stream: to_float}
 
 
-def make_pipeline(split, path, gen):
+def make_pipeline(split, path, stream):
+    """run(images, idx, epoch): the split's transforms on a batch of the
+    samples idx. Without a stream, only deterministic transforms."""
     steps = []
     for i, t in enumerate(split.get("transforms", [])):
         if t["name"] not in TRANSFORMS:
             fail(f"{path}.transforms[{i}]: {t['name']!r} is not implemented here")
-        steps.append(TRANSFORMS[t["name"]](t, gen))
+        if stream is None and t["name"] in ("random_crop", "hflip"):
+            fail(f"{path}.transforms[{i}]: {t['name']!r} is random; not implemented here")
+        steps.append(TRANSFORMS[t["name"]](t, stream))
 
-    def run(x):
+    def run(x, idx, epoch):
+        if stream:
+            stream.batch(idx, epoch)
         for step in steps:
             x = step(x)
         return to_float(x)
     return run
 
 
-def batches(n, size, shuffle, drop_last, gen):
-    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+def batches(n, size, shuffle, drop_last, stream, epoch):
+    order = stream.order(n, epoch) if shuffle else torch.arange(n)
     end = n - n % size if drop_last else n
     for begin in range(0, end, size):
         yield order[begin:begin + size]
@@ -300,8 +415,8 @@ def evaluate(model, images, labels, split):
     pipeline = make_pipeline(split, "data.val", None)
     top1 = top5 = 0
     loss = 0.0
-    for idx in batches(len(images), split.get("batch_size", 128), False, False, None):
-        z = logits_of(model, pipeline(images[idx]))
+    for idx in batches(len(images), split.get("batch_size", 128), False, False, None, 0):
+        z = logits_of(model, pipeline(images[idx], idx, 0))
         y = labels[idx]
         above = (z > z.gather(1, y[:, None])).sum(1)
         top1 += int((above == 0).sum())
@@ -329,6 +444,9 @@ def main():
     ap.add_argument("--teacher-weights", help="overrides teacher.weights")
     ap.add_argument("--student-weights",
                     help="starts the student from these weights (student.weights)")
+    ap.add_argument("--data-stream", choices=sorted(STREAMS), default="torch",
+                    help="where the shuffle order, crops and flips come from: torch's "
+                         "generator (default) or kdengine's loader, draw for draw")
     ap.add_argument("--eval-teacher", action="store_true",
                     help="only evaluate the teacher on the val split")
     a = ap.parse_args()
@@ -348,7 +466,7 @@ def main():
         job["student"]["weights"] = a.student_weights
     torch.set_num_threads(a.threads)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    stream = STREAMS[a.data_stream](seed)
 
     teacher = None
     if "teacher" in job:
@@ -378,7 +496,7 @@ def main():
         fail(f"data.train: {len(images)} samples make no batch of {batch}")
     opt = make_optimizer(student, job["optim"])
     base_lr = job["optim"]["lr"]
-    pipeline = make_pipeline(train_split, "data.train", gen)
+    pipeline = make_pipeline(train_split, "data.train", stream)
     eval_every = job.get("eval", {}).get("every_epochs", 1)
 
     t0 = time.time()
@@ -389,12 +507,12 @@ def main():
         te = time.time()
         first_lr = None
         total = 0.0
-        for k, idx in enumerate(batches(len(images), batch, shuffle, drop_last, gen)):
+        for k, idx in enumerate(batches(len(images), batch, shuffle, drop_last, stream, epoch)):
             lr = lr_at(job["schedule"], base_lr, epochs, steps_per_epoch, step)
             first_lr = lr if first_lr is None else first_lr
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, y = pipeline(images[idx]), labels[idx]
+            x, y = pipeline(images[idx], idx, epoch), labels[idx]
             loss = sum(loss_terms(student, teacher, losses, x, y, epoch + k / steps_per_epoch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -411,7 +529,8 @@ def main():
     seconds = time.time() - t0
     top1, top5, loss = result if result else (None, None, None)
     print(json.dumps({"job": a.job, "seed": seed, "epochs": epochs,
-                      "subset": train_split.get("subset", 0), "top1": top1, "top5": top5,
+                      "subset": train_split.get("subset", 0), "data_stream": a.data_stream,
+                      "top1": top1, "top5": top5,
                       "loss": loss, "seconds": round(seconds, 1), "threads": a.threads,
                       "blas": blas_name()}))
 

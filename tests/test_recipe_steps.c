@@ -1,7 +1,8 @@
 /* kdengine's training step is PyTorch's: short runs on the first Fashion-MNIST
- * images (no shuffle, no random transforms, so both sides see the same
- * batches) from the same starting weights, replayed in PyTorch by
- * bench/fmnist_recipe.py's own functions (tests/parity/torch_recipe_steps.py).
+ * images from the same starting weights, replayed in PyTorch by
+ * bench/fmnist_recipe.py's own functions (tests/parity/torch_recipe_steps.py),
+ * which draw the shuffle order, crops and flips as kdengine's loader does,
+ * so both sides see the same batches.
  * Per step the total loss, each weighted term and the lr must agree; after
  * the last step the whole parameter update and the BN running statistics.
  * This is what makes the README's kdengine-vs-PyTorch accuracy table a
@@ -34,8 +35,8 @@ static const char *const job_template =
     "  \"data\": {\"train\": {\n"
     "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/train-images-idx3-ubyte.gz\",\n"
     "                \"labels\": \"" FMNIST "/train-labels-idx1-ubyte.gz\"},\n"
-    "    \"transforms\": [{\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
-    "    \"batch_size\": 32, \"subset\": 64, \"shuffle\": false, \"workers\": 0}},\n"
+    "    \"transforms\": [%s{\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "    \"batch_size\": 32, \"subset\": 64, \"shuffle\": %s, \"workers\": 0}},\n"
     "  %s\n"
     "  \"student\": {\"model\": \"resnet8\", \"num_classes\": 10, \"in_chans\": 1%s},\n"
     "  \"losses\": [%s],\n"
@@ -51,24 +52,35 @@ typedef struct replay_case {
     const char *name;
     const char *teacher_bn; /* NULL: no teacher */
     const char *losses;
+    bool augment; /* shuffle, random crop and flip */
 } replay_case;
 
+#define AUGMENT_TRANSFORMS                                                                   \
+    "{\"name\": \"random_crop\", \"size\": 28, \"padding\": 4}, {\"name\": \"hflip\"}, "
+
 static const replay_case cases[] = {
-    {"ce", NULL, "{\"name\": \"ce\", \"label_smoothing\": 0.1}"},
+    {"ce", NULL, "{\"name\": \"ce\", \"label_smoothing\": 0.1}", false},
     {"kd", "", "{\"name\": \"ce\", \"weight\": 0.1}, "
                "{\"name\": \"kd\", \"weight\": 0.9, \"temperature\": 4, "
-               "\"weight_warmup_epochs\": 1}"},
+               "\"weight_warmup_epochs\": 1}",
+     false},
     {"kd_ls", "", "{\"name\": \"ce\", \"weight\": 0.1}, "
-                  "{\"name\": \"kd\", \"weight\": 9, \"temperature\": 2, \"logit_stand\": true}"},
+                  "{\"name\": \"kd\", \"weight\": 9, \"temperature\": 2, \"logit_stand\": true}",
+     false},
     {"logit_stand", "", "{\"name\": \"ce\", \"weight\": 0.5}, "
-                        "{\"name\": \"logit_stand\", \"weight\": 2, \"base_temperature\": 3}"},
+                        "{\"name\": \"logit_stand\", \"weight\": 2, \"base_temperature\": 3}",
+     false},
     {"kd_train_bn", ", \"train_bn\": true", "{\"name\": \"ce\", \"weight\": 0.1}, "
-                                             "{\"name\": \"kd\", \"weight\": 0.9}"},
+                                             "{\"name\": \"kd\", \"weight\": 0.9}",
+     false},
+    {"kd_augment", "", "{\"name\": \"ce\", \"weight\": 0.5}, "
+                       "{\"name\": \"kd\", \"weight\": 0.5, \"temperature\": 4}",
+     true},
 };
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 
 static bool write_job(const char *name, const char *teacher_bn, const char *student_weights,
-                      const char *losses)
+                      const char *losses, bool augment)
 {
     char teacher_spec[1024] = "", weights[600] = "", text[8192], path[256];
     if (teacher_bn)
@@ -78,7 +90,8 @@ static bool write_job(const char *name, const char *teacher_bn, const char *stud
                  teacher, teacher_bn);
     if (student_weights)
         snprintf(weights, sizeof weights, ", \"weights\": \"%s\"", student_weights);
-    snprintf(text, sizeof text, job_template, dir, name, kt_plugin_dir(), teacher_spec, weights,
+    snprintf(text, sizeof text, job_template, dir, name, kt_plugin_dir(),
+             augment ? AUGMENT_TRANSFORMS : "", augment ? "true" : "false", teacher_spec, weights,
              losses);
     snprintf(path, sizeof path, "%s/%s.json", dir, name);
     return kt_write_file(path, text, strlen(text));
@@ -174,7 +187,7 @@ static void test_replays(void)
     /* starting weights: the checkpoint of a first short run, so the
      * replays start from trained, not freshly initialised, weights */
     char *out = NULL;
-    write_job("start", NULL, NULL, "{\"name\": \"ce\"}");
+    write_job("start", NULL, NULL, "{\"name\": \"ce\"}", false);
     int rc = kdengine_run("start", &out);
     char start[256];
     snprintf(start, sizeof start, "%s/start/checkpoints/step-000000006.safetensors", dir);
@@ -189,7 +202,7 @@ static void test_replays(void)
     size_t used = 0;
     bool ran[N_CASES];
     for (int i = 0; i < N_CASES; i++) {
-        write_job(cases[i].name, cases[i].teacher_bn, start, cases[i].losses);
+        write_job(cases[i].name, cases[i].teacher_bn, start, cases[i].losses, cases[i].augment);
         rc = kdengine_run(cases[i].name, &out);
         ran[i] = kt_check(rc == 0, cases[i].name, "kdengine run exit %d: %s", rc,
                           out ? out : "(none)");

@@ -1,7 +1,8 @@
 """PyTorch side of tests/test_recipe_steps.c: replays the training steps of
 finished kdengine runs with bench/fmnist_recipe.py's own functions (model,
 losses, SGD, lr schedule), from the run's starting weights and on the same
-batches (the jobs have no random transforms and no shuffle), then compares.
+batches (shuffle order, crops and flips drawn as kdengine's loader draws
+them: recipe.KdengineStream), then compares.
 
 Each run is replayed twice: in float32, as the recipe trains, and in
 float64, the reference trajectory. A few steps of SGD through train-mode
@@ -64,16 +65,19 @@ def replay(job, n_steps, dtype, save_at):
     batch = split["batch_size"]
     steps_per_epoch = len(images) // batch
     opt = recipe.make_optimizer(student, job["optim"])
-    pipeline = recipe.make_pipeline(split, "data.train", None)
+    stream = recipe.KdengineStream(job["seed"])
+    pipeline = recipe.make_pipeline(split, "data.train", stream)
     trace, states = [], {}
     for step in range(n_steps):
         epoch, k = divmod(step, steps_per_epoch)
+        if k == 0:
+            order = list(recipe.batches(len(images), batch, split.get("shuffle", True), True,
+                                        stream, epoch))
         lr = recipe.lr_at(job["schedule"], job["optim"]["lr"], job["schedule"]["epochs"],
                           steps_per_epoch, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        x = pipeline(images[k * batch:(k + 1) * batch]).to(dtype)
-        y = labels[k * batch:(k + 1) * batch]
+        x, y = pipeline(images[order[k]], order[k], epoch).to(dtype), labels[order[k]]
         terms = recipe.loss_terms(student, teacher, losses, x, y, epoch + k / steps_per_epoch)
         loss = sum(terms)
         trace.append((lr, float(loss), [float(t) for t in terms]))
@@ -102,10 +106,8 @@ def check(run_dir):
         ours = [m for m in map(json.loads, f) if m["type"] == "train"]
     if [m["step"] for m in ours] != list(range(1, len(ours) + 1)):
         recipe.fail(f"{run_dir}: the job must log every step")
-    split = job["data"]["train"]
-    if split.get("shuffle", True) or \
-            any(t["name"] in ("random_crop", "hflip") for t in split.get("transforms", [])):
-        recipe.fail(f"{run_dir}: replaying needs a job without random transforms or shuffle")
+    if job["data"]["train"].get("drop_last", True) is not True:
+        recipe.fail(f"{run_dir}: replaying needs a job that drops the last partial batch")
     saved = {}
     for path in glob.glob(os.path.join(run_dir, "checkpoints", "step-*.safetensors")):
         tensors, _ = recipe.read_safetensors(path)
