@@ -6,14 +6,17 @@
 # usage: bench/fmnist_table.sh BUILD_DIR [--seeds "0 1 2"] [--threads N]
 #            [--out DIR] [--only-kdengine | --only-pytorch]
 #            [--epochs N] [--subset N] [--teacher FILE] [--same-init]
-#            [--jobs "student kd kd-logit-stand"]
+#            [--same-data] [--jobs "student kd kd-logit-stand"]
 #
 # --epochs, --subset and --teacher override the jobs' schedule.epochs,
 # data.train.subset and teacher.weights on both sides (smoke tests).
 # --same-init starts PyTorch's student from kdengine's initial weights for
 # the seed (`kdengine export` without --weights), so that only the data
 # order and augmentation draws differ between the engines; kdengine's own
-# runs are the same bits either way.
+# runs are the same bits either way. --same-data makes PyTorch draw the
+# shuffle order, crops and flips as kdengine's loader does
+# (fmnist_recipe.py --data-stream kdengine); with --same-init the two
+# engines then differ only in their arithmetic.
 #
 # Runs are sequential (both engines on --threads, 2 by default); with the
 # teacher trained (examples/fashion-mnist/teacher.safetensors) a full table
@@ -41,6 +44,7 @@ kd_sets=()
 py_opts=()
 teacher=examples/fashion-mnist/teacher.safetensors
 same_init=no
+same_data=no
 jobs="student kd kd-logit-stand"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -63,6 +67,11 @@ while [ $# -gt 0 ]; do
         ;;
     --teacher) teacher=$2; shift 2 ;;
     --same-init) same_init=yes; shift ;;
+    --same-data)
+        same_data=yes
+        py_opts+=(--data-stream kdengine)
+        shift
+        ;;
     --jobs) jobs=$2; shift 2 ;;
     *) usage ;;
     esac
@@ -87,6 +96,7 @@ results=$out/results.jsonl
 touch "$results"
 # a result is reused only for the same settings
 config="epochs=$epochs subset=$subset threads=$threads teacher=$teacher same_init=$same_init"
+[ "$same_data" = no ] || config="$config same_data=yes"
 export KDENGINE_PLUGIN_PATH=$build/plugin-dir
 
 # and the same job file (a recipe edited since is run again)

@@ -8,10 +8,17 @@
 #define KD_ERROR_MAX 1024
 
 static _Thread_local char error_message[KD_ERROR_MAX];
+static _Thread_local kd_status error_code;
 
 const char *kd_last_error(void) { return error_message; }
 
-void kd_clear_error(void) { error_message[0] = '\0'; }
+kd_status kd_last_status(void) { return error_code; }
+
+void kd_clear_error(void)
+{
+    error_message[0] = '\0';
+    error_code = KD_OK;
+}
 
 kd_status kd_error(kd_status code, const char *fmt, ...)
 {
@@ -19,6 +26,7 @@ kd_status kd_error(kd_status code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(error_message, sizeof error_message, fmt, ap);
     va_end(ap);
+    error_code = code;
     return code;
 }
 
@@ -42,6 +50,7 @@ kd_status kd_error_wrap(kd_status code, const char *fmt, ...)
         memcpy(error_message + at, old, n);
         error_message[at + n] = '\0';
     }
+    error_code = code;
     return code;
 }
 

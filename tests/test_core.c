@@ -330,6 +330,16 @@ static void test_errors(void)
     kd_error_wrap(st, "loading %s", "model");
     kt_check(st == KD_ERR_FORMAT && strcmp(kd_last_error(), "loading model: file a.bin") == 0,
              "status.wrap", "message '%s'", kd_last_error());
+    kt_check(kd_last_status() == KD_ERR_FORMAT, "status.last", "last status %d",
+             (int)kd_last_status());
+    kd_error_wrap(kd_last_status(), "job");
+    kt_check(kd_last_status() == KD_ERR_FORMAT &&
+                 strcmp(kd_last_error(), "job: loading model: file a.bin") == 0,
+             "status.wrap_keeps_code", "status %d, message '%s'", (int)kd_last_status(),
+             kd_last_error());
+    kd_clear_error();
+    kt_check(kd_last_status() == KD_OK && kd_last_error()[0] == '\0', "status.clear",
+             "status %d, message '%s'", (int)kd_last_status(), kd_last_error());
     kt_check(strcmp(kd_status_name(KD_ERR_IO), "i/o error") == 0, "status.names", "names");
 }
 

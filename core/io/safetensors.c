@@ -603,7 +603,7 @@ kd_tensor *kd_safetensors_load(const kd_safetensors *f, const char *name,
         memcpy(view.shape, e->shape, sizeof view.shape);
         kd_contiguous_strides(e->ndim, e->shape, view.stride);
         if (kd_tensor_copy_(t, &view) != KD_OK) {
-            kd_error_wrap(KD_ERR_INVALID, "%s: tensor '%s'", f->label, name);
+            kd_error_wrap(kd_last_status(), "%s: tensor '%s'", f->label, name);
             kd_tensor_free(t);
             return NULL;
         }

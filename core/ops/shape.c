@@ -497,7 +497,7 @@ kd_status kd_split(kd_tensor *x, int dim, int n, const int64_t *sizes, kd_tensor
     for (int64_t i = 0, start = 0; i < n; start += sizes[i++]) {
         out[i] = kd_slice(x, d, start, start + sizes[i], 1);
         if (!out[i])
-            return kd_error_wrap(KD_ERR_INVALID, "split: part %d", (int)i);
+            return kd_error_wrap(kd_last_status(), "split: part %d", (int)i);
     }
     return KD_OK;
 }

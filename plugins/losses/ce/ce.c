@@ -96,7 +96,7 @@ static kd_status ce_forward(void *self, const kd_loss_args *args, kd_loss_result
         loss = kd_cross_entropy(x, args->labels, c->smoothing);
     }
     if (!loss)
-        return kd_error_wrap(KD_ERR_INVALID, "ce (tap '%s')", c->tap);
+        return kd_error_wrap(kd_last_status(), "ce (tap '%s')", c->tap);
     out->loss = loss;
     out->n_terms = 1;
     out->term_names[0] = "ce";

@@ -139,7 +139,7 @@ kd_status logit_kd_forward(void *self, const kd_loss_args *args, kd_loss_result 
     double t2 = k->temperature * k->temperature;
     kd_tensor *loss = t2 == 1 ? kl : kd_mul_scalar(kl, t2);
     if (!loss)
-        return kd_error_wrap(KD_ERR_INVALID, "%s", k->provider);
+        return kd_error_wrap(kd_last_status(), "%s", k->provider);
     out->loss = loss;
     out->n_terms = 1;
     out->term_names[0] = k->term;

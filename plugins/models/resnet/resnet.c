@@ -396,7 +396,7 @@ static kd_tensor *run_segment(resnet *r, int t, kd_tensor *x, bool training)
         if (a->imagenet)
             y = kd_max_pool2d(y, (const int[]){3, 3}, (const int[]){2, 2}, (const int[]){1, 1});
         if (!y)
-            kd_error_wrap(KD_ERR_INVALID, "stem");
+            kd_error_wrap(kd_last_status(), "stem");
         return y;
     }
     if (t <= a->n_stages) {
@@ -404,7 +404,7 @@ static kd_tensor *run_segment(resnet *r, int t, kd_tensor *x, bool training)
         for (int b = r->stage_first[t - 1]; b < r->stage_first[t]; b++) {
             y = block_forward(&r->blocks[b], y, training);
             if (!y) {
-                kd_error_wrap(KD_ERR_INVALID, "layer%d.%d", t, b - r->stage_first[t - 1]);
+                kd_error_wrap(kd_last_status(), "layer%d.%d", t, b - r->stage_first[t - 1]);
                 return NULL;
             }
         }
@@ -414,12 +414,12 @@ static kd_tensor *run_segment(resnet *r, int t, kd_tensor *x, bool training)
         y = kd_adaptive_avg_pool2d(x, 1, 1);
         y = y ? kd_reshape(y, 2, (const int64_t[]){y->shape[0], y->shape[1]}) : NULL;
         if (!y)
-            kd_error_wrap(KD_ERR_INVALID, "global pool");
+            kd_error_wrap(kd_last_status(), "global pool");
         return y;
     }
     y = kd_linear(x, r->fc_weight, r->fc_bias);
     if (!y)
-        kd_error_wrap(KD_ERR_INVALID, "fc");
+        kd_error_wrap(kd_last_status(), "fc");
     return y;
 }
 
@@ -435,7 +435,7 @@ static kd_status run_from(resnet *r, int from, const kd_forward_args *args)
     for (int t = from + 1; t <= last; t++) {
         x = run_segment(r, t, x, args->training);
         if (!x)
-            return kd_error_wrap(KD_ERR_INVALID, "%s", r->arch->name);
+            return kd_error_wrap(kd_last_status(), "%s", r->arch->name);
         args->taps[t] = x;
     }
     return KD_OK;

@@ -46,7 +46,7 @@ static kd_status mse_forward(void *self, const kd_loss_args *args, kd_loss_resul
     kd_tensor *d = kd_sub(s, t);
     out->loss = kd_mean_all(kd_mul(d, d));
     out->n_terms = 0;
-    return out->loss ? KD_OK : kd_error_wrap(KD_ERR_INVALID, "mse_logits");
+    return out->loss ? KD_OK : kd_error_wrap(kd_last_status(), "mse_logits");
 }
 
 static const kd_loss_vtable mse_vtable = {

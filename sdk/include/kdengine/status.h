@@ -26,6 +26,11 @@ typedef enum kd_status {
 /* The message of the most recent failure on this thread ("" if none). */
 const char *kd_last_error(void);
 
+/* The code of that failure (KD_OK if none since kd_clear_error): what a
+ * caller passes to kd_error_wrap when a call that returns NULL failed, so
+ * that out-of-memory or a device error is not reported as a bad argument. */
+kd_status kd_last_status(void);
+
 /* Sets the thread's message and returns code, so a failing path reads
  * `return kd_error(KD_ERR_INVALID, "conv2d: ...", ...);`. */
 kd_status kd_error(kd_status code, const char *fmt, ...)
