@@ -389,6 +389,17 @@ def make_losses(job, teacher):
     return losses
 
 
+def train_step(student, teacher, losses, opt, lr, x, y, pos):
+    """One SGD step at lr on the batch (x, y); returns its weighted loss terms."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    terms = loss_terms(student, teacher, losses, x, y, pos)
+    opt.zero_grad(set_to_none=True)
+    sum(terms).backward()
+    opt.step()
+    return terms
+
+
 def loss_terms(student, teacher, losses, x, y, pos):
     """The weighted loss terms of one training step at epoch position pos,
     the teacher under no_grad as kdengine runs it."""
@@ -510,15 +521,11 @@ def main():
         for k, idx in enumerate(batches(len(images), batch, shuffle, drop_last, stream, epoch)):
             lr = lr_at(job["schedule"], base_lr, epochs, steps_per_epoch, step)
             first_lr = lr if first_lr is None else first_lr
-            for group in opt.param_groups:
-                group["lr"] = lr
             x, y = pipeline(images[idx], idx, epoch), labels[idx]
-            loss = sum(loss_terms(student, teacher, losses, x, y, epoch + k / steps_per_epoch))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            terms = train_step(student, teacher, losses, opt, lr, x, y,
+                               epoch + k / steps_per_epoch)
             step += 1
-            total += float(loss)
+            total += float(sum(terms))
         msg = (f"epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f} lr {first_lr:.5g} "
                f"{steps_per_epoch * batch / (time.time() - te):.0f} img/s")
         done = epoch + 1

@@ -75,15 +75,10 @@ def replay(job, n_steps, dtype, save_at):
                                         stream, epoch))
         lr = recipe.lr_at(job["schedule"], job["optim"]["lr"], job["schedule"]["epochs"],
                           steps_per_epoch, step)
-        for group in opt.param_groups:
-            group["lr"] = lr
         x, y = pipeline(images[order[k]], order[k], epoch).to(dtype), labels[order[k]]
-        terms = recipe.loss_terms(student, teacher, losses, x, y, epoch + k / steps_per_epoch)
-        loss = sum(terms)
-        trace.append((lr, float(loss), [float(t) for t in terms]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        terms = recipe.train_step(student, teacher, losses, opt, lr, x, y,
+                                  epoch + k / steps_per_epoch)
+        trace.append((lr, float(sum(terms)), [float(t) for t in terms]))
         if step + 1 in save_at:
             states[step + 1] = {k: v.detach().double().clone()
                                 for k, v in student.state_dict().items()}
