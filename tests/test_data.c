@@ -50,7 +50,7 @@ static kd_status make_instance(kd_plugin_kind kind, const char *name, const char
     kd_params *p = kt_params(e, json);
     if (!p)
         return kd_error_wrap(KD_ERR_INVALID, "%s", name);
-    kd_create_args args = {p, 1, KD_CPU};
+    kd_create_args args = {p, 1, KD_CPU, KD_F32};
     kd_status st;
     if (kind == KD_KIND_DATASET)
         st = ((const kd_dataset_vtable *)*vtable)->create(&args, self);

@@ -159,6 +159,8 @@ static void test_validate(void)
                    "losses[1].temperature");
     expect_invalid("validate: host integer out of range", "sup.json --set data.train.batch_size=0",
                    "data.train.batch_size: 0 is out of range");
+    expect_invalid("validate: an unknown dtype", "sup.json --set dtype=float16",
+                   "dtype: 'float16' is not float32 or float64");
     expect_invalid("validate: missing student", "sup.json --set student=null",
                    "student: missing");
     expect_invalid("validate: missing required plugin parameter",

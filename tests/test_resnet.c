@@ -42,7 +42,7 @@ static bool model_open(model *m, const char *provider, const char *params_json, 
         return false;
     }
     m->vt = (const kd_model_vtable *)h;
-    kd_create_args args = {p, seed, device};
+    kd_create_args args = {p, seed, device, KD_F32};
     kd_status s = m->vt->create(&args, &m->self);
     kd_params_free(p);
     if (st)

@@ -11,10 +11,10 @@
 
 /* ---------------------------------------------------------------- host keys */
 
-static const char *const top_keys[] = {"seed",     "threads", "output", "plugin_dirs",
-                                       "data",     "teacher", "student", "losses",
-                                       "optim",    "schedule", "eval",  "checkpoint",
-                                       "log",      "comment"};
+static const char *const top_keys[] = {"seed",     "threads", "dtype",   "output",
+                                       "plugin_dirs", "data", "teacher", "student",
+                                       "losses",   "optim",   "schedule", "eval",
+                                       "checkpoint", "log",   "comment"};
 static const char *const data_keys[] = {"train", "val"};
 static const char *const split_keys[] = {"dataset", "transforms", "batch_size", "workers",
                                          "prefetch", "subset",    "shuffle",    "drop_last"};
@@ -340,6 +340,14 @@ static kd_status parse_job(kd_job *job)
         job->seed = (uint64_t)v;
     if (st == KD_OK && (st = get_integer(root, "threads", "", 0, 0, 1024, &v)) == KD_OK)
         job->threads = (int)v;
+    const char *dtype = NULL;
+    if (st == KD_OK)
+        st = get_string(root, "dtype", "", &dtype);
+    job->dtype = KD_F32;
+    if (st == KD_OK && dtype && !strcmp(dtype, "float64"))
+        job->dtype = KD_F64;
+    else if (st == KD_OK && dtype && strcmp(dtype, "float32") != 0)
+        st = kd_error(KD_ERR_INVALID, "dtype: '%s' is not float32 or float64", dtype);
     if (st == KD_OK)
         st = get_string(root, "output", "", &job->output);
     if (st == KD_OK && !job->output)

@@ -2,7 +2,8 @@
  * own keys and every plugin's schema before anything heavy happens.
  *
  *   {
- *     "seed": 0, "threads": 2, "output": "runs/fmnist-kd", "plugin_dirs": [],
+ *     "seed": 0, "threads": 2, "dtype": "float32", "output": "runs/fmnist-kd",
+ *     "plugin_dirs": [],
  *     "data": {
  *       "train": {"dataset": {"name": "idx", ...}, "transforms": [{"name": ...}],
  *                 "batch_size": 128, "workers": 2, "prefetch": 4, "subset": 0,
@@ -17,6 +18,11 @@
  *     "eval": {"every_epochs": 1}, "checkpoint": {"every_epochs": 1, "keep": 2},
  *     "log": {"every_steps": 50}
  *   }
+ *
+ * "dtype" is what the models, losses and optimizer compute and keep their
+ * tensors in: "float32", or "float64" for runs checked step by step
+ * against a float64 reference (tests/test_recipe_steps). Data comes out of
+ * the transforms in float32 and is converted once per batch.
  *
  * "..." are the plugin's own parameters. Relative paths are relative to the
  * working directory. Every error names the job file and the JSON path.
@@ -70,6 +76,7 @@ typedef struct kd_job {
     kd_registry *registry;
     uint64_t seed;
     int threads;
+    kd_dtype dtype; /* KD_F32 or KD_F64 */
     const char *output;
     kd_job_data train, val;
     kd_job_model teacher, student;

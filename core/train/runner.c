@@ -80,15 +80,22 @@ static kd_status open_loader(const kd_data_run *d, uint64_t seed, kd_loader **ou
 
 /* ---------------------------------------------------------------- evaluation */
 
-/* Counts, for each row, the classes scored above the label's. */
+/* Batches leave the loader in float32; a float64 job computes on a copy. */
+static kd_tensor *in_model_dtype(kd_tensor *images, kd_dtype dtype)
+{
+    return images->dtype == dtype ? images : kd_cast(images, dtype);
+}
+
+/* Counts, for each row, the classes scored above the label's; logits are
+ * contiguous float64 (exact for float32 ones). */
 static void score_batch(const kd_tensor *logits, const kd_tensor *labels, int64_t *top1,
                         int64_t *top5)
 {
     int64_t n = logits->shape[0], c = logits->shape[1];
-    const float *z = kd_tensor_data(logits);
+    const double *z = kd_tensor_data(logits);
     const int64_t *y = kd_tensor_data(labels);
     for (int64_t i = 0; i < n; i++) {
-        float mine = z[i * c + y[i]];
+        double mine = z[i * c + y[i]];
         int64_t above = 0;
         for (int64_t k = 0; k < c; k++)
             above += z[i * c + k] > mine;
@@ -117,15 +124,17 @@ static kd_status evaluate_model(kd_model_run *m, kd_loader *loader, kd_eval_resu
             break;
         kd_scope_begin();
         memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
-        kd_forward_args args = {b.images, false, kd_rng_make(0, 0, 0), want, m->out};
-        st = m->vt->forward(m->self, &args);
+        kd_forward_args args = {in_model_dtype(b.images, m->dtype), false,
+                                kd_rng_make(0, 0, 0), want, m->out};
+        st = args.input ? m->vt->forward(m->self, &args)
+                        : kd_error_wrap(kd_last_status(), "evaluation input");
         kd_tensor *logits = m->out[m->logits];
         kd_tensor *ce = st == KD_OK ? kd_cross_entropy(logits, b.labels, 0.0) : NULL;
-        if (st == KD_OK && !ce)
-            st = KD_ERR_INVALID;
+        kd_tensor *scores = ce ? kd_contiguous(kd_cast(logits, KD_F64)) : NULL;
+        if (st == KD_OK && !scores)
+            st = kd_error_wrap(kd_last_status(), "evaluation");
         if (st == KD_OK) {
-            kd_tensor *lc = kd_contiguous(logits);
-            score_batch(lc, b.labels, &top1, &top5);
+            score_batch(scores, b.labels, &top1, &top5);
             loss_sum += kd_tensor_get(ce, 0) * (double)b.labels->shape[0];
             r->samples += b.labels->shape[0];
         }
@@ -368,11 +377,14 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_terms *te
     const kd_job *job = r->job;
     double epoch_pos = (double)r->st.epoch + (double)r->st.batch / (double)r->steps_per_epoch;
     kd_status st = KD_OK;
+    kd_tensor *images = in_model_dtype(b->images, job->dtype);
+    if (!images)
+        return kd_error_wrap(kd_last_status(), "step input");
 
     if (s->teacher.vt) {
         bool saved = kd_set_grad_enabled(false);
         memset(s->teacher.out, 0, (size_t)s->teacher.n_taps * sizeof *s->teacher.out);
-        kd_forward_args ta = {b->images, job->teacher.train_bn,
+        kd_forward_args ta = {images, job->teacher.train_bn,
                               kd_rng_make(job->seed, STREAM_TEACHER, (uint64_t)r->st.step),
                               s->teacher.want, s->teacher.out};
         st = s->teacher.vt->forward(s->teacher.self, &ta);
@@ -381,7 +393,7 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_terms *te
             return kd_error_wrap(st, "teacher forward");
     }
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
-    kd_forward_args sa = {b->images, true,
+    kd_forward_args sa = {images, true,
                           kd_rng_make(job->seed, STREAM_STUDENT, (uint64_t)r->st.step),
                           s->student.want, s->student.out};
     st = s->student.vt->forward(s->student.self, &sa);

@@ -50,7 +50,8 @@ static kd_status open_model(const kd_job *job, const kd_job_model *spec, uint64_
         return st;
     m->spec = spec;
     m->vt = (const kd_model_vtable *)h;
-    kd_create_args args = {spec->params, role_seed(job->seed, role), KD_CPU};
+    m->dtype = job->dtype;
+    kd_create_args args = {spec->params, role_seed(job->seed, role), KD_CPU, job->dtype};
     st = m->vt->create(&args, &m->self);
     if (st != KD_OK)
         return kd_error_wrap(st, "%s (model '%s')", spec->path, spec->entry->name);
@@ -91,7 +92,7 @@ static kd_status open_data(const kd_job *job, const kd_job_data *spec, uint64_t 
     if (st != KD_OK)
         return st;
     d->vt = (const kd_dataset_vtable *)h;
-    kd_create_args args = {spec->dataset_params, role_seed(job->seed, role), KD_CPU};
+    kd_create_args args = {spec->dataset_params, role_seed(job->seed, role), KD_CPU, KD_F32};
     st = d->vt->create(&args, &d->self);
     if (st == KD_OK)
         st = d->vt->info(d->self, &d->info);
@@ -111,7 +112,7 @@ static kd_status open_data(const kd_job *job, const kd_job_data *spec, uint64_t 
         if (st != KD_OK)
             return st;
         d->tvt[i] = (const kd_transform_vtable *)h;
-        kd_create_args targs = {spec->transform_params[i], args.seed, KD_CPU};
+        kd_create_args targs = {spec->transform_params[i], args.seed, KD_CPU, KD_F32};
         st = d->tvt[i]->create(&targs, &d->tself[i]);
         if (st != KD_OK)
             return kd_error_wrap(st, "%s.transforms[%d]", spec->path, i);
@@ -157,7 +158,7 @@ static kd_status probe_taps(kd_model_run *m, const kd_data_run *d, kd_tap_shape 
     int64_t in_shape[4] = {1, d->channels, d->height, d->width};
     bool saved = kd_set_grad_enabled(false);
     kd_scope_begin();
-    kd_tensor *x = kd_tensor_zeros(KD_F32, KD_CPU, 4, in_shape);
+    kd_tensor *x = kd_tensor_zeros(m->dtype, KD_CPU, 4, in_shape);
     bool *all = calloc((size_t)m->n_taps, sizeof *all);
     kd_status st = x && all ? KD_OK : kd_error(KD_ERR_NOMEM, "probe: out of memory");
     for (int i = 0; all && i < m->n_taps; i++)
@@ -216,7 +217,7 @@ static kd_status open_loss(kd_session *s, int i, const kd_tap_shape *student_sha
         return st;
     l->vt = (const kd_loss_vtable *)h;
     kd_create_args args = {l->spec->params, role_seed(job->seed, ROLE_LOSS + (uint64_t)i),
-                           KD_CPU};
+                           KD_CPU, job->dtype};
     st = l->vt->create(&args, &l->self);
     if (st == KD_OK)
         st = l->vt->needs(l->self, &l->needs);
@@ -328,7 +329,8 @@ static kd_status open_optimizer(kd_session *s)
     if (st != KD_OK)
         return st;
     s->optim_vt = (const kd_optimizer_vtable *)h;
-    kd_create_args args = {job->optim_params, role_seed(job->seed, ROLE_OPTIM), KD_CPU};
+    kd_create_args args = {job->optim_params, role_seed(job->seed, ROLE_OPTIM), KD_CPU,
+                           job->dtype};
     st = s->optim_vt->create(&args, s->n_params, s->params, &s->optim);
     if (st != KD_OK)
         return kd_error_wrap(st, "optim (optimizer '%s')", job->optim->name);
@@ -339,7 +341,8 @@ static kd_status open_optimizer(kd_session *s)
         return st;
     s->sched_vt = (const kd_scheduler_vtable *)h;
     kd_schedule_info info = {job->lr, kd_session_steps_per_epoch(s), job->epochs};
-    kd_create_args sargs = {job->schedule_params, role_seed(job->seed, ROLE_SCHED), KD_CPU};
+    kd_create_args sargs = {job->schedule_params, role_seed(job->seed, ROLE_SCHED), KD_CPU,
+                            job->dtype};
     st = s->sched_vt->create(&sargs, &info, &s->sched);
     return st == KD_OK ? st : kd_error_wrap(st, "schedule (scheduler '%s')", job->schedule->name);
 }
@@ -475,7 +478,7 @@ static kd_status measure(kd_model_run *m, const kd_data_run *d, bool grad, int64
     int64_t in_shape[4] = {1, d->channels, d->height, d->width};
     bool saved = kd_set_grad_enabled(grad);
     kd_scope_begin();
-    kd_tensor *x = kd_tensor_zeros(KD_F32, KD_CPU, 4, in_shape);
+    kd_tensor *x = kd_tensor_zeros(m->dtype, KD_CPU, 4, in_shape);
     kd_macs_take();
     kd_alloc_bytes_take();
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
@@ -562,10 +565,13 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     }
     int64_t param_bytes = 0, state_bytes = 0;
     for (int i = 0; i < s->n_params; i++)
-        param_bytes += 4 * kd_tensor_numel(s->params[i].tensor);
+        param_bytes += (int64_t)kd_dtype_size(s->params[i].tensor->dtype) *
+                       kd_tensor_numel(s->params[i].tensor);
     for (int i = 0; i < s->n_optim_state; i++)
-        state_bytes += 4 * kd_tensor_numel(s->optim_state[i].tensor);
-    int64_t input_bytes = 4 * batch * d->channels * d->height * d->width;
+        state_bytes += (int64_t)kd_dtype_size(s->optim_state[i].tensor->dtype) *
+                       kd_tensor_numel(s->optim_state[i].tensor);
+    int64_t input_bytes = (int64_t)kd_dtype_size(job->dtype) * batch * d->channels * d->height *
+                          d->width;
     double mib = 1024.0 * 1024.0;
     fprintf(out, "memory per step (batch %lld, estimate): parameters + gradients %.1f MiB, "
             "optimizer state %.1f MiB, student activations %.1f MiB, teacher forward %.1f MiB, "

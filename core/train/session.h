@@ -16,6 +16,7 @@ typedef struct kd_model_run {
     const kd_job_model *spec;
     const kd_model_vtable *vt;
     void *self;
+    kd_dtype dtype; /* of its tensors and inputs: the job's */
     int n_tensors;
     const kd_named_tensor *tensors;
     int n_taps;

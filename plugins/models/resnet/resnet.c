@@ -78,6 +78,7 @@ typedef struct res_block {
 typedef struct resnet {
     const resnet_arch *arch;
     uint64_t seed;
+    kd_dtype dtype; /* of parameters and buffers: the job's */
     int in_chans, num_classes;
     conv_layer stem;
     bn_layer stem_bn;
@@ -161,18 +162,36 @@ static void fill_uniform(float *w, int64_t n, double bound, const kd_rng *rng)
         w[i] = (float)((2.0 * w[i] - 1.0) * bound);
 }
 
+/* The draws are float32 whatever the model's dtype, so a float64 model
+ * starts from exactly the weights of the float32 one. */
+static kd_status init_weight(resnet *r, kd_tensor *t, double scale, const kd_rng *rng,
+                             void (*fill)(float *, int64_t, double, const kd_rng *))
+{
+    int64_t n = kd_tensor_numel(t);
+    if (t->dtype == KD_F32) {
+        fill(kd_tensor_data(t), n, scale, rng);
+        return KD_OK;
+    }
+    kd_tensor *draws = kd_tensor_empty(KD_F32, KD_CPU, t->ndim, t->shape);
+    if (!draws)
+        return kd_error(KD_ERR_NOMEM, "%s: out of host memory", r->arch->name);
+    fill(kd_tensor_data(draws), n, scale, rng);
+    kd_status st = kd_tensor_copy_(t, draws);
+    kd_tensor_free(draws);
+    return st;
+}
+
 /* Both families: kaiming normal, fan_out, gain sqrt(2). */
 static kd_status add_conv(resnet *r, conv_layer *c, const char *name, int cin, int cout, int k,
                           int stride)
 {
     kd_rng rng = tensor_rng(r);
-    c->weight = add_tensor(r, KD_TENSOR_PARAM, KD_F32, 4, (int64_t[]){cout, cin, k, k}, "%s", name);
+    c->weight = add_tensor(r, KD_TENSOR_PARAM, r->dtype, 4, (int64_t[]){cout, cin, k, k}, "%s",
+                           name);
     if (!c->weight)
         return KD_ERR_NOMEM;
-    fill_normal(kd_tensor_data(c->weight), kd_tensor_numel(c->weight),
-                sqrt(2.0 / ((double)cout * k * k)), &rng);
     c->p = (kd_conv2d_params){{stride, stride}, {k / 2, k / 2}, {1, 1}, 1};
-    return KD_OK;
+    return init_weight(r, c->weight, sqrt(2.0 / ((double)cout * k * k)), &rng, fill_normal);
 }
 
 /* prefix names the BN ("bn1", "layer1.0.downsample.1"); gamma is 1, or 0
@@ -181,10 +200,10 @@ static kd_status add_bn(resnet *r, bn_layer *b, const char *prefix, int channels
 {
     const int64_t c = channels;
     const uint32_t affine = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY;
-    b->weight = add_tensor(r, affine, KD_F32, 1, &c, "%s.weight", prefix);
-    b->bias = add_tensor(r, affine, KD_F32, 1, &c, "%s.bias", prefix);
-    b->running_mean = add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c, "%s.running_mean", prefix);
-    b->running_var = add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c, "%s.running_var", prefix);
+    b->weight = add_tensor(r, affine, r->dtype, 1, &c, "%s.weight", prefix);
+    b->bias = add_tensor(r, affine, r->dtype, 1, &c, "%s.bias", prefix);
+    b->running_mean = add_tensor(r, KD_TENSOR_BUFFER, r->dtype, 1, &c, "%s.running_mean", prefix);
+    b->running_var = add_tensor(r, KD_TENSOR_BUFFER, r->dtype, 1, &c, "%s.running_var", prefix);
     b->num_batches_tracked = add_tensor(r, KD_TENSOR_BUFFER | KD_TENSOR_OPTIONAL, KD_I64, 0, &c,
                                         "%s.num_batches_tracked", prefix);
     if (!b->weight || !b->bias || !b->running_mean || !b->running_var || !b->num_batches_tracked ||
@@ -250,14 +269,14 @@ static kd_status add_fc(resnet *r, int fan_in)
     double bound = 1.0 / sqrt((double)fan_in);
     const int64_t wshape[2] = {r->num_classes, fan_in}, bshape = r->num_classes;
     kd_rng wrng = tensor_rng(r);
-    r->fc_weight = add_tensor(r, KD_TENSOR_PARAM, KD_F32, 2, wshape, "fc.weight");
+    r->fc_weight = add_tensor(r, KD_TENSOR_PARAM, r->dtype, 2, wshape, "fc.weight");
     kd_rng brng = tensor_rng(r);
-    r->fc_bias = add_tensor(r, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, KD_F32, 1, &bshape, "fc.bias");
+    r->fc_bias = add_tensor(r, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, r->dtype, 1, &bshape,
+                            "fc.bias");
     if (!r->fc_weight || !r->fc_bias)
         return KD_ERR_NOMEM;
-    fill_uniform(kd_tensor_data(r->fc_weight), wshape[0] * wshape[1], bound, &wrng);
-    fill_uniform(kd_tensor_data(r->fc_bias), bshape, bound, &brng);
-    return KD_OK;
+    kd_status st = init_weight(r, r->fc_weight, bound, &wrng, fill_uniform);
+    return st == KD_OK ? init_weight(r, r->fc_bias, bound, &brng, fill_uniform) : st;
 }
 
 static kd_status build(resnet *r)
@@ -324,11 +343,15 @@ static kd_status resnet_create(const resnet_arch *a, const kd_create_args *args,
     if (num_classes < 1 || num_classes > (1 << 24))
         return kd_error(KD_ERR_INVALID, "%s: num_classes must be 1..%d, got %lld", a->name,
                         1 << 24, (long long)num_classes);
+    if (args->dtype != KD_F32 && args->dtype != KD_F64)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: computes in float32 or float64, not %s",
+                        a->name, kd_dtype_name(args->dtype));
     resnet *r = calloc(1, sizeof *r);
     if (!r)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name);
     r->arch = a;
     r->seed = args->seed;
+    r->dtype = args->dtype;
     r->in_chans = (int)in_chans;
     r->num_classes = (int)num_classes;
     kd_status st = build(r);
@@ -447,9 +470,10 @@ static kd_status check_args(const resnet *r, const kd_forward_args *args, const 
         return kd_error(KD_ERR_INVALID, "%s: %s needs an input, want and taps", r->arch->name,
                         what);
     const kd_tensor *x = args->input;
-    if (x->dtype != KD_F32 || x->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes f32 CPU tensors, got %s on device %d",
-                        r->arch->name, what, kd_dtype_name(x->dtype), (int)x->device);
+    if (x->dtype != r->dtype || x->device != KD_CPU)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes %s CPU tensors, got %s on device %d",
+                        r->arch->name, what, kd_dtype_name(r->dtype), kd_dtype_name(x->dtype),
+                        (int)x->device);
     return KD_OK;
 }
 

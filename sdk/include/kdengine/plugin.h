@@ -151,6 +151,9 @@ typedef struct kd_create_args {
     uint64_t seed;           /* the job's seed mixed with the instance's
                                 role: initialise weights from it */
     kd_device device;        /* where tensors live */
+    kd_dtype dtype;          /* what parameters, buffers and state are made
+                                in and computed in: KD_F32, or KD_F64 for
+                                runs checked against a float64 reference */
 } kd_create_args;
 
 /* --- named tensors: parameters, buffers, state ---
