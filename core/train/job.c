@@ -16,7 +16,8 @@ static const char *const top_keys[] = {"seed",     "threads", "dtype",   "output
                                        "losses",   "optim",   "schedule", "eval",
                                        "checkpoint", "log",   "comment"};
 static const char *const data_keys[] = {"train", "val"};
-static const char *const split_keys[] = {"dataset", "transforms", "batch_size", "workers",
+static const char *const split_keys[] = {"dataset", "transforms", "batch_transforms",
+                                         "batch_size", "workers",
                                          "prefetch", "subset",    "shuffle",    "drop_last"};
 static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
 static const char *const student_keys[] = {"model", "weights"};
@@ -204,6 +205,32 @@ static kd_status provider_params(const kd_registry *reg, kd_plugin_kind kind, co
 
 /* ---------------------------------------------------------------- sections */
 
+/* split.key: an array of {"name": provider, ...params} of one kind. */
+static kd_status parse_transforms(kd_job *job, const json_t *split, const char *path,
+                                  const char *key, kd_plugin_kind kind, int *n_out,
+                                  const kd_registry_entry ***entries, kd_params ***params)
+{
+    const json_t *tr = json_object_get(split, key);
+    if (!tr || json_is_null(tr))
+        return KD_OK;
+    if (!json_is_array(tr))
+        return kd_error(KD_ERR_INVALID, "%s.%s: expected an array", path, key);
+    size_t n = json_array_size(tr);
+    *entries = calloc(n + 1, sizeof **entries);
+    *params = calloc(n + 1, sizeof **params);
+    if (!*entries || !*params)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+    *n_out = (int)n;
+    kd_status st = KD_OK;
+    for (size_t i = 0; i < n && st == KD_OK; i++) {
+        char where[96];
+        snprintf(where, sizeof where, "%s.%s[%zu]", path, key, i);
+        st = provider_params(job->registry, kind, json_array_get(tr, i), "name", where,
+                             COUNT(name_keys), name_keys, &(*entries)[i], &(*params)[i]);
+    }
+    return st;
+}
+
 static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
                              kd_job_data *out)
 {
@@ -224,24 +251,17 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
     if (st == KD_OK)
         st = provider_params(job->registry, KD_KIND_DATASET, ds, "name", where,
                              COUNT(name_keys), name_keys, &out->dataset, &out->dataset_params);
-    const json_t *tr = json_object_get(split, "transforms");
-    if (st == KD_OK && tr && !json_is_array(tr))
-        st = kd_error(KD_ERR_INVALID, "%s.transforms: expected an array", path);
-    if (st == KD_OK && tr) {
-        size_t n = json_array_size(tr);
-        out->transforms = calloc(n + 1, sizeof *out->transforms);
-        out->transform_params = calloc(n + 1, sizeof *out->transform_params);
-        if (!out->transforms || !out->transform_params)
-            return kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
-        out->n_transforms = (int)n;
-        for (size_t i = 0; i < n && st == KD_OK; i++) {
-            snprintf(where, sizeof where, "%s.transforms[%zu]", path, i);
-            st = provider_params(job->registry, KD_KIND_TRANSFORM, json_array_get(tr, i), "name",
-                                 where, COUNT(name_keys), name_keys, &out->transforms[i],
-                                 &out->transform_params[i]);
-        }
-    }
+    if (st == KD_OK)
+        st = parse_transforms(job, split, path, "transforms", KD_KIND_TRANSFORM,
+                              &out->n_transforms, &out->transforms, &out->transform_params);
     bool train = name[0] == 't';
+    if (st == KD_OK && !train && json_object_get(split, "batch_transforms"))
+        st = kd_error(KD_ERR_INVALID, "%s.batch_transforms: only data.train mixes batches",
+                      path);
+    if (st == KD_OK)
+        st = parse_transforms(job, split, path, "batch_transforms", KD_KIND_BATCH_TRANSFORM,
+                              &out->n_batch_transforms, &out->batch_transforms,
+                              &out->batch_transform_params);
     if (st == KD_OK)
         st = get_integer(split, "batch_size", path, train ? 128 : 256, 1, 1 << 20,
                          &out->batch_size);
@@ -558,6 +578,10 @@ static void free_split(kd_job_data *d)
         kd_params_free(d->transform_params[i]);
     free(d->transforms);
     free(d->transform_params);
+    for (int i = 0; i < d->n_batch_transforms; i++)
+        kd_params_free(d->batch_transform_params[i]);
+    free(d->batch_transforms);
+    free(d->batch_transform_params);
 }
 
 void kd_job_free(kd_job *job)

@@ -6,6 +6,7 @@
  *     "plugin_dirs": [],
  *     "data": {
  *       "train": {"dataset": {"name": "idx", ...}, "transforms": [{"name": ...}],
+ *                 "batch_transforms": [{"name": "mixup", ...}],
  *                 "batch_size": 128, "workers": 2, "prefetch": 4, "subset": 0,
  *                 "shuffle": true, "drop_last": true},
  *       "val":   {...same keys...}
@@ -45,6 +46,9 @@ typedef struct kd_job_data {
     int n_transforms;
     const kd_registry_entry **transforms;
     kd_params **transform_params;
+    int n_batch_transforms; /* data.train only: mixup, cutmix */
+    const kd_registry_entry **batch_transforms;
+    kd_params **batch_transform_params;
     int64_t batch_size, subset;
     int workers, prefetch;
     bool shuffle, drop_last;

@@ -292,7 +292,7 @@ static kd_status build(resnet *r)
     if (!r->blocks)
         return st == KD_OK ? kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name) : st;
     int cin = a->stem_width, reduction = a->imagenet ? 4 : 1, b = 0;
-    r->taps[0] = (kd_tap_info){TAP_NAMES[a->imagenet][0], cin, reduction};
+    r->taps[0] = (kd_tap_info){TAP_NAMES[a->imagenet][0], cin, reduction, KD_LAYOUT_NCHW, 0};
     for (int s = 0; s < a->n_stages; s++) {
         r->stage_first[s] = b;
         int stride = s == 0 ? 1 : 2;
@@ -305,12 +305,14 @@ static kd_status build(resnet *r)
                 return st;
             cin = a->planes[s] * expansion(a);
         }
-        r->taps[s + 1] = (kd_tap_info){TAP_NAMES[a->imagenet][s + 1], cin, reduction};
+        r->taps[s + 1] =
+            (kd_tap_info){TAP_NAMES[a->imagenet][s + 1], cin, reduction, KD_LAYOUT_NCHW, 0};
     }
     r->stage_first[a->n_stages] = b;
-    r->taps[a->n_stages + 1] = (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 1], cin, 1};
+    r->taps[a->n_stages + 1] =
+        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 1], cin, 1, KD_LAYOUT_NC, 0};
     r->taps[a->n_stages + 2] =
-        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 2], r->num_classes, 1};
+        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 2], r->num_classes, 1, KD_LAYOUT_NC, 0};
     r->n_taps = a->n_stages + 3;
     return add_fc(r, cin);
 }
@@ -363,18 +365,18 @@ static kd_status resnet_create(const resnet_arch *a, const kd_create_args *args,
     return KD_OK;
 }
 
-static int resnet_tensors(void *self, const kd_named_tensor **list)
+static kd_status resnet_tensors(void *self, kd_tensor_list *out)
 {
     resnet *r = self;
-    *list = r->named;
-    return r->n_named;
+    KD_LIST_SET(out, r->named, r->n_named);
+    return KD_OK;
 }
 
-static int resnet_taps(void *self, const kd_tap_info **list)
+static kd_status resnet_taps(void *self, kd_tap_list *out)
 {
     resnet *r = self;
-    *list = r->taps;
-    return r->n_taps;
+    KD_LIST_SET(out, r->taps, r->n_taps);
+    return KD_OK;
 }
 
 /* --------------------------------------------------------------- forward */
@@ -519,44 +521,30 @@ static kd_status resnet_forward_from(void *self, int from, const kd_forward_args
 
 /* ------------------------------------------------------------ providers */
 
-#define RESNET_PROVIDER(i)                                                                 \
-    static kd_status create_##i(const kd_create_args *args, void **self)                   \
-    {                                                                                      \
-        return resnet_create(&ARCHS[i], args, self);                                       \
-    }                                                                                      \
-    static const kd_model_vtable vtable_##i = {                                            \
-        {sizeof(kd_model_vtable), KD_KIND_MODEL}, create_##i, resnet_destroy, resnet_tensors, \
-        resnet_taps, resnet_forward, resnet_forward_from};
+static kd_status resnet_create_provider(const kd_create_args *args, void **self)
+{
+    return resnet_create(args->provider_data, args, self);
+}
 
-RESNET_PROVIDER(0)
-RESNET_PROVIDER(1)
-RESNET_PROVIDER(2)
-RESNET_PROVIDER(3)
-RESNET_PROVIDER(4)
-RESNET_PROVIDER(5)
-RESNET_PROVIDER(6)
-RESNET_PROVIDER(7)
-RESNET_PROVIDER(8)
-RESNET_PROVIDER(9)
-RESNET_PROVIDER(10)
-RESNET_PROVIDER(11)
-
-static const kd_plugin_provider providers[] = {
-    {KD_KIND_MODEL, "resnet8", &vtable_0.header},   {KD_KIND_MODEL, "resnet14", &vtable_1.header},
-    {KD_KIND_MODEL, "resnet20", &vtable_2.header},  {KD_KIND_MODEL, "resnet32", &vtable_3.header},
-    {KD_KIND_MODEL, "resnet44", &vtable_4.header},  {KD_KIND_MODEL, "resnet56", &vtable_5.header},
-    {KD_KIND_MODEL, "resnet110", &vtable_6.header}, {KD_KIND_MODEL, "resnet8x4", &vtable_7.header},
-    {KD_KIND_MODEL, "resnet32x4", &vtable_8.header}, {KD_KIND_MODEL, "resnet18", &vtable_9.header},
-    {KD_KIND_MODEL, "resnet34", &vtable_10.header}, {KD_KIND_MODEL, "resnet50", &vtable_11.header},
+static const kd_model_vtable resnet_vtable = {
+    .header = {sizeof(kd_model_vtable), KD_KIND_MODEL},
+    .create = resnet_create_provider,
+    .destroy = resnet_destroy,
+    .tensors = resnet_tensors,
+    .taps = resnet_taps,
+    .forward = resnet_forward,
+    .forward_from = resnet_forward_from,
 };
 
-_Static_assert(sizeof providers / sizeof providers[0] == N_ARCHS,
-               "one provider per architecture");
+/* One provider per row of ARCHS, all on one vtable. */
+static kd_plugin_provider providers[N_ARCHS];
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
+    for (int i = 0; i < N_ARCHS; i++)
+        providers[i] = (kd_plugin_provider){KD_KIND_MODEL, ARCHS[i].name, &resnet_vtable.header,
+                                            &ARCHS[i]};
     KD_PLUGIN_INFO_INIT(info, "resnet", "1.0.0");
-    info->n_providers = N_ARCHS;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, N_ARCHS);
     return KD_OK;
 }
