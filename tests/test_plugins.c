@@ -276,6 +276,10 @@ static void test_good_plugin(void)
 
 static void test_library_errors(void)
 {
+    const char *null_cb[] = {"null_callback.so", "model 'null_callback_a' has no forward "
+                                                  "callback (required)"};
+    expect_load_error("load: a NULL required callback is refused", "null_callback",
+                      KD_KIND_MODEL, "null_callback_a", null_cb, 2);
     const char *abi[] = {"abi_mismatch.so", "plugin ABI 999", "speaks 2: rebuild the plugin"};
     expect_load_error("load: library built for another ABI", "abi_mismatch", KD_KIND_LOSS,
                       "abi_mismatch_a", abi, 3);

@@ -519,6 +519,17 @@ static kd_status resnet_forward_from(void *self, int from, const kd_forward_args
     return run_from(r, from, args);
 }
 
+/* Checkpoints saved from torch's DataParallel or DistributedDataParallel
+ * (mdistiller's, many papers' teachers) name every tensor "module.<name>". */
+static kd_status resnet_filter_weight(void *self, kd_weight_fix *fix)
+{
+    (void)self;
+    static const char prefix[] = "module.";
+    if (strncmp(fix->name, prefix, sizeof prefix - 1) == 0)
+        fix->name += sizeof prefix - 1;
+    return KD_OK;
+}
+
 /* ------------------------------------------------------------ providers */
 
 static kd_status resnet_create_provider(const kd_create_args *args, void **self)
@@ -534,6 +545,7 @@ static const kd_model_vtable resnet_vtable = {
     .taps = resnet_taps,
     .forward = resnet_forward,
     .forward_from = resnet_forward_from,
+    .filter_weight = resnet_filter_weight,
 };
 
 /* One provider per row of ARCHS, all on one vtable. */
