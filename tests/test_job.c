@@ -161,6 +161,11 @@ static void test_validate(void)
                    "losses[1].temperature");
     expect_invalid("validate: host integer out of range", "sup.json --set data.train.batch_size=0",
                    "data.train.batch_size: 0 is out of range");
+    expect_invalid("validate: an output folder that cannot be made", "sup.json --set "
+                   "output=/proc/x/run", "output: cannot write the run's folder '/proc/x/run'");
+    expect_invalid("validate: an output below a file", "sup.json --set output=sup.json/run",
+                   "output: 'sup.json/run' cannot hold the run's folder: 'sup.json' is not a "
+                   "folder");
     expect_invalid("validate: an unknown dtype", "sup.json --set dtype=float16",
                    "dtype: 'float16' is not float32 or float64");
     expect_invalid("validate: missing student", "sup.json --set student=null",
@@ -631,6 +636,42 @@ static void test_weight_filter(void)
     kd_safetensors_close(f);
 }
 
+/* `plan`'s memory estimate against the peak `run` reports, on the example
+ * jobs shortened (evaluation included: on these its batch of 500 is the
+ * peak). */
+static void test_plan_memory(void)
+{
+    static const char *const jobs[] = {"teacher", "student", "kd", "kd-logit-stand"};
+    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        kt_skip("plan: memory estimate", "no Fashion-MNIST (scripts/setup installs it)");
+        return;
+    }
+    char root[512];
+    kt_source_path("", root, sizeof root);
+    for (int i = 0; i < 4; i++) {
+        char cmd[2048], name[96], *out = NULL, *run = NULL;
+        snprintf(name, sizeof name, "plan: memory estimate within 25%% of the run's peak (%s)",
+                 jobs[i]);
+        const char *shorter = "--set schedule.epochs=1 --set data.train.subset=256";
+        snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine plan "
+                 "examples/fashion-mnist/%s.json %s 2>&1", root, kt_plugin_dir(), KD_BUILDDIR,
+                 jobs[i], shorter);
+        int rc = kt_run_command(cmd, &out);
+        snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine run "
+                 "examples/fashion-mnist/%s.json %s --set output=%s/plan-%s 2>&1", root,
+                 kt_plugin_dir(), KD_BUILDDIR, jobs[i], shorter, dir, jobs[i]);
+        int rc2 = kt_run_command(cmd, &run);
+        const char *est = out ? strstr(out, "peak about ") : NULL;
+        const char *got = run ? strstr(run, "peak tensor memory ") : NULL;
+        double estimate = est ? atof(est + 11) : NAN, peak = got ? atof(got + 19) : NAN;
+        kt_check(rc == 0 && rc2 == 0 && fabs(estimate - peak) <= 0.25 * peak, name,
+                 "exit %d %d, estimate %.1f MiB, peak %.1f MiB: %s%s", rc, rc2, estimate, peak,
+                 est ? "" : out ? out : "(no plan)", got ? "" : run ? run : "(no run)");
+        free(out);
+        free(run);
+    }
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/kdjob.XXXXXX");
@@ -653,6 +694,7 @@ int main(void)
     test_abi2_parts();
     test_frozen_teacher();
     test_weight_filter();
+    test_plan_memory();
     test_interrupt();
     kt_remove_tree(dir);
     return kt_finish();

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "job.h"
@@ -435,6 +436,39 @@ static kd_status parse_job(kd_job *job)
                       "(add one, or set eval.every_epochs to 0)",
                       (long long)job->eval_every);
     return st;
+}
+
+/* ---------------------------------------------------------------- output */
+
+kd_status kd_job_check_output(const kd_job *job)
+{
+    char path[4096], probe[4200];
+    if (snprintf(path, sizeof path, "%s", job->output) >= (int)sizeof path)
+        return kd_error(KD_ERR_INVALID, "output: path too long");
+    /* the deepest part of the path that exists must be a folder we can
+     * write into: probe it with a file (or folder) made and removed */
+    struct stat sb;
+    bool exists = stat(path, &sb) == 0;
+    while (!exists) {
+        char *slash = strrchr(path, '/');
+        if (!slash) {
+            snprintf(path, sizeof path, ".");
+        } else if (slash == path) {
+            path[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+        exists = stat(path, &sb) == 0;
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return kd_error(KD_ERR_INVALID, "output: '%s' cannot hold the run's folder: '%s' is not "
+                        "a folder", job->output, path);
+    snprintf(probe, sizeof probe, "%s/.kdengine-probe-XXXXXX", path);
+    if (!mkdtemp(probe))
+        return kd_error(KD_ERR_INVALID, "output: cannot write the run's folder '%s': %s: %s",
+                        job->output, path, strerror(errno));
+    rmdir(probe);
+    return KD_OK;
 }
 
 /* ---------------------------------------------------------------- --set */

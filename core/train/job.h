@@ -102,6 +102,10 @@ typedef struct kd_job {
 kd_status kd_job_load(const char *file, int n_sets, const char *const *sets, kd_job **out);
 void kd_job_free(kd_job *job);
 
+/* Whether the output folder can be made (or exists) and written: a probe
+ * folder is made and removed in it, or in its deepest existing parent. */
+kd_status kd_job_check_output(const kd_job *job);
+
 /* The job after overrides, as JSON text (malloc'd): saved in the output
  * folder and in checkpoints so a run says what made it. */
 char *kd_job_dump(const kd_job *job);

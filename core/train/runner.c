@@ -429,6 +429,37 @@ static kd_status batch_transforms(run *r, kd_batch_args *ba)
     return KD_OK;
 }
 
+/* The teacher runs in a scope of its own under no-grad: only the taps the
+ * losses read move out to the step's scope, the rest of its activations
+ * are freed before the student starts. */
+static kd_status teacher_forward(run *r, kd_tensor *images)
+{
+    kd_model_run *m = &r->s->teacher;
+    bool saved = kd_set_grad_enabled(false);
+    kd_status st = kd_scope_begin();
+    if (st != KD_OK) {
+        kd_set_grad_enabled(saved);
+        return st;
+    }
+    memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
+    kd_forward_args ta = {sizeof ta, images, r->job->teacher.train_bn,
+                          kd_rng_make(r->job->seed, STREAM_TEACHER, (uint64_t)r->st.step),
+                          m->want, m->out};
+    st = m->vt->forward(m->self, &ta);
+    for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
+        if (!m->want[i])
+            m->out[i] = NULL;
+        else if (!m->out[i])
+            st = kd_error(KD_ERR_FORMAT, "model '%s' did not fill tap '%s'",
+                          m->spec->entry->name, m->taps[i].name);
+        else
+            st = kd_scope_promote(m->out[i]);
+    }
+    kd_scope_end();
+    kd_set_grad_enabled(saved);
+    return st == KD_OK ? st : kd_error_wrap(st, "teacher forward");
+}
+
 static kd_status train_step(run *r, const kd_batch *b, double lr, step_losses *t)
 {
     kd_session *s = r->s;
@@ -443,17 +474,8 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_losses *t
     if (!images)
         return kd_error_wrap(kd_last_status(), "step input");
 
-    if (s->teacher.vt) {
-        bool saved = kd_set_grad_enabled(false);
-        memset(s->teacher.out, 0, (size_t)s->teacher.n_taps * sizeof *s->teacher.out);
-        kd_forward_args ta = {sizeof ta, images, job->teacher.train_bn,
-                              kd_rng_make(job->seed, STREAM_TEACHER, (uint64_t)r->st.step),
-                              s->teacher.want, s->teacher.out};
-        st = s->teacher.vt->forward(s->teacher.self, &ta);
-        kd_set_grad_enabled(saved);
-        if (st != KD_OK)
-            return kd_error_wrap(st, "teacher forward");
-    }
+    if (s->teacher.vt && (st = teacher_forward(r, images)) != KD_OK)
+        return st;
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
     kd_forward_args sa = {sizeof sa, images, true,
                           kd_rng_make(job->seed, STREAM_STUDENT, (uint64_t)r->st.step),
@@ -772,8 +794,10 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
                 job->teacher.present ? " teaches " : "training ", job->student.entry->name,
                 job->output, (long long)job->epochs, (long long)r.steps_per_epoch,
                 (long long)job->train.batch_size, kd_num_threads(), now_s() - t0);
+        kd_memory_peak_reset(KD_CPU);
         st = train_epochs(&r, stopped);
     }
+    int64_t peak = kd_memory_stats_of(KD_CPU).peak_bytes;
     if (st == KD_OK && !*stopped) {
         double img = (double)r.st.step * (double)job->train.batch_size;
         fprintf(stderr, "done: %lld steps in %.1f s (%.0f img/s)", (long long)r.st.step,
@@ -781,11 +805,13 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
         if (r.st.best_epoch >= 0)
             fprintf(stderr, "; best top-1 %.2f%% after epoch %lld (%s/best.safetensors)",
                     r.st.best_top1, (long long)r.st.best_epoch, job->output);
-        fprintf(stderr, "\n");
-        json_t *summary = json_pack("{s:s, s:I, s:I, s:f, s:f, s:I}", "type", "summary", "epoch",
-                                    (json_int_t)r.st.epoch, "step", (json_int_t)r.st.step,
-                                    "elapsed_s", r.st.elapsed_s, "best_top1", r.st.best_top1,
-                                    "best_epoch", (json_int_t)r.st.best_epoch);
+        fprintf(stderr, "; peak tensor memory %.1f MiB\n", (double)peak / (1024.0 * 1024.0));
+        json_t *summary = json_pack("{s:s, s:I, s:I, s:f, s:f, s:I, s:I}", "type", "summary",
+                                    "epoch", (json_int_t)r.st.epoch, "step",
+                                    (json_int_t)r.st.step, "elapsed_s", r.st.elapsed_s,
+                                    "best_top1", r.st.best_top1, "best_epoch",
+                                    (json_int_t)r.st.best_epoch, "peak_bytes",
+                                    (json_int_t)peak);
         if (summary && r.last_eval.samples) {
             json_object_set_new(summary, "top1", json_real(r.last_eval.top1));
             json_object_set_new(summary, "top5", json_real(r.last_eval.top5));

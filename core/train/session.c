@@ -626,6 +626,8 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
     }
     if (mode != KD_SESSION_TRAIN && !job->val.present)
         st = kd_error(KD_ERR_INVALID, "data.val: missing (what to evaluate on)");
+    if (mode == KD_SESSION_TRAIN)
+        st = kd_job_check_output(job);
     if (st == KD_OK && mode == KD_SESSION_TRAIN)
         st = open_data(job, &job->train, ROLE_TRAIN, &s->train);
     if (st == KD_OK && job->val.present)
@@ -745,8 +747,13 @@ static int64_t count_params(const kd_model_run *m, int64_t *buffers)
     return n;
 }
 
-/* One forward at batch 1: MACs, and the bytes a forward with autograd on
- * keeps per image (activations saved for backward). */
+/* One image through m: its MACs, and the most tensor memory the pass had
+ * alive beyond what was alive before it, less the input. With grad, a
+ * training step's forward and backward (from the sum of the logits; the
+ * parameter gradients it makes are counted with the parameters and freed
+ * again); without, a forward under no-grad in its own scope, as the
+ * teacher and evaluation run. Memory of a batch is about the batch size
+ * times this. */
 static kd_status measure(kd_model_run *m, const kd_data_run *d, bool grad, int64_t *macs,
                          int64_t *bytes)
 {
@@ -754,26 +761,37 @@ static kd_status measure(kd_model_run *m, const kd_data_run *d, bool grad, int64
     bool saved = kd_set_grad_enabled(grad);
     kd_scope_begin();
     kd_tensor *x = kd_tensor_zeros(m->dtype, KD_CPU, 4, in_shape);
+    int64_t before = kd_memory_stats_of(KD_CPU).live_bytes;
+    kd_memory_peak_reset(KD_CPU);
     kd_macs_take();
-    kd_alloc_bytes_take();
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args args = {sizeof args, x, grad, kd_rng_make(0, 0, 0), m->want, m->out};
     kd_status st = x ? m->vt->forward(m->self, &args) : KD_ERR_NOMEM;
     *macs = kd_macs_take();
-    *bytes = kd_alloc_bytes_take();
+    int64_t grads = 0;
+    if (st == KD_OK && grad) {
+        st = kd_backward(kd_sum_all(m->out[m->logits]));
+        for (int i = 0; i < m->n_tensors; i++) {
+            kd_tensor *t = m->tensors[i].tensor;
+            if (t->grad)
+                grads += (int64_t)kd_dtype_size(t->dtype) * kd_tensor_numel(t);
+            kd_tensor_zero_grad(t);
+        }
+    }
+    *bytes = kd_memory_stats_of(KD_CPU).peak_bytes - before - grads;
     kd_scope_end();
     kd_set_grad_enabled(saved);
     return st;
 }
 
-/* The student is measured with autograd on (what a training step keeps),
- * the teacher under no-grad, as they run; MACs do not depend on it. */
+/* The student is measured as a training step, the teacher under no-grad,
+ * as they run; MACs do not depend on it. */
 static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
-                             const kd_data_run *d, bool grad, int64_t batch, int64_t *act_bytes)
+                             const kd_data_run *d, bool grad, int64_t *bytes_per_image)
 {
     int64_t buffers, params = count_params(m, &buffers);
-    int64_t macs = 0, bytes = 0;
-    kd_status st = measure(m, d, grad, &macs, &bytes);
+    int64_t macs = 0;
+    kd_status st = measure(m, d, grad, &macs, bytes_per_image);
     if (st != KD_OK)
         return kd_error_wrap(st, "%s", m->spec->path);
     fprintf(out, "%s: %s (%s)\n", role, m->spec->entry->name,
@@ -787,8 +805,13 @@ static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
         fprintf(out, "%s %s (%d ch, /%d)", i ? "," : "", m->taps[i].name, m->taps[i].channels,
                 m->taps[i].reduction);
     fprintf(out, "\n");
-    *act_bytes = bytes * batch;
     return KD_OK;
+}
+
+static int64_t max3(int64_t a, int64_t b, int64_t c)
+{
+    int64_t m = a > b ? a : b;
+    return m > c ? m : c;
 }
 
 kd_status kd_session_plan(kd_session *s, FILE *out)
@@ -807,12 +830,14 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     if (s->val.vt)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
                 (long long)s->val.info.length);
-    int64_t teacher_act = 0, student_act = 0;
+    int64_t teacher_image = 0, student_image = 0, eval_image = 0, macs;
     kd_status st = KD_OK;
     if (s->teacher.vt)
-        st = print_model(out, "teacher", &s->teacher, d, false, batch, &teacher_act);
+        st = print_model(out, "teacher", &s->teacher, d, false, &teacher_image);
     if (st == KD_OK)
-        st = print_model(out, "student", &s->student, d, true, batch, &student_act);
+        st = print_model(out, "student", &s->student, d, true, &student_image);
+    if (st == KD_OK && s->val.vt && job->eval_every > 0)
+        st = measure(&s->student, d, false, &macs, &eval_image);
     if (st != KD_OK)
         return st;
 
@@ -845,14 +870,21 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     for (int i = 0; i < s->n_optim_state; i++)
         state_bytes += (int64_t)kd_dtype_size(s->optim_state[i].tensor->dtype) *
                        kd_tensor_numel(s->optim_state[i].tensor);
-    int64_t input_bytes = (int64_t)kd_dtype_size(job->dtype) * batch * d->channels * d->height *
-                          d->width;
+    /* batches in flight: the prefetch ring, the loader's own, the step's */
+    int64_t image_bytes = (int64_t)sizeof(float) * d->channels * d->height * d->width;
+    int64_t input_bytes = image_bytes * batch * (job->train.prefetch + 2);
+    int64_t val_batch = job->val.batch_size;
+    int64_t student = student_image * batch, teacher = teacher_image * batch,
+            evaluation = eval_image * val_batch;
+    int64_t total = 2 * param_bytes + state_bytes + input_bytes + max3(student, teacher, evaluation);
     double mib = 1024.0 * 1024.0;
-    fprintf(out, "memory per step (batch %lld, estimate): parameters + gradients %.1f MiB, "
-            "optimizer state %.1f MiB, student activations %.1f MiB, teacher forward %.1f MiB, "
-            "input %.1f MiB\n", (long long)batch, 2.0 * (double)param_bytes / mib,
-            (double)state_bytes / mib, (double)student_act / mib, (double)teacher_act / mib,
-            (double)input_bytes / mib);
+    fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
+            "optimizer state %.1f MiB, batches %.1f MiB, then the largest of: student step "
+            "%.1f MiB (batch %lld), teacher forward %.1f MiB, evaluation %.1f MiB (batch %lld); "
+            "peak about %.1f MiB\n", 2.0 * (double)param_bytes / mib, (double)state_bytes / mib,
+            (double)input_bytes / mib, (double)student / mib, (long long)batch,
+            (double)teacher / mib, (double)evaluation / mib, (long long)val_batch,
+            (double)total / mib);
     fprintf(out, "optim: %s, lr %g; schedule: %s over %lld epochs\n", job->optim->name, job->lr,
             job->schedule->name, (long long)job->epochs);
     return KD_OK;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <kdengine/status.h>
+#include <kdengine/tensor.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -28,6 +29,16 @@ int64_t kd_macs_take(void);
 /* Bytes of tensor storage this thread created since the last call; returns
  * the count and restarts it. `plan` estimates a step's memory from it. */
 int64_t kd_alloc_bytes_take(void);
+
+/* Tensor storage of all threads on a device kind (CPU, or the GPUs): the
+ * bytes alive now, and the most alive at once since the last reset. `run`
+ * reports the peak of a training run. */
+typedef struct kd_memory_stats {
+    int64_t live_bytes, peak_bytes;
+} kd_memory_stats;
+kd_memory_stats kd_memory_stats_of(kd_device device);
+/* Starts the peak again from what is alive now. */
+void kd_memory_peak_reset(kd_device device);
 
 #ifdef __cplusplus
 }

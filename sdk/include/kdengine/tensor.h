@@ -75,6 +75,12 @@ void kd_tensor_free(kd_tensor *t);
 
 /* Moves t out of its scope: the caller now owns it. Returns t. */
 kd_tensor *kd_tensor_keep(kd_tensor *t);
+/* Moves t from the innermost scope to the one around it, so an inner scope
+ * can end, freeing everything else it made (a teacher's intermediates),
+ * while t lives on; a t that is not in the innermost scope already does
+ * and is left alone. t must hold no autograd history (made under
+ * no-grad): KD_ERR_INVALID otherwise, or when no scope is around. */
+kd_status kd_scope_promote(kd_tensor *t);
 
 /* --- inspection --- */
 int64_t kd_tensor_numel(const kd_tensor *t);
