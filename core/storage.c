@@ -37,6 +37,10 @@ void kd_memory_peak_reset(kd_device device)
 
 kd_status kd_storage_new(kd_device device, size_t nbytes, kd_storage **out)
 {
+    if (device != KD_CPU && device != KD_CUDA)
+        return kd_error(KD_ERR_UNSUPPORTED, "storage: device %s:%d: one process drives the CPU "
+                        "and cuda:0", kd_device_kind(device) == KD_CUDA ? "cuda" : "unknown",
+                        kd_device_index(device));
     kd_storage *s = calloc(1, sizeof *s);
     if (!s)
         return kd_error(KD_ERR_NOMEM, "storage: out of host memory");

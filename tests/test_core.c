@@ -148,6 +148,20 @@ static void test_scopes(void)
     kd_tensor_free(leaf);
 }
 
+/* A device carries an index; storage on a GPU other than cuda:0 is refused
+ * by name, not placed on cuda:0. */
+static void test_device_index(void)
+{
+    const int64_t shape[1] = {4};
+    kd_tensor *t = kd_tensor_zeros(KD_F32, KD_CUDA_DEVICE(1), 1, shape);
+    kt_check(!t && kd_last_status() == KD_ERR_UNSUPPORTED && strstr(kd_last_error(), "cuda:1") &&
+                 kd_device_kind(KD_CUDA_DEVICE(3)) == KD_CUDA &&
+                 kd_device_index(KD_CUDA_DEVICE(3)) == 3 && KD_CUDA_DEVICE(0) == KD_CUDA &&
+                 kd_device_index(KD_CPU) == 0,
+             "device: kind and index; cuda:1 refused", "%s", kd_last_error());
+    kd_tensor_free(t);
+}
+
 static void test_autograd(void)
 {
     int64_t shape[2] = {2, 3};
@@ -407,6 +421,7 @@ int main(void)
     test_dtype();
     test_tensor_basics();
     test_scopes();
+    test_device_index();
     test_autograd();
     test_rng();
     test_host_allocator();

@@ -35,7 +35,15 @@ extern "C" {
 
 #define KD_MAX_DIMS 8
 
-typedef enum kd_device { KD_CPU = 0, KD_CUDA = 1 } kd_device;
+/* Where a tensor lives: the kind in the low byte, the index above it, so
+ * "cuda:1" is KD_CUDA_DEVICE(1) and KD_CUDA is cuda:0. A process drives
+ * one GPU for now: storage on another index is refused, not misplaced. */
+typedef uint32_t kd_device;
+#define KD_CPU ((kd_device)0)
+#define KD_CUDA ((kd_device)1)
+#define KD_CUDA_DEVICE(index) ((kd_device)(1u | (uint32_t)(index) << 8))
+static inline uint32_t kd_device_kind(kd_device d) { return d & 0xffu; }
+static inline int kd_device_index(kd_device d) { return (int)(d >> 8); }
 
 typedef struct kd_storage kd_storage;
 typedef struct kd_node kd_node;
