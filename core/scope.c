@@ -111,8 +111,7 @@ void kd_scope_end(void)
         next = n->next_in_scope;
         if (n->output && n->output->grad_fn == n)
             n->output->grad_fn = NULL;
-        free(n->ctx);
-        free(n);
+        kd_node_free(n);
     }
     for (int64_t i = 0; i < s->n_tensors; i++) {
         kd_tensor *t = s->tensors[i];

@@ -108,7 +108,7 @@ static void write_job(const char *file, const char *output, int workers, const c
 static int kdengine(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int kdengine(char **out, const char *fmt, ...)
 {
-    char args[2048], cmd[4096];
+    char args[16384], cmd[20480];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
@@ -195,12 +195,12 @@ static void test_validate(void)
                    "there is no data.val");
     expect_invalid("validate: subset larger than the data", "sup.json --set data.train.subset=999",
                    "data.train.subset: 999, but the dataset has 96 samples");
-    char many[1024] = "sup.json --set losses='[";
+    char many[8192] = "sup.json --set losses='[";
     for (int i = 0; i < KD_JOB_MAX_LOSSES + 1; i++)
         strcat(many, i ? ", {\"name\": \"ce\"}" : "{\"name\": \"ce\"}");
     strcat(many, "]'");
     expect_invalid("validate: more losses than a job takes", many,
-                   "losses: 33 losses; a job takes at most 32");
+                   "losses: 257 losses; a job takes at most 256");
     snprintf(path, sizeof path, "%s/corrupt.safetensors", dir);
     kt_write_file(path, "\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}       ", 24);
     expect_invalid("validate: a corrupt teacher weights file",

@@ -63,8 +63,9 @@ typedef struct kd_job_model {
     bool train_bn;       /* teacher: batch statistics in its forward */
 } kd_job_model;
 
-/* Losses a job may have (the runner keeps per-loss arrays of this size). */
-#define KD_JOB_MAX_LOSSES 32
+/* Losses a job may have: each loss's random stream carries its index in 8
+ * bits (runner.c). */
+#define KD_JOB_MAX_LOSSES 256
 
 typedef struct kd_job_loss {
     char path[24]; /* "losses[1]" */
