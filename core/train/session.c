@@ -600,11 +600,17 @@ static kd_status open_batch_transforms(kd_session *s)
 }
 
 /* The teacher is never trained: a loss that backpropagates through it
- * (forward_from on the teacher) must not pile gradients into it. */
-static void freeze(kd_model_run *m)
+ * (forward_from on the teacher) must not pile gradients into it. A teacher
+ * in eval mode is also told its tensors are final, so it may fold. */
+static kd_status freeze(kd_model_run *m, bool eval_only)
 {
     for (int i = 0; i < m->n_tensors; i++)
         kd_tensor_set_requires_grad(m->tensors[i].tensor, false);
+    if (!eval_only || !m->vt->freeze)
+        return KD_OK;
+    kd_status st = m->vt->freeze(m->self);
+    return st == KD_OK ? st : kd_error_wrap(st, "%s (model '%s')", m->spec->path,
+                                            m->spec->entry->name);
 }
 
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out)
@@ -662,9 +668,9 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         st = check_logits(s, ss, s->teacher.vt ? ts : NULL);
     s->num_classes = ss && st == KD_OK ? (int)ss[s->student.logits].shape[1] : 0;
     if (st == KD_OK && s->teacher.vt)
-        freeze(&s->teacher);
+        st = freeze(&s->teacher, !job->teacher.train_bn);
     if (st == KD_OK && mode == KD_SESSION_TEACHER)
-        freeze(&s->student);
+        st = freeze(&s->student, false); /* eval --weights loads after this */
     init_services(s);
     if (st == KD_OK && mode == KD_SESSION_TRAIN) {
         s->losses = calloc((size_t)job->n_losses, sizeof *s->losses);

@@ -310,6 +310,12 @@ typedef struct kd_model_vtable {
      * resizes, drops. Loading stays strict afterwards: a model tensor the
      * file lacks, or a file tensor nothing matches, is an error. */
     kd_status (*filter_weight)(void *self, kd_weight_fix *fix);
+    /* Called once the model's tensors are final (a teacher in eval mode,
+     * after its weights loaded): from then on the host changes none of them
+     * and runs it with training false, so the model may precompute (fold
+     * batch norms into convolutions). Gradients must still reach the input
+     * of forward_from (a loss may backpropagate through the teacher). */
+    kd_status (*freeze)(void *self);
 } kd_model_vtable;
 
 /* ----------------------------------------------------------------- loss */
