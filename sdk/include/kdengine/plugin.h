@@ -68,9 +68,9 @@ typedef enum kd_plugin_kind {
 
 /* "model", "loss", "dataset", "transform", "batch_transform", "optimizer",
  * "scheduler"; NULL outside the enum. */
-const char *kd_plugin_kind_name(kd_plugin_kind kind);
+KD_API const char *kd_plugin_kind_name(kd_plugin_kind kind);
 /* -1 for an unknown name. */
-int kd_plugin_kind_from_name(const char *name);
+KD_API int kd_plugin_kind_from_name(const char *name);
 
 /* Every vtable starts with this header: the host checks the kind, and the
  * size says which trailing callbacks the plugin was built with. */
@@ -291,7 +291,7 @@ typedef struct kd_sample {
 } kd_sample;
 
 /* Makes s->data hold at least `bytes`; KD_ERR_NOMEM otherwise. */
-kd_status kd_sample_reserve(kd_sample *s, size_t bytes);
+KD_API kd_status kd_sample_reserve(kd_sample *s, size_t bytes);
 
 typedef struct kd_dataset_info {
     int64_t length;
@@ -376,14 +376,14 @@ typedef struct kd_scheduler_vtable {
  * Owned by the host; valid for the instance's creation call only (copy what
  * you keep). */
 
-double kd_params_number(const kd_params *p, const char *key);
-int64_t kd_params_integer(const kd_params *p, const char *key);
-bool kd_params_boolean(const kd_params *p, const char *key);
-const char *kd_params_string(const kd_params *p, const char *key);
+KD_API double kd_params_number(const kd_params *p, const char *key);
+KD_API int64_t kd_params_integer(const kd_params *p, const char *key);
+KD_API bool kd_params_boolean(const kd_params *p, const char *key);
+KD_API const char *kd_params_string(const kd_params *p, const char *key);
 /* Arrays: length, then element i as a number or a string. */
-int kd_params_array_length(const kd_params *p, const char *key);
-double kd_params_array_number(const kd_params *p, const char *key, int i);
-const char *kd_params_array_string(const kd_params *p, const char *key, int i);
+KD_API int kd_params_array_length(const kd_params *p, const char *key);
+KD_API double kd_params_array_number(const kd_params *p, const char *key, int i);
+KD_API const char *kd_params_array_string(const kd_params *p, const char *key, int i);
 
 #ifdef __cplusplus
 }
