@@ -15,33 +15,6 @@
 /* A library claiming more providers than this is reading garbage. */
 #define KD_MAX_PROVIDERS 4096
 
-static const char *const kind_names[KD_KIND_COUNT] = {
-    [KD_KIND_MODEL] = "model",
-    [KD_KIND_LOSS] = "loss",
-    [KD_KIND_DATASET] = "dataset",
-    [KD_KIND_TRANSFORM] = "transform",
-    [KD_KIND_BATCH_TRANSFORM] = "batch_transform",
-    [KD_KIND_OPTIMIZER] = "optimizer",
-    [KD_KIND_SCHEDULER] = "scheduler",
-};
-
-const char *kd_plugin_kind_name(kd_plugin_kind kind)
-{
-    if ((int)kind < 0 || kind >= KD_KIND_COUNT)
-        return NULL;
-    return kind_names[kind];
-}
-
-int kd_plugin_kind_from_name(const char *name)
-{
-    if (!name)
-        return -1;
-    for (int k = 0; k < KD_KIND_COUNT; k++)
-        if (strcmp(kind_names[k], name) == 0)
-            return k;
-    return -1;
-}
-
 /* A provider as the host reads it: the plugin's entry copied at the
  * host's layout, and its vtable copied into a zeroed buffer of the host's
  * vtable size, so callbacks past an older plugin's vtable read as NULL. */
@@ -228,7 +201,10 @@ static kd_status check_provider(const json_t *p, int index, const char *file)
     if (!kind)
         return KD_ERR_FORMAT;
     if (kd_plugin_kind_from_name(kind) < 0) {
-        const char *near = kd_closest_word(kind, KD_KIND_COUNT, kind_names);
+        const char *known[KD_KIND_COUNT];
+        for (int k = 0; k < KD_KIND_COUNT; k++)
+            known[k] = kd_plugin_kind_name((kd_plugin_kind)k);
+        const char *near = kd_closest_word(kind, KD_KIND_COUNT, known);
         if (near)
             return kd_error(KD_ERR_FORMAT, "%s: %skind: unknown kind '%s' (did you mean %s?)",
                             file, where, kind, near);

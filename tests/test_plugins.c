@@ -303,6 +303,10 @@ static void test_library_errors(void)
     const char *null_providers[] = {"null_providers.so", "providers is NULL"};
     expect_load_error("load: NULL providers with a count", "null_providers", KD_KIND_LOSS,
                       "null_providers_a", null_providers, 2);
+    /* libkdcore exports the SDK only: the tape stays out of reach. */
+    const char *internal[] = {"internal_symbol.so", "undefined symbol: kd_record"};
+    expect_load_error("load: library calling a core internal", "internal_symbol",
+                      KD_KIND_LOSS, "internal_symbol_a", internal, 2);
 }
 
 static void test_unloadable_files(void)
