@@ -147,8 +147,12 @@ typedef kd_status (*kd_plugin_entry_fn)(kd_plugin_info *info);
     } while (0)
 
 /* The exported entry; declared here so a plugin's definition is checked
- * against it. */
-KD_API kd_status kd_plugin_entry(kd_plugin_info *info);
+ * against it. The plugin defines it (libkdcore does not): hence no KD_API,
+ * but default visibility, so a plugin built -fvisibility=hidden exports it. */
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
+kd_status kd_plugin_entry(kd_plugin_info *info);
 
 /* ======================================================================
  * Per-kind vtables. A provider's vtable is a static struct of the library
