@@ -652,7 +652,8 @@ static void test_plan_memory(void)
         char cmd[2048], name[96], *out = NULL, *run = NULL;
         snprintf(name, sizeof name, "plan: memory estimate within 25%% of the run's peak (%s)",
                  jobs[i]);
-        const char *shorter = "--set schedule.epochs=1 --set data.train.subset=256";
+        const char *shorter = "--set schedule.epochs=1 --set data.train.subset=256 "
+                              "--set data.val.subset=1000";
         snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine plan "
                  "examples/fashion-mnist/%s.json %s 2>&1", root, kt_plugin_dir(), KD_BUILDDIR,
                  jobs[i], shorter);
