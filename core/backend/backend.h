@@ -1,0 +1,20 @@
+/* The per-device dispatch. An op's front (core/ops/) checks its inputs,
+ * works out shapes and records the op; its kernels are plain functions per
+ * device: core/backend/cpu/cpu.h and core/backend/cuda/cuda.h. This table
+ * says which device has which op: the fronts refuse the rest through
+ * kd_backend_check, and test_ops runs every row on every device that has
+ * the row's op. */
+#ifndef KD_BACKEND_H
+#define KD_BACKEND_H
+
+#include <stdbool.h>
+
+#include "../internal.h"
+
+/* Ops are named as in ops.h without the kd_ prefix ("conv2d",
+ * "pow_scalar"). The CPU has every op. */
+bool kd_backend_has_op(kd_device device, const char *op);
+/* KD_OK when x's device has op; else KD_ERR_UNSUPPORTED naming both. */
+kd_status kd_backend_check(const char *op, const kd_tensor *x);
+
+#endif

@@ -1,0 +1,48 @@
+/* The CPU kernels behind the ops: plain functions on raw contiguous
+ * buffers with explicit dims. A dtype argument is KD_F32 or KD_F64 and
+ * says what the void pointers hold; statistics are always double. The
+ * fronts in core/ops/ have checked shapes and made inputs contiguous. */
+#ifndef KD_CPU_BACKEND_H
+#define KD_CPU_BACKEND_H
+
+#include <stdint.h>
+
+#include "../../internal.h"
+
+/* --- norm.c: x is read as [N, C, S] (S = product of the dims after C) --- */
+
+/* Group norm over each (n, group) of G groups of Cg channels; layer norm
+ * over the last dim is G = 1, S = 1. stats gets (mean, 1/std) per (n, g);
+ * w and b hold C = G * Cg values. */
+void kd_cpu_group_norm_forward(kd_dtype dt, const void *x, void *y, double *stats,
+                               const void *w, const void *b, int64_t N, int64_t G, int64_t Cg,
+                               int64_t S, double eps);
+/* gx may be NULL. affine_sums, when not NULL, gets per channel the sums
+ * of g * xhat (weight gradient) in [0, C) and of g (bias) in [C, 2C). */
+kd_status kd_cpu_group_norm_backward(kd_dtype dt, const void *x, const void *g,
+                                     const double *stats, const void *w, void *gx,
+                                     double *affine_sums, int64_t N, int64_t G, int64_t Cg,
+                                     int64_t S);
+/* Channel norm (ConvNeXt's LayerNorm2d): statistics over C for each
+ * (n, s); stats gets (mean, 1/std) per (n, s). */
+void kd_cpu_channel_norm_forward(kd_dtype dt, const void *x, void *y, double *stats,
+                                 const void *w, const void *b, int64_t N, int64_t C, int64_t S,
+                                 double eps);
+kd_status kd_cpu_channel_norm_backward(kd_dtype dt, const void *x, const void *g,
+                                       const double *stats, const void *w, void *gx,
+                                       double *affine_sums, int64_t N, int64_t C, int64_t S);
+/* Batch norm: per channel mean and biased variance over N and S. */
+void kd_cpu_batch_norm_stats(kd_dtype dt, const void *x, double *mean, double *var, int64_t N,
+                             int64_t C, int64_t S);
+/* y = (x - shift[c]) * scale[c] + bias[c] when g is NULL; else the input
+ * gradient y = (g - k1[c] - (x - shift[c]) * k2[c]) * scale[c]. The
+ * per-channel arrays are of dtype dt. */
+void kd_cpu_batch_norm_apply(kd_dtype dt, const void *x, const void *g, void *y,
+                             const void *shift, const void *scale, const void *bias,
+                             const void *k1, const void *k2, int64_t N, int64_t C, int64_t S);
+/* Per channel: sum of g (bias gradient) and of g * xhat (weight). */
+void kd_cpu_batch_norm_grad_sums(kd_dtype dt, const void *x, const void *g, const double *mean,
+                                 const double *rstd, double *gsum, double *gxhat_sum, int64_t N,
+                                 int64_t C, int64_t S);
+
+#endif
