@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../internal.h"
-#include "softmax_rows.h"
+#include "../backend/cpu/softmax_rows.h"
 
 #define PAR_MIN 16384 /* elements below which a loop stays on one thread */
 

@@ -7,7 +7,7 @@
 #include <tgmath.h>
 
 #include "../internal.h"
-#include "softmax_rows.h"
+#include "../backend/cpu/softmax_rows.h"
 
 #define PAR_MIN 16384 /* elements below which a kernel stays on one thread */
 

@@ -5,6 +5,7 @@
 #ifndef KD_CPU_BACKEND_H
 #define KD_CPU_BACKEND_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../../internal.h"
@@ -44,5 +45,15 @@ void kd_cpu_batch_norm_apply(kd_dtype dt, const void *x, const void *g, void *y,
 void kd_cpu_batch_norm_grad_sums(kd_dtype dt, const void *x, const void *g, const double *mean,
                                  const double *rstd, double *gsum, double *gxhat_sum, int64_t N,
                                  int64_t C, int64_t S);
+
+/* --- softmax.c: x is read as [outer, reduce, inner] --- */
+
+/* y = softmax (or log_softmax) of x over `reduce`. */
+void kd_cpu_softmax_forward(kd_dtype dt, const void *x, void *y, int64_t outer, int64_t reduce,
+                            int64_t inner, bool log_out);
+/* gx from the saved output y and its gradient g: softmax gx = y (g - sum
+ * g y); log_softmax gx = g - exp(y) sum g. */
+void kd_cpu_softmax_backward(kd_dtype dt, const void *y, const void *g, void *gx, int64_t outer,
+                             int64_t reduce, int64_t inner, bool log_out);
 
 #endif
