@@ -6,9 +6,10 @@
 /* The ops whose fronts call the CUDA backend for every kernel they run,
  * forward and backward. */
 static const char *const cuda_ops[] = {
-    "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "abs", "tanh", "relu", "relu6",
-    "gelu", "gelu_tanh", "silu", "sigmoid", "hardsigmoid", "hardswish", "clamp",
-    "pow_scalar", "add_scalar", "mul_scalar", "sum", "mean", "max", "min", "argmax",
+    "add", "sub", "mul", "div",
+    "neg", "exp", "log", "sqrt", "abs", "tanh", "relu", "relu6", "gelu", "gelu_tanh", "silu",
+    "sigmoid", "hardsigmoid", "hardswish", "clamp", "pow_scalar", "add_scalar", "mul_scalar",
+    "sum", "mean", "sum_all", "mean_all", "max", "min", "argmax",
     "matmul", "linear",
 };
 
@@ -28,6 +29,5 @@ kd_status kd_backend_check(const char *op, const kd_tensor *x)
 {
     if (kd_backend_has_op(x->device, op))
         return KD_OK;
-    return kd_error(KD_ERR_UNSUPPORTED, "%s: no CUDA kernel; only CPU tensors are supported",
-                    op);
+    return kd_error(KD_ERR_UNSUPPORTED, "%s: no CUDA kernel; only CPU tensors are supported", op);
 }
