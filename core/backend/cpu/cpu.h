@@ -56,4 +56,21 @@ void kd_cpu_softmax_forward(kd_dtype dt, const void *x, void *y, int64_t outer, 
 void kd_cpu_softmax_backward(kd_dtype dt, const void *y, const void *g, void *gx, int64_t outer,
                              int64_t reduce, int64_t inner, bool log_out);
 
+/* --- reduce.c: x is read as [outer, reduce, inner], out as [outer, inner] --- */
+
+/* out = scale * sum over reduce (1 for sum, 1/reduce for mean). */
+void kd_cpu_reduce_sum(kd_dtype dt, const void *x, void *out, int64_t outer, int64_t reduce,
+                       int64_t inner, double scale);
+/* Rows of `reduce` (inner 1): var = sum of squared deviations / divisor,
+ * and each row's mean. */
+void kd_cpu_var_rows(kd_dtype dt, const void *x, void *var, void *mean, int64_t outer,
+                     int64_t reduce, double divisor);
+/* Max (min when is_min) and its first index; out or arg may be NULL. A
+ * NaN beats any number, like torch. */
+void kd_cpu_reduce_max(kd_dtype dt, const void *x, void *out, int64_t *arg, int64_t outer,
+                       int64_t reduce, int64_t inner, bool is_min);
+/* gx[o, arg[o, i], i] += g[o, i]; gx [outer, reduce, inner] zeroed before. */
+void kd_cpu_extreme_backward(kd_dtype dt, void *gx, const void *g, const int64_t *arg,
+                             int64_t outer, int64_t reduce, int64_t inner);
+
 #endif

@@ -21,6 +21,7 @@ static void FN(softmax_rows)(const T *x, T *y, int64_t outer, int64_t reduce, bo
             yr[r] = (xr[r] - m) - ls;
     }
 }
+
 /* inner > 1: a tile of inner positions, reduce strided by inner. */
 static void FN(softmax_tiles)(const T *x, T *y, int64_t outer, int64_t reduce, int64_t inner,
                               bool log_out)
@@ -59,6 +60,7 @@ static void FN(softmax_tiles)(const T *x, T *y, int64_t outer, int64_t reduce, i
         }
     }
 }
+
 /* softmax: gx = y (g - sum g y); log_softmax: gx = g - exp(y) sum g.
  * Rows of `reduce` run at stride `inner`; inner == 1 is the fast case. */
 static void FN(softmax_backward)(const T *y, const T *g, T *gx, int64_t outer, int64_t reduce,
