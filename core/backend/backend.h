@@ -11,6 +11,16 @@
 
 #include "../internal.h"
 
+/* Every size of one convolution problem. All fields are int64 so the
+ * struct has no padding and compares with memcmp (oneDNN's cache key). */
+typedef struct kd_conv2d_geom {
+    int64_t n, cin, h, w;
+    int64_t cout, kh, kw;
+    int64_t oh, ow;
+    int64_t stride[2], pad[2], dil[2];
+    int64_t groups;
+} kd_conv2d_geom;
+
 /* Ops are named as in ops.h without the kd_ prefix ("conv2d",
  * "pow_scalar"). The CPU has every op. */
 bool kd_backend_has_op(kd_device device, const char *op);

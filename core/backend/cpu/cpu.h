@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../../internal.h"
+#include "../backend.h"
 
 /* --- norm.c: x is read as [N, C, S] (S = product of the dims after C) --- */
 
@@ -92,5 +93,19 @@ kd_status kd_cpu_pool_forward(kd_dtype dt, const kd_pool_params *p, const void *
                               int32_t *argmax);
 kd_status kd_cpu_pool_backward(kd_dtype dt, const kd_pool_params *p, const void *gy,
                                const int32_t *argmax, void *gx);
+
+/* --- conv2d.c: x [N, Cin, H, W], weight [Cout, Cin/groups, kH, kW],
+ * y [N, Cout, oH, oW]; the kernel family is chosen per problem --- */
+
+/* y = conv(x, w) + bias (bias NULL: none); `training` tells oneDNN whether
+ * a backward pass follows. */
+kd_status kd_cpu_conv2d_forward(kd_dtype dt, const kd_conv2d_geom *g, const void *x,
+                                const void *w, const void *bias, void *y, bool training);
+/* gx = the gradient of the input, overwritten. */
+kd_status kd_cpu_conv2d_backward_data(kd_dtype dt, const kd_conv2d_geom *g, const void *gy,
+                                      const void *w, void *gx);
+/* gw (and gbias unless NULL) = the gradients of weight and bias, overwritten. */
+kd_status kd_cpu_conv2d_backward_weights(kd_dtype dt, const kd_conv2d_geom *g, const void *x,
+                                         const void *gy, void *gw, void *gbias);
 
 #endif
