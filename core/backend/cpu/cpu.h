@@ -108,4 +108,17 @@ kd_status kd_cpu_conv2d_backward_data(kd_dtype dt, const kd_conv2d_geom *g, cons
 kd_status kd_cpu_conv2d_backward_weights(kd_dtype dt, const kd_conv2d_geom *g, const void *x,
                                          const void *gy, void *gw, void *gbias);
 
+/* --- dropout.c --- */
+
+/* y = x * scale where draw i of rng (from its counter) is >= p, else 0;
+ * mask (NULL when no gradient is needed) gets 1 for a kept element. */
+void kd_cpu_dropout(kd_dtype dt, const void *x, void *y, uint8_t *mask, int64_t n,
+                    const kd_rng *rng, float p, double scale);
+/* gx = g * scale where mask is set, else 0. */
+void kd_cpu_dropout_backward(kd_dtype dt, const void *g, void *gx, const uint8_t *mask,
+                             int64_t n, double scale);
+/* y[s, :] = x[s, :] * factor[s] over samples rows of `per` elements. */
+void kd_cpu_scale_samples(kd_dtype dt, const void *x, void *y, const void *factor,
+                          int64_t samples, int64_t per);
+
 #endif
