@@ -121,4 +121,24 @@ void kd_cpu_dropout_backward(kd_dtype dt, const void *g, void *gx, const uint8_t
 void kd_cpu_scale_samples(kd_dtype dt, const void *x, void *y, const void *factor,
                           int64_t samples, int64_t per);
 
+/* --- index.c --- */
+
+/* index_select: out [outer, k, inner] = x [outer, size, inner] at rows
+ * idx[k], copied a row of inner elements at a time. */
+void kd_cpu_select_rows(void *out, const void *x, const int64_t *idx, int64_t outer,
+                        int64_t size, int64_t k, int64_t inner, size_t elem_size);
+
+/* gx[o, idx[i], :] += g[o, i, :], x read as [outer, size, inner] and g as
+ * [outer, k, inner]. */
+void kd_cpu_scatter_rows(kd_dtype dt, void *gx, const void *g, const int64_t *idx, int64_t outer,
+                         int64_t size, int64_t k, int64_t inner);
+/* out[i] = x[off[i]]. */
+void kd_cpu_gather(kd_dtype dt, void *out, const void *x, const int64_t *off, int64_t n);
+/* gx[off[i]] += g[i]; repeated offsets accumulate. */
+void kd_cpu_scatter_add(kd_dtype dt, void *gx, const void *g, const int64_t *off, int64_t n);
+/* out = mask ? value : a over shape[ndim]; a and out contiguous, the U8
+ * mask read through broadcast strides ms. */
+void kd_cpu_select(kd_dtype dt, void *out, const void *a, const uint8_t *mask, const int64_t *ms,
+                   int ndim, const int64_t *shape, double value);
+
 #endif
