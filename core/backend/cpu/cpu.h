@@ -141,4 +141,29 @@ void kd_cpu_scatter_add(kd_dtype dt, void *gx, const void *g, const int64_t *off
 void kd_cpu_select(kd_dtype dt, void *out, const void *a, const uint8_t *mask, const int64_t *ms,
                    int ndim, const int64_t *shape, double value);
 
+/* --- loss.c: logits and targets [n, c]; stats [n, 2] (row maximum m and
+ * log sum exp(x - m)) --- */
+
+/* Sum over rows of the label-smoothed (eps) cross-entropy. */
+double kd_cpu_cross_entropy_forward(kd_dtype dt, const void *x, const int64_t *labels,
+                                    double *stats, int64_t n, int64_t c, double eps);
+/* gx = (softmax - smoothed one-hot) * scale. */
+void kd_cpu_cross_entropy_backward(kd_dtype dt, const void *x, const int64_t *labels,
+                                   const double *stats, void *gx, int64_t n, int64_t c,
+                                   double eps, double scale);
+/* Sum over rows of sum_j t_ij (lse_i - x_ij). */
+double kd_cpu_soft_ce_forward(kd_dtype dt, const void *x, const void *t, double *stats,
+                              int64_t n, int64_t c);
+/* gx and gt (either may be NULL), times scale. */
+void kd_cpu_soft_ce_backward(kd_dtype dt, const void *x, const void *t, const double *stats,
+                             void *gx, void *gt, int64_t n, int64_t c, double scale);
+/* Sum of t (log t - x) (exp(t) (t - x) for log targets) over n elements;
+ * the pointwise values go to out unless it is NULL. */
+double kd_cpu_kl_div_forward(kd_dtype dt, const void *x, const void *t, void *out, int64_t n,
+                             bool log_target);
+/* The gradient is gs everywhere, or pointwise gp when gp is not NULL; gx
+ * and gt may be NULL. */
+void kd_cpu_kl_div_backward(kd_dtype dt, const void *x, const void *t, const void *gp, double gs,
+                            void *gx, void *gt, int64_t n, bool log_target);
+
 #endif
