@@ -166,4 +166,27 @@ double kd_cpu_kl_div_forward(kd_dtype dt, const void *x, const void *t, void *ou
 void kd_cpu_kl_div_backward(kd_dtype dt, const void *x, const void *t, const void *gp, double gs,
                             void *gx, void *gt, int64_t n, bool log_target);
 
+/* --- similarity.c --- */
+
+/* Cosine similarity of a and b ([outer, reduce, inner]) over reduce; inv
+ * [2, outer * inner] gets 1 / the clamped norms of a, then of b. */
+void kd_cpu_cosine_forward(kd_dtype dt, const void *a, const void *b, void *out, double *inv,
+                           int64_t outer, int64_t reduce, int64_t inner, double eps);
+/* ga and gb (either may be NULL) from the output cos and its gradient g. */
+void kd_cpu_cosine_backward(kd_dtype dt, const void *a, const void *b, const void *cos,
+                            const double *inv, const void *g, void *ga, void *gb, int64_t outer,
+                            int64_t reduce, int64_t inner);
+/* out [n, m] = Euclidean distances between the rows of a [n, d], b [m, d]. */
+void kd_cpu_cdist_forward(kd_dtype dt, const void *a, const void *b, void *out, int64_t n,
+                          int64_t m, int64_t d);
+/* w = g / dist (0 where dist is 0), with its row sums [n] and column sums
+ * [m]. */
+void kd_cpu_cdist_weights(kd_dtype dt, const void *g, const void *dist, void *w, void *rowsum,
+                          void *colsum, int64_t n, int64_t m);
+/* From w and its sums: ga = rowsum a - W b, or with for_b gb = colsum b -
+ * W^T a, written to out. */
+void kd_cpu_cdist_input_grad(kd_dtype dt, bool for_b, const void *w, const void *a,
+                             const void *b, const void *sums, void *out, int64_t n, int64_t m,
+                             int64_t d);
+
 #endif
