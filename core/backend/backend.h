@@ -21,6 +21,14 @@ typedef struct kd_conv2d_geom {
     int64_t groups;
 } kd_conv2d_geom;
 
+/* Scaled dot-product attention: q [..., L, D], k [..., S, D], v [..., S,
+ * Dv] with `nbatch` equal batch dims. */
+typedef struct kd_attn_dims {
+    int nbatch;                 /* batch dims before [L, D] */
+    int64_t batch[KD_MAX_DIMS]; /* their sizes */
+    int64_t b, l, s, d, dv;     /* b = product of batch sizes */
+} kd_attn_dims;
+
 /* Ops are named as in ops.h without the kd_ prefix ("conv2d",
  * "pow_scalar"). The CPU has every op. */
 bool kd_backend_has_op(kd_device device, const char *op);

@@ -189,4 +189,18 @@ void kd_cpu_cdist_input_grad(kd_dtype dt, bool for_b, const void *w, const void 
                              const void *b, const void *sums, void *out, int64_t n, int64_t m,
                              int64_t d);
 
+/* --- attention.c: contiguous q, k, v, p (the probabilities [..., L, S])
+ * and out [..., L, Dv] --- */
+
+/* p = softmax(q k^T * scale + bias), out = p v. bias (may be NULL) is read
+ * through broadcast strides over p's shape. */
+void kd_cpu_attention_forward(kd_dtype dt, const kd_attn_dims *ad, const void *q, const void *k,
+                              const void *v, const void *bias, const int64_t *bias_strides,
+                              double scale, void *p, void *out);
+/* From p and the output gradient g: ds (the scores' gradient, always) and
+ * gq, gk, gv (each may be NULL). */
+void kd_cpu_attention_backward(kd_dtype dt, const kd_attn_dims *ad, const void *q,
+                               const void *k, const void *v, const void *p, const void *g,
+                               double scale, void *ds, void *gq, void *gk, void *gv);
+
 #endif
