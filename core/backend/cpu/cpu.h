@@ -203,4 +203,13 @@ void kd_cpu_attention_backward(kd_dtype dt, const kd_attn_dims *ad, const void *
                                const void *k, const void *v, const void *p, const void *g,
                                double scale, void *ds, void *gq, void *gk, void *gv);
 
+/* --- unary.c: n contiguous elements --- */
+
+/* out = f(in); lo and hi are the op's scalars (kd_unary_op). */
+void kd_cpu_unary_forward(kd_dtype dt, kd_unary_op op, void *out, const void *in, int64_t n,
+                          double lo, double hi);
+/* gx = gy * f'(x), with y = f(x) for the ops whose derivative uses it. */
+void kd_cpu_unary_backward(kd_dtype dt, kd_unary_op op, void *gx, const void *gy, const void *x,
+                           const void *y, int64_t n, double lo, double hi);
+
 #endif
