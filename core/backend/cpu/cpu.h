@@ -212,4 +212,15 @@ void kd_cpu_unary_forward(kd_dtype dt, kd_unary_op op, void *out, const void *in
 void kd_cpu_unary_backward(kd_dtype dt, kd_unary_op op, void *gx, const void *gy, const void *x,
                            const void *y, int64_t n, double lo, double hi);
 
+/* --- elementwise.c --- */
+
+/* out = a op b over n elements of equal shapes. */
+void kd_cpu_binary_same(kd_dtype dt, kd_binary_op op, void *out, const void *a, const void *b,
+                        int64_t n);
+/* out (contiguous, shape[ndim]) = a op b, a and b read through broadcast
+ * strides sa and sb (0 on broadcast dims). */
+void kd_cpu_binary_bcast(kd_dtype dt, kd_binary_op op, void *out, const void *a,
+                         const int64_t *sa, const void *b, const int64_t *sb, int ndim,
+                         const int64_t *shape);
+
 #endif
