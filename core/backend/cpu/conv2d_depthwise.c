@@ -61,8 +61,11 @@ static bool dw_flat(const kd_conv2d_geom *g)
 #undef T
 #undef FN
 
-#define DW_PARALLEL \
-    "omp parallel reduction(||: failed) if (g->n * g->cin * g->oh * g->ow * g->kh * g->kw > 65536)"
+/* Whether a depthwise pass is worth a team of threads. */
+static bool dw_parallel(const kd_conv2d_geom *g)
+{
+    return g->n * g->cin * g->oh * g->ow * g->kh * g->kw > 65536;
+}
 
 /* Per-thread scratch: a padded plane, then a wide one. */
 static void *dw_scratch(const dw_dims *d, size_t es)
@@ -80,12 +83,13 @@ kd_status kd_conv2d_depthwise_forward(kd_dtype dt, const kd_conv2d_geom *g, cons
     char *yd = y;
     int64_t planes = g->n * g->cin, in_plane = g->h * g->w, out_plane = g->oh * g->ow;
     int64_t taps = g->kh * g->kw;
-    _Pragma(DW_PARALLEL)
+    bool parallel = dw_parallel(g);
+#pragma omp parallel reduction(||: failed) if (parallel)
     {
         char *scratch = dw_scratch(&d, es);
         if (!scratch)
             failed = true;
-        _Pragma("omp for schedule(static)")
+#pragma omp for schedule(static)
         for (int64_t pl = 0; pl < planes; pl++) {
             if (!scratch)
                 continue;
@@ -120,12 +124,13 @@ kd_status kd_conv2d_depthwise_backward_data(kd_dtype dt, const kd_conv2d_geom *g
     char *gxd = gx;
     int64_t planes = g->n * g->cin, in_plane = g->h * g->w, out_plane = g->oh * g->ow;
     int64_t taps = g->kh * g->kw;
-    _Pragma(DW_PARALLEL)
+    bool parallel = dw_parallel(g);
+#pragma omp parallel reduction(||: failed) if (parallel)
     {
         char *scratch = dw_scratch(&d, es);
         if (!scratch)
             failed = true;
-        _Pragma("omp for schedule(static)")
+#pragma omp for schedule(static)
         for (int64_t pl = 0; pl < planes; pl++) {
             if (!scratch)
                 continue;
@@ -159,12 +164,13 @@ kd_status kd_conv2d_depthwise_backward_weights(kd_dtype dt, const kd_conv2d_geom
     char *gwd = gw;
     memset(gwd, 0, (size_t)(g->cin * g->kh * g->kw) * es);
     int64_t in_plane = g->h * g->w, out_plane = g->oh * g->ow, taps = g->kh * g->kw;
-    _Pragma(DW_PARALLEL)
+    bool parallel = dw_parallel(g);
+#pragma omp parallel reduction(||: failed) if (parallel)
     {
         char *scratch = dw_scratch(&d, es);
         if (!scratch)
             failed = true;
-        _Pragma("omp for schedule(static)")
+#pragma omp for schedule(static)
         for (int64_t c = 0; c < g->cin; c++) {
             if (!scratch)
                 continue;

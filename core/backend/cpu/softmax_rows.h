@@ -45,8 +45,8 @@ static inline float kd_exp_shifted_f32(float x, float m)
     return p * scale;
 }
 
-/* Put before a loop that calls kd_exp_shifted_##S: vectorises it in f32
- * (clang cannot vectorise the libm call of the f64 version). */
+/* Put before a loop that calls kd_exp_shifted_f32 or _f64: vectorises it
+ * in f32 (clang cannot vectorise the libm call of the f64 version). */
 #define KD_SIMD_EXP_f32 _Pragma("omp simd")
 #define KD_SIMD_EXP_f64
 
