@@ -223,4 +223,16 @@ void kd_cpu_binary_bcast(kd_dtype dt, kd_binary_op op, void *out, const void *a,
                          const int64_t *sa, const void *b, const int64_t *sb, int ndim,
                          const int64_t *shape);
 
+/* --- matmul.c --- */
+
+/* Row-major C = alpha op(A) op(B) + beta C on BLAS; ld* are row lengths
+ * and every size fits an int (the caller checks). */
+void kd_cpu_gemm(kd_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                 double alpha, const void *a, int64_t lda, const void *b, int64_t ldb,
+                 double beta, void *c, int64_t ldc);
+/* out[j] += sum over rows of g[r, j] (linear's bias gradient). */
+void kd_cpu_column_sums(kd_dtype dt, void *out, const void *g, int64_t rows, int64_t cols);
+/* Every one of `rows` rows of out becomes a copy of row. */
+void kd_cpu_repeat_row(void *out, const void *row, int64_t rows, size_t row_bytes);
+
 #endif
