@@ -235,4 +235,15 @@ void kd_cpu_column_sums(kd_dtype dt, void *out, const void *g, int64_t rows, int
 /* Every one of `rows` rows of out becomes a copy of row. */
 void kd_cpu_repeat_row(void *out, const void *row, int64_t rows, size_t row_bytes);
 
+/* --- copy.c --- */
+
+/* dst = src elementwise; same shape and dtype, any strides, both CPU. */
+void kd_cpu_copy_strided(const kd_tensor *dst, const kd_tensor *src);
+
+/* --- cast.c --- */
+
+/* d = s converted, n contiguous elements, for f32 <-> f64 and f32 <->
+ * f16/bf16; false (nothing written) for other pairs. */
+bool kd_cpu_convert(kd_dtype dst_dt, void *d, kd_dtype src_dt, const void *s, int64_t n);
+
 #endif
