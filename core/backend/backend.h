@@ -1,9 +1,9 @@
 /* The per-device dispatch. An op's front (core/ops/) checks its inputs,
  * works out shapes and records the op; its kernels are plain functions per
- * device: core/backend/cpu/cpu.h and core/backend/cuda/cuda.h. This table
- * says which device has which op: the fronts refuse the rest through
- * kd_backend_check, and test_ops runs every row on every device that has
- * the row's op. */
+ * device: core/backend/cpu/cpu.h and core/backend/cuda/cuda.h. Here: the
+ * problem descriptions every device's kernels take, and the table of which
+ * device has which op (the fronts refuse the rest through kd_backend_check,
+ * and test_ops runs every row on every device that has the row's op). */
 #ifndef KD_BACKEND_H
 #define KD_BACKEND_H
 
@@ -20,6 +20,18 @@ typedef struct kd_conv2d_geom {
     int64_t stride[2], pad[2], dil[2];
     int64_t groups;
 } kd_conv2d_geom;
+
+/* 2-D pooling over planes [planes, h, w] into [planes, oh, ow]. Kernel,
+ * stride and padding are for the windowed pools (max, avg); include_pad is
+ * avg_pool2d's count_include_pad. */
+typedef enum kd_pool_kind { KD_POOL_MAX, KD_POOL_AVG, KD_POOL_ADAPTIVE } kd_pool_kind;
+
+typedef struct kd_pool_params {
+    kd_pool_kind kind;
+    int64_t planes, h, w, oh, ow;
+    int64_t kh, kw, sh, sw, ph, pw;
+    bool include_pad;
+} kd_pool_params;
 
 /* Scaled dot-product attention: q [..., L, D], k [..., S, D], v [..., S,
  * Dv] with `nbatch` equal batch dims. */

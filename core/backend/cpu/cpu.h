@@ -76,17 +76,6 @@ void kd_cpu_extreme_backward(kd_dtype dt, void *gx, const void *g, const int64_t
 
 /* --- pool.c: x is [planes, h, w], y [planes, oh, ow] --- */
 
-typedef enum kd_pool_kind { KD_POOL_MAX, KD_POOL_AVG, KD_POOL_ADAPTIVE } kd_pool_kind;
-
-/* Kernel, stride and padding are for the windowed pools (max, avg);
- * include_pad is avg_pool2d's count_include_pad. */
-typedef struct kd_pool_params {
-    kd_pool_kind kind;
-    int64_t planes, h, w, oh, ow;
-    int64_t kh, kw, sh, sw, ph, pw;
-    bool include_pad;
-} kd_pool_params;
-
 /* argmax (max pool; NULL when no gradient is needed) gets each output's
  * offset in its plane. */
 kd_status kd_cpu_pool_forward(kd_dtype dt, const kd_pool_params *p, const void *x, void *y,
