@@ -211,7 +211,7 @@ static void test_accumulate(void)
         kd_backward_with(kd_add(gx, gx), to_cuda(g)) != KD_OK)
         kt_fail("cuda.accumulate", "%s", kd_last_error());
     else
-        expect_close("cuda.accumulate", gx->grad, x->grad, 1e-5);
+        expect_close("cuda.accumulate", gx->grad, x->grad, tolerance(KD_F32));
     kd_scope_end();
 }
 
