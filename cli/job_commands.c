@@ -1,4 +1,5 @@
 /* The commands that take a job file: validate, plan, run, eval, export. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,26 @@ static const char *const usages[] = {
 };
 
 enum { VALIDATE, PLAN, RUN, EVAL, EXPORT };
+
+/* The first ^C asks the run to stop after its step (with a checkpoint); a
+ * second one kills at once. */
+static void on_stop_signal(int sig)
+{
+    kd_run_request_stop();
+    signal(sig, SIG_DFL);
+}
+
+static kd_status run_with_signals(const kd_job *job, const kd_run_options *o, bool *stopped)
+{
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    kd_status st = kd_run(job, o, stopped);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return st;
+}
 static const char *const names[] = {"validate", "plan", "run", "eval", "export"};
 
 static int parse_args(int which, int argc, char **argv, job_args *a)
@@ -130,6 +151,7 @@ int kd_command_job(const char *command, int argc, char **argv)
         return rc < 0 ? 0 : rc;
     }
     kd_job *job = NULL;
+    bool stopped = false;
     kd_status st = kd_job_load(a.file, a.n_sets, a.sets, &job);
     if (st == KD_OK && (which == VALIDATE || which == PLAN)) {
         kd_session *s = NULL;
@@ -144,7 +166,7 @@ int kd_command_job(const char *command, int argc, char **argv)
         kd_session_close(s);
     } else if (st == KD_OK && which == RUN) {
         kd_run_options o = {a.resume};
-        st = kd_run(job, &o);
+        st = run_with_signals(job, &o, &stopped);
     } else if (st == KD_OK && which == EVAL) {
         kd_eval_result r;
         st = kd_evaluate(job, a.teacher, a.weights, &r);
@@ -165,7 +187,7 @@ int kd_command_job(const char *command, int argc, char **argv)
         fprintf(stderr, "kdengine %s: %s\n", names[which], kd_last_error());
     kd_job_free(job);
     free(a.sets);
-    if (st == KD_ERR_STATE && which == RUN)
-        return 3;
-    return st == KD_OK ? 0 : 1;
+    if (st != KD_OK)
+        return 1;
+    return stopped ? 3 : 0;
 }

@@ -34,12 +34,14 @@ kd_status kd_record(const char *op, kd_backward_fn backward, kd_tensor *output,
     *node_out = NULL;
     if (!kd_needs_grad(n_inputs, inputs))
         return KD_OK;
-    if (n_inputs > KD_NODE_MAX_INPUTS)
-        return kd_error(KD_ERR_INVALID, "%s: %d inputs recorded (at most %d)", op,
-                        n_inputs, KD_NODE_MAX_INPUTS);
-    kd_node *node = calloc(1, sizeof *node);
+    /* inputs[] past n_inputs read NULL up to KD_NODE_MIN_INPUTS: an op with
+     * an optional last input (a bias) tests it without checking n_inputs */
+    int slots = n_inputs > KD_NODE_MIN_INPUTS ? n_inputs : KD_NODE_MIN_INPUTS;
+    kd_node *node = calloc(1, sizeof *node + (size_t)slots * sizeof node->inputs[0]);
     if (!node)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory recording the op", op);
+    node->saved = node->saved_slots;
+    node->n_saved = KD_NODE_SAVED;
     node->op = op;
     node->backward = backward;
     node->n_inputs = n_inputs;
@@ -58,6 +60,29 @@ void *kd_node_ctx(kd_node *node, size_t bytes)
     if (!node->ctx)
         node->ctx = calloc(1, bytes);
     return node->ctx;
+}
+
+kd_status kd_node_save_slots(kd_node *node, int n)
+{
+    if (n <= node->n_saved)
+        return KD_OK;
+    kd_tensor **slots = calloc((size_t)n, sizeof *slots);
+    if (!slots)
+        return kd_error(KD_ERR_NOMEM, "%s: out of host memory for %d saved tensors", node->op, n);
+    memcpy(slots, node->saved, (size_t)node->n_saved * sizeof *slots);
+    if (node->saved != node->saved_slots)
+        free(node->saved);
+    node->saved = slots;
+    node->n_saved = n;
+    return KD_OK;
+}
+
+void kd_node_free(kd_node *node)
+{
+    if (node->saved != node->saved_slots)
+        free(node->saved);
+    free(node->ctx);
+    free(node);
 }
 
 /* dst += src, both contiguous, same shape, dtype and device. */

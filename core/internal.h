@@ -49,23 +49,25 @@ void kd_scope_adopt_node(kd_node *node);
  * (contiguous, same shape) and adds input gradients with kd_grad_accumulate.
  * Backward runs with grad mode off; tensors it makes belong to the current
  * scope. */
-#define KD_NODE_MAX_INPUTS 4
-#define KD_NODE_MAX_SAVED 4
+#define KD_NODE_SAVED 4      /* saved[] slots every node has; kd_node_save_slots for more */
+#define KD_NODE_MIN_INPUTS 4 /* inputs[] slots every node has, NULL past n_inputs */
 typedef kd_status (*kd_backward_fn)(kd_node *node, kd_tensor *grad_output);
 
 struct kd_node {
     const char *op;
     kd_backward_fn backward;
-    int n_inputs;
-    kd_tensor *inputs[KD_NODE_MAX_INPUTS];
     kd_tensor *output;
-    kd_tensor *saved[KD_NODE_MAX_SAVED]; /* tensors kept for backward */
-    int64_t iarg[KD_MAX_DIMS * 2];       /* op attributes */
+    kd_tensor **saved; /* [n_saved] tensors kept for backward */
+    int n_saved;
+    int64_t iarg[KD_MAX_DIMS * 2]; /* op attributes */
     double farg[4];
     void *ctx; /* op-owned bytes, freed with the node (kd_node_ctx) */
     kd_scope *scope;
     kd_node *next_in_scope;
     int64_t visit_mark; /* used by kd_backward's traversal */
+    kd_tensor *saved_slots[KD_NODE_SAVED];
+    int n_inputs;
+    kd_tensor *inputs[]; /* [max(n_inputs, KD_NODE_MIN_INPUTS)] */
 };
 
 /* True when grad mode is on and any of the inputs requires grad. */
@@ -78,6 +80,10 @@ kd_status kd_record(const char *op, kd_backward_fn backward, kd_tensor *output,
                     int n_inputs, kd_tensor *const *inputs, kd_node **node_out);
 /* Allocates (once) zeroed op-private bytes owned by the node. */
 void *kd_node_ctx(kd_node *node, size_t bytes);
+/* Gives the node n saved[] slots (it has KD_NODE_SAVED without this). */
+kd_status kd_node_save_slots(kd_node *node, int n);
+/* Frees a node and what it owns (not the tensors it points to). */
+void kd_node_free(kd_node *node);
 /* Adds g (same shape as t) into t->grad; ignores t if it needs no grad.
  * g may be shared (a pass-through gradient): t->grad may then share its
  * storage, copied on the first write. A backward never writes into the

@@ -1,11 +1,6 @@
 /* Parameter schemas (sdk/include/kdengine/plugin.h) and the values a job
- * gives a provider: checking both, filling defaults, and the accessors
- * plugins read them through.
- *
- * A built kd_params is normalised so the JSON type of each value says its
- * schema type: "number" values are reals, "integer" values are integers
- * (4.0 given for an integer becomes 4), and array elements follow their
- * "items" type the same way. The accessors then need no schema. */
+ * gives a provider: checking both and filling defaults. Host code: the
+ * accessors plugins read a built kd_params through are in plugin_api.c. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -15,11 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "params.h"
 #include "registry.h"
-
-struct kd_params {
-    json_t *values; /* every schema key, normalised as above */
-};
 
 /* Above 2^53 a real no longer holds every integer (9007199254740993.0
  * reads as ...992), so an integer parameter takes a real only up to here. */
@@ -38,8 +30,7 @@ static const char *const type_names[] = {"number", "integer", "boolean", "string
                                          "array"};
 #define N_TYPE_NAMES ((int)(sizeof type_names / sizeof type_names[0]))
 
-/* kd_plugin_kind_name lives with the registry; params only needs the word
- * for messages, and must not depend on the registry being linked. */
+/* The kind's word for messages, even for a kind outside the enum. */
 static const char *kind_word(kd_plugin_kind kind)
 {
     const char *name = kd_plugin_kind_name(kind);
@@ -724,52 +715,4 @@ void kd_params_free(kd_params *p)
         return;
     json_decref(p->values);
     free(p);
-}
-
-/* ---------------------------------------------------------------- accessors */
-
-static const json_t *lookup(const kd_params *p, const char *key)
-{
-    return p && key ? json_object_get(p->values, key) : NULL;
-}
-
-double kd_params_number(const kd_params *p, const char *key)
-{
-    const json_t *v = lookup(p, key);
-    return json_is_number(v) ? json_number_value(v) : 0.0;
-}
-
-int64_t kd_params_integer(const kd_params *p, const char *key)
-{
-    const json_t *v = lookup(p, key);
-    return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
-}
-
-bool kd_params_boolean(const kd_params *p, const char *key)
-{
-    return json_is_true(lookup(p, key));
-}
-
-const char *kd_params_string(const kd_params *p, const char *key)
-{
-    return json_string_value(lookup(p, key));
-}
-
-int kd_params_array_length(const kd_params *p, const char *key)
-{
-    const json_t *v = lookup(p, key);
-    return json_is_array(v) ? (int)json_array_size(v) : 0;
-}
-
-double kd_params_array_number(const kd_params *p, const char *key, int i)
-{
-    const json_t *v = lookup(p, key);
-    const json_t *e = json_is_array(v) && i >= 0 ? json_array_get(v, (size_t)i) : NULL;
-    return json_is_number(e) ? json_number_value(e) : 0.0;
-}
-
-const char *kd_params_array_string(const kd_params *p, const char *key, int i)
-{
-    const json_t *v = lookup(p, key);
-    return json_is_array(v) && i >= 0 ? json_string_value(json_array_get(v, (size_t)i)) : NULL;
 }

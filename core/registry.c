@@ -15,32 +15,13 @@
 /* A library claiming more providers than this is reading garbage. */
 #define KD_MAX_PROVIDERS 4096
 
-static const char *const kind_names[KD_KIND_COUNT] = {
-    [KD_KIND_MODEL] = "model",
-    [KD_KIND_LOSS] = "loss",
-    [KD_KIND_DATASET] = "dataset",
-    [KD_KIND_TRANSFORM] = "transform",
-    [KD_KIND_BATCH_TRANSFORM] = "batch_transform",
-    [KD_KIND_OPTIMIZER] = "optimizer",
-    [KD_KIND_SCHEDULER] = "scheduler",
-};
-
-const char *kd_plugin_kind_name(kd_plugin_kind kind)
-{
-    if ((int)kind < 0 || kind >= KD_KIND_COUNT)
-        return NULL;
-    return kind_names[kind];
-}
-
-int kd_plugin_kind_from_name(const char *name)
-{
-    if (!name)
-        return -1;
-    for (int k = 0; k < KD_KIND_COUNT; k++)
-        if (strcmp(kind_names[k], name) == 0)
-            return k;
-    return -1;
-}
+/* A provider as the host reads it: the plugin's entry copied at the
+ * host's layout, and its vtable copied into a zeroed buffer of the host's
+ * vtable size, so callbacks past an older plugin's vtable read as NULL. */
+typedef struct loaded_provider {
+    kd_plugin_provider entry;
+    kd_vtable_header *vtable;
+} loaded_provider;
 
 typedef struct manifest {
     char *path;         /* as found */
@@ -50,7 +31,8 @@ typedef struct manifest {
     const char *name;
     const char *version;
     void *library;      /* dlopen handle once loaded and verified */
-    kd_plugin_info info;
+    int n_providers;
+    loaded_provider *providers;
 } manifest;
 
 /* The public entry first, so a kd_registry_entry pointer leads back here. */
@@ -105,10 +87,20 @@ static bool grow(void *array_ptr, int count, size_t item_size)
     return true;
 }
 
+static void free_providers(manifest *m)
+{
+    for (int i = 0; i < m->n_providers; i++)
+        free(m->providers[i].vtable);
+    free(m->providers);
+    m->providers = NULL;
+    m->n_providers = 0;
+}
+
 static void manifest_free(manifest *m)
 {
     if (!m)
         return;
+    free_providers(m);
     if (m->library)
         dlclose(m->library);
     json_decref(m->root);
@@ -209,7 +201,10 @@ static kd_status check_provider(const json_t *p, int index, const char *file)
     if (!kind)
         return KD_ERR_FORMAT;
     if (kd_plugin_kind_from_name(kind) < 0) {
-        const char *near = kd_closest_word(kind, KD_KIND_COUNT, kind_names);
+        const char *known[KD_KIND_COUNT];
+        for (int k = 0; k < KD_KIND_COUNT; k++)
+            known[k] = kd_plugin_kind_name((kd_plugin_kind)k);
+        const char *near = kd_closest_word(kind, KD_KIND_COUNT, known);
         if (near)
             return kd_error(KD_ERR_FORMAT, "%s: %skind: unknown kind '%s' (did you mean %s?)",
                             file, where, kind, near);
@@ -256,7 +251,7 @@ static kd_status check_manifest(const json_t *root, const char *file)
     if (json_integer_value(abi) != KD_PLUGIN_ABI)
         return kd_error(KD_ERR_UNSUPPORTED,
                         "plugin '%s' (%s) was built for plugin ABI %lld; this kdengine "
-                        "speaks %d",
+                        "speaks %d: rebuild the plugin against this kdengine's SDK",
                         name, file, (long long)json_integer_value(abi), KD_PLUGIN_ABI);
     kd_status st = check_keys(root, file, "", 5, keys);
     if (st != KD_OK)
@@ -595,8 +590,98 @@ const kd_registry_entry *kd_registry_find(const kd_registry *r, kd_plugin_kind k
 
 /* --- loading --- */
 
-/* The library's providers against its manifest, both ways. */
-static kd_status check_providers(const manifest *m, const kd_plugin_info *info)
+/* Per kind: the host's vtable size and the callbacks a plugin must set.
+ * ABI 2.0's vtables end with their required callbacks' block, so a vtable
+ * must be at least long enough to hold the last of them. */
+typedef struct callback_rule {
+    const char *name;
+    size_t offset;
+} callback_rule;
+
+#define RULE(type, field) {#field, offsetof(type, field)}
+#define MAX_REQUIRED 5
+
+static const struct kind_layout {
+    size_t host_size;
+    int n_required;
+    callback_rule required[MAX_REQUIRED];
+} layouts[KD_KIND_COUNT] = {
+    [KD_KIND_MODEL] = {sizeof(kd_model_vtable), 5,
+                       {RULE(kd_model_vtable, create), RULE(kd_model_vtable, destroy),
+                        RULE(kd_model_vtable, tensors), RULE(kd_model_vtable, taps),
+                        RULE(kd_model_vtable, forward)}},
+    [KD_KIND_LOSS] = {sizeof(kd_loss_vtable), 4,
+                      {RULE(kd_loss_vtable, create), RULE(kd_loss_vtable, destroy),
+                       RULE(kd_loss_vtable, needs), RULE(kd_loss_vtable, forward)}},
+    [KD_KIND_DATASET] = {sizeof(kd_dataset_vtable), 4,
+                         {RULE(kd_dataset_vtable, create), RULE(kd_dataset_vtable, destroy),
+                          RULE(kd_dataset_vtable, info), RULE(kd_dataset_vtable, get)}},
+    [KD_KIND_TRANSFORM] = {sizeof(kd_transform_vtable), 3,
+                           {RULE(kd_transform_vtable, create),
+                            RULE(kd_transform_vtable, destroy),
+                            RULE(kd_transform_vtable, apply)}},
+    [KD_KIND_BATCH_TRANSFORM] = {sizeof(kd_batch_transform_vtable), 3,
+                                 {RULE(kd_batch_transform_vtable, create),
+                                  RULE(kd_batch_transform_vtable, destroy),
+                                  RULE(kd_batch_transform_vtable, apply)}},
+    [KD_KIND_OPTIMIZER] = {sizeof(kd_optimizer_vtable), 4,
+                           {RULE(kd_optimizer_vtable, create),
+                            RULE(kd_optimizer_vtable, destroy),
+                            RULE(kd_optimizer_vtable, step), RULE(kd_optimizer_vtable, state)}},
+    [KD_KIND_SCHEDULER] = {sizeof(kd_scheduler_vtable), 3,
+                           {RULE(kd_scheduler_vtable, create),
+                            RULE(kd_scheduler_vtable, destroy),
+                            RULE(kd_scheduler_vtable, lr_at)}},
+};
+
+static size_t min_vtable_size(const struct kind_layout *k)
+{
+    return k->required[k->n_required - 1].offset + sizeof(void (*)(void));
+}
+
+/* The vtable's size, kind and required callbacks; then the host's copy. */
+static kd_status copy_vtable(const manifest *m, const kd_plugin_provider *p,
+                             kd_vtable_header **out)
+{
+    const char *lib = m->library_path, *kind = kd_plugin_kind_name(p->kind);
+    const struct kind_layout *k = &layouts[p->kind];
+    if (!p->vtable)
+        return kd_error(KD_ERR_FORMAT, "%s: %s '%s' has no vtable", lib, kind, p->name);
+    if (p->vtable->kind != (uint32_t)p->kind) {
+        const char *vkind = kd_plugin_kind_name((kd_plugin_kind)p->vtable->kind);
+        return kd_error(KD_ERR_FORMAT, "%s: the vtable of %s '%s' is a %s vtable", lib, kind,
+                        p->name, vkind ? vkind : "unknown kind's");
+    }
+    if (p->vtable->size < min_vtable_size(k))
+        return kd_error(KD_ERR_FORMAT, "%s: the vtable of %s '%s' is %u bytes, too small to "
+                        "hold its required callbacks (%zu bytes)", lib, kind, p->name,
+                        (unsigned)p->vtable->size, min_vtable_size(k));
+    for (int i = 0; i < k->n_required; i++) {
+        void (*fn)(void);
+        memcpy(&fn, (const char *)p->vtable + k->required[i].offset, sizeof fn);
+        if (!fn)
+            return kd_error(KD_ERR_FORMAT, "%s: %s '%s' has no %s callback (required)", lib,
+                            kind, p->name, k->required[i].name);
+    }
+    kd_vtable_header *copy = calloc(1, k->host_size);
+    if (!copy)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", lib);
+    size_t n = p->vtable->size < k->host_size ? p->vtable->size : k->host_size;
+    memcpy(copy, p->vtable, n);
+    *out = copy;
+    return KD_OK;
+}
+
+/* Provider i of the library's array, read with the library's stride. */
+static const kd_plugin_provider *provider_at(const kd_plugin_info *info, int i)
+{
+    return (const kd_plugin_provider *)(const void *)((const char *)info->providers +
+                                                      (size_t)i * info->provider_size);
+}
+
+/* The library's providers against its manifest, both ways, then their
+ * vtables; on success m->providers holds the host's copies. */
+static kd_status take_providers(manifest *m, const kd_plugin_info *info)
 {
     const char *lib = m->library_path;
     if (info->n_providers < 0 || info->n_providers > KD_MAX_PROVIDERS)
@@ -604,14 +689,21 @@ static kd_status check_providers(const manifest *m, const kd_plugin_info *info)
     if (info->n_providers > 0 && !info->providers)
         return kd_error(KD_ERR_FORMAT, "%s: n_providers is %d but providers is NULL", lib,
                         info->n_providers);
+    if (info->provider_size < sizeof(kd_plugin_provider))
+        return kd_error(KD_ERR_FORMAT, "%s: provider_size is %u, less than ABI %d's %zu "
+                        "(use KD_PLUGIN_PROVIDERS)", lib, (unsigned)info->provider_size,
+                        KD_PLUGIN_ABI, sizeof(kd_plugin_provider));
+    m->providers = calloc((size_t)info->n_providers + 1, sizeof *m->providers);
+    if (!m->providers)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", lib);
+    const json_t *provides = json_object_get(m->root, "provides");
     for (int i = 0; i < info->n_providers; i++) {
-        const kd_plugin_provider *p = &info->providers[i];
+        const kd_plugin_provider *p = provider_at(info, i);
         const char *kind = kd_plugin_kind_name(p->kind);
         if (!kind || !p->name)
             return kd_error(KD_ERR_FORMAT, "%s: providers[%d] has %s", lib, i,
                             kind ? "no name" : "an unknown kind");
         bool declared = false;
-        const json_t *provides = json_object_get(m->root, "provides");
         for (size_t j = 0; j < json_array_size(provides) && !declared; j++) {
             const json_t *q = json_array_get(provides, j);
             declared = strcmp(json_string_value(json_object_get(q, "kind")), kind) == 0 &&
@@ -620,47 +712,49 @@ static kd_status check_providers(const manifest *m, const kd_plugin_info *info)
         if (!declared)
             return kd_error(KD_ERR_FORMAT, "%s provides %s '%s', which its manifest %s does not "
                             "declare", lib, kind, p->name, m->path);
-        for (int j = 0; j < i; j++)
-            if (info->providers[j].kind == p->kind && info->providers[j].name &&
-                strcmp(info->providers[j].name, p->name) == 0)
+        for (int j = 0; j < i; j++) {
+            const kd_plugin_provider *q = provider_at(info, j);
+            if (q->kind == p->kind && strcmp(q->name, p->name) == 0)
                 return kd_error(KD_ERR_FORMAT, "%s provides %s '%s' twice", lib, kind, p->name);
-        if (!p->vtable)
-            return kd_error(KD_ERR_FORMAT, "%s: %s '%s' has no vtable", lib, kind, p->name);
-        if (p->vtable->size < sizeof(kd_vtable_header))
-            return kd_error(KD_ERR_FORMAT, "%s: the vtable of %s '%s' is %u bytes, less than "
-                            "its header", lib, kind, p->name, (unsigned)p->vtable->size);
-        if (p->vtable->kind != (uint32_t)p->kind) {
-            const char *vkind = kd_plugin_kind_name((kd_plugin_kind)p->vtable->kind);
-            return kd_error(KD_ERR_FORMAT, "%s: the vtable of %s '%s' is a %s vtable", lib,
-                            kind, p->name, vkind ? vkind : "unknown kind's");
         }
     }
-    const json_t *provides = json_object_get(m->root, "provides");
     for (size_t j = 0; j < json_array_size(provides); j++) {
         const json_t *q = json_array_get(provides, j);
         const char *kind = json_string_value(json_object_get(q, "kind"));
         const char *name = json_string_value(json_object_get(q, "name"));
         bool found = false;
         for (int i = 0; i < info->n_providers && !found; i++)
-            found = strcmp(kd_plugin_kind_name(info->providers[i].kind), kind) == 0 &&
-                    strcmp(info->providers[i].name, name) == 0;
+            found = strcmp(kd_plugin_kind_name(provider_at(info, i)->kind), kind) == 0 &&
+                    strcmp(provider_at(info, i)->name, name) == 0;
         if (!found)
             return kd_error(KD_ERR_FORMAT, "%s: the manifest %s declares %s '%s' "
                             "(provides[%zu]) but the library does not provide it",
                             lib, m->path, kind, name, j);
     }
+    for (int i = 0; i < info->n_providers; i++) {
+        const kd_plugin_provider *p = provider_at(info, i);
+        loaded_provider *lp = &m->providers[m->n_providers];
+        kd_status st = copy_vtable(m, p, &lp->vtable);
+        if (st != KD_OK)
+            return st;
+        lp->entry = *p;
+        lp->entry.vtable = lp->vtable;
+        m->n_providers++;
+    }
     return KD_OK;
 }
 
-/* What the entry function filled, against this build and the manifest. */
+/* What the entry function filled, against this build and the manifest. A
+ * kd_plugin_info from a newer header (larger) is read up to this host's
+ * fields; one smaller than ABI 2.0's is refused. */
 static kd_status check_info(const manifest *m, const kd_plugin_info *info)
 {
     const char *lib = m->library_path;
     if (info->abi != KD_PLUGIN_ABI)
         return kd_error(KD_ERR_UNSUPPORTED, "%s was built for plugin ABI %u; this kdengine "
-                        "speaks %d: rebuild the plugin", lib, (unsigned)info->abi,
-                        KD_PLUGIN_ABI);
-    if (info->info_size != sizeof(kd_plugin_info))
+                        "speaks %d: rebuild the plugin against this kdengine's SDK", lib,
+                        (unsigned)info->abi, KD_PLUGIN_ABI);
+    if (info->info_size < sizeof(kd_plugin_info))
         return kd_error(KD_ERR_UNSUPPORTED, "%s was built against a different kdengine "
                         "(kd_plugin_info is %u bytes there, %zu here): rebuild the plugin",
                         lib, (unsigned)info->info_size, sizeof(kd_plugin_info));
@@ -678,7 +772,7 @@ static kd_status check_info(const manifest *m, const kd_plugin_info *info)
     if (!info->version || strcmp(info->version, m->version) != 0)
         return kd_error(KD_ERR_FORMAT, "%s is version '%s' but its manifest %s says '%s'",
                         lib, info->version ? info->version : "(null)", m->path, m->version);
-    return check_providers(m, info);
+    return KD_OK;
 }
 
 static kd_status load_library(manifest *m)
@@ -700,7 +794,7 @@ static kd_status load_library(manifest *m)
     }
     kd_plugin_entry_fn entry = (kd_plugin_entry_fn)symbol;
     /* Room past our kd_plugin_info, so a plugin built with a larger one
-     * writes into slack and fails the info_size check instead of the stack. */
+     * writes into slack, not over the stack. */
     union {
         kd_plugin_info info;
         unsigned char bytes[sizeof(kd_plugin_info) + 256];
@@ -716,17 +810,25 @@ static kd_status load_library(manifest *m)
         dlclose(handle);
         return st;
     }
-    if ((st = check_info(m, &filled.info)) != KD_OK) {
+    if (filled.info.info_size > sizeof filled.bytes)
+        st = kd_error(KD_ERR_UNSUPPORTED, "%s: kd_plugin_info is %u bytes there; this kdengine "
+                      "reads at most %zu: use a newer kdengine", lib,
+                      (unsigned)filled.info.info_size, sizeof filled.bytes);
+    if (st == KD_OK)
+        st = check_info(m, &filled.info);
+    if (st == KD_OK)
+        st = take_providers(m, &filled.info);
+    if (st != KD_OK) {
+        free_providers(m);
         dlclose(handle);
         return st;
     }
-    m->info = filled.info;
     m->library = handle;
     return KD_OK;
 }
 
 kd_status kd_registry_load(kd_registry *r, const kd_registry_entry *entry,
-                           const kd_vtable_header **vtable)
+                           const kd_vtable_header **vtable, const kd_plugin_provider **provider)
 {
     if (!r || !entry || !vtable)
         return kd_error(KD_ERR_INVALID, "kd_registry_load: NULL argument");
@@ -742,14 +844,16 @@ kd_status kd_registry_load(kd_registry *r, const kd_registry_entry *entry,
         if (st != KD_OK)
             return st;
     }
-    for (int i = 0; i < m->info.n_providers; i++) {
-        const kd_plugin_provider *p = &m->info.providers[i];
+    for (int i = 0; i < m->n_providers; i++) {
+        const kd_plugin_provider *p = &m->providers[i].entry;
         if (p->kind == entry->kind && strcmp(p->name, entry->name) == 0) {
             *vtable = p->vtable;
+            if (provider)
+                *provider = p;
             return KD_OK;
         }
     }
-    /* check_providers made sure every declared provider is there. */
+    /* take_providers made sure every declared provider is there. */
     return kd_error(KD_ERR_STATE, "%s: %s '%s' vanished", m->library_path,
                     kd_plugin_kind_name(entry->kind), entry->name);
 }

@@ -51,10 +51,14 @@ const kd_registry_entry *kd_registry_find(const kd_registry *r,
                                           kd_plugin_kind kind, const char *name);
 /* Loads the entry's library (once per library), checks the entry
  * function, the ABI, the fingerprint, that the library's name, version and
- * providers match its manifest, and returns the provider's vtable. Every
- * failure names the library file (and symbol or provider). */
+ * providers match its manifest, every vtable's kind, size and required
+ * callbacks, and returns the provider's vtable: the host's copy, as large
+ * as this build's vtable struct for the kind, with the callbacks an older
+ * plugin lacks NULL. *provider (when not NULL) gets the provider entry
+ * (its user_data). Every failure names the library file (and symbol,
+ * provider or callback). */
 kd_status kd_registry_load(kd_registry *r, const kd_registry_entry *entry,
-                           const kd_vtable_header **vtable);
+                           const kd_vtable_header **vtable, const kd_plugin_provider **provider);
 
 /* --- parameters against a schema (core/params.c) ---
  * Checks `value` (a JSON object, may be NULL = {}) against the schema of an

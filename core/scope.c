@@ -77,6 +77,31 @@ kd_tensor *kd_tensor_keep(kd_tensor *t)
     return t;
 }
 
+kd_status kd_scope_promote(kd_tensor *t)
+{
+    kd_scope *s = current_scope;
+    if (!t)
+        return kd_error(KD_ERR_INVALID, "kd_scope_promote: NULL tensor");
+    if (!s || t->scope != s)
+        return KD_OK; /* it already outlives the innermost scope */
+    if (!s->parent)
+        return kd_error(KD_ERR_INVALID, "kd_scope_promote: no scope around the innermost one");
+    if (t->grad_fn)
+        return kd_error(KD_ERR_INVALID, "kd_scope_promote: the tensor has autograd history "
+                        "(its ops end with the scope)");
+    for (int64_t i = s->n_tensors - 1; i >= 0; i--) {
+        if (s->tensors[i] == t) {
+            s->tensors[i] = NULL;
+            break;
+        }
+    }
+    current_scope = s->parent;
+    kd_scope_adopt_tensor(t);
+    current_scope = s;
+    return t->scope == s->parent ? KD_OK : kd_error(KD_ERR_NOMEM, "kd_scope_promote: out of "
+                                                    "host memory");
+}
+
 void kd_scope_end(void)
 {
     kd_scope *s = current_scope;
@@ -86,8 +111,7 @@ void kd_scope_end(void)
         next = n->next_in_scope;
         if (n->output && n->output->grad_fn == n)
             n->output->grad_fn = NULL;
-        free(n->ctx);
-        free(n);
+        kd_node_free(n);
     }
     for (int64_t i = 0; i < s->n_tensors; i++) {
         kd_tensor *t = s->tensors[i];

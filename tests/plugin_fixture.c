@@ -35,11 +35,28 @@ const kd_registry_entry *kt_provider(kd_plugin_kind kind, const char *name,
                 kt_plugin_dir());
         return NULL;
     }
-    if (kd_registry_load(r, e, vtable) != KD_OK) {
+    if (kd_registry_load(r, e, vtable, NULL) != KD_OK) {
         fprintf(stderr, "plugin fixture: %s\n", kd_last_error());
         return NULL;
     }
     return e;
+}
+
+kd_create_args kt_create_args(const kd_registry_entry *entry, const kd_params *params,
+                              uint64_t seed)
+{
+    const kd_vtable_header *vtable;
+    const kd_plugin_provider *provider = NULL;
+    kd_registry *r = open_registry();
+    if (r)
+        kd_registry_load(r, entry, &vtable, &provider);
+    return (kd_create_args){.size = sizeof(kd_create_args),
+                            .params = params,
+                            .seed = seed,
+                            .device = KD_CPU,
+                            .dtype = KD_F32,
+                            .provider = entry->name,
+                            .provider_data = provider ? provider->user_data : NULL};
 }
 
 kd_params *kt_params(const kd_registry_entry *entry, const char *json_text)

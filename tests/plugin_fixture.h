@@ -18,6 +18,10 @@ const char *kt_plugin_dir(void);
  * when it is missing or does not load. */
 const kd_registry_entry *kt_provider(kd_plugin_kind kind, const char *name,
                                      const kd_vtable_header **vtable);
+/* What the host hands the provider's create(): its name and user data, the
+ * parameters, CPU, float32. */
+kd_create_args kt_create_args(const kd_registry_entry *entry, const kd_params *params,
+                              uint64_t seed);
 /* Parameters for `entry` from a JSON object text ("{}" for the defaults);
  * NULL with the error printed when they do not validate. Free with
  * kd_params_free. */

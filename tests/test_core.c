@@ -117,6 +117,49 @@ static void test_scopes(void)
     kt_check(kd_scope_depth() == 0 && kd_tensor_get(kept, 7) == 2.0, "scope.keep",
              "a kept tensor survives its scope");
     kd_tensor_free(kept);
+
+    /* promote: out of an inner scope into the step's, and the memory
+     * counters see the inner scope's other tensors go at once */
+    kd_tensor *leaf = kd_tensor_full(KD_F64, KD_CPU, 1, shape, 1.0);
+    kd_tensor_set_requires_grad(leaf, true);
+    kd_memory_stats before = kd_memory_stats_of(KD_CPU);
+    kd_scope_begin();
+    kd_scope_begin();
+    kd_tensor *tap = kd_tensor_full(KD_F32, KD_CPU, 1, shape, 3.0);
+    kd_tensor *scratch = kd_tensor_zeros(KD_F32, KD_CPU, 1, shape);
+    kd_status st = kd_scope_promote(tap);
+    kd_scope_end();
+    kd_memory_stats inner_end = kd_memory_stats_of(KD_CPU);
+    kt_check(st == KD_OK && tap->scope && kd_tensor_get(tap, 0) == 3.0 && scratch &&
+                 inner_end.live_bytes - before.live_bytes == 8 * 4 &&
+                 inner_end.peak_bytes >= before.live_bytes + 2 * 8 * 4,
+             "scope.promote", "status %s, live +%lld bytes (want 32)", kd_status_name(st),
+             (long long)(inner_end.live_bytes - before.live_bytes));
+    kd_scope_begin();
+    kd_tensor *history = kd_mul_scalar(leaf, 2.0);
+    kt_check(kd_scope_promote(history) == KD_ERR_INVALID &&
+                 strstr(kd_last_error(), "autograd history"),
+             "scope.promote refuses a tensor with autograd history", "%s", kd_last_error());
+    kd_scope_end();
+    kd_scope_end();
+    kt_check(kd_memory_stats_of(KD_CPU).live_bytes == before.live_bytes, "memory.live",
+             "%lld bytes left after the scopes ended",
+             (long long)(kd_memory_stats_of(KD_CPU).live_bytes - before.live_bytes));
+    kd_tensor_free(leaf);
+}
+
+/* A device carries an index; storage on a GPU other than cuda:0 is refused
+ * by name, not placed on cuda:0. */
+static void test_device_index(void)
+{
+    const int64_t shape[1] = {4};
+    kd_tensor *t = kd_tensor_zeros(KD_F32, KD_CUDA_DEVICE(1), 1, shape);
+    kt_check(!t && kd_last_status() == KD_ERR_UNSUPPORTED && strstr(kd_last_error(), "cuda:1") &&
+                 kd_device_kind(KD_CUDA_DEVICE(3)) == KD_CUDA &&
+                 kd_device_index(KD_CUDA_DEVICE(3)) == 3 && KD_CUDA_DEVICE(0) == KD_CUDA &&
+                 kd_device_index(KD_CPU) == 0,
+             "device: kind and index; cuda:1 refused", "%s", kd_last_error());
+    kd_tensor_free(t);
 }
 
 static void test_autograd(void)
@@ -378,6 +421,7 @@ int main(void)
     test_dtype();
     test_tensor_basics();
     test_scopes();
+    test_device_index();
     test_autograd();
     test_rng();
     test_host_allocator();

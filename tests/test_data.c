@@ -50,7 +50,7 @@ static kd_status make_instance(kd_plugin_kind kind, const char *name, const char
     kd_params *p = kt_params(e, json);
     if (!p)
         return kd_error_wrap(KD_ERR_INVALID, "%s", name);
-    kd_create_args args = {p, 1, KD_CPU};
+    kd_create_args args = kt_create_args(e, p, 1);
     kd_status st;
     if (kind == KD_KIND_DATASET)
         st = ((const kd_dataset_vtable *)*vtable)->create(&args, self);
@@ -631,7 +631,10 @@ static kd_status synth_get(void *self, int64_t i, kd_sample *s, int64_t *label)
 }
 
 static const kd_dataset_vtable synth_vtable = {
-    {sizeof(kd_dataset_vtable), KD_KIND_DATASET}, NULL, NULL, synth_info, synth_get};
+    .header = {sizeof(kd_dataset_vtable), KD_KIND_DATASET},
+    .info = synth_info,
+    .get = synth_get,
+};
 
 /* The test pipeline: random_crop([4], padding 1) on 6x5 images, hflip,
  * normalize. */

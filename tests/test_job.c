@@ -5,6 +5,7 @@
  *
  * Data: a tiny synthetic IDX set (8x8 images whose class decides which
  * quadrant is bright) written to a temp dir, so a run takes a second. */
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "harness.h"
 #include "plugin_fixture.h"
 #include "../core/train/job.h"
+#include "../core/train/session.h"
 
 static char dir[64];
 
@@ -106,7 +108,7 @@ static void write_job(const char *file, const char *output, int workers, const c
 static int kdengine(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int kdengine(char **out, const char *fmt, ...)
 {
-    char args[2048], cmd[4096];
+    char args[16384], cmd[20480];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
@@ -159,6 +161,13 @@ static void test_validate(void)
                    "losses[1].temperature");
     expect_invalid("validate: host integer out of range", "sup.json --set data.train.batch_size=0",
                    "data.train.batch_size: 0 is out of range");
+    expect_invalid("validate: an output folder that cannot be made", "sup.json --set "
+                   "output=/proc/x/run", "output: cannot write the run's folder '/proc/x/run'");
+    expect_invalid("validate: an output below a file", "sup.json --set output=sup.json/run",
+                   "output: 'sup.json/run' cannot hold the run's folder: 'sup.json' is not a "
+                   "folder");
+    expect_invalid("validate: an unknown dtype", "sup.json --set dtype=float16",
+                   "dtype: 'float16' is not float32 or float64");
     expect_invalid("validate: missing student", "sup.json --set student=null",
                    "student: missing");
     expect_invalid("validate: missing required plugin parameter",
@@ -186,12 +195,12 @@ static void test_validate(void)
                    "there is no data.val");
     expect_invalid("validate: subset larger than the data", "sup.json --set data.train.subset=999",
                    "data.train.subset: 999, but the dataset has 96 samples");
-    char many[1024] = "sup.json --set losses='[";
+    char many[8192] = "sup.json --set losses='[";
     for (int i = 0; i < KD_JOB_MAX_LOSSES + 1; i++)
         strcat(many, i ? ", {\"name\": \"ce\"}" : "{\"name\": \"ce\"}");
     strcat(many, "]'");
     expect_invalid("validate: more losses than a job takes", many,
-                   "losses: 33 losses; a job takes at most 32");
+                   "losses: 257 losses; a job takes at most 256");
     snprintf(path, sizeof path, "%s/corrupt.safetensors", dir);
     kt_write_file(path, "\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}       ", 24);
     expect_invalid("validate: a corrupt teacher weights file",
@@ -401,6 +410,268 @@ static void test_interrupt(void)
              why);
 }
 
+/* The value of tensor `name` in a safetensors file; NAN when absent. */
+static double tensor_value(const char *path, const char *name)
+{
+    kd_safetensors *f = NULL;
+    double v = NAN;
+    if (kd_safetensors_open(path, &f) == KD_OK && kd_safetensors_find(f, name)) {
+        kd_tensor *t = kd_safetensors_load(f, name, KD_F64);
+        v = t ? kd_tensor_get(t, 0) : NAN;
+        kd_tensor_free(t);
+    }
+    kd_safetensors_close(f);
+    return v;
+}
+
+static char *read_text(const char *path)
+{
+    size_t len;
+    unsigned char *bytes = kt_read_file(path, &len);
+    char *text = bytes ? realloc(bytes, len + 1) : NULL;
+    if (text)
+        text[len] = '\0';
+    else
+        free(bytes);
+    return text;
+}
+
+/* The "loss" of the train line of `step` in a run's metrics.jsonl. */
+static double logged_loss(const char *run, int step)
+{
+    char path[256], want[64];
+    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", dir, run);
+    snprintf(want, sizeof want, "\"step\":%d,", step);
+    char *text = read_text(path);
+    const char *line = text ? strstr(text, want) : NULL;
+    const char *loss = line ? strstr(line, "\"loss\":") : NULL;
+    double v = loss ? atof(loss + 7) : NAN;
+    free(text);
+    return v;
+}
+
+/* tests/plugins/abi2_parts in a plugin dir of its own, for --set
+ * plugin_dirs. */
+static void stage_test_plugin(char *folder, size_t size)
+{
+    char from[1024], to[1024];
+    snprintf(folder, size, "%s/extra", dir);
+    mkdir(folder, 0777);
+    snprintf(to, sizeof to, "%s/abi2_parts", folder);
+    mkdir(to, 0777);
+    char *manifest = read_text(kt_source_path("tests/plugins/abi2_parts/manifest.json", from,
+                                              sizeof from));
+    snprintf(to, sizeof to, "%s/abi2_parts/manifest.json", folder);
+    if (manifest)
+        kt_write_file(to, manifest, strlen(manifest));
+    free(manifest);
+    snprintf(from, sizeof from, "%s/tests/plugins/abi2_parts/.libs/abi2_parts.so", KD_BUILDDIR);
+    snprintf(to, sizeof to, "%s/abi2_parts/abi2_parts.so", folder);
+    if (symlink(from, to) != 0)
+        perror(to);
+}
+
+/* Loss parameters, host services and batch transforms through real runs. */
+static void test_abi2_parts(void)
+{
+    char extra[128], dirs[512], *out = NULL;
+    stage_test_plugin(extra, sizeof extra);
+    snprintf(dirs, sizeof dirs, "--set plugin_dirs='[\"%s\", \"%s\"]'", kt_plugin_dir(), extra);
+
+    int rc = kdengine(&out, "run kd.json %s --set output=owned --set losses='[{\"name\": "
+                      "\"ce\"}, {\"name\": \"owned_scale\"}, {\"name\": \"owned_scale\", "
+                      "\"weight\": 3}]'", dirs);
+    char ckpt[512];
+    ckpt_path(ckpt, sizeof ckpt, "owned", 18);
+    double w1 = tensor_value(ckpt, "loss.1.proj.weight");
+    double w2 = tensor_value(ckpt, "loss.2.proj.weight");
+    double m2 = tensor_value(ckpt, "optim.momentum_buffer.loss.2.proj.weight");
+    kt_check(rc == 0 && w1 != 1 && w2 != 1 && w1 != w2 && !isnan(m2),
+             "run: two losses that own proj.weight train apart (loss.<i>. names)",
+             "exit %d, loss.1 %g, loss.2 %g, momentum %g: %s", rc, w1, w2, m2,
+             out ? out : "(none)");
+    free(out);
+
+    rc = kdengine(&out, "run kd.json %s --set output=through --set losses='[{\"name\": "
+                  "\"ce\"}, {\"name\": \"through_teacher\"}]'", dirs);
+    char path[256];
+    snprintf(path, sizeof path, "%s/through/metrics.jsonl", dir);
+    char *metrics = read_text(path);
+    kt_check(rc == 0 && has(metrics, "\"loss_terms\":{\"losses[0]\":{\"ce\":") &&
+                 has(metrics, "\"losses[1]\":{\"through\":") && has(metrics, "\"labels\":16"),
+             "run: a loss runs the teacher from a tap, reads train_labels; every term is logged",
+             "exit %d: %s\n%s", rc, out ? out : "(none)", metrics ? metrics : "(no metrics)");
+    free(metrics);
+    free(out);
+
+    /* blend at lambda 1 is the identity with one-hot soft targets: in
+     * float64 the run equals the plain one; at 0.5 it does not */
+    const char *f64 = "--set dtype=float64 --set eval.every_epochs=0";
+    rc = kdengine(&out, "run sup.json %s %s --set output=plain", dirs, f64);
+    free(out);
+    int rc1 = kdengine(&out, "run sup.json %s %s --set output=blend1 "
+                       "--set data.train.batch_transforms='[{\"name\": \"blend\", "
+                       "\"lambda\": 1}]'", dirs, f64);
+    free(out);
+    int rc2 = kdengine(&out, "run sup.json %s %s --set output=blend5 "
+                       "--set data.train.batch_transforms='[{\"name\": \"blend\", "
+                       "\"lambda\": 0.5}]'", dirs, f64);
+    free(out);
+    double plain = logged_loss("plain", 8), same = logged_loss("blend1", 8),
+           mixed = logged_loss("blend5", 8);
+    kt_check(rc == 0 && rc1 == 0 && rc2 == 0 && fabs(same - plain) <= 1e-9 * fabs(plain) &&
+                 fabs(mixed - plain) > 1e-3,
+             "run: batch transforms replace the images and hand soft targets to the losses",
+             "exit %d %d %d; loss at step 8: plain %.12g, blend 1 %.12g, blend 0.5 %.12g", rc,
+             rc1, rc2, plain, same, mixed);
+    rc = kdengine(&out, "run sup.json %s --set output=forget --set data.train."
+                  "batch_transforms='[{\"name\": \"blend\", \"forget_soft\": true}]'", dirs);
+    kt_check(rc == 1 && has(out, "data.train.batch_transforms[0] (blend) left no soft targets"),
+             "run: a batch transform that sets no soft targets is an error naming it",
+             "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+    char args[1024];
+    snprintf(args, sizeof args, "sup.json %s --set data.val.batch_transforms='[{\"name\": "
+             "\"blend\"}]'", dirs);
+    expect_invalid("validate: batch transforms on data.val", args,
+                   "data.val.batch_transforms: only data.train mixes batches");
+    snprintf(args, sizeof args, "sup.json %s --set data.train.batch_transforms='[{\"name\": "
+             "\"blnd\"}]'", dirs);
+    expect_invalid("validate: an unknown batch transform", args,
+                   "data.train.batch_transforms[0].name: no batch_transform named 'blnd'; did "
+                   "you mean blend?");
+}
+
+/* The teacher collects no gradient when a loss backpropagates through it
+ * with forward_from; the student, run the same way, does. */
+static void test_frozen_teacher(void)
+{
+    char cwd[1024];
+    kd_job *job = NULL;
+    kd_session *s = NULL;
+    /* the job's paths are relative to its folder */
+    bool opened = getcwd(cwd, sizeof cwd) && chdir(dir) == 0 &&
+                  kd_job_load("kd.json", 0, NULL, &job) == KD_OK &&
+                  kd_session_open(job, KD_SESSION_TRAIN, &s) == KD_OK;
+    if (chdir(cwd) != 0 || !kt_check(opened, "forward_from: session", "%s", kd_last_error())) {
+        kd_job_free(job);
+        return;
+    }
+    const kd_host_services *h = &s->services;
+    int tap = 0;
+    while (strcmp(s->student.taps[tap].name, "stage3") != 0)
+        tap++;
+    kd_tap_shape shape = s->student_shapes[tap];
+    shape.shape[0] = 2;
+    kd_rng rng = kd_rng_make(9, 0, 0);
+    kd_tensor *x = kt_uniform(KD_F32, shape.ndim, shape.shape, &rng, -1, 1);
+    kd_tensor_set_requires_grad(x, true);
+    int grads[2] = {0, 0};
+    kd_status st = KD_OK;
+    for (int role = 0; role < 2 && st == KD_OK; role++) {
+        kd_model_run *m = role == KD_ROLE_TEACHER ? &s->teacher : &s->student;
+        kd_scope_begin();
+        kd_tensor *z = NULL;
+        st = h->forward_from(h->host, (kd_model_role)role, "stage3", x, "logits", false, &z);
+        if (st == KD_OK)
+            st = kd_backward(kd_sum_all(z));
+        kd_scope_end();
+        for (int i = 0; i < m->n_tensors; i++)
+            grads[role] += m->tensors[i].tensor->grad != NULL;
+    }
+    kt_check(st == KD_OK && x->grad && grads[KD_ROLE_TEACHER] == 0 &&
+                 grads[KD_ROLE_STUDENT] > 0,
+             "forward_from: gradients reach the input and the student, never the teacher",
+             "%s; input grad %s, teacher tensors with grad %d, student %d",
+             st == KD_OK ? "ok" : kd_last_error(), x->grad ? "set" : "none",
+             grads[KD_ROLE_TEACHER], grads[KD_ROLE_STUDENT]);
+    kd_tensor_free(x);
+    kd_session_close(s);
+    kd_job_free(job);
+}
+
+/* A DataParallel checkpoint ("module." on every name) loads through the
+ * model's filter; a stray tensor is still refused. */
+static void test_weight_filter(void)
+{
+    char path[256], renamed[256];
+    snprintf(path, sizeof path, "%s/teacher.safetensors", dir);
+    snprintf(renamed, sizeof renamed, "%s/module.safetensors", dir);
+    kd_safetensors *f = NULL;
+    bool ok = kd_safetensors_open(path, &f) == KD_OK;
+    int n = ok ? kd_safetensors_count(f) : 0;
+    char **names = calloc((size_t)n + 2, sizeof *names);
+    kd_tensor **tensors = calloc((size_t)n + 2, sizeof *tensors);
+    for (int i = 0; ok && i < n; i++) {
+        const kd_safetensors_entry *e = kd_safetensors_at(f, i);
+        names[i] = malloc(strlen(e->name) + 8);
+        sprintf(names[i], "module.%s", e->name);
+        tensors[i] = kd_safetensors_load(f, e->name, (kd_dtype)e->dtype);
+        ok = tensors[i] != NULL;
+    }
+    ok = ok && kd_safetensors_save(renamed, n, (const char *const *)names, tensors, 0, NULL) == KD_OK;
+    char *a = NULL, *b = NULL;
+    int ra = kdengine(&a, "eval kd.json --teacher --json");
+    int rb = kdengine(&b, "eval kd.json --teacher --json --weights module.safetensors");
+    kt_check(ok && ra == 0 && rb == 0 && a && b && strcmp(a, b) == 0,
+             "weights: a DataParallel checkpoint (module.*) loads through resnet's filter",
+             "exit %d %d: %s / %s", ra, rb, a ? a : "(none)", b ? b : "(none)");
+    free(a);
+    free(b);
+    names[n] = strdup("module.extra.weight");
+    tensors[n] = tensors[0];
+    ok = ok && kd_safetensors_save(renamed, n + 1, (const char *const *)names, tensors, 0,
+                                   NULL) == KD_OK;
+    int rc = kdengine(&a, "eval kd.json --teacher --weights module.safetensors");
+    kt_check(ok && rc == 1 && has(a, "unexpected tensor 'module.extra.weight' -> extra.weight"),
+             "weights: after the filter, loading is still strict", "exit %d: %s", rc,
+             a ? a : "(none)");
+    free(a);
+    for (int i = 0; i < n + 1; i++)
+        free(names[i]);
+    for (int i = 0; i < n; i++)
+        kd_tensor_free(tensors[i]);
+    free(names);
+    free(tensors);
+    kd_safetensors_close(f);
+}
+
+/* `plan`'s memory estimate against the peak `run` reports, on the example
+ * jobs shortened (evaluation included: on these its batch of 500 is the
+ * peak). */
+static void test_plan_memory(void)
+{
+    static const char *const jobs[] = {"teacher", "student", "kd", "kd-logit-stand"};
+    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        kt_skip("plan: memory estimate", "no Fashion-MNIST (scripts/setup installs it)");
+        return;
+    }
+    char root[512];
+    kt_source_path("", root, sizeof root);
+    for (int i = 0; i < 4; i++) {
+        char cmd[2048], name[96], *out = NULL, *run = NULL;
+        snprintf(name, sizeof name, "plan: memory estimate within 25%% of the run's peak (%s)",
+                 jobs[i]);
+        const char *shorter = "--set schedule.epochs=1 --set data.train.subset=256";
+        snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine plan "
+                 "examples/fashion-mnist/%s.json %s 2>&1", root, kt_plugin_dir(), KD_BUILDDIR,
+                 jobs[i], shorter);
+        int rc = kt_run_command(cmd, &out);
+        snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine run "
+                 "examples/fashion-mnist/%s.json %s --set output=%s/plan-%s 2>&1", root,
+                 kt_plugin_dir(), KD_BUILDDIR, jobs[i], shorter, dir, jobs[i]);
+        int rc2 = kt_run_command(cmd, &run);
+        const char *est = out ? strstr(out, "peak about ") : NULL;
+        const char *got = run ? strstr(run, "peak tensor memory ") : NULL;
+        double estimate = est ? atof(est + 11) : NAN, peak = got ? atof(got + 19) : NAN;
+        kt_check(rc == 0 && rc2 == 0 && fabs(estimate - peak) <= 0.25 * peak, name,
+                 "exit %d %d, estimate %.1f MiB, peak %.1f MiB: %s%s", rc, rc2, estimate, peak,
+                 est ? "" : out ? out : "(no plan)", got ? "" : run ? run : "(no run)");
+        free(out);
+        free(run);
+    }
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/kdjob.XXXXXX");
@@ -420,6 +691,10 @@ int main(void)
     test_run();
     test_validate();
     test_distill();
+    test_abi2_parts();
+    test_frozen_teacher();
+    test_weight_filter();
+    test_plan_memory();
     test_interrupt();
     kt_remove_tree(dir);
     return kt_finish();

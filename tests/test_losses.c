@@ -30,7 +30,7 @@ static bool loss_open(const char *name, const char *provider, const char *json, 
         kt_fail(name, "loss '%s' with %s did not load", provider, json);
         return false;
     }
-    const kd_create_args args = {.params = params, .seed = 1, .device = KD_CPU};
+    const kd_create_args args = kt_create_args(entry, params, 1);
     const kd_loss_vtable *lv = (const kd_loss_vtable *)vt;
     kd_status st = lv->create(&args, &out->self);
     kd_params_free(params);
@@ -55,12 +55,13 @@ typedef struct batch {
 static kd_status loss_forward(const loss *l, const batch *b, kd_loss_result *r)
 {
     kd_tensor *s[1] = {b->student}, *t[1] = {b->teacher};
-    const kd_loss_args args = {.student = s,
+    const kd_loss_args args = {.size = sizeof args,
+                               .student = s,
                                .teacher = b->teacher ? t : NULL,
                                .labels = b->labels,
                                .soft_targets = b->soft,
                                .training = true};
-    memset(r, 0, sizeof *r);
+    *r = (kd_loss_result){.size = sizeof *r};
     return l->vt->forward(l->self, &args, r);
 }
 
@@ -623,9 +624,9 @@ static void test_needs_and_terms(void)
         kd_scope_begin();
         kd_loss_result r;
         kd_status st = loss_forward(&l, &b, &r);
-        kt_check(st == KD_OK && r.loss && r.loss->ndim == 0 && r.n_terms >= 1 &&
-                     strcmp(r.term_names[0], terms[k].term) == 0 &&
-                     r.term_values[0] == kd_tensor_get(r.loss, 0),
+        kt_check(st == KD_OK && r.loss && r.loss->ndim == 0 && r.n_terms >= 1 && r.terms &&
+                     strcmp(r.terms[0].name, terms[k].term) == 0 &&
+                     kd_tensor_get(r.terms[0].value, 0) == kd_tensor_get(r.loss, 0),
                  name, "status %d, %d terms", (int)st, r.n_terms);
         kd_scope_end();
         batch_free(&b);
@@ -643,6 +644,11 @@ static void expect_error(const char *name, kd_status st, const char *w1, const c
              "status %d, message '%s' (expected '%s'%s%s)", (int)st, st == KD_OK ? "" : msg,
              w1, w2 ? " and " : "", w2 ? w2 : "");
 }
+
+/* bind() arguments for one student and one teacher tap. */
+#define bind_args(student_shape, teacher_shape)                                              \
+    ((kd_bind_args){.size = sizeof(kd_bind_args), .student = (student_shape),               \
+                    .teacher = (teacher_shape)})
 
 static kd_status forward_error(const loss *l, batch *b)
 {
@@ -714,15 +720,16 @@ static void test_forward_errors(void)
     /* bind() sees the shapes before training: the pre-flight check. */
     const kd_tap_shape v10 = {2, {1, 10}}, v100 = {2, {1, 100}}, v1 = {2, {1, 1}},
                        map = {4, {1, 10, 4, 4}};
-    expect_error("kd bind: classes differ", kd.vt->bind(kd.self, &v10, &v100), "kd:",
-                 "[1, 100]");
-    kt_check(kd.vt->bind(kd.self, &v10, &v10) == KD_OK, "kd bind: matching logits",
+    expect_error("kd bind: classes differ", kd.vt->bind(kd.self, &bind_args(&v10, &v100)),
+                 "kd:", "[1, 100]");
+    kt_check(kd.vt->bind(kd.self, &bind_args(&v10, &v10)) == KD_OK, "kd bind: matching logits",
              "%s", kd_last_error());
-    expect_error("logit_stand bind: one class", ls_bind.vt->bind(ls_bind.self, &v1, &v1),
-                 "logit_stand:", "at least 2 classes");
-    expect_error("ce bind: a feature map is not logits", ce.vt->bind(ce.self, &map, NULL),
-                 "ce:", "4 dims");
-    kt_check(ce.vt->bind(ce.self, &v10, NULL) == KD_OK, "ce bind: logits", "%s",
+    expect_error("logit_stand bind: one class",
+                 ls_bind.vt->bind(ls_bind.self, &bind_args(&v1, &v1)), "logit_stand:",
+                 "at least 2 classes");
+    expect_error("ce bind: a feature map is not logits",
+                 ce.vt->bind(ce.self, &bind_args(&map, NULL)), "ce:", "4 dims");
+    kt_check(ce.vt->bind(ce.self, &bind_args(&v10, NULL)) == KD_OK, "ce bind: logits", "%s",
              kd_last_error());
 close:
     loss_close(&ce);

@@ -112,6 +112,9 @@ static const lr_case LR_CASES[] = {
  * schedule. The warm-up has no torch scheduler (SequentialLR shifts the
  * schedule instead of replacing its first epochs), so its formula is
  * written out; math.floor(t) is the per-epoch granularity. */
+#define SCHEDULE(lr, steps_per_epoch, epochs)                                                \
+    {sizeof(kd_schedule_info), lr, steps_per_epoch, epochs}
+
 typedef struct plugin_lr_case {
     const char *name;
     const char *provider;
@@ -122,24 +125,24 @@ typedef struct plugin_lr_case {
 } plugin_lr_case;
 
 static const plugin_lr_case PLUGIN_LR_CASES[] = {
-    {"constant", "constant", "{}", {0.1, 3, 5}, 15,
+    {"constant", "constant", "{}", SCHEDULE(0.1, 3, 5), 15,
      "\"torch_every\": 3, \"torch\": \"LambdaLR(opt, lambda e: 1.0)\""},
-    {"step", "step", "{\"step_size\": 3, \"gamma\": 0.5}", {0.1, 2, 10}, 20,
+    {"step", "step", "{\"step_size\": 3, \"gamma\": 0.5}", SCHEDULE(0.1, 2, 10), 20,
      "\"torch_every\": 2, \"torch\": \"StepLR(opt, step_size=3, gamma=0.5)\""},
-    {"multistep", "multistep", "{\"milestones\": [2, 5, 7]}", {0.05, 3, 9}, 27,
+    {"multistep", "multistep", "{\"milestones\": [2, 5, 7]}", SCHEDULE(0.05, 3, 9), 27,
      "\"torch_every\": 3, \"torch\": \"MultiStepLR(opt, milestones=[2, 5, 7], gamma=0.1)\""},
-    {"cosine", "cosine", "{\"eta_min\": 1e-4}", {0.1, 2, 12}, 26,
+    {"cosine", "cosine", "{\"eta_min\": 1e-4}", SCHEDULE(0.1, 2, 12), 26,
      "\"torch_every\": 2, \"torch\": \"CosineAnnealingLR(opt, T_max=12, eta_min=1e-4)\""},
-    {"cosine per step", "cosine", "{\"per_step\": true}", {0.2, 5, 6}, 30,
+    {"cosine per step", "cosine", "{\"per_step\": true}", SCHEDULE(0.2, 5, 6), 30,
      "\"torch\": \"CosineAnnealingLR(opt, T_max=30)\""},
     {"step warm-up per epoch", "step", "{\"step_size\": 4, \"warmup_epochs\": 2}",
-     {0.1, 3, 10}, 30,
+     SCHEDULE(0.1, 3, 10), 30,
      "\"steps_per_epoch\": 3, \"formula\": \"0.01 + math.floor(t) * (0.1 - 0.01) / 2 if t < 2 "
      "else 0.1 * 0.1 ** (math.floor(t) // 4)\""},
     {"cosine warm-up per step", "cosine",
      "{\"eta_min\": 1e-5, \"per_step\": true, \"warmup_epochs\": 1.5, "
      "\"warmup_start_factor\": 0.01}",
-     {0.1, 4, 8}, 34,
+     SCHEDULE(0.1, 4, 8), 34,
      "\"steps_per_epoch\": 4, \"formula\": \"0.001 + t * (0.1 - 0.001) / 1.5 if t < 1.5 else "
      "1e-5 + (0.1 - 1e-5) * (1 + math.cos(math.pi * t / 8)) / 2 if t < 8 else 1e-5\""},
 };
@@ -244,9 +247,11 @@ static void *sgd_plugin_new(const char *json, int n, kd_tensor *const *params,
         named[k] = (kd_named_tensor){PARAMS[k].name, params[k],
                                      KD_TENSOR_PARAM |
                                          (PARAMS[k].no_decay ? KD_TENSOR_NO_DECAY : 0)};
-    const kd_create_args args = {.params = p, .seed = 1, .device = KD_CPU};
+    const kd_create_args args = kt_create_args(e, p, 1);
+    kd_tensor_list list;
+    KD_LIST_SET(&list, named, n);
     void *self = NULL;
-    if ((*vt)->create(&args, n, named, &self) != KD_OK)
+    if ((*vt)->create(&args, &list, &self) != KD_OK)
         self = NULL;
     kd_params_free(p);
     return self;
@@ -255,11 +260,12 @@ static void *sgd_plugin_new(const char *json, int n, kd_tensor *const *params,
 /* The plugin state tensor called name, or NULL. */
 static kd_tensor *sgd_plugin_state(const kd_optimizer_vtable *vt, void *self, const char *name)
 {
-    const kd_named_tensor *list;
-    int n = vt->state(self, &list);
-    for (int i = 0; i < n; i++)
-        if (strcmp(list[i].name, name) == 0)
-            return list[i].tensor;
+    kd_tensor_list list = {0};
+    if (vt->state(self, &list) != KD_OK)
+        return NULL;
+    for (int i = 0; i < list.n; i++)
+        if (strcmp(kd_tensor_list_at(&list, i)->name, name) == 0)
+            return kd_tensor_list_at(&list, i)->tensor;
     return NULL;
 }
 
@@ -277,9 +283,11 @@ static void *scheduler_new(const char *provider, const char *json, const kd_sche
         return NULL;
     }
     *vt = (const kd_scheduler_vtable *)header;
-    const kd_create_args args = {.params = p, .seed = 1, .device = KD_CPU};
+    const kd_create_args args = kt_create_args(e, p, 1);
+    kd_schedule_info sized = *info;
+    sized.size = sizeof sized;
     void *self = NULL;
-    if ((*vt)->create(&args, info, &self) != KD_OK)
+    if ((*vt)->create(&args, &sized, &self) != KD_OK)
         self = NULL;
     kd_params_free(p);
     return self;
@@ -714,8 +722,10 @@ static void test_plugin_resume(void)
         goto fail;
     for (int s = 0; s < STEPS; s++) {
         if (s == SAVE_AT) {
-            const kd_named_tensor *state;
-            int ns = vt->state(a, &state);
+            kd_tensor_list state_list = {0};
+            vt->state(a, &state_list);
+            const kd_named_tensor *state = state_list.items;
+            int ns = state_list.n;
             const char *names[2 * N_PARAMS + 1];
             kd_tensor *tensors[2 * N_PARAMS + 1];
             int n = 0;
@@ -747,8 +757,10 @@ static void test_plugin_resume(void)
             goto fail;
     if (!(r = sgd_plugin_new(json, N_PARAMS, q, &vt)))
         goto fail;
-    const kd_named_tensor *state;
-    int ns = vt->state(r, &state);
+    kd_tensor_list state_list = {0};
+    vt->state(r, &state_list);
+    const kd_named_tensor *state = state_list.items;
+    int ns = state_list.n;
     for (int i = 0; i < ns; i++) {
         kd_tensor *saved = kd_safetensors_load(f, state[i].name, state[i].tensor->dtype);
         if (!saved || kd_tensor_copy_(state[i].tensor, saved) != KD_OK)
@@ -760,8 +772,9 @@ static void test_plugin_resume(void)
         if (vt->step(r, 0.1 - 0.005 * s) != KD_OK)
             goto fail;
     }
-    const kd_named_tensor *expected;
-    vt->state(a, &expected);
+    kd_tensor_list expected_list = {0};
+    vt->state(a, &expected_list);
+    const kd_named_tensor *expected = expected_list.items;
     int64_t differ = 0;
     for (int k = 0; k < N_PARAMS; k++)
         differ += bits_differ(p[k], q[k]);
@@ -943,18 +956,22 @@ static void test_sgd_plugin_errors(void)
         const kd_named_tensor twins[2] = {{"fc.weight", p[0], KD_TENSOR_PARAM},
                                           {"fc.weight", p[1], KD_TENSOR_PARAM}};
         const kd_vtable_header *header;
-        kd_params *params = kt_params(kt_provider(KD_KIND_OPTIMIZER, "sgd", &header), "{}");
-        const kd_create_args args = {.params = params, .device = KD_CPU};
+        const kd_registry_entry *e = kt_provider(KD_KIND_OPTIMIZER, "sgd", &header);
+        kd_params *params = kt_params(e, "{}");
+        const kd_create_args args = kt_create_args(e, params, 0);
+        kd_tensor_list list;
+        KD_LIST_SET(&list, twins, 2);
         s = NULL;
-        expect_error("sgd plugin error duplicate names", vt->create(&args, 2, twins, &s),
+        expect_error("sgd plugin error duplicate names", vt->create(&args, &list, &s),
                      "sgd: parameters 0 and 1 are both named 'fc.weight'");
         if (s)
             vt->destroy(s);
         kd_params_free(params);
     }
     s = sgd_plugin_new("{\"momentum\": 0}", 2, p, &vt);
-    const kd_named_tensor *list = NULL;
-    kt_check(s && vt->state(s, &list) == 0, "sgd plugin without momentum has no state", "%s",
+    kd_tensor_list list = {0};
+    kt_check(s && vt->state(s, &list) == KD_OK && list.n == 0,
+             "sgd plugin without momentum has no state", "%s",
              s ? "state is not empty" : kd_last_error());
     if (s)
         vt->destroy(s);

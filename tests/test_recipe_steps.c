@@ -3,8 +3,14 @@
  * bench/fmnist_recipe.py's own functions (tests/parity/torch_recipe_steps.py),
  * which draw the shuffle order, crops and flips as kdengine's loader does,
  * so both sides see the same batches.
- * Per step the total loss, each weighted term and the lr must agree; after
- * the last step the whole parameter update and the BN running statistics.
+ *
+ * Every case runs twice. In float64 (the job's "dtype") kdengine and the
+ * float64 replay must agree at every step: each loss term, every lr, and
+ * after the checkpointed steps the parameters and BN running statistics.
+ * In float32 only what rounding cannot flip is compared: the first step's
+ * loss and terms, and the lr of every step. (After one SGD step through
+ * train-mode BN and ReLU masks float32 rounding has become update
+ * differences of ~1e-2, and how much depends on the CPU's kernels.)
  * This is what makes the README's kdengine-vs-PyTorch accuracy table a
  * comparison of one recipe: the script that trains the PyTorch column is
  * checked here against the engine.
@@ -30,7 +36,7 @@ static char teacher[512];
  * half-epoch warm-up, Nesterov momentum and weight decay. */
 static const char *const job_template =
     "{\n"
-    "  \"seed\": 5, \"threads\": 1, \"output\": \"%s/%s\",\n"
+    "  \"seed\": 5, \"threads\": 1, \"dtype\": \"%s\", \"output\": \"%s/%s\",\n"
     "  \"plugin_dirs\": [\"%s\"],\n"
     "  \"data\": {\"train\": {\n"
     "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/train-images-idx3-ubyte.gz\",\n"
@@ -79,8 +85,8 @@ static const replay_case cases[] = {
 };
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 
-static bool write_job(const char *name, const char *teacher_bn, const char *student_weights,
-                      const char *losses, bool augment)
+static bool write_job(const char *name, const char *dtype, const char *teacher_bn,
+                      const char *student_weights, const char *losses, bool augment)
 {
     char teacher_spec[1024] = "", weights[600] = "", text[8192], path[256];
     if (teacher_bn)
@@ -90,7 +96,7 @@ static bool write_job(const char *name, const char *teacher_bn, const char *stud
                  teacher, teacher_bn);
     if (student_weights)
         snprintf(weights, sizeof weights, ", \"weights\": \"%s\"", student_weights);
-    snprintf(text, sizeof text, job_template, dir, name, kt_plugin_dir(),
+    snprintf(text, sizeof text, job_template, dtype, dir, name, kt_plugin_dir(),
              augment ? AUGMENT_TRANSFORMS : "", augment ? "true" : "false", teacher_spec, weights,
              losses);
     snprintf(path, sizeof path, "%s/%s.json", dir, name);
@@ -110,52 +116,45 @@ static double number(json_t *o, const char *key)
     return json_is_number(v) ? json_number_value(v) : 1e30;
 }
 
-/* One line of the PyTorch replay against the limits. The first step's
- * loss and terms agree to rounding, and the lr of every step. Later steps
- * cannot be held to rounding: one SGD step through train-mode BN and ReLU
- * masks on a batch of 32 turns float32 rounding into update differences up
- * to ~1e-2 (PyTorch float32 against PyTorch float64 from one state shows
- * it too), and the steps compound it. So kdengine's float32 losses and
- * weights must stay as close to the float64 replay as PyTorch's float32
- * ones do, within a factor and a floor; a wrong momentum, Nesterov term,
- * loss weight or gradient lands far outside either. */
-#define KD_DRIFT_FACTOR 3.0
-#define KD_DRIFT_FLOOR_LOSS 1e-3
-#define KD_DRIFT_FLOOR_WEIGHTS 1e-2
-
-static bool near_exact(double ours, double torch32, double floor)
-{
-    return ours <= KD_DRIFT_FACTOR * torch32 + floor;
-}
+/* Limits. Float32, first step: the same arithmetic up to summation order
+ * and kernel choice, a few float32 roundings through two ResNets.
+ * Float64: the whole trajectory; one step amplifies an input difference
+ * ~1e2 (more where BN divides by a small batch variance), so six steps of
+ * 1e-16 roundings stay far below 1e-9, while a wrong momentum, Nesterov
+ * term, loss weight, temperature or gradient is off by 1e-4 or more. */
+#define KD_F32_FIRST_STEP 1e-5
+#define KD_F64_TRAJECTORY 1e-9
 
 static void check_replay(const char *name, json_t *r)
 {
     char label[128];
-    snprintf(label, sizeof label, "%s: per step loss, terms and lr follow PyTorch's", name);
     double first = number(r, "loss_err_first"), lr = number(r, "lr_err");
-    double loss = number(r, "loss_err"), loss32 = number(r, "loss_err_torch32");
-    kt_check(number(r, "steps") == 6 && first < 1e-5 && lr < 1e-12 &&
-                 near_exact(loss, loss32, KD_DRIFT_FLOOR_LOSS),
-             label, "steps %g, first step %.2e, lr %.2e, all steps %.2e (torch f32 %.2e)",
-             number(r, "steps"), first, lr, loss, loss32);
+    const char *dtype = json_string_value(json_object_get(r, "dtype"));
+    if (dtype && !strcmp(dtype, "float32")) {
+        snprintf(label, sizeof label, "%s: first step's loss and terms, every lr follow PyTorch's",
+                 name);
+        kt_check(number(r, "steps") == 6 && first < KD_F32_FIRST_STEP && lr < 1e-12, label,
+                 "steps %g, first step %.2e, lr %.2e", number(r, "steps"), first, lr);
+        return;
+    }
+    snprintf(label, sizeof label, "%s: every step's loss, terms and lr follow PyTorch's", name);
+    double loss = number(r, "loss_err");
+    kt_check(number(r, "steps") == 6 && loss < KD_F64_TRAJECTORY && lr < 1e-12, label,
+             "steps %g, all steps %.2e, lr %.2e", number(r, "steps"), loss, lr);
 
-    snprintf(label, sizeof label, "%s: weights and BN statistics follow the float64 replay",
-             name);
+    snprintf(label, sizeof label, "%s: weights and BN statistics follow PyTorch's", name);
     json_t *list = json_object_get(r, "checkpoints");
     char why[1024] = "";
     size_t used = 0;
     bool ok = json_array_size(list) == 3;
     for (size_t i = 0; i < json_array_size(list); i++) {
         json_t *c = json_array_get(list, i);
-        double update = number(c, "update"), update32 = number(c, "update_torch32");
-        double stats = number(c, "stats"), stats32 = number(c, "stats_torch32");
-        ok = ok && near_exact(update, update32, KD_DRIFT_FLOOR_WEIGHTS) &&
-             near_exact(stats, stats32, KD_DRIFT_FLOOR_WEIGHTS);
+        double update = number(c, "update"), stats = number(c, "stats");
+        ok = ok && update < KD_F64_TRAJECTORY && stats < KD_F64_TRAJECTORY;
         if (used < sizeof why)
             used += (size_t)snprintf(why + used, sizeof why - used,
-                                     "step %g: update %.2e (torch f32 %.2e), BN stats %.2e "
-                                     "(torch f32 %.2e); ",
-                                     number(c, "step"), update, update32, stats, stats32);
+                                     "step %g: update %.2e, BN stats %.2e; ", number(c, "step"),
+                                     update, stats);
     }
     kt_check(ok, label, "%s", why);
 }
@@ -187,7 +186,7 @@ static void test_replays(void)
     /* starting weights: the checkpoint of a first short run, so the
      * replays start from trained, not freshly initialised, weights */
     char *out = NULL;
-    write_job("start", NULL, NULL, "{\"name\": \"ce\"}", false);
+    write_job("start", "float32", NULL, NULL, "{\"name\": \"ce\"}", false);
     int rc = kdengine_run("start", &out);
     char start[256];
     snprintf(start, sizeof start, "%s/start/checkpoints/step-000000006.safetensors", dir);
@@ -198,18 +197,20 @@ static void test_replays(void)
     }
     free(out);
 
-    char runs[2048] = "";
+    static const char *const dtypes[2] = {"float32", "float64"};
+    char runs[4096] = "", names[2 * N_CASES][64];
     size_t used = 0;
-    bool ran[N_CASES];
-    for (int i = 0; i < N_CASES; i++) {
-        write_job(cases[i].name, cases[i].teacher_bn, start, cases[i].losses, cases[i].augment);
-        rc = kdengine_run(cases[i].name, &out);
-        ran[i] = kt_check(rc == 0, cases[i].name, "kdengine run exit %d: %s", rc,
+    bool ran[2 * N_CASES];
+    for (int i = 0; i < 2 * N_CASES; i++) {
+        const replay_case *c = &cases[i / 2];
+        snprintf(names[i], sizeof names[i], "%s_%s", c->name, dtypes[i % 2]);
+        write_job(names[i], dtypes[i % 2], c->teacher_bn, start, c->losses, c->augment);
+        rc = kdengine_run(names[i], &out);
+        ran[i] = kt_check(rc == 0, names[i], "kdengine run exit %d: %s", rc,
                           out ? out : "(none)");
         free(out);
         if (ran[i])
-            used += (size_t)snprintf(runs + used, sizeof runs - used, " %s/%s", dir,
-                                     cases[i].name);
+            used += (size_t)snprintf(runs + used, sizeof runs - used, " %s/%s", dir, names[i]);
     }
 
     char script[512], cmd[4096];
@@ -221,9 +222,9 @@ static void test_replays(void)
         free(out);
         return;
     }
-    for (int i = 0; i < N_CASES; i++)
+    for (int i = 0; i < 2 * N_CASES; i++)
         if (ran[i])
-            check_case(cases[i].name, out, rc);
+            check_case(names[i], out, rc);
     free(out);
 }
 

@@ -42,15 +42,27 @@ static bool model_open(model *m, const char *provider, const char *params_json, 
         return false;
     }
     m->vt = (const kd_model_vtable *)h;
-    kd_create_args args = {p, seed, device};
+    kd_create_args args = kt_create_args(e, p, seed);
+    args.device = device;
     kd_status s = m->vt->create(&args, &m->self);
     kd_params_free(p);
+    kd_tensor_list tl = {0};
+    kd_tap_list taps = {0};
+    if (s == KD_OK)
+        s = m->vt->tensors(m->self, &tl);
+    if (s == KD_OK)
+        s = m->vt->taps(m->self, &taps);
+    if (s == KD_OK && (tl.elem_size != sizeof(kd_named_tensor) ||
+                       taps.elem_size != sizeof(kd_tap_info)))
+        s = kd_error(KD_ERR_FORMAT, "%s: list elements of another size", provider);
     if (st)
         *st = s;
     if (s != KD_OK)
         return false;
-    m->n_tensors = m->vt->tensors(m->self, &m->tensors);
-    m->n_taps = m->vt->taps(m->self, &m->taps);
+    m->n_tensors = tl.n;
+    m->tensors = tl.items;
+    m->n_taps = taps.n;
+    m->taps = taps.items;
     return true;
 }
 
@@ -86,7 +98,7 @@ static kd_status run_all(const model *m, int from, kd_tensor *input, bool traini
         want[i] = true;
         taps[i] = NULL;
     }
-    kd_forward_args a = {input, training, kd_rng_make(0, 0, 0), want, taps};
+    kd_forward_args a = {sizeof a, input, training, kd_rng_make(0, 0, 0), want, taps};
     return from < 0 ? m->vt->forward(m->self, &a) : m->vt->forward_from(m->self, from, &a);
 }
 
@@ -290,7 +302,8 @@ static void test_taps(const model *m, const char *provider, int n, const kd_tap_
     for (; ok && i < n; i++)
         ok = strcmp(m->taps[i].name, want[i].name) == 0 &&
              m->taps[i].channels == want[i].channels &&
-             m->taps[i].reduction == want[i].reduction;
+             m->taps[i].reduction == want[i].reduction && m->taps[i].layout == want[i].layout &&
+             m->taps[i].prefix_tokens == want[i].prefix_tokens;
     kt_check(ok, name, "%d taps; first difference at tap %d", m->n_taps, i - 1);
 }
 
@@ -332,7 +345,7 @@ static void test_early_stop(void)
     kd_tensor *x = random_images(2, 3, 16, 6);
     bool want[6] = {false, true, false, false, false, false};
     kd_tensor *taps[6] = {0};
-    kd_forward_args a = {x, true, kd_rng_make(0, 0, 0), want, taps};
+    kd_forward_args a = {sizeof a, x, true, kd_rng_make(0, 0, 0), want, taps};
     kd_status st = m.vt->forward(m.self, &a);
     const kd_named_tensor *l1 = find_tensor(&m, "layer1.2.bn2.num_batches_tracked");
     const kd_named_tensor *l2 = find_tensor(&m, "layer2.0.bn1.num_batches_tracked");
@@ -374,7 +387,8 @@ static void test_errors(void)
     expect_error("forward_from the logits tap", st, KD_ERR_INVALID,
                  "resnet8: forward_from tap 5 is out of range");
     bool want[6] = {true, true, true, true, true, true};
-    kd_forward_args a = {random_images(2, 1, 8, 1), false, kd_rng_make(0, 0, 0), want, taps};
+    kd_forward_args a = {sizeof a, random_images(2, 1, 8, 1), false, kd_rng_make(0, 0, 0),
+                         want, taps};
     st = m.vt->forward_from(m.self, -1, &a);
     expect_error("forward_from a negative tap", st, KD_ERR_INVALID, "out of range");
     st = run_all(&m, tap_index(&m, "stage2"), random_images(2, 16, 8, 1), false, taps);
@@ -635,13 +649,19 @@ static void test_shared_models(void)
     test_init_statistics(&sm.r8x4, "resnet8x4", 0);
     test_init_statistics(&sm.r50, "resnet50", 16);
     test_flags(&sm.r50, "resnet50");
-    static const kd_tap_info r50_taps[] = {{"stem", 64, 4},         {"stage1", 256, 4},
-                                           {"stage2", 512, 8},      {"stage3", 1024, 16},
-                                           {"stage4", 2048, 32},    {"pre_logits", 2048, 1},
-                                           {"logits", 1000, 1}};
-    static const kd_tap_info r8x4_taps[] = {{"stem", 32, 1},        {"stage1", 64, 1},
-                                            {"stage2", 128, 2},     {"stage3", 256, 4},
-                                            {"pre_logits", 256, 1}, {"logits", 100, 1}};
+#define MAP KD_LAYOUT_NCHW
+#define VEC KD_LAYOUT_NC
+    static const kd_tap_info r50_taps[] = {
+        {"stem", 64, 4, MAP, 0},          {"stage1", 256, 4, MAP, 0},
+        {"stage2", 512, 8, MAP, 0},       {"stage3", 1024, 16, MAP, 0},
+        {"stage4", 2048, 32, MAP, 0},     {"pre_logits", 2048, 1, VEC, 0},
+        {"logits", 1000, 1, VEC, 0}};
+    static const kd_tap_info r8x4_taps[] = {
+        {"stem", 32, 1, MAP, 0},          {"stage1", 64, 1, MAP, 0},
+        {"stage2", 128, 2, MAP, 0},       {"stage3", 256, 4, MAP, 0},
+        {"pre_logits", 256, 1, VEC, 0},   {"logits", 100, 1, VEC, 0}};
+#undef MAP
+#undef VEC
     test_taps(&sm.r50, "resnet50", 7, r50_taps);
     test_taps(&sm.r8x4, "resnet8x4", 6, r8x4_taps);
     test_forward_from(&sm.r8x4, "resnet8x4", 16);

@@ -16,9 +16,9 @@ static const char *const cuda_ops[] = {
 
 bool kd_backend_has_op(kd_device device, const char *op)
 {
-    if (device == KD_CPU)
+    if (kd_device_kind(device) == KD_CPU)
         return true;
-    if (device != KD_CUDA)
+    if (kd_device_kind(device) != KD_CUDA)
         return false;
     for (size_t i = 0; i < sizeof cuda_ops / sizeof *cuda_ops; i++)
         if (strcmp(cuda_ops[i], op) == 0)

@@ -418,38 +418,6 @@ static kd_status concat_backward(kd_node *node, kd_tensor *g)
     return KD_OK;
 }
 
-/* The tape holds at most KD_NODE_MAX_INPUTS inputs per node: more inputs
- * are recorded as a chain whose last input is a view of the output's tail,
- * itself recorded as the concat of the remaining inputs. */
-static kd_status record_concat(kd_tensor *out, int n, kd_tensor *const *xs, int dim)
-{
-    kd_node *node;
-    if (n <= KD_NODE_MAX_INPUTS) {
-        kd_status st = kd_record("concat", concat_backward, out, n, xs, &node);
-        if (node)
-            node->iarg[0] = dim;
-        return st;
-    }
-    int head = KD_NODE_MAX_INPUTS - 1;
-    int64_t start = 0;
-    for (int i = 0; i < head; i++)
-        start += xs[i]->shape[dim];
-    kd_tensor part = region(out, dim, start, out->shape[dim] - start);
-    kd_tensor *tail = make_view(out, out->ndim, part.shape, part.stride, part.offset);
-    if (!tail)
-        return KD_ERR_NOMEM;
-    kd_status st = record_concat(tail, n - head, xs + head, dim);
-    if (st != KD_OK)
-        return st;
-    kd_tensor *inputs[KD_NODE_MAX_INPUTS];
-    memcpy(inputs, xs, (size_t)head * sizeof *xs);
-    inputs[head] = tail;
-    st = kd_record("concat", concat_backward, out, KD_NODE_MAX_INPUTS, inputs, &node);
-    if (node)
-        node->iarg[0] = dim;
-    return st;
-}
-
 kd_tensor *kd_concat(int n, kd_tensor *const *xs, int dim)
 {
     if (n < 1 || !xs) {
@@ -494,8 +462,11 @@ kd_tensor *kd_concat(int n, kd_tensor *const *xs, int dim)
         kd_cpu_copy_strided(&part, xs[i]);
         start += xs[i]->shape[d];
     }
-    if (kd_needs_grad(n, xs) && record_concat(out, n, xs, d) != KD_OK)
+    kd_node *node;
+    if (kd_record("concat", concat_backward, out, n, xs, &node) != KD_OK)
         return NULL;
+    if (node)
+        node->iarg[0] = d;
     return out;
 }
 

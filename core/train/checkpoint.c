@@ -159,8 +159,69 @@ kd_status kd_checkpoint_load(const char *path, int n_groups, const kd_tensor_gro
     return st;
 }
 
+/* A weights file through the model's filter: every tensor of the file
+ * (under prefix) is offered to the filter, then matched by its new name;
+ * a model tensor left without a value or a file tensor left without a
+ * model tensor is an error, as in load_groups. */
+static kd_status load_filtered(const kd_safetensors *f, const char *path, const char *prefix,
+                               int n, const kd_named_tensor *list, kd_weight_filter_fn filter,
+                               void *model)
+{
+    bool *seen = calloc((size_t)n + 1, sizeof *seen);
+    if (!seen)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+    size_t lp = strlen(prefix);
+    kd_status st = KD_OK;
+    kd_scope_begin();
+    for (int i = 0; st == KD_OK && i < kd_safetensors_count(f); i++) {
+        const kd_safetensors_entry *e = kd_safetensors_at(f, i);
+        if (strncmp(e->name, prefix, lp) != 0)
+            continue;
+        kd_dtype dtype = e->dtype >= 0 ? (kd_dtype)e->dtype : KD_F32;
+        kd_weight_fix fix = {sizeof fix, e->name + lp, kd_safetensors_load(f, e->name, dtype),
+                             false};
+        if (!fix.value) {
+            st = kd_error_wrap(kd_last_status(), "%s: '%s'", path, e->name);
+            break;
+        }
+        st = filter(model, &fix);
+        if (st != KD_OK) {
+            st = kd_error_wrap(st, "%s: '%s'", path, e->name);
+            break;
+        }
+        if (fix.drop)
+            continue;
+        int k = 0;
+        while (k < n && (!fix.name || strcmp(list[k].name, fix.name) != 0))
+            k++;
+        if (k == n) {
+            st = kd_error(KD_ERR_FORMAT, "%s: unexpected tensor '%s'%s%s (not in this model)",
+                          path, e->name, fix.name && strcmp(fix.name, e->name + lp) ? " -> " : "",
+                          fix.name && strcmp(fix.name, e->name + lp) ? fix.name : "");
+            break;
+        }
+        if (!kd_tensor_same_shape(fix.value, list[k].tensor)) {
+            char want[128], got[128];
+            shape_text(list[k].tensor->ndim, list[k].tensor->shape, want, sizeof want);
+            shape_text(fix.value->ndim, fix.value->shape, got, sizeof got);
+            st = kd_error(KD_ERR_FORMAT, "%s: '%s' has shape %s, the model's '%s' is %s", path,
+                          e->name, got, list[k].name, want);
+            break;
+        }
+        st = kd_tensor_copy_(list[k].tensor, fix.value);
+        seen[k] = true;
+    }
+    kd_scope_end();
+    for (int k = 0; st == KD_OK && k < n; k++)
+        if (!seen[k] && !(list[k].flags & KD_TENSOR_OPTIONAL))
+            st = kd_error(KD_ERR_FORMAT, "%s: no tensor for the model's '%s'", path,
+                          list[k].name);
+    free(seen);
+    return st;
+}
+
 kd_status kd_weights_load(const char *path, const char *what, int n,
-                          const kd_named_tensor *list)
+                          const kd_named_tensor *list, kd_weight_filter_fn filter, void *model)
 {
     kd_safetensors *f;
     kd_status st = kd_safetensors_open(path, &f);
@@ -169,7 +230,8 @@ kd_status kd_weights_load(const char *path, const char *what, int n,
     /* a kdengine checkpoint keeps the student under "student." */
     bool checkpoint = kd_safetensors_metadata(f, STATE_KEY) != NULL;
     kd_tensor_group g = {checkpoint ? "student." : "", n, list};
-    st = load_groups(f, path, 1, &g);
+    st = filter ? load_filtered(f, path, g.prefix, n, list, filter, model)
+                : load_groups(f, path, 1, &g);
     kd_safetensors_close(f);
     return st == KD_OK ? st : kd_error_wrap(st, "%s weights", what);
 }

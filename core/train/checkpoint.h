@@ -28,8 +28,11 @@ kd_status kd_checkpoint_load(const char *path, int n_groups, const kd_tensor_gro
 
 /* Loads model weights: a plain state_dict file (timm names) or a kdengine
  * checkpoint, whose "student." tensors are taken. `what` names the model
- * in messages ("teacher"). */
+ * in messages ("teacher"). A model's filter_weight callback (may be NULL)
+ * sees every tensor of the file first and may rename, replace or drop it;
+ * the matching after it is as strict. */
+typedef kd_status (*kd_weight_filter_fn)(void *model, kd_weight_fix *fix);
 kd_status kd_weights_load(const char *path, const char *what, int n,
-                          const kd_named_tensor *list);
+                          const kd_named_tensor *list, kd_weight_filter_fn filter, void *model);
 
 #endif

@@ -5,18 +5,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "job.h"
 
 /* ---------------------------------------------------------------- host keys */
 
-static const char *const top_keys[] = {"seed",     "threads", "output", "plugin_dirs",
-                                       "data",     "teacher", "student", "losses",
-                                       "optim",    "schedule", "eval",  "checkpoint",
-                                       "log",      "comment"};
+static const char *const top_keys[] = {"seed",     "threads", "dtype",   "output",
+                                       "plugin_dirs", "data", "teacher", "student",
+                                       "losses",   "optim",   "schedule", "eval",
+                                       "checkpoint", "log",   "comment"};
 static const char *const data_keys[] = {"train", "val"};
-static const char *const split_keys[] = {"dataset", "transforms", "batch_size", "workers",
+static const char *const split_keys[] = {"dataset", "transforms", "batch_transforms",
+                                         "batch_size", "workers",
                                          "prefetch", "subset",    "shuffle",    "drop_last"};
 static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
 static const char *const student_keys[] = {"model", "weights"};
@@ -204,6 +206,32 @@ static kd_status provider_params(const kd_registry *reg, kd_plugin_kind kind, co
 
 /* ---------------------------------------------------------------- sections */
 
+/* split.key: an array of {"name": provider, ...params} of one kind. */
+static kd_status parse_transforms(kd_job *job, const json_t *split, const char *path,
+                                  const char *key, kd_plugin_kind kind, int *n_out,
+                                  const kd_registry_entry ***entries, kd_params ***params)
+{
+    const json_t *tr = json_object_get(split, key);
+    if (!tr || json_is_null(tr))
+        return KD_OK;
+    if (!json_is_array(tr))
+        return kd_error(KD_ERR_INVALID, "%s.%s: expected an array", path, key);
+    size_t n = json_array_size(tr);
+    *entries = calloc(n + 1, sizeof **entries);
+    *params = calloc(n + 1, sizeof **params);
+    if (!*entries || !*params)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+    *n_out = (int)n;
+    kd_status st = KD_OK;
+    for (size_t i = 0; i < n && st == KD_OK; i++) {
+        char where[96];
+        snprintf(where, sizeof where, "%s.%s[%zu]", path, key, i);
+        st = provider_params(job->registry, kind, json_array_get(tr, i), "name", where,
+                             COUNT(name_keys), name_keys, &(*entries)[i], &(*params)[i]);
+    }
+    return st;
+}
+
 static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
                              kd_job_data *out)
 {
@@ -224,24 +252,17 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
     if (st == KD_OK)
         st = provider_params(job->registry, KD_KIND_DATASET, ds, "name", where,
                              COUNT(name_keys), name_keys, &out->dataset, &out->dataset_params);
-    const json_t *tr = json_object_get(split, "transforms");
-    if (st == KD_OK && tr && !json_is_array(tr))
-        st = kd_error(KD_ERR_INVALID, "%s.transforms: expected an array", path);
-    if (st == KD_OK && tr) {
-        size_t n = json_array_size(tr);
-        out->transforms = calloc(n + 1, sizeof *out->transforms);
-        out->transform_params = calloc(n + 1, sizeof *out->transform_params);
-        if (!out->transforms || !out->transform_params)
-            return kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
-        out->n_transforms = (int)n;
-        for (size_t i = 0; i < n && st == KD_OK; i++) {
-            snprintf(where, sizeof where, "%s.transforms[%zu]", path, i);
-            st = provider_params(job->registry, KD_KIND_TRANSFORM, json_array_get(tr, i), "name",
-                                 where, COUNT(name_keys), name_keys, &out->transforms[i],
-                                 &out->transform_params[i]);
-        }
-    }
+    if (st == KD_OK)
+        st = parse_transforms(job, split, path, "transforms", KD_KIND_TRANSFORM,
+                              &out->n_transforms, &out->transforms, &out->transform_params);
     bool train = name[0] == 't';
+    if (st == KD_OK && !train && json_object_get(split, "batch_transforms"))
+        st = kd_error(KD_ERR_INVALID, "%s.batch_transforms: only data.train mixes batches",
+                      path);
+    if (st == KD_OK)
+        st = parse_transforms(job, split, path, "batch_transforms", KD_KIND_BATCH_TRANSFORM,
+                              &out->n_batch_transforms, &out->batch_transforms,
+                              &out->batch_transform_params);
     if (st == KD_OK)
         st = get_integer(split, "batch_size", path, train ? 128 : 256, 1, 1 << 20,
                          &out->batch_size);
@@ -340,6 +361,14 @@ static kd_status parse_job(kd_job *job)
         job->seed = (uint64_t)v;
     if (st == KD_OK && (st = get_integer(root, "threads", "", 0, 0, 1024, &v)) == KD_OK)
         job->threads = (int)v;
+    const char *dtype = NULL;
+    if (st == KD_OK)
+        st = get_string(root, "dtype", "", &dtype);
+    job->dtype = KD_F32;
+    if (st == KD_OK && dtype && !strcmp(dtype, "float64"))
+        job->dtype = KD_F64;
+    else if (st == KD_OK && dtype && strcmp(dtype, "float32") != 0)
+        st = kd_error(KD_ERR_INVALID, "dtype: '%s' is not float32 or float64", dtype);
     if (st == KD_OK)
         st = get_string(root, "output", "", &job->output);
     if (st == KD_OK && !job->output)
@@ -407,6 +436,39 @@ static kd_status parse_job(kd_job *job)
                       "(add one, or set eval.every_epochs to 0)",
                       (long long)job->eval_every);
     return st;
+}
+
+/* ---------------------------------------------------------------- output */
+
+kd_status kd_job_check_output(const kd_job *job)
+{
+    char path[4096], probe[4200];
+    if (snprintf(path, sizeof path, "%s", job->output) >= (int)sizeof path)
+        return kd_error(KD_ERR_INVALID, "output: path too long");
+    /* the deepest part of the path that exists must be a folder we can
+     * write into: probe it with a file (or folder) made and removed */
+    struct stat sb;
+    bool exists = stat(path, &sb) == 0;
+    while (!exists) {
+        char *slash = strrchr(path, '/');
+        if (!slash) {
+            snprintf(path, sizeof path, ".");
+        } else if (slash == path) {
+            path[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+        exists = stat(path, &sb) == 0;
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return kd_error(KD_ERR_INVALID, "output: '%s' cannot hold the run's folder: '%s' is not "
+                        "a folder", job->output, path);
+    snprintf(probe, sizeof probe, "%s/.kdengine-probe-XXXXXX", path);
+    if (!mkdtemp(probe))
+        return kd_error(KD_ERR_INVALID, "output: cannot write the run's folder '%s': %s: %s",
+                        job->output, path, strerror(errno));
+    rmdir(probe);
+    return KD_OK;
 }
 
 /* ---------------------------------------------------------------- --set */
@@ -550,6 +612,10 @@ static void free_split(kd_job_data *d)
         kd_params_free(d->transform_params[i]);
     free(d->transforms);
     free(d->transform_params);
+    for (int i = 0; i < d->n_batch_transforms; i++)
+        kd_params_free(d->batch_transform_params[i]);
+    free(d->batch_transforms);
+    free(d->batch_transform_params);
 }
 
 void kd_job_free(kd_job *job)

@@ -2,9 +2,11 @@
  * own keys and every plugin's schema before anything heavy happens.
  *
  *   {
- *     "seed": 0, "threads": 2, "output": "runs/fmnist-kd", "plugin_dirs": [],
+ *     "seed": 0, "threads": 2, "dtype": "float32", "output": "runs/fmnist-kd",
+ *     "plugin_dirs": [],
  *     "data": {
  *       "train": {"dataset": {"name": "idx", ...}, "transforms": [{"name": ...}],
+ *                 "batch_transforms": [{"name": "mixup", ...}],
  *                 "batch_size": 128, "workers": 2, "prefetch": 4, "subset": 0,
  *                 "shuffle": true, "drop_last": true},
  *       "val":   {...same keys...}
@@ -17,6 +19,11 @@
  *     "eval": {"every_epochs": 1}, "checkpoint": {"every_epochs": 1, "keep": 2},
  *     "log": {"every_steps": 50}
  *   }
+ *
+ * "dtype" is what the models, losses and optimizer compute and keep their
+ * tensors in: "float32", or "float64" for runs checked step by step
+ * against a float64 reference (tests/test_recipe_steps). Data comes out of
+ * the transforms in float32 and is converted once per batch.
  *
  * "..." are the plugin's own parameters. Relative paths are relative to the
  * working directory. Every error names the job file and the JSON path.
@@ -39,6 +46,9 @@ typedef struct kd_job_data {
     int n_transforms;
     const kd_registry_entry **transforms;
     kd_params **transform_params;
+    int n_batch_transforms; /* data.train only: mixup, cutmix */
+    const kd_registry_entry **batch_transforms;
+    kd_params **batch_transform_params;
     int64_t batch_size, subset;
     int workers, prefetch;
     bool shuffle, drop_last;
@@ -53,8 +63,9 @@ typedef struct kd_job_model {
     bool train_bn;       /* teacher: batch statistics in its forward */
 } kd_job_model;
 
-/* Losses a job may have (the runner keeps per-loss arrays of this size). */
-#define KD_JOB_MAX_LOSSES 32
+/* Losses a job may have: each loss's random stream carries its index in 8
+ * bits (runner.c). */
+#define KD_JOB_MAX_LOSSES 256
 
 typedef struct kd_job_loss {
     char path[24]; /* "losses[1]" */
@@ -70,6 +81,7 @@ typedef struct kd_job {
     kd_registry *registry;
     uint64_t seed;
     int threads;
+    kd_dtype dtype; /* KD_F32 or KD_F64 */
     const char *output;
     kd_job_data train, val;
     kd_job_model teacher, student;
@@ -90,6 +102,10 @@ typedef struct kd_job {
  * every key. */
 kd_status kd_job_load(const char *file, int n_sets, const char *const *sets, kd_job **out);
 void kd_job_free(kd_job *job);
+
+/* Whether the output folder can be made (or exists) and written: a probe
+ * folder is made and removed in it, or in its deepest existing parent. */
+kd_status kd_job_check_output(const kd_job *job);
 
 /* The job after overrides, as JSON text (malloc'd): saved in the output
  * folder and in checkpoints so a run says what made it. */

@@ -21,17 +21,11 @@
 #define STREAM_STUDENT 0x53545544ull /* "STUD" */
 #define STREAM_TEACHER 0x54454143ull /* "TEAC" */
 #define STREAM_LOSS 0x4C4F5353ull    /* "LOSS" */
+#define STREAM_BATCH 0x42415443ull   /* "BATC" */
 
-#define MAX_GROUPS (KD_JOB_MAX_LOSSES + 2) /* student, losses, optimizer */
+static volatile sig_atomic_t stop_requested;
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_signal(int sig)
-{
-    stop_signal = sig;
-    /* a second ^C kills at once */
-    signal(sig, SIG_DFL);
-}
+void kd_run_request_stop(void) { stop_requested = 1; }
 
 static double now_s(void)
 {
@@ -80,15 +74,22 @@ static kd_status open_loader(const kd_data_run *d, uint64_t seed, kd_loader **ou
 
 /* ---------------------------------------------------------------- evaluation */
 
-/* Counts, for each row, the classes scored above the label's. */
+/* Batches leave the loader in float32; a float64 job computes on a copy. */
+static kd_tensor *in_model_dtype(kd_tensor *images, kd_dtype dtype)
+{
+    return images->dtype == dtype ? images : kd_cast(images, dtype);
+}
+
+/* Counts, for each row, the classes scored above the label's; logits are
+ * contiguous float64 (exact for float32 ones). */
 static void score_batch(const kd_tensor *logits, const kd_tensor *labels, int64_t *top1,
                         int64_t *top5)
 {
     int64_t n = logits->shape[0], c = logits->shape[1];
-    const float *z = kd_tensor_data(logits);
+    const double *z = kd_tensor_data(logits);
     const int64_t *y = kd_tensor_data(labels);
     for (int64_t i = 0; i < n; i++) {
-        float mine = z[i * c + y[i]];
+        double mine = z[i * c + y[i]];
         int64_t above = 0;
         for (int64_t k = 0; k < c; k++)
             above += z[i * c + k] > mine;
@@ -117,15 +118,17 @@ static kd_status evaluate_model(kd_model_run *m, kd_loader *loader, kd_eval_resu
             break;
         kd_scope_begin();
         memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
-        kd_forward_args args = {b.images, false, kd_rng_make(0, 0, 0), want, m->out};
-        st = m->vt->forward(m->self, &args);
+        kd_forward_args args = {sizeof args, in_model_dtype(b.images, m->dtype), false,
+                                kd_rng_make(0, 0, 0), want, m->out};
+        st = args.input ? m->vt->forward(m->self, &args)
+                        : kd_error_wrap(kd_last_status(), "evaluation input");
         kd_tensor *logits = m->out[m->logits];
         kd_tensor *ce = st == KD_OK ? kd_cross_entropy(logits, b.labels, 0.0) : NULL;
-        if (st == KD_OK && !ce)
-            st = KD_ERR_INVALID;
+        kd_tensor *scores = ce ? kd_contiguous(kd_cast(logits, KD_F64)) : NULL;
+        if (st == KD_OK && !scores)
+            st = kd_error_wrap(kd_last_status(), "evaluation");
         if (st == KD_OK) {
-            kd_tensor *lc = kd_contiguous(logits);
-            score_batch(lc, b.labels, &top1, &top5);
+            score_batch(scores, b.labels, &top1, &top5);
             loss_sum += kd_tensor_get(ce, 0) * (double)b.labels->shape[0];
             r->samples += b.labels->shape[0];
         }
@@ -149,7 +152,7 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
         return st;
     if (weights)
         st = kd_weights_load(weights, teacher ? "teacher" : "student", s->student.n_tensors,
-                             s->student.tensors);
+                             s->student.tensors, s->student.vt->filter_weight, s->student.self);
     kd_loader *loader = NULL;
     if (st == KD_OK)
         st = open_loader(&s->val, job->seed, &loader);
@@ -167,7 +170,8 @@ kd_status kd_export(const kd_job *job, const char *weights, const char *out_path
     if (st != KD_OK)
         return st;
     if (weights)
-        st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors);
+        st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors,
+                             s->student.vt->filter_weight, s->student.self);
     if (st == KD_OK) {
         kd_tensor_group g = {"", s->student.n_tensors, s->student.tensors};
         st = kd_checkpoint_save(out_path, 1, &g, NULL);
@@ -275,13 +279,15 @@ static void free_names(char **names, int n)
 
 static kd_status save_checkpoint(run *r, const char *path)
 {
-    kd_tensor_group groups[MAX_GROUPS];
-    char prefixes[MAX_GROUPS][24];
-    int n = kd_session_groups(r->s, groups, MAX_GROUPS, prefixes);
-    char *state = state_json(&r->st);
-    kd_status st = state ? kd_checkpoint_save(path, n, groups, state)
-                         : kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+    kd_tensor_group *groups;
+    int n;
+    kd_status st = kd_session_groups(r->s, &groups, &n);
+    char *state = st == KD_OK ? state_json(&r->st) : NULL;
+    if (st == KD_OK)
+        st = state ? kd_checkpoint_save(path, n, groups, state)
+                   : kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
     free(state);
+    free(groups);
     return st;
 }
 
@@ -356,32 +362,122 @@ static void format_eta(double s, char *buf, size_t size)
 
 /* ---------------------------------------------------------------- one step */
 
-typedef struct step_terms {
-    double total;
-    double value[KD_JOB_MAX_LOSSES]; /* per loss, weighted */
-    int n;
-} step_terms;
+/* What one step's losses left in its scope: read on the steps that log or
+ * draw progress (a read waits for the device), and to name a loss that
+ * went non-finite. */
+typedef struct step_losses {
+    double total;            /* read every step */
+    kd_tensor **weighted;    /* [n_losses] weight * loss */
+    kd_loss_result *results; /* [n_losses] */
+    double *value;           /* [n_losses] weighted, as last read */
+} step_losses;
 
-static kd_status train_step(run *r, const kd_batch *b, double lr, step_terms *terms)
+static kd_status step_losses_init(step_losses *t, int n)
+{
+    t->weighted = calloc((size_t)n + 1, sizeof *t->weighted);
+    t->results = calloc((size_t)n + 1, sizeof *t->results);
+    t->value = calloc((size_t)n + 1, sizeof *t->value);
+    if (!t->weighted || !t->results || !t->value)
+        return kd_error(KD_ERR_NOMEM, "run: out of memory");
+    return KD_OK;
+}
+
+static void step_losses_free(step_losses *t)
+{
+    free(t->weighted);
+    free(t->results);
+    free(t->value);
+}
+
+static void read_values(const kd_session *s, step_losses *t)
+{
+    for (int i = 0; i < s->n_losses; i++)
+        t->value[i] = kd_tensor_get(t->weighted[i], 0);
+}
+
+static kd_status non_finite(const run *r, step_losses *t)
+{
+    read_values(r->s, t);
+    for (int i = 0; i < r->s->n_losses; i++) {
+        double v = t->value[i];
+        const kd_loss_run *l = &r->s->losses[i];
+        if (!isfinite(v))
+            return kd_error(KD_ERR_INVALID, "step %lld (epoch %lld): %s (%s) is %s; stopping",
+                            (long long)r->st.step, (long long)r->st.epoch + 1, l->spec->path,
+                            l->spec->entry->name, isnan(v) ? "NaN" : "infinite");
+    }
+    return kd_error(KD_ERR_INVALID, "step %lld: the total loss is not finite; stopping",
+                    (long long)r->st.step);
+}
+
+/* The job's batch transforms, in order: each replaces the images and sets
+ * soft targets (scope-owned). */
+static kd_status batch_transforms(run *r, kd_batch_args *ba)
+{
+    const kd_session *s = r->s;
+    for (int i = 0; i < s->n_batch_transforms; i++) {
+        ba->rng = kd_rng_make(r->job->seed, STREAM_BATCH << 8 | (uint64_t)i,
+                              (uint64_t)r->st.step);
+        kd_status st = s->btvt[i]->apply(s->btself[i], ba);
+        if (st != KD_OK)
+            return kd_error_wrap(st, "data.train.batch_transforms[%d]", i);
+        if (!ba->images || !ba->soft_targets)
+            return kd_error(KD_ERR_FORMAT, "data.train.batch_transforms[%d] (%s) left no %s", i,
+                            r->job->train.batch_transforms[i]->name,
+                            ba->images ? "soft targets" : "images");
+    }
+    return KD_OK;
+}
+
+/* The teacher runs in a scope of its own under no-grad: only the taps the
+ * losses read move out to the step's scope, the rest of its activations
+ * are freed before the student starts. */
+static kd_status teacher_forward(run *r, kd_tensor *images)
+{
+    kd_model_run *m = &r->s->teacher;
+    bool saved = kd_set_grad_enabled(false);
+    kd_status st = kd_scope_begin();
+    if (st != KD_OK) {
+        kd_set_grad_enabled(saved);
+        return st;
+    }
+    memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
+    kd_forward_args ta = {sizeof ta, images, r->job->teacher.train_bn,
+                          kd_rng_make(r->job->seed, STREAM_TEACHER, (uint64_t)r->st.step),
+                          m->want, m->out};
+    st = m->vt->forward(m->self, &ta);
+    for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
+        if (!m->want[i])
+            m->out[i] = NULL;
+        else if (!m->out[i])
+            st = kd_error(KD_ERR_FORMAT, "model '%s' did not fill tap '%s'",
+                          m->spec->entry->name, m->taps[i].name);
+        else
+            st = kd_scope_promote(m->out[i]);
+    }
+    kd_scope_end();
+    kd_set_grad_enabled(saved);
+    return st == KD_OK ? st : kd_error_wrap(st, "teacher forward");
+}
+
+static kd_status train_step(run *r, const kd_batch *b, double lr, step_losses *t)
 {
     kd_session *s = r->s;
     const kd_job *job = r->job;
     double epoch_pos = (double)r->st.epoch + (double)r->st.batch / (double)r->steps_per_epoch;
-    kd_status st = KD_OK;
+    kd_batch_args ba = {.size = sizeof ba, .images = b->images, .labels = b->labels,
+                        .num_classes = s->num_classes};
+    kd_status st = batch_transforms(r, &ba);
+    if (st != KD_OK)
+        return st;
+    kd_tensor *images = in_model_dtype(ba.images, job->dtype);
+    if (!images)
+        return kd_error_wrap(kd_last_status(), "step input");
 
-    if (s->teacher.vt) {
-        bool saved = kd_set_grad_enabled(false);
-        memset(s->teacher.out, 0, (size_t)s->teacher.n_taps * sizeof *s->teacher.out);
-        kd_forward_args ta = {b->images, job->teacher.train_bn,
-                              kd_rng_make(job->seed, STREAM_TEACHER, (uint64_t)r->st.step),
-                              s->teacher.want, s->teacher.out};
-        st = s->teacher.vt->forward(s->teacher.self, &ta);
-        kd_set_grad_enabled(saved);
-        if (st != KD_OK)
-            return kd_error_wrap(st, "teacher forward");
-    }
+    if (s->teacher.vt && (st = teacher_forward(r, images)) != KD_OK)
+        return st;
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
-    kd_forward_args sa = {b->images, true,
+    kd_forward_args sa = {sizeof sa, images, true,
                           kd_rng_make(job->seed, STREAM_STUDENT, (uint64_t)r->st.step),
                           s->student.want, s->student.out};
     st = s->student.vt->forward(s->student.self, &sa);
@@ -389,41 +485,37 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_terms *te
         return kd_error_wrap(st, "student forward");
 
     kd_tensor *total = NULL;
-    terms->n = s->n_losses;
     for (int i = 0; i < s->n_losses; i++) {
         kd_loss_run *l = &s->losses[i];
         for (int k = 0; k < l->needs.n_student; k++)
             l->student_in[k] = s->student.out[l->student_taps[k]];
         for (int k = 0; k < l->needs.n_teacher; k++)
             l->teacher_in[k] = s->teacher.out[l->teacher_taps[k]];
-        kd_loss_args la = {l->student_in, l->needs.n_teacher ? l->teacher_in : NULL,
-                           b->labels, NULL, b->indices, r->st.epoch, r->st.step, true,
+        kd_loss_args la = {sizeof la, l->student_in, l->needs.n_teacher ? l->teacher_in : NULL,
+                           b->labels, ba.soft_targets, b->indices, r->st.epoch, r->st.step, true,
                            kd_rng_make(job->seed, STREAM_LOSS << 8 | (uint64_t)i,
                                        (uint64_t)r->st.step)};
-        kd_loss_result res = {0};
-        st = l->vt->forward(l->self, &la, &res);
-        if (st == KD_OK && (!res.loss || kd_tensor_numel(res.loss) != 1))
+        kd_loss_result *res = &t->results[i];
+        *res = (kd_loss_result){.size = sizeof *res};
+        st = l->vt->forward(l->self, &la, res);
+        if (st == KD_OK && (!res->loss || kd_tensor_numel(res->loss) != 1))
             st = kd_error(KD_ERR_FORMAT, "loss '%s' returned no scalar", l->spec->entry->name);
+        if (st == KD_OK && res->n_terms > 0 && !res->terms)
+            st = kd_error(KD_ERR_FORMAT, "loss '%s' returned %d terms but no array",
+                          l->spec->entry->name, res->n_terms);
         if (st != KD_OK)
             return kd_error_wrap(st, "%s", l->spec->path);
         double w = l->spec->weight;
         if (l->spec->weight_warmup_epochs > 0 && epoch_pos < l->spec->weight_warmup_epochs)
             w *= epoch_pos / l->spec->weight_warmup_epochs;
-        double v = kd_tensor_get(res.loss, 0);
-        if (!isfinite(v))
-            return kd_error(KD_ERR_INVALID, "step %lld (epoch %lld): %s (%s) is %s; stopping",
-                            (long long)r->st.step, (long long)r->st.epoch + 1, l->spec->path,
-                            l->spec->entry->name, isnan(v) ? "NaN" : "infinite");
-        terms->value[i] = w * v;
-        kd_tensor *weighted = kd_mul_scalar(res.loss, w);
-        total = total ? kd_add(total, weighted) : weighted;
+        t->weighted[i] = kd_mul_scalar(res->loss, w);
+        total = total ? kd_add(total, t->weighted[i]) : t->weighted[i];
     }
     if (!total)
-        return KD_ERR_INVALID;
-    terms->total = kd_tensor_get(total, 0);
-    if (!isfinite(terms->total))
-        return kd_error(KD_ERR_INVALID, "step %lld: the total loss is not finite; stopping",
-                        (long long)r->st.step);
+        return kd_error_wrap(kd_last_status(), "summing the losses");
+    t->total = kd_tensor_get(total, 0);
+    if (!isfinite(t->total))
+        return non_finite(r, t);
     for (int i = 0; i < s->n_params; i++)
         kd_tensor_zero_grad(s->params[i].tensor);
     st = kd_backward(total);
@@ -432,9 +524,29 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_terms *te
     return st;
 }
 
+/* Every term of every loss, as the losses named them:
+ * {"losses[1]": {"tckd": .., "nckd": ..}}; read while the step's scope is
+ * open. */
+static json_t *loss_terms_json(const kd_session *s, const step_losses *t)
+{
+    json_t *all = json_object();
+    for (int i = 0; all && i < s->n_losses; i++) {
+        const kd_loss_result *res = &t->results[i];
+        if (res->n_terms < 1)
+            continue;
+        json_t *one = json_object();
+        for (int k = 0; one && k < res->n_terms; k++)
+            if (res->terms[k].name && res->terms[k].value)
+                json_object_set_new(one, res->terms[k].name,
+                                    json_real(kd_tensor_get(res->terms[k].value, 0)));
+        json_object_set_new(all, s->losses[i].spec->path, one);
+    }
+    return all;
+}
+
 /* ---------------------------------------------------------------- progress */
 
-static void print_progress(run *r, const step_terms *t, double lr, double ips, double eta_s,
+static void print_progress(run *r, const step_losses *t, double lr, double ips, double eta_s,
                            bool final_line)
 {
     char eta[32];
@@ -442,7 +554,7 @@ static void print_progress(run *r, const step_terms *t, double lr, double ips, d
     char terms[512];
     size_t used = 0;
     terms[0] = '\0';
-    for (int i = 0; i < t->n && r->s->n_losses > 1 && used < sizeof terms; i++)
+    for (int i = 0; i < r->s->n_losses && r->s->n_losses > 1 && used < sizeof terms; i++)
         used += (size_t)snprintf(terms + used, sizeof terms - used, "%s%s %.4f",
                                  i ? ", " : " (", r->s->losses[i].spec->entry->name,
                                  t->value[i]);
@@ -496,11 +608,13 @@ static kd_status resume(run *r)
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", r->ckpt_dir, names[n - 1]);
     free_names(names, n);
-    kd_tensor_group groups[MAX_GROUPS];
-    char prefixes[MAX_GROUPS][24];
-    int ng = kd_session_groups(r->s, groups, MAX_GROUPS, prefixes);
+    kd_tensor_group *groups;
+    int ng;
     char *state = NULL;
-    kd_status st = kd_checkpoint_load(path, ng, groups, &state);
+    kd_status st = kd_session_groups(r->s, &groups, &ng);
+    if (st == KD_OK)
+        st = kd_checkpoint_load(path, ng, groups, &state);
+    free(groups);
     if (st == KD_OK)
         st = parse_state(path, state, &r->st);
     free(state);
@@ -529,7 +643,55 @@ static kd_status write_job_copy(const kd_job *job)
     return st;
 }
 
-static kd_status train_epochs(run *r)
+/* One step in its scope; what the logs and progress line show is read
+ * before the scope ends, and only on the steps that show it. */
+static kd_status run_step(run *r, const kd_batch *b, double lr, step_losses *t, double t_start,
+                          int64_t steps_at_start, int64_t total_steps, double *window_t,
+                          int64_t *window_images, double *last_draw, double *ips)
+{
+    const kd_job *job = r->job;
+    kd_scope_begin();
+    kd_status st = train_step(r, b, lr, t);
+    if (st != KD_OK) {
+        kd_scope_end();
+        return st;
+    }
+    r->st.step++;
+    r->st.batch++;
+    r->st.loss_sum += t->total;
+    r->st.loss_count++;
+    *window_images += b->labels->shape[0];
+    double now = now_s();
+    bool log_now = r->st.step % job->log_every == 0;
+    bool draw_now = log_now || (r->tty && now - *last_draw > 0.25);
+    bool epoch_end = r->st.batch == r->steps_per_epoch;
+    if (draw_now || epoch_end)
+        read_values(r->s, t);
+    if (draw_now) {
+        *ips = (double)*window_images / (now - *window_t > 1e-9 ? now - *window_t : 1e-9);
+        double per_step = (now - t_start) / (double)(r->st.step - steps_at_start);
+        print_progress(r, t, lr, *ips, per_step * (double)(total_steps - r->st.step), false);
+        *last_draw = now;
+    }
+    if (log_now) {
+        json_t *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "type", "train",
+                                 "epoch", (json_int_t)r->st.epoch, "step",
+                                 (json_int_t)r->st.step, "lr", lr, "loss", t->total, "loss_avg",
+                                 r->st.loss_sum / (double)r->st.loss_count, "img_per_s", *ips);
+        json_t *weighted = json_object();
+        for (int i = 0; i < r->s->n_losses; i++)
+            json_object_set_new(weighted, r->s->losses[i].spec->path, json_real(t->value[i]));
+        json_object_set_new(line, "terms", weighted);
+        json_object_set_new(line, "loss_terms", loss_terms_json(r->s, t));
+        write_metrics(r, line);
+        *window_t = now;
+        *window_images = 0;
+    }
+    kd_scope_end();
+    return KD_OK;
+}
+
+static kd_status train_epochs(run *r, bool *stopped)
 {
     const kd_job *job = r->job;
     kd_session *s = r->s;
@@ -537,70 +699,36 @@ static kd_status train_epochs(run *r)
     double elapsed_before = r->st.elapsed_s;
     int64_t total_steps = r->steps_per_epoch * job->epochs;
     int64_t steps_at_start = r->st.step;
-    kd_status st = KD_OK;
+    step_losses terms = {0};
+    kd_status st = step_losses_init(&terms, s->n_losses);
     while (st == KD_OK && r->st.epoch < job->epochs) {
         st = kd_loader_start(r->train, r->st.epoch, r->st.batch);
         double window_t = now_s(), last_draw = 0;
         int64_t window_images = 0;
         double ips = 0;
-        step_terms terms = {0};
         double lr = 0;
-        while (st == KD_OK) {
+        while (st == KD_OK && !stop_requested) {
             kd_batch b;
             bool done;
             st = kd_loader_next(r->train, &b, &done);
             if (st != KD_OK || done)
                 break;
             st = s->sched_vt->lr_at(s->sched, r->st.step, &lr);
-            if (st != KD_OK)
-                break;
-            kd_scope_begin();
-            st = train_step(r, &b, lr, &terms);
-            kd_scope_end();
-            if (st != KD_OK)
-                break;
-            r->st.step++;
-            r->st.batch++;
-            r->st.loss_sum += terms.total;
-            r->st.loss_count++;
-            window_images += b.labels->shape[0];
-            double t = now_s();
-            bool log_now = r->st.step % job->log_every == 0;
-            if (log_now || (r->tty && t - last_draw > 0.25)) {
-                ips = (double)window_images / (t - window_t > 1e-9 ? t - window_t : 1e-9);
-                double per_step = (t - t_start) / (double)(r->st.step - steps_at_start);
-                print_progress(r, &terms, lr, ips, per_step * (double)(total_steps - r->st.step),
-                               false);
-                last_draw = t;
-            }
-            if (log_now) {
-                json_t *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "type", "train",
-                                         "epoch", (json_int_t)r->st.epoch, "step",
-                                         (json_int_t)r->st.step, "lr", lr, "loss", terms.total,
-                                         "loss_avg", r->st.loss_sum / (double)r->st.loss_count,
-                                         "img_per_s", ips);
-                json_t *tj = json_object();
-                for (int i = 0; i < terms.n; i++)
-                    json_object_set_new(tj, s->losses[i].spec->path, json_real(terms.value[i]));
-                json_object_set_new(line, "terms", tj);
-                write_metrics(r, line);
-                window_t = t;
-                window_images = 0;
-            }
-            if (stop_signal)
-                break;
+            if (st == KD_OK)
+                st = run_step(r, &b, lr, &terms, t_start, steps_at_start, total_steps,
+                              &window_t, &window_images, &last_draw, &ips);
         }
         r->st.elapsed_s = elapsed_before + (now_s() - t_start);
         if (st != KD_OK)
-            return st;
-        if (stop_signal) {
+            break;
+        if (stop_requested) {
             char path[4200];
             st = checkpoint_step(r, path, sizeof path);
-            if (st != KD_OK)
-                return st;
-            return kd_error(KD_ERR_STATE, "stopped by signal %d at step %lld; checkpoint %s "
-                            "(continue with --resume)", (int)stop_signal,
-                            (long long)r->st.step, path);
+            if (st == KD_OK)
+                fprintf(stderr, "%sstopped at step %lld; checkpoint %s (continue with "
+                        "--resume)\n", r->tty ? "\n" : "", (long long)r->st.step, path);
+            *stopped = st == KD_OK;
+            break;
         }
         if (window_images > 0)
             ips = (double)window_images / (now_s() - window_t > 1e-9 ? now_s() - window_t : 1e-9);
@@ -616,18 +744,20 @@ static kd_status train_epochs(run *r)
             st = run_eval(r, &eval_line);
             write_metrics(r, eval_line);
             if (st != KD_OK)
-                return st;
+                break;
         }
         if (r->st.epoch % job->checkpoint_every == 0 || r->st.epoch == job->epochs) {
             char path[4200];
             st = checkpoint_step(r, path, sizeof path);
         }
     }
+    step_losses_free(&terms);
     return st;
 }
 
-kd_status kd_run(const kd_job *job, const kd_run_options *options)
+kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped)
 {
+    *stopped = false;
     run r = {0};
     r.job = job;
     r.st.best_top1 = -1;
@@ -664,27 +794,24 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options)
                 job->teacher.present ? " teaches " : "training ", job->student.entry->name,
                 job->output, (long long)job->epochs, (long long)r.steps_per_epoch,
                 (long long)job->train.batch_size, kd_num_threads(), now_s() - t0);
-        stop_signal = 0;
-        struct sigaction sa = {0}, old_int, old_term;
-        sa.sa_handler = on_signal;
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
-        st = train_epochs(&r);
-        sigaction(SIGINT, &old_int, NULL);
-        sigaction(SIGTERM, &old_term, NULL);
+        kd_memory_peak_reset(KD_CPU);
+        st = train_epochs(&r, stopped);
     }
-    if (st == KD_OK) {
+    int64_t peak = kd_memory_stats_of(KD_CPU).peak_bytes;
+    if (st == KD_OK && !*stopped) {
         double img = (double)r.st.step * (double)job->train.batch_size;
         fprintf(stderr, "done: %lld steps in %.1f s (%.0f img/s)", (long long)r.st.step,
                 r.st.elapsed_s, r.st.elapsed_s > 0 ? img / r.st.elapsed_s : 0.0);
         if (r.st.best_epoch >= 0)
             fprintf(stderr, "; best top-1 %.2f%% after epoch %lld (%s/best.safetensors)",
                     r.st.best_top1, (long long)r.st.best_epoch, job->output);
-        fprintf(stderr, "\n");
-        json_t *summary = json_pack("{s:s, s:I, s:I, s:f, s:f, s:I}", "type", "summary", "epoch",
-                                    (json_int_t)r.st.epoch, "step", (json_int_t)r.st.step,
-                                    "elapsed_s", r.st.elapsed_s, "best_top1", r.st.best_top1,
-                                    "best_epoch", (json_int_t)r.st.best_epoch);
+        fprintf(stderr, "; peak tensor memory %.1f MiB\n", (double)peak / (1024.0 * 1024.0));
+        json_t *summary = json_pack("{s:s, s:I, s:I, s:f, s:f, s:I, s:I}", "type", "summary",
+                                    "epoch", (json_int_t)r.st.epoch, "step",
+                                    (json_int_t)r.st.step, "elapsed_s", r.st.elapsed_s,
+                                    "best_top1", r.st.best_top1, "best_epoch",
+                                    (json_int_t)r.st.best_epoch, "peak_bytes",
+                                    (json_int_t)peak);
         if (summary && r.last_eval.samples) {
             json_object_set_new(summary, "top1", json_real(r.last_eval.top1));
             json_object_set_new(summary, "top5", json_real(r.last_eval.top5));

@@ -17,9 +17,15 @@ typedef struct kd_run_options {
     bool resume; /* continue from the newest checkpoint of the output folder */
 } kd_run_options;
 
-/* Trains the job's student. SIGINT/SIGTERM finish the step, write a
- * checkpoint and return KD_ERR_STATE with a message saying so. */
-kd_status kd_run(const kd_job *job, const kd_run_options *options);
+/* Trains the job's student. After kd_run_request_stop() it finishes the
+ * step, writes a checkpoint, says so on stderr and returns KD_OK with
+ * *stopped true (continue with options->resume). */
+kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped);
+
+/* Asks a running kd_run to stop after its current step. Async-signal-safe:
+ * the CLI calls it from its SIGINT and SIGTERM handlers (the library
+ * installs none). */
+void kd_run_request_stop(void);
 
 typedef struct kd_eval_result {
     double top1, top5; /* percent */

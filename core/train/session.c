@@ -20,17 +20,70 @@ static uint64_t role_seed(uint64_t seed, uint64_t role)
     return x ^ (x >> 29);
 }
 
-static kd_status load_vtable(const kd_job *job, const kd_registry_entry *e, size_t min_size,
-                             const kd_vtable_header **vt)
+static kd_status load_vtable(const kd_job *job, const kd_registry_entry *e,
+                             const kd_vtable_header **vt, const void **provider_data)
 {
-    kd_status st = kd_registry_load(job->registry, e, vt);
-    if (st != KD_OK)
-        return st;
-    if ((*vt)->size < min_size)
-        return kd_error(KD_ERR_FORMAT, "%s: the %s vtable of '%s' is %u bytes, older than this "
-                        "host's %zu", e->library_path, kd_plugin_kind_name(e->kind), e->name,
-                        (unsigned)(*vt)->size, min_size);
+    const kd_plugin_provider *p;
+    kd_status st = kd_registry_load(job->registry, e, vt, &p);
+    if (st == KD_OK)
+        *provider_data = p->user_data;
+    return st;
+}
+
+static kd_create_args create_args(const kd_job *job, const kd_registry_entry *e,
+                                  const void *provider_data, const kd_params *params,
+                                  uint64_t role, kd_dtype dtype)
+{
+    return (kd_create_args){.size = sizeof(kd_create_args),
+                            .params = params,
+                            .seed = role_seed(job->seed, role),
+                            .device = KD_CPU,
+                            .dtype = dtype,
+                            .provider = e->name,
+                            .provider_data = provider_data};
+}
+
+/* A plugin's list in the host's layout: element i read with the plugin's
+ * stride, fields the plugin's struct lacks zero. Owned by the caller. */
+static kd_status copy_elements(const void *items, int n, uint32_t elem_size, size_t host_size,
+                               size_t min_size, const char *who, void **out)
+{
+    *out = NULL;
+    if (n < 0 || (n > 0 && !items))
+        return kd_error(KD_ERR_FORMAT, "%s: a list of %d items at %p", who, n, items);
+    if (n > 0 && elem_size < min_size)
+        return kd_error(KD_ERR_FORMAT, "%s: list elements of %u bytes, less than ABI %d's %zu",
+                        who, (unsigned)elem_size, KD_PLUGIN_ABI, min_size);
+    char *copy = calloc((size_t)n + 1, host_size);
+    if (!copy)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", who);
+    size_t take = elem_size < host_size ? elem_size : host_size;
+    for (int i = 0; i < n; i++)
+        memcpy(copy + (size_t)i * host_size, (const char *)items + (size_t)i * elem_size, take);
+    *out = copy;
     return KD_OK;
+}
+
+kd_status kd_session_copy_tensors(const kd_tensor_list *l, const char *who,
+                                  kd_named_tensor **out)
+{
+    kd_status st = copy_elements(l->items, l->n, l->elem_size, sizeof(kd_named_tensor),
+                                 sizeof(kd_named_tensor), who, (void **)out);
+    for (int i = 0; st == KD_OK && i < l->n; i++)
+        if (!(*out)[i].name || !(*out)[i].tensor)
+            st = kd_error(KD_ERR_FORMAT, "%s: tensor %d has no %s", who, i,
+                          (*out)[i].name ? "tensor" : "name");
+    return st;
+}
+
+static kd_status copy_taps(const kd_tap_list *l, const char *who, kd_tap_info **out)
+{
+    kd_status st = copy_elements(l->items, l->n, l->elem_size, sizeof(kd_tap_info),
+                                 sizeof(kd_tap_info), who, (void **)out);
+    for (int i = 0; st == KD_OK && i < l->n; i++)
+        if (!(*out)[i].name)
+            st = kd_error(KD_ERR_FORMAT, "%s: tap %d has no name", who, i);
+    return st;
 }
 
 static int find_tap(const kd_model_run *m, const char *name)
@@ -45,17 +98,30 @@ static kd_status open_model(const kd_job *job, const kd_job_model *spec, uint64_
                             kd_model_run *m)
 {
     const kd_vtable_header *h;
-    kd_status st = load_vtable(job, spec->entry, sizeof(kd_model_vtable), &h);
+    const void *data;
+    kd_status st = load_vtable(job, spec->entry, &h, &data);
     if (st != KD_OK)
         return st;
     m->spec = spec;
     m->vt = (const kd_model_vtable *)h;
-    kd_create_args args = {spec->params, role_seed(job->seed, role), KD_CPU};
+    m->dtype = job->dtype;
+    kd_create_args args = create_args(job, spec->entry, data, spec->params, role, job->dtype);
     st = m->vt->create(&args, &m->self);
+    kd_tensor_list tl = {0};
+    kd_tap_list taps = {0};
+    if (st == KD_OK)
+        st = m->vt->tensors(m->self, &tl);
+    if (st == KD_OK)
+        st = m->vt->taps(m->self, &taps);
     if (st != KD_OK)
         return kd_error_wrap(st, "%s (model '%s')", spec->path, spec->entry->name);
-    m->n_tensors = m->vt->tensors(m->self, &m->tensors);
-    m->n_taps = m->vt->taps(m->self, &m->taps);
+    char who[128];
+    snprintf(who, sizeof who, "%s (model '%s')", spec->path, spec->entry->name);
+    if ((st = kd_session_copy_tensors(&tl, who, &m->tensors)) != KD_OK ||
+        (st = copy_taps(&taps, who, &m->taps)) != KD_OK)
+        return st;
+    m->n_tensors = tl.n;
+    m->n_taps = taps.n;
     m->logits = find_tap(m, "logits");
     if (m->n_taps < 1 || m->logits < 0)
         return kd_error(KD_ERR_FORMAT, "%s: model '%s' has no \"logits\" tap", spec->path,
@@ -66,7 +132,8 @@ static kd_status open_model(const kd_job *job, const kd_job_model *spec, uint64_
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", spec->path);
     m->want[m->logits] = true;
     if (spec->weights) {
-        st = kd_weights_load(spec->weights, spec->path, m->n_tensors, m->tensors);
+        st = kd_weights_load(spec->weights, spec->path, m->n_tensors, m->tensors,
+                             m->vt->filter_weight, m->self);
         if (st != KD_OK)
             return st;
     }
@@ -77,6 +144,8 @@ static void close_model(kd_model_run *m)
 {
     if (m->vt && m->self)
         m->vt->destroy(m->self);
+    free(m->tensors);
+    free(m->taps);
     free(m->want);
     free(m->out);
     memset(m, 0, sizeof *m);
@@ -86,12 +155,14 @@ static kd_status open_data(const kd_job *job, const kd_job_data *spec, uint64_t 
                            kd_data_run *d)
 {
     const kd_vtable_header *h;
+    const void *data;
     d->spec = spec;
-    kd_status st = load_vtable(job, spec->dataset, sizeof(kd_dataset_vtable), &h);
+    kd_status st = load_vtable(job, spec->dataset, &h, &data);
     if (st != KD_OK)
         return st;
     d->vt = (const kd_dataset_vtable *)h;
-    kd_create_args args = {spec->dataset_params, role_seed(job->seed, role), KD_CPU};
+    kd_create_args args = create_args(job, spec->dataset, data, spec->dataset_params, role,
+                                      KD_F32);
     st = d->vt->create(&args, &d->self);
     if (st == KD_OK)
         st = d->vt->info(d->self, &d->info);
@@ -107,11 +178,12 @@ static kd_status open_data(const kd_job *job, const kd_job_data *spec, uint64_t 
     if (!d->tvt || !d->tself)
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", spec->path);
     for (int i = 0; i < spec->n_transforms; i++) {
-        st = load_vtable(job, spec->transforms[i], sizeof(kd_transform_vtable), &h);
+        st = load_vtable(job, spec->transforms[i], &h, &data);
         if (st != KD_OK)
             return st;
         d->tvt[i] = (const kd_transform_vtable *)h;
-        kd_create_args targs = {spec->transform_params[i], args.seed, KD_CPU};
+        kd_create_args targs = create_args(job, spec->transforms[i], data,
+                                           spec->transform_params[i], role, KD_F32);
         st = d->tvt[i]->create(&targs, &d->tself[i]);
         if (st != KD_OK)
             return kd_error_wrap(st, "%s.transforms[%d]", spec->path, i);
@@ -157,13 +229,13 @@ static kd_status probe_taps(kd_model_run *m, const kd_data_run *d, kd_tap_shape 
     int64_t in_shape[4] = {1, d->channels, d->height, d->width};
     bool saved = kd_set_grad_enabled(false);
     kd_scope_begin();
-    kd_tensor *x = kd_tensor_zeros(KD_F32, KD_CPU, 4, in_shape);
+    kd_tensor *x = kd_tensor_zeros(m->dtype, KD_CPU, 4, in_shape);
     bool *all = calloc((size_t)m->n_taps, sizeof *all);
     kd_status st = x && all ? KD_OK : kd_error(KD_ERR_NOMEM, "probe: out of memory");
     for (int i = 0; all && i < m->n_taps; i++)
         all[i] = true;
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
-    kd_forward_args args = {x, false, kd_rng_make(0, 0, 0), all, m->out};
+    kd_forward_args args = {sizeof args, x, false, kd_rng_make(0, 0, 0), all, m->out};
     if (st == KD_OK)
         st = m->vt->forward(m->self, &args);
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
@@ -210,13 +282,15 @@ static kd_status open_loss(kd_session *s, int i, const kd_tap_shape *student_sha
     const kd_job *job = s->job;
     kd_loss_run *l = &s->losses[i];
     l->spec = &job->losses[i];
+    snprintf(l->prefix, sizeof l->prefix, "loss.%d.", i);
     const kd_vtable_header *h;
-    kd_status st = load_vtable(job, l->spec->entry, sizeof(kd_loss_vtable), &h);
+    const void *data;
+    kd_status st = load_vtable(job, l->spec->entry, &h, &data);
     if (st != KD_OK)
         return st;
     l->vt = (const kd_loss_vtable *)h;
-    kd_create_args args = {l->spec->params, role_seed(job->seed, ROLE_LOSS + (uint64_t)i),
-                           KD_CPU};
+    kd_create_args args = create_args(job, l->spec->entry, data, l->spec->params,
+                                      ROLE_LOSS + (uint64_t)i, job->dtype);
     st = l->vt->create(&args, &l->self);
     if (st == KD_OK)
         st = l->vt->needs(l->self, &l->needs);
@@ -226,37 +300,53 @@ static kd_status open_loss(kd_session *s, int i, const kd_tap_shape *student_sha
         return kd_error(KD_ERR_INVALID, "%s: loss '%s' distils from a teacher, but the job has "
                         "none (add \"teacher\", or drop this loss to train alone)",
                         l->spec->path, l->spec->entry->name);
-    l->student_taps = calloc((size_t)l->needs.n_student + 1, sizeof(int));
-    l->teacher_taps = calloc((size_t)l->needs.n_teacher + 1, sizeof(int));
-    l->student_in = calloc((size_t)l->needs.n_student + 1, sizeof(kd_tensor *));
-    l->teacher_in = calloc((size_t)l->needs.n_teacher + 1, sizeof(kd_tensor *));
-    kd_tap_shape *shapes = calloc((size_t)(l->needs.n_student + l->needs.n_teacher) + 1,
-                                  sizeof *shapes);
-    if (!l->student_taps || !l->teacher_taps || !l->student_in || !l->teacher_in || !shapes) {
+    int ns = l->needs.n_student, nt = l->needs.n_teacher;
+    l->student_taps = calloc((size_t)ns + 1, sizeof(int));
+    l->teacher_taps = calloc((size_t)nt + 1, sizeof(int));
+    l->student_in = calloc((size_t)ns + 1, sizeof(kd_tensor *));
+    l->teacher_in = calloc((size_t)nt + 1, sizeof(kd_tensor *));
+    kd_tap_shape *shapes = calloc((size_t)(ns + nt) + 1, sizeof *shapes);
+    kd_tap_info *infos = calloc((size_t)(ns + nt) + 1, sizeof *infos);
+    if (!l->student_taps || !l->teacher_taps || !l->student_in || !l->teacher_in || !shapes ||
+        !infos) {
         free(shapes);
+        free(infos);
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", l->spec->path);
     }
-    st = resolve_taps(&s->student, l->spec->path, "student", l->needs.n_student,
-                      l->needs.student, l->student_taps);
+    st = resolve_taps(&s->student, l->spec->path, "student", ns, l->needs.student,
+                      l->student_taps);
     if (st == KD_OK)
-        st = resolve_taps(&s->teacher, l->spec->path, "teacher", l->needs.n_teacher,
-                          l->needs.teacher, l->teacher_taps);
-    for (int k = 0; st == KD_OK && k < l->needs.n_student; k++) {
+        st = resolve_taps(&s->teacher, l->spec->path, "teacher", nt, l->needs.teacher,
+                          l->teacher_taps);
+    for (int k = 0; st == KD_OK && k < ns; k++) {
         s->student.want[l->student_taps[k]] = true;
         shapes[k] = student_shapes[l->student_taps[k]];
+        infos[k] = s->student.taps[l->student_taps[k]];
     }
-    for (int k = 0; st == KD_OK && k < l->needs.n_teacher; k++) {
+    for (int k = 0; st == KD_OK && k < nt; k++) {
         s->teacher.want[l->teacher_taps[k]] = true;
-        shapes[l->needs.n_student + k] = teacher_shapes[l->teacher_taps[k]];
+        shapes[ns + k] = teacher_shapes[l->teacher_taps[k]];
+        infos[ns + k] = s->teacher.taps[l->teacher_taps[k]];
     }
     if (st == KD_OK && l->vt->bind) {
-        st = l->vt->bind(l->self, shapes, shapes + l->needs.n_student);
+        kd_bind_args bind = {sizeof bind, shapes, shapes + ns, infos, infos + ns, &s->services};
+        st = l->vt->bind(l->self, &bind);
         if (st != KD_OK)
             st = kd_error_wrap(st, "%s (loss '%s')", l->spec->path, l->spec->entry->name);
     }
     free(shapes);
-    if (st == KD_OK && l->vt->tensors)
-        l->n_tensors = l->vt->tensors(l->self, &l->tensors);
+    free(infos);
+    if (st == KD_OK && l->vt->tensors) {
+        kd_tensor_list tl = {0};
+        char who[64];
+        snprintf(who, sizeof who, "%s (loss '%s')", l->spec->path, l->spec->entry->name);
+        st = l->vt->tensors(l->self, &tl);
+        if (st == KD_OK)
+            st = kd_session_copy_tensors(&tl, who, &l->tensors);
+        else
+            st = kd_error_wrap(st, "%s", who);
+        l->n_tensors = st == KD_OK ? tl.n : 0;
+    }
     return st;
 }
 
@@ -268,6 +358,10 @@ static void close_loss(kd_loss_run *l)
     free(l->teacher_taps);
     free(l->student_in);
     free(l->teacher_in);
+    free(l->tensors);
+    for (int i = 0; l->param_names && i < l->n_tensors; i++)
+        free(l->param_names[i]);
+    free(l->param_names);
 }
 
 int64_t kd_session_steps_per_epoch(const kd_session *s)
@@ -301,9 +395,11 @@ static kd_status check_logits(const kd_session *s, const kd_tap_shape *student,
     return KD_OK;
 }
 
-static kd_status open_optimizer(kd_session *s)
+/* The trainable tensors: the student's under their own names, each
+ * loss's under "loss.<i>.", so two losses that both own "proj.weight" have
+ * distinct optimizer state. */
+static kd_status collect_params(kd_session *s)
 {
-    const kd_job *job = s->job;
     int n = 0;
     for (int i = 0; i < s->student.n_tensors; i++)
         n += (s->student.tensors[i].flags & KD_TENSOR_PARAM) != 0;
@@ -316,32 +412,205 @@ static kd_status open_optimizer(kd_session *s)
     for (int i = 0; i < s->student.n_tensors; i++)
         if (s->student.tensors[i].flags & KD_TENSOR_PARAM)
             s->params[s->n_params++] = s->student.tensors[i];
-    for (int l = 0; l < s->n_losses; l++)
-        for (int i = 0; i < s->losses[l].n_tensors; i++)
-            if (s->losses[l].tensors[i].flags & KD_TENSOR_PARAM)
-                s->params[s->n_params++] = s->losses[l].tensors[i];
+    for (int l = 0; l < s->n_losses; l++) {
+        kd_loss_run *lr = &s->losses[l];
+        lr->param_names = calloc((size_t)lr->n_tensors + 1, sizeof *lr->param_names);
+        if (!lr->param_names)
+            return kd_error(KD_ERR_NOMEM, "optim: out of memory");
+        for (int i = 0; i < lr->n_tensors; i++) {
+            if (!(lr->tensors[i].flags & KD_TENSOR_PARAM))
+                continue;
+            size_t len = strlen(lr->tensors[i].name) + 32;
+            if (!(lr->param_names[i] = malloc(len)))
+                return kd_error(KD_ERR_NOMEM, "optim: out of memory");
+            snprintf(lr->param_names[i], len, "loss.%d.%s", l, lr->tensors[i].name);
+            s->params[s->n_params] = lr->tensors[i];
+            s->params[s->n_params++].name = lr->param_names[i];
+        }
+    }
     for (int i = 0; i < s->n_params; i++)
         kd_tensor_set_requires_grad(s->params[i].tensor, true);
+    return KD_OK;
+}
 
+static kd_status open_optimizer(kd_session *s)
+{
+    const kd_job *job = s->job;
+    kd_status st = collect_params(s);
     const kd_vtable_header *h;
-    kd_status st = load_vtable(job, job->optim, sizeof(kd_optimizer_vtable), &h);
+    const void *data;
+    if (st == KD_OK)
+        st = load_vtable(job, job->optim, &h, &data);
     if (st != KD_OK)
         return st;
     s->optim_vt = (const kd_optimizer_vtable *)h;
-    kd_create_args args = {job->optim_params, role_seed(job->seed, ROLE_OPTIM), KD_CPU};
-    st = s->optim_vt->create(&args, s->n_params, s->params, &s->optim);
+    kd_create_args args = create_args(job, job->optim, data, job->optim_params, ROLE_OPTIM,
+                                      job->dtype);
+    kd_tensor_list params;
+    KD_LIST_SET(&params, s->params, s->n_params);
+    st = s->optim_vt->create(&args, &params, &s->optim);
+    kd_tensor_list state = {0};
+    if (st == KD_OK)
+        st = s->optim_vt->state(s->optim, &state);
+    if (st == KD_OK)
+        st = kd_session_copy_tensors(&state, "optim", &s->optim_state);
     if (st != KD_OK)
         return kd_error_wrap(st, "optim (optimizer '%s')", job->optim->name);
-    s->n_optim_state = s->optim_vt->state(s->optim, &s->optim_state);
+    s->n_optim_state = state.n;
 
-    st = load_vtable(job, job->schedule, sizeof(kd_scheduler_vtable), &h);
+    st = load_vtable(job, job->schedule, &h, &data);
     if (st != KD_OK)
         return st;
     s->sched_vt = (const kd_scheduler_vtable *)h;
-    kd_schedule_info info = {job->lr, kd_session_steps_per_epoch(s), job->epochs};
-    kd_create_args sargs = {job->schedule_params, role_seed(job->seed, ROLE_SCHED), KD_CPU};
+    kd_schedule_info info = {sizeof info, job->lr, kd_session_steps_per_epoch(s), job->epochs};
+    kd_create_args sargs = create_args(job, job->schedule, data, job->schedule_params,
+                                       ROLE_SCHED, job->dtype);
     st = s->sched_vt->create(&sargs, &info, &s->sched);
     return st == KD_OK ? st : kd_error_wrap(st, "schedule (scheduler '%s')", job->schedule->name);
+}
+
+/* ---------------------------------------------------------------- host services */
+
+static kd_status service_train_labels(void *host, const int64_t **labels)
+{
+    kd_session *s = host;
+    *labels = NULL;
+    if (!s->train.vt)
+        return kd_error(KD_ERR_STATE, "train_labels: the job has no data.train");
+    if (!s->train_labels) {
+        int64_t n = s->services.train_length, all = s->train.info.length;
+        int64_t *y = malloc((size_t)(s->train.vt->labels ? all : n) * sizeof *y + 1);
+        if (!y)
+            return kd_error(KD_ERR_NOMEM, "train_labels: out of memory for %lld labels",
+                            (long long)n);
+        kd_status st = KD_OK;
+        if (s->train.vt->labels) {
+            st = s->train.vt->labels(s->train.self, y);
+        } else {
+            kd_sample sample = {0};
+            for (int64_t i = 0; st == KD_OK && i < n; i++)
+                st = s->train.vt->get(s->train.self, i, &sample, &y[i]);
+            free(sample.data);
+        }
+        if (st != KD_OK) {
+            free(y);
+            return kd_error_wrap(st, "data.train: labels");
+        }
+        s->train_labels = y;
+    }
+    *labels = s->train_labels;
+    return KD_OK;
+}
+
+static kd_status service_forward_from(void *host, kd_model_role role, const char *from,
+                                      kd_tensor *input, const char *to, bool training,
+                                      kd_tensor **out)
+{
+    kd_session *s = host;
+    *out = NULL;
+    kd_model_run *m = role == KD_ROLE_TEACHER ? &s->teacher : &s->student;
+    const char *who = role == KD_ROLE_TEACHER ? "teacher" : "student";
+    if (!m->vt)
+        return kd_error(KD_ERR_STATE, "forward_from: the job has no %s", who);
+    int a = find_tap(m, from), b = find_tap(m, to);
+    if (a < 0 || b < 0)
+        return kd_error(KD_ERR_INVALID, "forward_from: the %s '%s' has no tap '%s'", who,
+                        m->spec->entry->name, a < 0 ? from : to);
+    if (b <= a)
+        return kd_error(KD_ERR_INVALID, "forward_from: tap '%s' does not come after '%s' in "
+                        "the %s '%s'", to, from, who, m->spec->entry->name);
+    if (!m->vt->forward_from)
+        return kd_error(KD_ERR_UNSUPPORTED, "forward_from: the %s '%s' cannot start from a tap",
+                        who, m->spec->entry->name);
+    bool *want = calloc((size_t)m->n_taps, sizeof *want);
+    kd_tensor **taps = calloc((size_t)m->n_taps, sizeof *taps);
+    kd_status st = want && taps ? KD_OK : kd_error(KD_ERR_NOMEM, "forward_from: out of memory");
+    if (st == KD_OK) {
+        want[b] = true;
+        kd_forward_args args = {sizeof args, input, training, kd_rng_make(s->job->seed, 0, 0),
+                                want, taps};
+        st = m->vt->forward_from(m->self, a, &args);
+        if (st == KD_OK && !taps[b])
+            st = kd_error(KD_ERR_FORMAT, "forward_from: the %s '%s' did not fill tap '%s'", who,
+                          m->spec->entry->name, to);
+        if (st == KD_OK)
+            *out = taps[b];
+    }
+    free(want);
+    free(taps);
+    return st;
+}
+
+/* One process for now: the collectives have nothing to exchange. */
+static kd_status service_all_reduce(void *host, kd_tensor *t, kd_reduce_op op)
+{
+    (void)host;
+    (void)op;
+    return t ? KD_OK : kd_error(KD_ERR_INVALID, "all_reduce: NULL tensor");
+}
+
+static kd_status service_all_gather(void *host, kd_tensor *t, kd_tensor **out)
+{
+    (void)host;
+    *out = t;
+    return t ? KD_OK : kd_error(KD_ERR_INVALID, "all_gather: NULL tensor");
+}
+
+static void init_services(kd_session *s)
+{
+    s->services = (kd_host_services){
+        .size = sizeof(kd_host_services),
+        .host = s,
+        .num_classes = s->num_classes,
+        .train_length = s->train.vt ? (s->job->train.subset ? s->job->train.subset
+                                                            : s->train.info.length)
+                                    : 0,
+        .rank = 0,
+        .world_size = 1,
+        .train_labels = service_train_labels,
+        .forward_from = service_forward_from,
+        .all_reduce = service_all_reduce,
+        .all_gather = service_all_gather,
+    };
+}
+
+static kd_status open_batch_transforms(kd_session *s)
+{
+    const kd_job_data *spec = &s->job->train;
+    int n = spec->n_batch_transforms;
+    s->btvt = calloc((size_t)n + 1, sizeof *s->btvt);
+    s->btself = calloc((size_t)n + 1, sizeof *s->btself);
+    if (!s->btvt || !s->btself)
+        return kd_error(KD_ERR_NOMEM, "data.train: out of memory");
+    for (int i = 0; i < n; i++, s->n_batch_transforms++) {
+        const kd_vtable_header *h;
+        const void *data;
+        kd_status st = load_vtable(s->job, spec->batch_transforms[i], &h, &data);
+        if (st != KD_OK)
+            return st;
+        s->btvt[i] = (const kd_batch_transform_vtable *)h;
+        kd_create_args args = create_args(s->job, spec->batch_transforms[i], data,
+                                          spec->batch_transform_params[i], ROLE_TRAIN, KD_F32);
+        st = s->btvt[i]->create(&args, &s->btself[i]);
+        if (st != KD_OK)
+            return kd_error_wrap(st, "data.train.batch_transforms[%d] (%s)", i,
+                                 spec->batch_transforms[i]->name);
+    }
+    return KD_OK;
+}
+
+/* The teacher is never trained: a loss that backpropagates through it
+ * (forward_from on the teacher) must not pile gradients into it. A teacher
+ * in eval mode is also told its tensors are final, so it may fold. */
+static kd_status freeze(kd_model_run *m, bool eval_only)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        kd_tensor_set_requires_grad(m->tensors[i].tensor, false);
+    if (!eval_only || !m->vt->freeze)
+        return KD_OK;
+    kd_status st = m->vt->freeze(m->self);
+    return st == KD_OK ? st : kd_error_wrap(st, "%s (model '%s')", m->spec->path,
+                                            m->spec->entry->name);
 }
 
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out)
@@ -363,6 +632,8 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
     }
     if (mode != KD_SESSION_TRAIN && !job->val.present)
         st = kd_error(KD_ERR_INVALID, "data.val: missing (what to evaluate on)");
+    if (mode == KD_SESSION_TRAIN)
+        st = kd_job_check_output(job);
     if (st == KD_OK && mode == KD_SESSION_TRAIN)
         st = open_data(job, &job->train, ROLE_TRAIN, &s->train);
     if (st == KD_OK && job->val.present)
@@ -396,12 +667,19 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
     if (st == KD_OK && mode != KD_SESSION_TEACHER)
         st = check_logits(s, ss, s->teacher.vt ? ts : NULL);
     s->num_classes = ss && st == KD_OK ? (int)ss[s->student.logits].shape[1] : 0;
+    if (st == KD_OK && s->teacher.vt)
+        st = freeze(&s->teacher, !job->teacher.train_bn);
+    if (st == KD_OK && mode == KD_SESSION_TEACHER)
+        st = freeze(&s->student, false); /* eval --weights loads after this */
+    init_services(s);
     if (st == KD_OK && mode == KD_SESSION_TRAIN) {
         s->losses = calloc((size_t)job->n_losses, sizeof *s->losses);
         if (!s->losses)
             st = kd_error(KD_ERR_NOMEM, "session: out of memory");
         for (int i = 0; st == KD_OK && i < job->n_losses; i++, s->n_losses++)
             st = open_loss(s, i, ss, ts);
+        if (st == KD_OK)
+            st = open_batch_transforms(s);
         if (st == KD_OK)
             st = open_optimizer(s);
     }
@@ -421,6 +699,10 @@ void kd_session_close(kd_session *s)
         s->sched_vt->destroy(s->sched);
     if (s->optim_vt && s->optim)
         s->optim_vt->destroy(s->optim);
+    for (int i = 0; i < s->n_batch_transforms; i++)
+        s->btvt[i]->destroy(s->btself[i]);
+    free(s->btvt);
+    free(s->btself);
     free(s->params);
     for (int i = 0; i < s->n_losses; i++)
         close_loss(&s->losses[i]);
@@ -431,24 +713,28 @@ void kd_session_close(kd_session *s)
     close_data(&s->val);
     free(s->student_shapes);
     free(s->teacher_shapes);
+    free(s->optim_state);
+    free(s->train_labels);
     free(s);
 }
 
-int kd_session_groups(const kd_session *s, kd_tensor_group *groups, int max,
-                      char (*prefixes)[24])
+kd_status kd_session_groups(const kd_session *s, kd_tensor_group **out, int *n_out)
 {
+    kd_tensor_group *g = calloc((size_t)s->n_losses + 2, sizeof *g);
+    *out = g;
+    *n_out = 0;
+    if (!g)
+        return kd_error(KD_ERR_NOMEM, "checkpoint: out of memory");
     int n = 0;
-    if (n < max)
-        groups[n++] = (kd_tensor_group){"student.", s->student.n_tensors, s->student.tensors};
-    for (int i = 0; i < s->n_losses && n < max; i++) {
-        if (!s->losses[i].n_tensors)
-            continue;
-        snprintf(prefixes[i], sizeof prefixes[i], "loss.%d.", i);
-        groups[n++] = (kd_tensor_group){prefixes[i], s->losses[i].n_tensors, s->losses[i].tensors};
-    }
-    if (n < max && s->n_optim_state)
-        groups[n++] = (kd_tensor_group){"optim.", s->n_optim_state, s->optim_state};
-    return n;
+    g[n++] = (kd_tensor_group){"student.", s->student.n_tensors, s->student.tensors};
+    for (int i = 0; i < s->n_losses; i++)
+        if (s->losses[i].n_tensors)
+            g[n++] = (kd_tensor_group){s->losses[i].prefix, s->losses[i].n_tensors,
+                                       s->losses[i].tensors};
+    if (s->n_optim_state)
+        g[n++] = (kd_tensor_group){"optim.", s->n_optim_state, s->optim_state};
+    *n_out = n;
+    return KD_OK;
 }
 
 /* ---------------------------------------------------------------- plan */
@@ -467,35 +753,51 @@ static int64_t count_params(const kd_model_run *m, int64_t *buffers)
     return n;
 }
 
-/* One forward at batch 1: MACs, and the bytes a forward with autograd on
- * keeps per image (activations saved for backward). */
+/* One image through m: its MACs, and the most tensor memory the pass had
+ * alive beyond what was alive before it, less the input. With grad, a
+ * training step's forward and backward (from the sum of the logits; the
+ * parameter gradients it makes are counted with the parameters and freed
+ * again); without, a forward under no-grad in its own scope, as the
+ * teacher and evaluation run. Memory of a batch is about the batch size
+ * times this. */
 static kd_status measure(kd_model_run *m, const kd_data_run *d, bool grad, int64_t *macs,
                          int64_t *bytes)
 {
     int64_t in_shape[4] = {1, d->channels, d->height, d->width};
     bool saved = kd_set_grad_enabled(grad);
     kd_scope_begin();
-    kd_tensor *x = kd_tensor_zeros(KD_F32, KD_CPU, 4, in_shape);
+    kd_tensor *x = kd_tensor_zeros(m->dtype, KD_CPU, 4, in_shape);
+    int64_t before = kd_memory_stats_of(KD_CPU).live_bytes;
+    kd_memory_peak_reset(KD_CPU);
     kd_macs_take();
-    kd_alloc_bytes_take();
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
-    kd_forward_args args = {x, grad, kd_rng_make(0, 0, 0), m->want, m->out};
+    kd_forward_args args = {sizeof args, x, grad, kd_rng_make(0, 0, 0), m->want, m->out};
     kd_status st = x ? m->vt->forward(m->self, &args) : KD_ERR_NOMEM;
     *macs = kd_macs_take();
-    *bytes = kd_alloc_bytes_take();
+    int64_t grads = 0;
+    if (st == KD_OK && grad) {
+        st = kd_backward(kd_sum_all(m->out[m->logits]));
+        for (int i = 0; i < m->n_tensors; i++) {
+            kd_tensor *t = m->tensors[i].tensor;
+            if (t->grad)
+                grads += (int64_t)kd_dtype_size(t->dtype) * kd_tensor_numel(t);
+            kd_tensor_zero_grad(t);
+        }
+    }
+    *bytes = kd_memory_stats_of(KD_CPU).peak_bytes - before - grads;
     kd_scope_end();
     kd_set_grad_enabled(saved);
     return st;
 }
 
-/* The student is measured with autograd on (what a training step keeps),
- * the teacher under no-grad, as they run; MACs do not depend on it. */
+/* The student is measured as a training step, the teacher under no-grad,
+ * as they run; MACs do not depend on it. */
 static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
-                             const kd_data_run *d, bool grad, int64_t batch, int64_t *act_bytes)
+                             const kd_data_run *d, bool grad, int64_t *bytes_per_image)
 {
     int64_t buffers, params = count_params(m, &buffers);
-    int64_t macs = 0, bytes = 0;
-    kd_status st = measure(m, d, grad, &macs, &bytes);
+    int64_t macs = 0;
+    kd_status st = measure(m, d, grad, &macs, bytes_per_image);
     if (st != KD_OK)
         return kd_error_wrap(st, "%s", m->spec->path);
     fprintf(out, "%s: %s (%s)\n", role, m->spec->entry->name,
@@ -509,8 +811,13 @@ static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
         fprintf(out, "%s %s (%d ch, /%d)", i ? "," : "", m->taps[i].name, m->taps[i].channels,
                 m->taps[i].reduction);
     fprintf(out, "\n");
-    *act_bytes = bytes * batch;
     return KD_OK;
+}
+
+static int64_t max3(int64_t a, int64_t b, int64_t c)
+{
+    int64_t m = a > b ? a : b;
+    return m > c ? m : c;
 }
 
 kd_status kd_session_plan(kd_session *s, FILE *out)
@@ -529,12 +836,14 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     if (s->val.vt)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
                 (long long)s->val.info.length);
-    int64_t teacher_act = 0, student_act = 0;
+    int64_t teacher_image = 0, student_image = 0, eval_image = 0, macs;
     kd_status st = KD_OK;
     if (s->teacher.vt)
-        st = print_model(out, "teacher", &s->teacher, d, false, batch, &teacher_act);
+        st = print_model(out, "teacher", &s->teacher, d, false, &teacher_image);
     if (st == KD_OK)
-        st = print_model(out, "student", &s->student, d, true, batch, &student_act);
+        st = print_model(out, "student", &s->student, d, true, &student_image);
+    if (st == KD_OK && s->val.vt && job->eval_every > 0)
+        st = measure(&s->student, d, false, &macs, &eval_image);
     if (st != KD_OK)
         return st;
 
@@ -562,16 +871,26 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     }
     int64_t param_bytes = 0, state_bytes = 0;
     for (int i = 0; i < s->n_params; i++)
-        param_bytes += 4 * kd_tensor_numel(s->params[i].tensor);
+        param_bytes += (int64_t)kd_dtype_size(s->params[i].tensor->dtype) *
+                       kd_tensor_numel(s->params[i].tensor);
     for (int i = 0; i < s->n_optim_state; i++)
-        state_bytes += 4 * kd_tensor_numel(s->optim_state[i].tensor);
-    int64_t input_bytes = 4 * batch * d->channels * d->height * d->width;
+        state_bytes += (int64_t)kd_dtype_size(s->optim_state[i].tensor->dtype) *
+                       kd_tensor_numel(s->optim_state[i].tensor);
+    /* batches in flight: the prefetch ring, the loader's own, the step's */
+    int64_t image_bytes = (int64_t)sizeof(float) * d->channels * d->height * d->width;
+    int64_t input_bytes = image_bytes * batch * (job->train.prefetch + 2);
+    int64_t val_batch = job->val.batch_size;
+    int64_t student = student_image * batch, teacher = teacher_image * batch,
+            evaluation = eval_image * val_batch;
+    int64_t total = 2 * param_bytes + state_bytes + input_bytes + max3(student, teacher, evaluation);
     double mib = 1024.0 * 1024.0;
-    fprintf(out, "memory per step (batch %lld, estimate): parameters + gradients %.1f MiB, "
-            "optimizer state %.1f MiB, student activations %.1f MiB, teacher forward %.1f MiB, "
-            "input %.1f MiB\n", (long long)batch, 2.0 * (double)param_bytes / mib,
-            (double)state_bytes / mib, (double)student_act / mib, (double)teacher_act / mib,
-            (double)input_bytes / mib);
+    fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
+            "optimizer state %.1f MiB, batches %.1f MiB, then the largest of: student step "
+            "%.1f MiB (batch %lld), teacher forward %.1f MiB, evaluation %.1f MiB (batch %lld); "
+            "peak about %.1f MiB\n", 2.0 * (double)param_bytes / mib, (double)state_bytes / mib,
+            (double)input_bytes / mib, (double)student / mib, (long long)batch,
+            (double)teacher / mib, (double)evaluation / mib, (long long)val_batch,
+            (double)total / mib);
     fprintf(out, "optim: %s, lr %g; schedule: %s over %lld epochs\n", job->optim->name, job->lr,
             job->schedule->name, (long long)job->epochs);
     return KD_OK;

@@ -16,10 +16,11 @@ typedef struct kd_model_run {
     const kd_job_model *spec;
     const kd_model_vtable *vt;
     void *self;
+    kd_dtype dtype; /* of its tensors and inputs: the job's */
     int n_tensors;
-    const kd_named_tensor *tensors;
+    kd_named_tensor *tensors; /* the host's copy of the model's list */
     int n_taps;
-    const kd_tap_info *taps;
+    kd_tap_info *taps;        /* the host's copy */
     bool *want;        /* [n_taps]: what the losses read */
     kd_tensor **out;   /* [n_taps] */
     int logits;        /* index of the "logits" tap */
@@ -33,8 +34,11 @@ typedef struct kd_loss_run {
     int *student_taps; /* [needs.n_student] tap indices */
     int *teacher_taps; /* [needs.n_teacher] */
     kd_tensor **student_in, **teacher_in;
+    char prefix[24];          /* "loss.<i>.": its tensors in checkpoints and
+                                 its parameters in the optimizer */
     int n_tensors;
-    const kd_named_tensor *tensors;
+    kd_named_tensor *tensors; /* the host's copy of the loss's list */
+    char **param_names;       /* [n_tensors]: prefixed names of parameters */
 } kd_loss_run;
 
 typedef struct kd_data_run {
@@ -53,6 +57,9 @@ typedef struct kd_session {
     int n_losses;
     kd_loss_run *losses;
     kd_data_run train, val; /* val.vt NULL without data.val */
+    int n_batch_transforms;
+    const kd_batch_transform_vtable **btvt;
+    void **btself;
     /* every tap's shape at batch 1, from one probe forward at open */
     kd_tap_shape *student_shapes, *teacher_shapes;
     int num_classes;
@@ -62,9 +69,11 @@ typedef struct kd_session {
     const kd_optimizer_vtable *optim_vt;
     void *optim;
     int n_optim_state;
-    const kd_named_tensor *optim_state;
+    kd_named_tensor *optim_state; /* the host's copy */
     const kd_scheduler_vtable *sched_vt;
     void *sched;
+    kd_host_services services; /* what losses get at bind */
+    int64_t *train_labels;     /* filled on the first train_labels call */
 } kd_session;
 
 typedef enum kd_session_mode {
@@ -80,9 +89,15 @@ void kd_session_close(kd_session *s);
 /* Batches per training epoch of data.train. */
 int64_t kd_session_steps_per_epoch(const kd_session *s);
 
-/* The named tensor list of the whole training state for checkpoints. */
+/* The whole training state for checkpoints: the student, each loss that
+ * owns tensors, the optimizer; *groups is malloc'd (the caller frees it). */
 typedef struct kd_tensor_group kd_tensor_group;
-int kd_session_groups(const kd_session *s, kd_tensor_group *groups, int max, char (*prefixes)[24]);
+kd_status kd_session_groups(const kd_session *s, kd_tensor_group **groups, int *n);
+
+/* A plugin's tensor list in the host's layout (malloc'd, the caller frees
+ * it); `who` names the plugin in messages. */
+kd_status kd_session_copy_tensors(const kd_tensor_list *l, const char *who,
+                                  kd_named_tensor **out);
 
 /* Prints `kdengine plan`: models, parameters, MACs, taps per loss, memory. */
 kd_status kd_session_plan(kd_session *s, FILE *out);

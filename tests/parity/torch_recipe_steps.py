@@ -2,28 +2,25 @@
 finished kdengine runs with bench/fmnist_recipe.py's own functions (model,
 losses, SGD, lr schedule), from the run's starting weights and on the same
 batches (shuffle order, crops and flips drawn as kdengine's loader draws
-them: recipe.KdengineStream), then compares.
+them: recipe.KdengineStream), in the run's dtype, then compares.
 
-Each run is replayed twice: in float32, as the recipe trains, and in
-float64, the reference trajectory. A few steps of SGD through train-mode
-BatchNorm amplify rounding, so after some steps kdengine's float32 run and
-PyTorch's float32 run are both some distance from the float64 one; the test
-asks that kdengine's distance be of the same order as PyTorch's own.
+A float64 run is compared at every step: a few steps of SGD through
+train-mode BatchNorm and ReLU masks amplify rounding ~1e5-fold (one float32
+step already moves updates by ~1e-2), so only float64 arithmetic on both
+sides leaves a trajectory that is the same to tight bounds on every CPU. A
+float32 run is compared where rounding cannot flip anything: the first
+step's loss and terms, and the lr of every step.
 
 Prints one JSON line per run:
-  {"run", "steps", "loss_err_first", "lr_err", "loss_err", "loss_err_torch32",
-   "checkpoints": [{"step", "update", "update_torch32", "stats",
-                    "stats_torch32"}, ...]}
+  {"run", "dtype", "steps", "loss_err_first", "lr_err", "loss_err",
+   "checkpoints": [{"step", "update", "stats"}, ...]}
 loss_err_first: relative error of the first step's total loss and weighted
-terms (the largest) against the float32 replay; lr_err: the largest
-absolute lr difference over all steps; loss_err: the largest relative
-distance of kdengine's total loss or weighted term from the float64
-replay's over all steps, loss_err_torch32 the same for PyTorch's float32
-replay. Per checkpoint kdengine wrote: update, the relative distance of
-kdengine's parameter update (weights minus starting weights, all parameters
-as one vector) from the float64 replay's, and update_torch32 the same for
-PyTorch's float32 replay; stats and stats_torch32 the same for the BN
-running statistics.
+terms (the largest); lr_err: the largest absolute lr difference over all
+steps; loss_err: the largest relative error of the total loss or a weighted
+term over all steps. Per checkpoint kdengine wrote: update, the distance of
+kdengine's parameters from the replay's relative to how far the replay
+moved them from the start (all parameters as one vector); stats the same
+for the BN running statistics. The last three only for float64 runs.
 
 usage: torch_recipe_steps.py RUN_DIR...
 """
@@ -110,8 +107,8 @@ def check(run_dir):
         saved[step] = {k[len("student."):]: v for k, v in tensors.items()
                        if k.startswith("student.")}
 
-    trace32, states32, params = replay(job, len(ours), torch.float32, saved)
-    trace64, states64, _ = replay(job, len(ours), torch.float64, saved)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[job.get("dtype", "float32")]
+    trace, states, params = replay(job, len(ours), dtype, saved)
     start = {k[len("student."):] if k.startswith("student.") else k: v
              for k, v in recipe.read_safetensors(job["student"]["weights"])[0].items()}
     stats = [n for n in start if n.endswith(("running_mean", "running_var"))]
@@ -121,22 +118,17 @@ def check(run_dir):
 
     mine = [values(m["loss"], [m["terms"][f"losses[{i}]"] for i in range(len(m["terms"]))])
             for m in ours]
-    exact = [values(total, terms) for _, total, terms in trace64]
-    single = [values(total, terms) for _, total, terms in trace32]
-    result = {"run": run_dir, "steps": len(ours),
-              "loss_err_first": max(map(relative, mine[0], single[0])),
-              "lr_err": max(abs(m["lr"] - t[0]) for m, t in zip(ours, trace32)),
-              "loss_err": max(max(map(relative, a, b)) for a, b in zip(mine, exact)),
-              "loss_err_torch32": max(max(map(relative, a, b)) for a, b in zip(single, exact)),
-              "checkpoints": []}
-    for step in sorted(saved):
-        reference = states64[step]
-        result["checkpoints"].append({
-            "step": step,
-            "update": distance(saved[step], reference, start, params),
-            "update_torch32": distance(states32[step], reference, start, params),
-            "stats": distance(saved[step], reference, start, stats),
-            "stats_torch32": distance(states32[step], reference, start, stats)})
+    theirs = [values(total, terms) for _, total, terms in trace]
+    result = {"run": run_dir, "dtype": job.get("dtype", "float32"), "steps": len(ours),
+              "loss_err_first": max(map(relative, mine[0], theirs[0])),
+              "lr_err": max(abs(m["lr"] - t[0]) for m, t in zip(ours, trace))}
+    if dtype == torch.float64:
+        result["loss_err"] = max(max(map(relative, a, b)) for a, b in zip(mine, theirs))
+        result["checkpoints"] = [
+            {"step": step,
+             "update": distance(saved[step], states[step], start, params),
+             "stats": distance(saved[step], states[step], start, stats)}
+            for step in sorted(saved)]
     return result
 
 

@@ -108,17 +108,31 @@ static kd_status idx_get(void *self, int64_t index, kd_sample *out, int64_t *lab
     return KD_OK;
 }
 
+static kd_status idx_labels(void *self, int64_t *labels)
+{
+    const idx_dataset *d = self;
+    int64_t count = kd_idx_count(d->images);
+    for (int64_t i = 0; i < count; i++)
+        labels[i] = kd_idx_item(d->labels, i)[0];
+    return KD_OK;
+}
+
 static const kd_dataset_vtable idx_vtable = {
-    {sizeof(kd_dataset_vtable), KD_KIND_DATASET}, idx_create, idx_destroy, idx_info, idx_get};
+    .header = {sizeof(kd_dataset_vtable), KD_KIND_DATASET},
+    .create = idx_create,
+    .destroy = idx_destroy,
+    .info = idx_info,
+    .get = idx_get,
+    .labels = idx_labels,
+};
 
 static const kd_plugin_provider providers[] = {
-    {KD_KIND_DATASET, "idx", &idx_vtable.header},
+    {KD_KIND_DATASET, "idx", &idx_vtable.header, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "idx", "1.0.0");
-    info->n_providers = 1;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, 1);
     return KD_OK;
 }

@@ -266,16 +266,15 @@ static const kd_transform_vtable normalize_vtable = {
     normalize_apply};
 
 static const kd_plugin_provider providers[] = {
-    {KD_KIND_TRANSFORM, "random_crop", &crop_vtable.header},
-    {KD_KIND_TRANSFORM, "hflip", &flip_vtable.header},
-    {KD_KIND_TRANSFORM, "to_tensor", &to_tensor_vtable.header},
-    {KD_KIND_TRANSFORM, "normalize", &normalize_vtable.header},
+    {KD_KIND_TRANSFORM, "random_crop", &crop_vtable.header, NULL},
+    {KD_KIND_TRANSFORM, "hflip", &flip_vtable.header, NULL},
+    {KD_KIND_TRANSFORM, "to_tensor", &to_tensor_vtable.header, NULL},
+    {KD_KIND_TRANSFORM, "normalize", &normalize_vtable.header, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "transforms", "1.0.0");
-    info->n_providers = 4;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, 4);
     return KD_OK;
 }

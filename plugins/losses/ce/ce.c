@@ -12,6 +12,7 @@
 typedef struct ce_loss {
     const char *tap; /* owned copy */
     double smoothing;
+    kd_loss_term term; /* "ce": the loss itself */
 } ce_loss;
 
 static kd_status ce_create(const kd_create_args *args, void **self)
@@ -25,6 +26,7 @@ static kd_status ce_create(const kd_create_args *args, void **self)
     }
     c->tap = tap;
     c->smoothing = kd_params_number(args->params, "label_smoothing");
+    c->term.name = "ce";
     *self = c;
     return KD_OK;
 }
@@ -48,10 +50,10 @@ static kd_status ce_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static kd_status ce_bind(void *self, const kd_tap_shape *student, const kd_tap_shape *teacher)
+static kd_status ce_bind(void *self, const kd_bind_args *args)
 {
-    (void)teacher;
     ce_loss *c = self;
+    const kd_tap_shape *student = args->student;
     if (student->ndim != 2)
         return kd_error(KD_ERR_INVALID,
                         "ce: tap '%s' has %d dims; cross-entropy needs [N, classes] logits",
@@ -97,10 +99,10 @@ static kd_status ce_forward(void *self, const kd_loss_args *args, kd_loss_result
     }
     if (!loss)
         return kd_error_wrap(kd_last_status(), "ce (tap '%s')", c->tap);
+    c->term.value = loss;
     out->loss = loss;
     out->n_terms = 1;
-    out->term_names[0] = "ce";
-    out->term_values[0] = kd_tensor_get(loss, 0);
+    out->terms = &c->term;
     return KD_OK;
 }
 
@@ -109,18 +111,17 @@ static const kd_loss_vtable ce_vtable = {
     .create = ce_create,
     .destroy = ce_destroy,
     .needs = ce_needs,
-    .bind = ce_bind,
     .forward = ce_forward,
+    .bind = ce_bind,
 };
 
 static const kd_plugin_provider providers[] = {
-    {KD_KIND_LOSS, "ce", &ce_vtable.header},
+    {KD_KIND_LOSS, "ce", &ce_vtable.header, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "ce", "1.0.0");
-    info->n_providers = 1;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, 1);
     return KD_OK;
 }

@@ -7,10 +7,11 @@
 
 #include <kdengine/ops.h>
 
-#include "../logit_stand/zscore.h"
+#include "zscore.h"
 
 typedef struct logit_kd {
-    const char *provider, *term;
+    const char *provider;
+    kd_loss_term term; /* the loss itself, under the provider's term name */
     const char *taps[2]; /* student, teacher: owned copies */
     double temperature;
     bool standardize;
@@ -30,7 +31,7 @@ kd_status logit_kd_create(const logit_kd_options *o, void **self)
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", o->provider);
     }
     k->provider = o->provider;
-    k->term = o->term;
+    k->term.name = o->term;
     k->taps[0] = student;
     k->taps[1] = teacher;
     k->temperature = o->temperature;
@@ -80,9 +81,10 @@ static kd_status check_classes(const logit_kd *k, int64_t classes)
     return KD_OK;
 }
 
-kd_status logit_kd_bind(void *self, const kd_tap_shape *student, const kd_tap_shape *teacher)
+kd_status logit_kd_bind(void *self, const kd_bind_args *args)
 {
     logit_kd *k = self;
+    const kd_tap_shape *student = args->student, *teacher = args->teacher;
     if (student->ndim != 2 || teacher->ndim != 2 || student->shape[1] != teacher->shape[1]) {
         char a[96], b[96];
         return kd_error(KD_ERR_INVALID,
@@ -140,9 +142,9 @@ kd_status logit_kd_forward(void *self, const kd_loss_args *args, kd_loss_result 
     kd_tensor *loss = t2 == 1 ? kl : kd_mul_scalar(kl, t2);
     if (!loss)
         return kd_error_wrap(kd_last_status(), "%s", k->provider);
+    k->term.value = loss;
     out->loss = loss;
     out->n_terms = 1;
-    out->term_names[0] = k->term;
-    out->term_values[0] = kd_tensor_get(loss, 0);
+    out->terms = &k->term;
     return KD_OK;
 }

@@ -17,7 +17,7 @@
 #define LOGIT_KD_HIDDEN __attribute__((visibility("hidden")))
 
 typedef struct logit_kd_options {
-    const char *provider; /* static: names the loss in messages */
+    const char *provider; /* static (the host's entry): names the loss in messages */
     const char *term;     /* static: the log term's name */
     const char *student_tap, *teacher_tap; /* copied */
     double temperature;
@@ -28,8 +28,7 @@ typedef struct logit_kd_options {
 LOGIT_KD_HIDDEN kd_status logit_kd_create(const logit_kd_options *o, void **self);
 LOGIT_KD_HIDDEN void logit_kd_destroy(void *self);
 LOGIT_KD_HIDDEN kd_status logit_kd_needs(void *self, kd_loss_needs *out);
-LOGIT_KD_HIDDEN kd_status logit_kd_bind(void *self, const kd_tap_shape *student,
-                                        const kd_tap_shape *teacher);
+LOGIT_KD_HIDDEN kd_status logit_kd_bind(void *self, const kd_bind_args *args);
 LOGIT_KD_HIDDEN kd_status logit_kd_forward(void *self, const kd_loss_args *args,
                                            kd_loss_result *out);
 

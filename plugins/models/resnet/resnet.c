@@ -60,6 +60,8 @@ static const char *const TAP_NAMES[2][MAX_TAPS] = {
 typedef struct conv_layer {
     kd_tensor *weight;
     kd_conv2d_params p;
+    /* after freeze(): the convolution with its batch norm folded in */
+    kd_tensor *folded_weight, *folded_bias;
 } conv_layer;
 
 typedef struct bn_layer {
@@ -78,6 +80,7 @@ typedef struct res_block {
 typedef struct resnet {
     const resnet_arch *arch;
     uint64_t seed;
+    kd_dtype dtype; /* of parameters and buffers: the job's */
     int in_chans, num_classes;
     conv_layer stem;
     bn_layer stem_bn;
@@ -161,18 +164,36 @@ static void fill_uniform(float *w, int64_t n, double bound, const kd_rng *rng)
         w[i] = (float)((2.0 * w[i] - 1.0) * bound);
 }
 
+/* The draws are float32 whatever the model's dtype, so a float64 model
+ * starts from exactly the weights of the float32 one. */
+static kd_status init_weight(resnet *r, kd_tensor *t, double scale, const kd_rng *rng,
+                             void (*fill)(float *, int64_t, double, const kd_rng *))
+{
+    int64_t n = kd_tensor_numel(t);
+    if (t->dtype == KD_F32) {
+        fill(kd_tensor_data(t), n, scale, rng);
+        return KD_OK;
+    }
+    kd_tensor *draws = kd_tensor_empty(KD_F32, KD_CPU, t->ndim, t->shape);
+    if (!draws)
+        return kd_error(KD_ERR_NOMEM, "%s: out of host memory", r->arch->name);
+    fill(kd_tensor_data(draws), n, scale, rng);
+    kd_status st = kd_tensor_copy_(t, draws);
+    kd_tensor_free(draws);
+    return st;
+}
+
 /* Both families: kaiming normal, fan_out, gain sqrt(2). */
 static kd_status add_conv(resnet *r, conv_layer *c, const char *name, int cin, int cout, int k,
                           int stride)
 {
     kd_rng rng = tensor_rng(r);
-    c->weight = add_tensor(r, KD_TENSOR_PARAM, KD_F32, 4, (int64_t[]){cout, cin, k, k}, "%s", name);
+    c->weight = add_tensor(r, KD_TENSOR_PARAM, r->dtype, 4, (int64_t[]){cout, cin, k, k}, "%s",
+                           name);
     if (!c->weight)
         return KD_ERR_NOMEM;
-    fill_normal(kd_tensor_data(c->weight), kd_tensor_numel(c->weight),
-                sqrt(2.0 / ((double)cout * k * k)), &rng);
     c->p = (kd_conv2d_params){{stride, stride}, {k / 2, k / 2}, {1, 1}, 1};
-    return KD_OK;
+    return init_weight(r, c->weight, sqrt(2.0 / ((double)cout * k * k)), &rng, fill_normal);
 }
 
 /* prefix names the BN ("bn1", "layer1.0.downsample.1"); gamma is 1, or 0
@@ -181,10 +202,10 @@ static kd_status add_bn(resnet *r, bn_layer *b, const char *prefix, int channels
 {
     const int64_t c = channels;
     const uint32_t affine = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY;
-    b->weight = add_tensor(r, affine, KD_F32, 1, &c, "%s.weight", prefix);
-    b->bias = add_tensor(r, affine, KD_F32, 1, &c, "%s.bias", prefix);
-    b->running_mean = add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c, "%s.running_mean", prefix);
-    b->running_var = add_tensor(r, KD_TENSOR_BUFFER, KD_F32, 1, &c, "%s.running_var", prefix);
+    b->weight = add_tensor(r, affine, r->dtype, 1, &c, "%s.weight", prefix);
+    b->bias = add_tensor(r, affine, r->dtype, 1, &c, "%s.bias", prefix);
+    b->running_mean = add_tensor(r, KD_TENSOR_BUFFER, r->dtype, 1, &c, "%s.running_mean", prefix);
+    b->running_var = add_tensor(r, KD_TENSOR_BUFFER, r->dtype, 1, &c, "%s.running_var", prefix);
     b->num_batches_tracked = add_tensor(r, KD_TENSOR_BUFFER | KD_TENSOR_OPTIONAL, KD_I64, 0, &c,
                                         "%s.num_batches_tracked", prefix);
     if (!b->weight || !b->bias || !b->running_mean || !b->running_var || !b->num_batches_tracked ||
@@ -250,14 +271,14 @@ static kd_status add_fc(resnet *r, int fan_in)
     double bound = 1.0 / sqrt((double)fan_in);
     const int64_t wshape[2] = {r->num_classes, fan_in}, bshape = r->num_classes;
     kd_rng wrng = tensor_rng(r);
-    r->fc_weight = add_tensor(r, KD_TENSOR_PARAM, KD_F32, 2, wshape, "fc.weight");
+    r->fc_weight = add_tensor(r, KD_TENSOR_PARAM, r->dtype, 2, wshape, "fc.weight");
     kd_rng brng = tensor_rng(r);
-    r->fc_bias = add_tensor(r, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, KD_F32, 1, &bshape, "fc.bias");
+    r->fc_bias = add_tensor(r, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, r->dtype, 1, &bshape,
+                            "fc.bias");
     if (!r->fc_weight || !r->fc_bias)
         return KD_ERR_NOMEM;
-    fill_uniform(kd_tensor_data(r->fc_weight), wshape[0] * wshape[1], bound, &wrng);
-    fill_uniform(kd_tensor_data(r->fc_bias), bshape, bound, &brng);
-    return KD_OK;
+    kd_status st = init_weight(r, r->fc_weight, bound, &wrng, fill_uniform);
+    return st == KD_OK ? init_weight(r, r->fc_bias, bound, &brng, fill_uniform) : st;
 }
 
 static kd_status build(resnet *r)
@@ -273,7 +294,7 @@ static kd_status build(resnet *r)
     if (!r->blocks)
         return st == KD_OK ? kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name) : st;
     int cin = a->stem_width, reduction = a->imagenet ? 4 : 1, b = 0;
-    r->taps[0] = (kd_tap_info){TAP_NAMES[a->imagenet][0], cin, reduction};
+    r->taps[0] = (kd_tap_info){TAP_NAMES[a->imagenet][0], cin, reduction, KD_LAYOUT_NCHW, 0};
     for (int s = 0; s < a->n_stages; s++) {
         r->stage_first[s] = b;
         int stride = s == 0 ? 1 : 2;
@@ -286,14 +307,22 @@ static kd_status build(resnet *r)
                 return st;
             cin = a->planes[s] * expansion(a);
         }
-        r->taps[s + 1] = (kd_tap_info){TAP_NAMES[a->imagenet][s + 1], cin, reduction};
+        r->taps[s + 1] =
+            (kd_tap_info){TAP_NAMES[a->imagenet][s + 1], cin, reduction, KD_LAYOUT_NCHW, 0};
     }
     r->stage_first[a->n_stages] = b;
-    r->taps[a->n_stages + 1] = (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 1], cin, 1};
+    r->taps[a->n_stages + 1] =
+        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 1], cin, 1, KD_LAYOUT_NC, 0};
     r->taps[a->n_stages + 2] =
-        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 2], r->num_classes, 1};
+        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 2], r->num_classes, 1, KD_LAYOUT_NC, 0};
     r->n_taps = a->n_stages + 3;
     return add_fc(r, cin);
+}
+
+static void free_folded(conv_layer *c)
+{
+    kd_tensor_free(c->folded_weight);
+    kd_tensor_free(c->folded_bias);
 }
 
 static void resnet_destroy(void *self)
@@ -301,6 +330,12 @@ static void resnet_destroy(void *self)
     resnet *r = self;
     if (!r)
         return;
+    free_folded(&r->stem);
+    for (int i = 0; r->blocks && i < r->stage_first[r->arch->n_stages]; i++) {
+        for (int k = 0; k < r->blocks[i].n_convs; k++)
+            free_folded(&r->blocks[i].conv[k]);
+        free_folded(&r->blocks[i].down);
+    }
     for (int i = 0; i < r->n_named; i++) {
         kd_tensor_free(r->named[i].tensor);
         free((char *)r->named[i].name);
@@ -324,11 +359,15 @@ static kd_status resnet_create(const resnet_arch *a, const kd_create_args *args,
     if (num_classes < 1 || num_classes > (1 << 24))
         return kd_error(KD_ERR_INVALID, "%s: num_classes must be 1..%d, got %lld", a->name,
                         1 << 24, (long long)num_classes);
+    if (args->dtype != KD_F32 && args->dtype != KD_F64)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: computes in float32 or float64, not %s",
+                        a->name, kd_dtype_name(args->dtype));
     resnet *r = calloc(1, sizeof *r);
     if (!r)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name);
     r->arch = a;
     r->seed = args->seed;
+    r->dtype = args->dtype;
     r->in_chans = (int)in_chans;
     r->num_classes = (int)num_classes;
     kd_status st = build(r);
@@ -340,18 +379,18 @@ static kd_status resnet_create(const resnet_arch *a, const kd_create_args *args,
     return KD_OK;
 }
 
-static int resnet_tensors(void *self, const kd_named_tensor **list)
+static kd_status resnet_tensors(void *self, kd_tensor_list *out)
 {
     resnet *r = self;
-    *list = r->named;
-    return r->n_named;
+    KD_LIST_SET(out, r->named, r->n_named);
+    return KD_OK;
 }
 
-static int resnet_taps(void *self, const kd_tap_info **list)
+static kd_status resnet_taps(void *self, kd_tap_list *out)
 {
     resnet *r = self;
-    *list = r->taps;
-    return r->n_taps;
+    KD_LIST_SET(out, r->taps, r->n_taps);
+    return KD_OK;
 }
 
 /* --------------------------------------------------------------- forward */
@@ -368,6 +407,8 @@ static kd_tensor *batch_norm(kd_tensor *x, const bn_layer *b, bool training)
 
 static kd_tensor *conv_bn(kd_tensor *x, const conv_layer *c, const bn_layer *b, bool training)
 {
+    if (!training && c->folded_weight)
+        return kd_conv2d(x, c->folded_weight, c->folded_bias, &c->p);
     return batch_norm(kd_conv2d(x, c->weight, NULL, &c->p), b, training);
 }
 
@@ -447,9 +488,10 @@ static kd_status check_args(const resnet *r, const kd_forward_args *args, const 
         return kd_error(KD_ERR_INVALID, "%s: %s needs an input, want and taps", r->arch->name,
                         what);
     const kd_tensor *x = args->input;
-    if (x->dtype != KD_F32 || x->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes f32 CPU tensors, got %s on device %d",
-                        r->arch->name, what, kd_dtype_name(x->dtype), (int)x->device);
+    if (x->dtype != r->dtype || x->device != KD_CPU)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes %s CPU tensors, got %s on device %d",
+                        r->arch->name, what, kd_dtype_name(r->dtype), kd_dtype_name(x->dtype),
+                        (int)x->device);
     return KD_OK;
 }
 
@@ -493,46 +535,80 @@ static kd_status resnet_forward_from(void *self, int from, const kd_forward_args
     return run_from(r, from, args);
 }
 
+/* Eval-mode BN after a convolution is a per-channel affine map, so it
+ * folds into the convolution: W' = W * s, b' = beta - mean * s with
+ * s = gamma / sqrt(var + eps). One pass over each activation less. */
+static kd_status fold(conv_layer *c, const bn_layer *b)
+{
+    int64_t cout = c->weight->shape[0];
+    kd_tensor *s = kd_mul(b->weight, kd_pow_scalar(kd_add_scalar(b->running_var, BN_EPS), -0.5));
+    kd_tensor *w = kd_mul(c->weight, kd_reshape(s, 4, (const int64_t[]){cout, 1, 1, 1}));
+    kd_tensor *bias = kd_sub(b->bias, kd_mul(b->running_mean, s));
+    c->folded_weight = kd_tensor_keep(kd_contiguous(w));
+    c->folded_bias = kd_tensor_keep(kd_contiguous(bias));
+    return c->folded_weight && c->folded_bias ? KD_OK : kd_last_status();
+}
+
+static kd_status resnet_freeze(void *self)
+{
+    resnet *r = self;
+    if (r->stem.folded_weight)
+        return KD_OK;
+    bool grad = kd_set_grad_enabled(false);
+    kd_status st = kd_scope_begin();
+    if (st == KD_OK)
+        st = fold(&r->stem, &r->stem_bn);
+    for (int i = 0; st == KD_OK && i < r->stage_first[r->arch->n_stages]; i++) {
+        res_block *blk = &r->blocks[i];
+        for (int k = 0; st == KD_OK && k < blk->n_convs; k++)
+            st = fold(&blk->conv[k], &blk->bn[k]);
+        if (st == KD_OK && blk->has_downsample)
+            st = fold(&blk->down, &blk->down_bn);
+    }
+    kd_scope_end();
+    kd_set_grad_enabled(grad);
+    return st == KD_OK ? st : kd_error_wrap(st, "%s: folding batch norms", r->arch->name);
+}
+
+/* Checkpoints saved from torch's DataParallel or DistributedDataParallel
+ * (mdistiller's, many papers' teachers) name every tensor "module.<name>". */
+static kd_status resnet_filter_weight(void *self, kd_weight_fix *fix)
+{
+    (void)self;
+    static const char prefix[] = "module.";
+    if (strncmp(fix->name, prefix, sizeof prefix - 1) == 0)
+        fix->name += sizeof prefix - 1;
+    return KD_OK;
+}
+
 /* ------------------------------------------------------------ providers */
 
-#define RESNET_PROVIDER(i)                                                                 \
-    static kd_status create_##i(const kd_create_args *args, void **self)                   \
-    {                                                                                      \
-        return resnet_create(&ARCHS[i], args, self);                                       \
-    }                                                                                      \
-    static const kd_model_vtable vtable_##i = {                                            \
-        {sizeof(kd_model_vtable), KD_KIND_MODEL}, create_##i, resnet_destroy, resnet_tensors, \
-        resnet_taps, resnet_forward, resnet_forward_from};
+static kd_status resnet_create_provider(const kd_create_args *args, void **self)
+{
+    return resnet_create(args->provider_data, args, self);
+}
 
-RESNET_PROVIDER(0)
-RESNET_PROVIDER(1)
-RESNET_PROVIDER(2)
-RESNET_PROVIDER(3)
-RESNET_PROVIDER(4)
-RESNET_PROVIDER(5)
-RESNET_PROVIDER(6)
-RESNET_PROVIDER(7)
-RESNET_PROVIDER(8)
-RESNET_PROVIDER(9)
-RESNET_PROVIDER(10)
-RESNET_PROVIDER(11)
-
-static const kd_plugin_provider providers[] = {
-    {KD_KIND_MODEL, "resnet8", &vtable_0.header},   {KD_KIND_MODEL, "resnet14", &vtable_1.header},
-    {KD_KIND_MODEL, "resnet20", &vtable_2.header},  {KD_KIND_MODEL, "resnet32", &vtable_3.header},
-    {KD_KIND_MODEL, "resnet44", &vtable_4.header},  {KD_KIND_MODEL, "resnet56", &vtable_5.header},
-    {KD_KIND_MODEL, "resnet110", &vtable_6.header}, {KD_KIND_MODEL, "resnet8x4", &vtable_7.header},
-    {KD_KIND_MODEL, "resnet32x4", &vtable_8.header}, {KD_KIND_MODEL, "resnet18", &vtable_9.header},
-    {KD_KIND_MODEL, "resnet34", &vtable_10.header}, {KD_KIND_MODEL, "resnet50", &vtable_11.header},
+static const kd_model_vtable resnet_vtable = {
+    .header = {sizeof(kd_model_vtable), KD_KIND_MODEL},
+    .create = resnet_create_provider,
+    .destroy = resnet_destroy,
+    .tensors = resnet_tensors,
+    .taps = resnet_taps,
+    .forward = resnet_forward,
+    .forward_from = resnet_forward_from,
+    .filter_weight = resnet_filter_weight,
+    .freeze = resnet_freeze,
 };
 
-_Static_assert(sizeof providers / sizeof providers[0] == N_ARCHS,
-               "one provider per architecture");
+/* One provider per row of ARCHS, all on one vtable. */
+static kd_plugin_provider providers[N_ARCHS];
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
+    for (int i = 0; i < N_ARCHS; i++)
+        providers[i] = (kd_plugin_provider){KD_KIND_MODEL, ARCHS[i].name, &resnet_vtable.header,
+                                            &ARCHS[i]};
     KD_PLUGIN_INFO_INIT(info, "resnet", "1.0.0");
-    info->n_providers = N_ARCHS;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, N_ARCHS);
     return KD_OK;
 }

@@ -68,35 +68,33 @@ static kd_status schedule_lr_at(void *self, int64_t step, double *lr)
     return kd_lr_at_step(self, step, lr);
 }
 
-#define DEFINE_SCHEDULER(NAME, KIND)                                                     \
-    static kd_status NAME##_create(const kd_create_args *args,                          \
-                                   const kd_schedule_info *info, void **self)            \
-    {                                                                                    \
-        return schedule_create(KIND, #NAME, args, info, self);                           \
-    }                                                                                    \
-    static const kd_scheduler_vtable NAME##_vtable = {                                   \
-        .header = {sizeof(kd_scheduler_vtable), KD_KIND_SCHEDULER},                      \
-        .create = NAME##_create,                                                         \
-        .destroy = schedule_destroy,                                                     \
-        .lr_at = schedule_lr_at,                                                         \
-    };
+static kd_status schedule_create_provider(const kd_create_args *args,
+                                          const kd_schedule_info *info, void **self)
+{
+    const kd_lr_kind *kind = args->provider_data;
+    return schedule_create(*kind, args->provider, args, info, self);
+}
 
-DEFINE_SCHEDULER(constant, KD_LR_CONSTANT)
-DEFINE_SCHEDULER(step, KD_LR_STEP)
-DEFINE_SCHEDULER(multistep, KD_LR_MULTISTEP)
-DEFINE_SCHEDULER(cosine, KD_LR_COSINE)
+static const kd_scheduler_vtable schedule_vtable = {
+    .header = {sizeof(kd_scheduler_vtable), KD_KIND_SCHEDULER},
+    .create = schedule_create_provider,
+    .destroy = schedule_destroy,
+    .lr_at = schedule_lr_at,
+};
+
+static const kd_lr_kind CONSTANT = KD_LR_CONSTANT, STEP = KD_LR_STEP,
+                        MULTISTEP = KD_LR_MULTISTEP, COSINE = KD_LR_COSINE;
 
 static const kd_plugin_provider providers[] = {
-    {KD_KIND_SCHEDULER, "constant", &constant_vtable.header},
-    {KD_KIND_SCHEDULER, "step", &step_vtable.header},
-    {KD_KIND_SCHEDULER, "multistep", &multistep_vtable.header},
-    {KD_KIND_SCHEDULER, "cosine", &cosine_vtable.header},
+    {KD_KIND_SCHEDULER, "constant", &schedule_vtable.header, &CONSTANT},
+    {KD_KIND_SCHEDULER, "step", &schedule_vtable.header, &STEP},
+    {KD_KIND_SCHEDULER, "multistep", &schedule_vtable.header, &MULTISTEP},
+    {KD_KIND_SCHEDULER, "cosine", &schedule_vtable.header, &COSINE},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "schedulers", "1.0.0");
-    info->n_providers = (int)(sizeof providers / sizeof providers[0]);
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, 4);
     return KD_OK;
 }

@@ -29,16 +29,16 @@ static void sgd_destroy(void *self)
 }
 
 /* Two parameters of one name would share a checkpoint entry. */
-static kd_status check_names(int n, const kd_named_tensor *params)
+static kd_status check_names(const kd_tensor_list *params)
 {
-    for (int i = 0; i < n; i++) {
-        if (!params[i].name || !params[i].name[0])
+    for (int i = 0; i < params->n; i++) {
+        const char *name = kd_tensor_list_at(params, i)->name;
+        if (!name || !name[0])
             return kd_error(KD_ERR_INVALID, "sgd: parameter %d has no name", i);
         for (int j = 0; j < i; j++)
-            if (strcmp(params[i].name, params[j].name) == 0)
+            if (strcmp(name, kd_tensor_list_at(params, j)->name) == 0)
                 return kd_error(KD_ERR_INVALID,
-                                "sgd: parameters %d and %d are both named '%s'", j, i,
-                                params[i].name);
+                                "sgd: parameters %d and %d are both named '%s'", j, i, name);
     }
     return KD_OK;
 }
@@ -54,7 +54,7 @@ static char *state_name(const char *prefix, const char *name)
 
 /* The kernel's state in its order (a buffer per parameter, then the
  * started flags), renamed. */
-static kd_status name_state(sgd_plugin *s, const kd_named_tensor *params)
+static kd_status name_state(sgd_plugin *s, const kd_tensor_list *params)
 {
     int n = kd_sgd_state_count(s->sgd);
     if (n == 0)
@@ -64,7 +64,8 @@ static kd_status name_state(sgd_plugin *s, const kd_named_tensor *params)
         return kd_error(KD_ERR_NOMEM, "sgd: out of memory for %d state tensors", n);
     for (int i = 0; i < n; i++) {
         bool buffer = i < n - 1;
-        s->state[i].name = buffer ? state_name("momentum_buffer.", params[i].name)
+        s->state[i].name = buffer ? state_name("momentum_buffer.",
+                                               kd_tensor_list_at(params, i)->name)
                                   : state_name("", "momentum_started");
         if (!s->state[i].name)
             return kd_error(KD_ERR_NOMEM, "sgd: out of memory for state names");
@@ -75,15 +76,16 @@ static kd_status name_state(sgd_plugin *s, const kd_named_tensor *params)
     return KD_OK;
 }
 
-static kd_status sgd_create(const kd_create_args *args, int n, const kd_named_tensor *params,
+static kd_status sgd_create(const kd_create_args *args, const kd_tensor_list *params,
                             void **self)
 {
     if (!self)
         return kd_error(KD_ERR_INVALID, "sgd: self is NULL");
     *self = NULL;
-    if (n < 1 || !params)
+    int n = params ? params->n : 0;
+    if (n < 1 || !params->items)
         return kd_error(KD_ERR_INVALID, "sgd: no parameters to optimise (n = %d)", n);
-    kd_status st = check_names(n, params);
+    kd_status st = check_names(params);
     if (st != KD_OK)
         return st;
     const kd_params *p = args->params;
@@ -103,8 +105,9 @@ static kd_status sgd_create(const kd_create_args *args, int n, const kd_named_te
         goto done;
     }
     for (int i = 0; i < n; i++) {
-        tensors[i] = params[i].tensor;
-        no_decay[i] = honour_flags && (params[i].flags & KD_TENSOR_NO_DECAY);
+        const kd_named_tensor *p = kd_tensor_list_at(params, i);
+        tensors[i] = p->tensor;
+        no_decay[i] = honour_flags && (p->flags & KD_TENSOR_NO_DECAY);
     }
     st = kd_sgd_new(&opt, n, tensors, no_decay, &s->sgd);
     if (st == KD_OK)
@@ -125,11 +128,11 @@ static kd_status sgd_step(void *self, double lr)
     return kd_sgd_step(((sgd_plugin *)self)->sgd, lr);
 }
 
-static int sgd_state(void *self, const kd_named_tensor **list)
+static kd_status sgd_state(void *self, kd_tensor_list *out)
 {
     sgd_plugin *s = self;
-    *list = s->state;
-    return s->n_state;
+    KD_LIST_SET(out, s->state, s->n_state);
+    return KD_OK;
 }
 
 static const kd_optimizer_vtable sgd_vtable = {
@@ -141,13 +144,12 @@ static const kd_optimizer_vtable sgd_vtable = {
 };
 
 static const kd_plugin_provider providers[] = {
-    {KD_KIND_OPTIMIZER, "sgd", &sgd_vtable.header},
+    {KD_KIND_OPTIMIZER, "sgd", &sgd_vtable.header, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "sgd", "1.0.0");
-    info->n_providers = 1;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, 1);
     return KD_OK;
 }

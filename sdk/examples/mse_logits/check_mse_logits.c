@@ -53,8 +53,9 @@ static void check_loss(const kd_loss_vtable *vt, void *loss)
     kd_tensor_set_requires_grad(s, true);
     kd_scope_begin();
     kd_tensor *student[1] = {s}, *teacher[1] = {t};
-    kd_loss_args args = {.student = student, .teacher = teacher, .training = true};
-    kd_loss_result out = {0};
+    kd_loss_args args = {.size = sizeof args, .student = student, .teacher = teacher,
+                         .training = true};
+    kd_loss_result out = {.size = sizeof out};
     double expected = 0;
     for (int i = 0; i < 6; i++)
         expected += (double)(s_data[i] - t_data[i]) * (s_data[i] - t_data[i]) / 6;
@@ -90,7 +91,7 @@ int main(int argc, char **argv)
     }
     const kd_loss_vtable *vt = load(argv[1]);
     void *loss = NULL;
-    if (vt && vt->create(&(kd_create_args){.device = KD_CPU}, &loss) == KD_OK) {
+    if (vt && vt->create(&(kd_create_args){.size = sizeof(kd_create_args), .device = KD_CPU}, &loss) == KD_OK) {
         kd_loss_needs needs = {0};
         check(vt->needs(loss, &needs) == KD_OK && needs.n_student == 1 &&
                   needs.n_teacher == 1 && strcmp(needs.student[0], "logits") == 0 &&

@@ -58,13 +58,12 @@ static const kd_loss_vtable mse_vtable = {
 };
 
 static const kd_plugin_provider providers[] = {
-    {KD_KIND_LOSS, "mse_logits", &mse_vtable.header},
+    {KD_KIND_LOSS, "mse_logits", &mse_vtable.header, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "mse_logits", "1.0.0");
-    info->n_providers = 1;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, 1);
     return KD_OK;
 }

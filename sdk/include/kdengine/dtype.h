@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <kdengine/api.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -22,18 +24,18 @@ typedef enum kd_dtype {
     KD_DTYPE_COUNT
 } kd_dtype;
 
-size_t kd_dtype_size(kd_dtype dtype);
+KD_API size_t kd_dtype_size(kd_dtype dtype);
 /* "f32", "f64", ...; NULL for a value outside the enum. */
-const char *kd_dtype_name(kd_dtype dtype);
+KD_API const char *kd_dtype_name(kd_dtype dtype);
 /* Returns -1 for an unknown name. */
-int kd_dtype_from_name(const char *name);
-int kd_dtype_is_float(kd_dtype dtype);
+KD_API int kd_dtype_from_name(const char *name);
+KD_API int kd_dtype_is_float(kd_dtype dtype);
 
 /* IEEE binary16 and bfloat16, round to nearest even, NaN kept NaN. */
-float kd_f16_to_f32(uint16_t h);
-uint16_t kd_f32_to_f16(float f);
-float kd_bf16_to_f32(uint16_t b);
-uint16_t kd_f32_to_bf16(float f);
+KD_API float kd_f16_to_f32(uint16_t h);
+KD_API uint16_t kd_f32_to_f16(float f);
+KD_API float kd_bf16_to_f32(uint16_t b);
+KD_API uint16_t kd_f32_to_bf16(float f);
 
 #ifdef __cplusplus
 }

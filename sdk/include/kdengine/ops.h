@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <kdengine/api.h>
 #include <kdengine/rng.h>
 #include <kdengine/tensor.h>
 
@@ -20,56 +21,56 @@ extern "C" {
 #endif
 
 /* --- elementwise, broadcasting [cuda] --- */
-kd_tensor *kd_add(kd_tensor *a, kd_tensor *b);
-kd_tensor *kd_sub(kd_tensor *a, kd_tensor *b);
-kd_tensor *kd_mul(kd_tensor *a, kd_tensor *b);
-kd_tensor *kd_div(kd_tensor *a, kd_tensor *b);
-kd_tensor *kd_add_scalar(kd_tensor *a, double s);
-kd_tensor *kd_mul_scalar(kd_tensor *a, double s);
-kd_tensor *kd_pow_scalar(kd_tensor *a, double exponent);
+KD_API kd_tensor *kd_add(kd_tensor *a, kd_tensor *b);
+KD_API kd_tensor *kd_sub(kd_tensor *a, kd_tensor *b);
+KD_API kd_tensor *kd_mul(kd_tensor *a, kd_tensor *b);
+KD_API kd_tensor *kd_div(kd_tensor *a, kd_tensor *b);
+KD_API kd_tensor *kd_add_scalar(kd_tensor *a, double s);
+KD_API kd_tensor *kd_mul_scalar(kd_tensor *a, double s);
+KD_API kd_tensor *kd_pow_scalar(kd_tensor *a, double exponent);
 
 /* --- elementwise unary [cuda] --- */
-kd_tensor *kd_neg(kd_tensor *x);
-kd_tensor *kd_exp(kd_tensor *x);
-kd_tensor *kd_log(kd_tensor *x);
-kd_tensor *kd_sqrt(kd_tensor *x);
-kd_tensor *kd_abs(kd_tensor *x);
-kd_tensor *kd_tanh(kd_tensor *x);
+KD_API kd_tensor *kd_neg(kd_tensor *x);
+KD_API kd_tensor *kd_exp(kd_tensor *x);
+KD_API kd_tensor *kd_log(kd_tensor *x);
+KD_API kd_tensor *kd_sqrt(kd_tensor *x);
+KD_API kd_tensor *kd_abs(kd_tensor *x);
+KD_API kd_tensor *kd_tanh(kd_tensor *x);
 /* Pass -INFINITY or INFINITY for an open side. */
-kd_tensor *kd_clamp(kd_tensor *x, double lo, double hi);
-kd_tensor *kd_relu(kd_tensor *x);
-kd_tensor *kd_relu6(kd_tensor *x);
-kd_tensor *kd_gelu(kd_tensor *x);      /* erf form */
-kd_tensor *kd_gelu_tanh(kd_tensor *x); /* tanh approximation */
-kd_tensor *kd_silu(kd_tensor *x);
-kd_tensor *kd_sigmoid(kd_tensor *x);
-kd_tensor *kd_hardsigmoid(kd_tensor *x);
-kd_tensor *kd_hardswish(kd_tensor *x);
+KD_API kd_tensor *kd_clamp(kd_tensor *x, double lo, double hi);
+KD_API kd_tensor *kd_relu(kd_tensor *x);
+KD_API kd_tensor *kd_relu6(kd_tensor *x);
+KD_API kd_tensor *kd_gelu(kd_tensor *x);      /* erf form */
+KD_API kd_tensor *kd_gelu_tanh(kd_tensor *x); /* tanh approximation */
+KD_API kd_tensor *kd_silu(kd_tensor *x);
+KD_API kd_tensor *kd_sigmoid(kd_tensor *x);
+KD_API kd_tensor *kd_hardsigmoid(kd_tensor *x);
+KD_API kd_tensor *kd_hardswish(kd_tensor *x);
 
 /* --- reductions [cuda: sum, mean, max, min] --- */
 /* ndims == 0 reduces every dim (torch's empty dim list); a dim listed twice
  * is an error. */
-kd_tensor *kd_sum(kd_tensor *x, int ndims, const int *dims, bool keepdim);
-kd_tensor *kd_mean(kd_tensor *x, int ndims, const int *dims, bool keepdim);
-kd_tensor *kd_sum_all(kd_tensor *x);  /* shape [] */
-kd_tensor *kd_mean_all(kd_tensor *x); /* shape [] */
+KD_API kd_tensor *kd_sum(kd_tensor *x, int ndims, const int *dims, bool keepdim);
+KD_API kd_tensor *kd_mean(kd_tensor *x, int ndims, const int *dims, bool keepdim);
+KD_API kd_tensor *kd_sum_all(kd_tensor *x);  /* shape [] */
+KD_API kd_tensor *kd_mean_all(kd_tensor *x); /* shape [] */
 /* Gradient flows to the (first) arg-extreme element. */
-kd_tensor *kd_max(kd_tensor *x, int dim, bool keepdim);
-kd_tensor *kd_min(kd_tensor *x, int dim, bool keepdim);
+KD_API kd_tensor *kd_max(kd_tensor *x, int dim, bool keepdim);
+KD_API kd_tensor *kd_min(kd_tensor *x, int dim, bool keepdim);
 /* correction 1 = unbiased (torch's default), 0 = population. */
-kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
-                  bool keepdim);
+KD_API kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
+                         bool keepdim);
 /* I64 indices, no gradient. */
-kd_tensor *kd_argmax(kd_tensor *x, int dim, bool keepdim);
-kd_tensor *kd_softmax(kd_tensor *x, int dim);
-kd_tensor *kd_log_softmax(kd_tensor *x, int dim);
+KD_API kd_tensor *kd_argmax(kd_tensor *x, int dim, bool keepdim);
+KD_API kd_tensor *kd_softmax(kd_tensor *x, int dim);
+KD_API kd_tensor *kd_log_softmax(kd_tensor *x, int dim);
 
 /* --- linear algebra [cuda: matmul] --- */
 /* a [..., M, K] x b [..., K, N]; batch dims broadcast; a 1-D operand is
  * not accepted (reshape it). */
-kd_tensor *kd_matmul(kd_tensor *a, kd_tensor *b);
+KD_API kd_tensor *kd_matmul(kd_tensor *a, kd_tensor *b);
 /* x [..., in], weight [out, in], bias [out] or NULL. */
-kd_tensor *kd_linear(kd_tensor *x, kd_tensor *weight, kd_tensor *bias);
+KD_API kd_tensor *kd_linear(kd_tensor *x, kd_tensor *weight, kd_tensor *bias);
 
 /* --- convolution and pooling (NCHW) --- */
 typedef struct kd_conv2d_params {
@@ -77,67 +78,67 @@ typedef struct kd_conv2d_params {
     int groups;
 } kd_conv2d_params;
 /* x [N, Cin, H, W], weight [Cout, Cin/groups, kH, kW], bias [Cout] or NULL. */
-kd_tensor *kd_conv2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
-                     const kd_conv2d_params *p);
+KD_API kd_tensor *kd_conv2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                            const kd_conv2d_params *p);
 /* stride NULL = the kernel size; padding NULL = 0. */
-kd_tensor *kd_max_pool2d(kd_tensor *x, const int kernel[2], const int stride[2],
-                         const int padding[2]);
-kd_tensor *kd_avg_pool2d(kd_tensor *x, const int kernel[2], const int stride[2],
-                         const int padding[2], bool count_include_pad);
-kd_tensor *kd_adaptive_avg_pool2d(kd_tensor *x, int out_h, int out_w);
+KD_API kd_tensor *kd_max_pool2d(kd_tensor *x, const int kernel[2], const int stride[2],
+                                const int padding[2]);
+KD_API kd_tensor *kd_avg_pool2d(kd_tensor *x, const int kernel[2], const int stride[2],
+                                const int padding[2], bool count_include_pad);
+KD_API kd_tensor *kd_adaptive_avg_pool2d(kd_tensor *x, int out_h, int out_w);
 
 /* --- normalisation --- */
 /* x [N, C] or [N, C, H, W]. In training, batch statistics normalise and
  * running_mean/var (may be NULL) are updated in place with momentum
  * (new = (1-m)*old + m*batch, var unbiased), as torch does. In eval, the
  * running statistics normalise. weight/bias may be NULL. */
-kd_tensor *kd_batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
-                         kd_tensor *running_mean, kd_tensor *running_var,
-                         bool training, double momentum, double eps);
+KD_API kd_tensor *kd_batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                                kd_tensor *running_mean, kd_tensor *running_var,
+                                bool training, double momentum, double eps);
 /* Over the last dim; weight/bias [C] or NULL. */
-kd_tensor *kd_layer_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
-                         double eps);
+KD_API kd_tensor *kd_layer_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                                double eps);
 /* Over the channels of NCHW (ConvNeXt's LayerNorm2d). */
-kd_tensor *kd_layer_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
-                           double eps);
-kd_tensor *kd_group_norm(kd_tensor *x, int groups, kd_tensor *weight,
-                         kd_tensor *bias, double eps);
+KD_API kd_tensor *kd_layer_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                                  double eps);
+KD_API kd_tensor *kd_group_norm(kd_tensor *x, int groups, kd_tensor *weight,
+                                kd_tensor *bias, double eps);
 
 /* --- randomness (identity when !training or p == 0) --- */
 /* Zeroes elements with probability p, scales the rest by 1/(1-p). The mask
  * is drawn from rng, which advances. */
-kd_tensor *kd_dropout(kd_tensor *x, double p, bool training, kd_rng *rng);
+KD_API kd_tensor *kd_dropout(kd_tensor *x, double p, bool training, kd_rng *rng);
 /* Drops whole samples (dim 0) with probability p (stochastic depth). */
-kd_tensor *kd_drop_path(kd_tensor *x, double p, bool training, kd_rng *rng);
+KD_API kd_tensor *kd_drop_path(kd_tensor *x, double p, bool training, kd_rng *rng);
 
 /* --- shape (views where the layout allows) --- */
 /* One entry of shape may be -1. */
-kd_tensor *kd_reshape(kd_tensor *x, int ndim, const int64_t *shape);
-kd_tensor *kd_flatten(kd_tensor *x, int start_dim, int end_dim);
-kd_tensor *kd_unsqueeze(kd_tensor *x, int dim);
-kd_tensor *kd_squeeze(kd_tensor *x, int dim);
-kd_tensor *kd_permute(kd_tensor *x, const int *dims);
-kd_tensor *kd_transpose(kd_tensor *x, int dim0, int dim1);
-kd_tensor *kd_contiguous(kd_tensor *x);
+KD_API kd_tensor *kd_reshape(kd_tensor *x, int ndim, const int64_t *shape);
+KD_API kd_tensor *kd_flatten(kd_tensor *x, int start_dim, int end_dim);
+KD_API kd_tensor *kd_unsqueeze(kd_tensor *x, int dim);
+KD_API kd_tensor *kd_squeeze(kd_tensor *x, int dim);
+KD_API kd_tensor *kd_permute(kd_tensor *x, const int *dims);
+KD_API kd_tensor *kd_transpose(kd_tensor *x, int dim0, int dim1);
+KD_API kd_tensor *kd_contiguous(kd_tensor *x);
 /* Elements start, start+step, ... < end along dim (a view). */
-kd_tensor *kd_slice(kd_tensor *x, int dim, int64_t start, int64_t end,
-                    int64_t step);
-kd_tensor *kd_concat(int n, kd_tensor *const *xs, int dim);
+KD_API kd_tensor *kd_slice(kd_tensor *x, int dim, int64_t start, int64_t end,
+                           int64_t step);
+KD_API kd_tensor *kd_concat(int n, kd_tensor *const *xs, int dim);
 /* Splits dim into n parts of the given sizes; writes n tensors to out. */
-kd_status kd_split(kd_tensor *x, int dim, int n, const int64_t *sizes,
-                   kd_tensor **out);
+KD_API kd_status kd_split(kd_tensor *x, int dim, int n, const int64_t *sizes,
+                          kd_tensor **out);
 /* Cyclic shift by shifts[i] along dims[i] (Swin's shifted windows). */
-kd_tensor *kd_roll(kd_tensor *x, int n, const int64_t *shifts, const int *dims);
+KD_API kd_tensor *kd_roll(kd_tensor *x, int n, const int64_t *shifts, const int *dims);
 /* pads holds (before, after) pairs from the last dim backwards, as F.pad. */
-kd_tensor *kd_pad(kd_tensor *x, int npairs, const int64_t *pads, double value);
+KD_API kd_tensor *kd_pad(kd_tensor *x, int npairs, const int64_t *pads, double value);
 /* index: I64, 1-D. */
-kd_tensor *kd_index_select(kd_tensor *x, int dim, kd_tensor *index);
+KD_API kd_tensor *kd_index_select(kd_tensor *x, int dim, kd_tensor *index);
 /* index: I64, same ndim as x, as torch.gather. */
-kd_tensor *kd_gather(kd_tensor *x, int dim, kd_tensor *index);
+KD_API kd_tensor *kd_gather(kd_tensor *x, int dim, kd_tensor *index);
 /* mask: U8, broadcastable to x; where mask != 0 the output is value. */
-kd_tensor *kd_masked_fill(kd_tensor *x, kd_tensor *mask, double value);
+KD_API kd_tensor *kd_masked_fill(kd_tensor *x, kd_tensor *mask, double value);
 /* Float conversion f32 <-> f64 (and to/from f16/bf16 storage), with grad. */
-kd_tensor *kd_cast(kd_tensor *x, kd_dtype dtype);
+KD_API kd_tensor *kd_cast(kd_tensor *x, kd_dtype dtype);
 
 /* --- losses and distances --- */
 typedef enum kd_reduction {
@@ -148,27 +149,27 @@ typedef enum kd_reduction {
 } kd_reduction;
 /* logits [N, C], labels I64 [N]; mean over N. label_smoothing in [0, 1]
  * as torch: (1 - s) * nll + s * mean over classes of -log p. */
-kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels,
-                            double label_smoothing);
+KD_API kd_tensor *kd_cross_entropy(kd_tensor *logits, kd_tensor *labels,
+                                   double label_smoothing);
 /* logits [N, C], target probabilities [N, C]; mean over N. */
-kd_tensor *kd_cross_entropy_soft(kd_tensor *logits, kd_tensor *target);
+KD_API kd_tensor *kd_cross_entropy_soft(kd_tensor *logits, kd_tensor *target);
 /* torch's F.kl_div: input holds log-probabilities; target probabilities
  * (or log-probabilities with log_target), same shape as input. */
-kd_tensor *kd_kl_div(kd_tensor *input, kd_tensor *target, bool log_target,
-                     kd_reduction reduction);
+KD_API kd_tensor *kd_kl_div(kd_tensor *input, kd_tensor *target, bool log_target,
+                            kd_reduction reduction);
 /* As torch 1.13: each norm is clamped to eps separately. a and b
  * broadcast. */
-kd_tensor *kd_cosine_similarity(kd_tensor *a, kd_tensor *b, int dim,
-                                double eps);
+KD_API kd_tensor *kd_cosine_similarity(kd_tensor *a, kd_tensor *b, int dim,
+                                       double eps);
 /* a [N, D], b [M, D] -> [N, M] Euclidean distances; the gradient at a zero
  * distance is zero. */
-kd_tensor *kd_cdist(kd_tensor *a, kd_tensor *b);
+KD_API kd_tensor *kd_cdist(kd_tensor *a, kd_tensor *b);
 /* q [..., L, D], k [..., S, D], v [..., S, Dv] with the same batch dims;
  * bias broadcastable to [..., L, S] or NULL (-inf entries mask);
  * softmax(q k^T * scale + bias) v. */
-kd_tensor *kd_scaled_dot_product_attention(kd_tensor *q, kd_tensor *k,
-                                           kd_tensor *v, kd_tensor *bias,
-                                           double scale);
+KD_API kd_tensor *kd_scaled_dot_product_attention(kd_tensor *q, kd_tensor *k,
+                                                  kd_tensor *v, kd_tensor *bias,
+                                                  double scale);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,4 @@
-/* kdengine: the plugin boundary.
+/* kdengine: the plugin boundary, ABI 2.
  *
  * A plugin is a folder with a manifest.json and a shared library. The
  * manifest says what the library provides (kind, name, one-line summary,
@@ -10,7 +10,7 @@
  *
  *   manifest.json
  *   {
- *     "abi": 1, "name": "kd", "version": "1.0.0", "library": "kd.so",
+ *     "abi": 2, "name": "kd", "version": "2.0.0", "library": "kd.so",
  *     "provides": [
  *       { "kind": "loss", "name": "kd",
  *         "summary": "Hinton KD: KL(teacher || student) at temperature T, times T^2",
@@ -28,6 +28,21 @@
  * on a string says it names a file: a job is refused at validation when the
  * file cannot be read.
  *
+ * Growth. Within ABI 2 every struct that crosses the boundary can grow at
+ * its end without breaking a built plugin or host:
+ * - a vtable starts with kd_vtable_header, whose size is the plugin's
+ *   sizeof; the host accepts a vtable from an older, smaller header and
+ *   treats the callbacks past its size as not provided (NULL);
+ * - a struct the host hands a plugin (kd_create_args, kd_forward_args,
+ *   kd_bind_args, kd_loss_args, kd_loss_result, kd_batch_args,
+ *   kd_schedule_info, kd_host_services) starts with its size; a plugin
+ *   reads a field added after ABI 2.0 only when KD_HAS_FIELD says the host
+ *   filled it;
+ * - an array a plugin returns (named tensors, taps, providers) comes with
+ *   its element size, and the host reads it with that stride.
+ * Anything else (a field removed, moved or retyped, a callback's meaning
+ * changed) bumps KD_PLUGIN_ABI, and the host refuses plugins of another ABI.
+ *
  * Ownership: everything a plugin returns through kd_plugin_info (names,
  * vtables, provider arrays) is static data of the library and lives until
  * the host unloads it. Instances a vtable creates belong to the plugin and
@@ -36,10 +51,10 @@
 #define KDENGINE_PLUGIN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include <stddef.h>
-
+#include <kdengine/api.h>
 #include <kdengine/dtype.h>
 #include <kdengine/rng.h>
 #include <kdengine/status.h>
@@ -49,11 +64,14 @@
 extern "C" {
 #endif
 
-/* Bumped on any change that breaks a built plugin: a struct's layout, a
- * vtable's meaning. Appending fields to the end of a vtable does not bump
- * it (the vtable's size field tells the host what the plugin has). */
-#define KD_PLUGIN_ABI 1
+#define KD_PLUGIN_ABI 2
 #define KD_PLUGIN_ENTRY_SYMBOL "kd_plugin_entry"
+
+/* True when the struct *p (whose first member is `uint32_t size`) is large
+ * enough to hold `field`: how a plugin checks a host struct before reading
+ * a field added after the ABI began. */
+#define KD_HAS_FIELD(p, type, field)                                            \
+    ((p)->size >= offsetof(type, field) + sizeof(((const type *)0)->field))
 
 typedef enum kd_plugin_kind {
     KD_KIND_MODEL = 0,
@@ -68,12 +86,11 @@ typedef enum kd_plugin_kind {
 
 /* "model", "loss", "dataset", "transform", "batch_transform", "optimizer",
  * "scheduler"; NULL outside the enum. */
-const char *kd_plugin_kind_name(kd_plugin_kind kind);
+KD_API const char *kd_plugin_kind_name(kd_plugin_kind kind);
 /* -1 for an unknown name. */
-int kd_plugin_kind_from_name(const char *name);
+KD_API int kd_plugin_kind_from_name(const char *name);
 
-/* Every vtable starts with this header: the host checks the kind, and the
- * size says which trailing callbacks the plugin was built with. */
+/* Every vtable starts with this header. */
 typedef struct kd_vtable_header {
     uint32_t size; /* sizeof the plugin's vtable struct */
     uint32_t kind; /* a kd_plugin_kind */
@@ -81,19 +98,23 @@ typedef struct kd_vtable_header {
 
 typedef struct kd_plugin_provider {
     kd_plugin_kind kind;
-    const char *name;              /* as in the manifest */
+    const char *name;               /* as in the manifest */
     const kd_vtable_header *vtable; /* the kind's vtable */
+    const void *user_data;          /* handed to create() as provider_data:
+                                       one vtable serves many providers
+                                       (a table row per model variant) */
 } kd_plugin_provider;
 
 /* Filled by the plugin's entry function. */
 typedef struct kd_plugin_info {
-    uint32_t abi;         /* KD_PLUGIN_ABI it was built against */
-    uint32_t info_size;   /* sizeof(kd_plugin_info) it was built with */
-    uint32_t tensor_size; /* sizeof(kd_tensor): the build fingerprint */
-    uint32_t max_dims;    /* KD_MAX_DIMS */
-    const char *name;     /* must equal the manifest's "name" */
-    const char *version;  /* must equal the manifest's "version" */
+    uint32_t abi;           /* KD_PLUGIN_ABI it was built against */
+    uint32_t info_size;     /* sizeof(kd_plugin_info) it was built with */
+    uint32_t tensor_size;   /* sizeof(kd_tensor): the build fingerprint */
+    uint32_t max_dims;      /* KD_MAX_DIMS */
+    const char *name;       /* must equal the manifest's "name" */
+    const char *version;    /* must equal the manifest's "version" */
     int n_providers;
+    uint32_t provider_size; /* sizeof(kd_plugin_provider): the stride */
     const kd_plugin_provider *providers;
 } kd_plugin_info;
 
@@ -103,9 +124,8 @@ typedef kd_status (*kd_plugin_entry_fn)(kd_plugin_info *info);
  *
  *   kd_status kd_plugin_entry(kd_plugin_info *info)
  *   {
- *       KD_PLUGIN_INFO_INIT(info, "kd", "1.0.0");
- *       info->n_providers = 1;
- *       info->providers = providers;
+ *       KD_PLUGIN_INFO_INIT(info, "kd", "2.0.0");
+ *       KD_PLUGIN_PROVIDERS(info, providers, 1);
  *       return KD_OK;
  *   }
  */
@@ -119,8 +139,16 @@ typedef kd_status (*kd_plugin_entry_fn)(kd_plugin_info *info);
         (info)->version = (plugin_version);                                    \
     } while (0)
 
+#define KD_PLUGIN_PROVIDERS(info, array, count)                                \
+    do {                                                                       \
+        (info)->n_providers = (count);                                         \
+        (info)->provider_size = (uint32_t)sizeof(kd_plugin_provider);          \
+        (info)->providers = (array);                                           \
+    } while (0)
+
 /* The exported entry; declared here so a plugin's definition is checked
- * against it. */
+ * against it. The plugin defines it (libkdcore does not): hence no KD_API,
+ * but default visibility, so a plugin built -fvisibility=hidden exports it. */
 #if defined(__GNUC__)
 __attribute__((visibility("default")))
 #endif
@@ -129,6 +157,8 @@ kd_status kd_plugin_entry(kd_plugin_info *info);
 /* ======================================================================
  * Per-kind vtables. A provider's vtable is a static struct of the library
  * whose first member is a kd_vtable_header {sizeof(struct), kind}.
+ * Callbacks marked "required" must be set: the host refuses a library
+ * whose vtable lacks one, naming the library and the callback.
  *
  * Instances: create() makes one and returns it through *self (an opaque
  * pointer the plugin defines); destroy() releases it and everything it
@@ -147,10 +177,16 @@ typedef struct kd_params kd_params;
 
 /* What every create() receives. */
 typedef struct kd_create_args {
-    const kd_params *params; /* validated, defaults filled; this call only */
-    uint64_t seed;           /* the job's seed mixed with the instance's
-                                role: initialise weights from it */
-    kd_device device;        /* where tensors live */
+    uint32_t size;
+    const kd_params *params;   /* validated, defaults filled; this call only */
+    uint64_t seed;             /* the job's seed mixed with the instance's
+                                  role: initialise weights from it */
+    kd_device device;          /* where tensors live */
+    kd_dtype dtype;            /* what parameters, buffers and state are made
+                                  in and computed in: KD_F32, or KD_F64 for
+                                  runs checked against a float64 reference */
+    const char *provider;      /* the provider's name, as in the manifest */
+    const void *provider_data; /* its kd_plugin_provider.user_data */
 } kd_create_args;
 
 /* --- named tensors: parameters, buffers, state ---
@@ -178,20 +214,67 @@ typedef struct kd_named_tensor {
     uint32_t flags; /* KD_TENSOR_* */
 } kd_named_tensor;
 
+/* A list of named tensors with its element size, so the element can grow:
+ * read element i with kd_tensor_list_at. */
+typedef struct kd_tensor_list {
+    uint32_t elem_size; /* sizeof(kd_named_tensor) of whoever made it */
+    int n;
+    const kd_named_tensor *items;
+} kd_tensor_list;
+
+static inline const kd_named_tensor *kd_tensor_list_at(const kd_tensor_list *l, int i)
+{
+    return (const kd_named_tensor *)(const void *)((const char *)l->items +
+                                                   (size_t)i * l->elem_size);
+}
+
+/* Fills a list from a plugin's array. */
+#define KD_LIST_SET(list, array, count)                                        \
+    do {                                                                       \
+        (list)->elem_size = (uint32_t)sizeof *(array);                         \
+        (list)->n = (count);                                                   \
+        (list)->items = (array);                                               \
+    } while (0)
+
 /* ---------------------------------------------------------------- model */
+
+/* How a tap's tensor is laid out, so a loss can bind a transformer's
+ * feature to a CNN's without guessing from a shape. */
+typedef enum kd_tap_layout {
+    KD_LAYOUT_NCHW = 0, /* [N, C, H, W] maps */
+    KD_LAYOUT_NHWC,     /* [N, H, W, C] maps (ConvNeXt, Swin stages) */
+    KD_LAYOUT_TOKENS,   /* [N, L, C]: prefix_tokens (cls, dist) then patches */
+    KD_LAYOUT_NC        /* [N, C] vectors: pooled features, logits */
+} kd_tap_layout;
 
 /* A tap is a named intermediate output a loss can read: "stage1".."stage4",
  * "pre_logits" (the pooled features), "logits". The list is fixed at
  * create(); its order is the model's forward order, logits last. */
 typedef struct kd_tap_info {
     const char *name;
-    int channels;  /* C of [N, C, H, W] maps, or of [N, C] vectors */
-    int reduction; /* input size / map size (1 for vectors) */
+    int channels;       /* C */
+    int reduction;      /* input size / map size (1 for vectors); for
+                           tokens the patch size */
+    kd_tap_layout layout;
+    int prefix_tokens;  /* KD_LAYOUT_TOKENS: tokens before the patch grid */
 } kd_tap_info;
 
+typedef struct kd_tap_list {
+    uint32_t elem_size; /* sizeof(kd_tap_info) of the plugin */
+    int n;
+    const kd_tap_info *items;
+} kd_tap_list;
+
+static inline const kd_tap_info *kd_tap_list_at(const kd_tap_list *l, int i)
+{
+    return (const kd_tap_info *)(const void *)((const char *)l->items +
+                                               (size_t)i * l->elem_size);
+}
+
 typedef struct kd_forward_args {
-    kd_tensor *input; /* [N, C, H, W] f32 images, or for forward_from the
-                         tap's tensor */
+    uint32_t size;
+    kd_tensor *input; /* [N, C, H, W] images in the model's dtype, or for
+                         forward_from the tap's tensor */
     bool training;    /* batch statistics, dropout and drop-path on */
     kd_rng rng;       /* stochastic layers draw from it; keyed per step */
     const bool *want; /* [n_taps]: the taps the caller reads */
@@ -199,20 +282,44 @@ typedef struct kd_forward_args {
                          owned); others may be filled or left alone */
 } kd_forward_args;
 
+/* What a checkpoint filter may do to one tensor of a weights file before
+ * it is matched to the model by name. */
+typedef struct kd_weight_fix {
+    uint32_t size;
+    const char *name;  /* in: the file's name; out: the model's (a string
+                          that lives until the next call) */
+    kd_tensor *value;  /* in: the file's tensor; out: a replacement (a new
+                          scope-owned tensor: a resized pos_embed) */
+    bool drop;         /* out: not a weight of this model (a buffer the
+                          model rebuilds, like relative_position_index) */
+} kd_weight_fix;
+
 typedef struct kd_model_vtable {
     kd_vtable_header header;
+    /* required */
     kd_status (*create)(const kd_create_args *args, void **self);
     void (*destroy)(void *self);
-    /* Parameters and buffers in state_dict order; returns the count. */
-    int (*tensors)(void *self, const kd_named_tensor **list);
-    /* Taps in forward order; returns the count (>= 1, "logits" last). */
-    int (*taps)(void *self, const kd_tap_info **list);
+    /* Parameters and buffers in state_dict order. */
+    kd_status (*tensors)(void *self, kd_tensor_list *out);
+    /* Taps in forward order (>= 1, "logits" last). */
+    kd_status (*taps)(void *self, kd_tap_list *out);
     /* Runs the model on args->input and fills the wanted taps. */
     kd_status (*forward)(void *self, const kd_forward_args *args);
+    /* optional */
     /* Runs the rest of the model from tap `from` (args->input is a tensor
-     * shaped like that tap) and fills the wanted later taps. NULL when the
-     * model cannot start midway. */
+     * shaped like that tap) and fills the wanted later taps. */
     kd_status (*forward_from)(void *self, int from, const kd_forward_args *args);
+    /* Called for every tensor of a weights file the job loads into this
+     * model (not for the run's own checkpoints): renames across versions,
+     * resizes, drops. Loading stays strict afterwards: a model tensor the
+     * file lacks, or a file tensor nothing matches, is an error. */
+    kd_status (*filter_weight)(void *self, kd_weight_fix *fix);
+    /* Called once the model's tensors are final (a teacher in eval mode,
+     * after its weights loaded): from then on the host changes none of them
+     * and runs it with training false, so the model may precompute (fold
+     * batch norms into convolutions). Gradients must still reach the input
+     * of forward_from (a loss may backpropagate through the teacher). */
+    kd_status (*freeze)(void *self);
 } kd_model_vtable;
 
 /* ----------------------------------------------------------------- loss */
@@ -225,18 +332,57 @@ typedef struct kd_loss_needs {
     const char *const *teacher;
 } kd_loss_needs;
 
-/* Shapes of the taps a loss reads, one per name in kd_loss_needs, for a
- * batch of one: what bind() sizes projectors from. */
+/* Shape of a tap a loss reads, for a batch of one. */
 typedef struct kd_tap_shape {
     int ndim;
     int64_t shape[KD_MAX_DIMS];
 } kd_tap_shape;
 
+/* Which model a host service runs. */
+typedef enum kd_model_role { KD_ROLE_STUDENT = 0, KD_ROLE_TEACHER } kd_model_role;
+
+typedef enum kd_reduce_op { KD_REDUCE_OP_SUM = 0, KD_REDUCE_OP_MEAN } kd_reduce_op;
+
+/* What the host offers a loss, handed to bind() and valid until the loss
+ * is destroyed. Every function takes `host` as its first argument. */
+typedef struct kd_host_services {
+    uint32_t size;
+    void *host;
+    int num_classes;
+    int64_t train_length;       /* samples in data.train (its subset) */
+    int rank, world_size;       /* this process among the job's processes */
+    /* The class of every training sample, [train_length], read once from
+     * the dataset on first use; owned by the host. */
+    kd_status (*train_labels)(void *host, const int64_t **labels);
+    /* Runs the student's or the teacher's forward from tap `from` (by
+     * name) on `input` and returns tap `to` (scope-owned). Gradients flow
+     * into `input`; the teacher's parameters never collect any. */
+    kd_status (*forward_from)(void *host, kd_model_role role, const char *from,
+                              kd_tensor *input, const char *to, bool training,
+                              kd_tensor **out);
+    /* In place over the job's processes (one process: returns at once). */
+    kd_status (*all_reduce)(void *host, kd_tensor *t, kd_reduce_op op);
+    /* [world_size * N, ...] of every process's t, in rank order
+     * (scope-owned; one process: t itself). */
+    kd_status (*all_gather)(void *host, kd_tensor *t, kd_tensor **out);
+} kd_host_services;
+
+/* What bind() receives once before training: the taps the loss reads, in
+ * kd_loss_needs order, with their shapes at batch 1 and their infos
+ * (layout, prefix tokens); a loss with parameters makes them here. */
+typedef struct kd_bind_args {
+    uint32_t size;
+    const kd_tap_shape *student, *teacher;
+    const kd_tap_info *student_info, *teacher_info;
+    const kd_host_services *host;
+} kd_bind_args;
+
 typedef struct kd_loss_args {
+    uint32_t size;
     kd_tensor *const *student; /* tensors in kd_loss_needs order */
     kd_tensor *const *teacher; /* NULL when n_teacher is 0 */
     kd_tensor *labels;         /* I64 [N]: class indices */
-    kd_tensor *soft_targets;   /* f32 [N, classes] after mixup/cutmix, else
+    kd_tensor *soft_targets;   /* [N, classes] after mixup/cutmix, else
                                   NULL; a label loss prefers it when set */
     kd_tensor *indices;        /* I64 [N]: dataset positions */
     int64_t epoch;             /* 0-based */
@@ -245,32 +391,35 @@ typedef struct kd_loss_args {
     kd_rng rng;
 } kd_loss_args;
 
-#define KD_LOSS_MAX_TERMS 8
+/* A named number for the logs ("tckd", "nckd"): a scalar tensor, read by
+ * the host only on the steps it logs, so a GPU step waits on none. */
+typedef struct kd_loss_term {
+    const char *name;
+    kd_tensor *value;
+} kd_loss_term;
 
-/* What forward() returns. `loss` is a scalar (scope-owned) the host
- * weights and sums; terms are extra numbers for the logs ("tckd",
- * "nckd"), names static strings of the plugin. */
+/* What forward() fills. `loss` is a scalar (scope-owned) the host weights
+ * and sums. `terms` is an array the instance owns (it may reuse it every
+ * step); names are static strings or the instance's. */
 typedef struct kd_loss_result {
+    uint32_t size;
     kd_tensor *loss;
     int n_terms;
-    const char *term_names[KD_LOSS_MAX_TERMS];
-    double term_values[KD_LOSS_MAX_TERMS];
+    const kd_loss_term *terms;
 } kd_loss_result;
 
 typedef struct kd_loss_vtable {
     kd_vtable_header header;
+    /* required */
     kd_status (*create)(const kd_create_args *args, void **self);
     void (*destroy)(void *self);
     kd_status (*needs)(void *self, kd_loss_needs *out);
-    /* Called once, before training, with the shapes of the needed taps
-     * (student first, then teacher): a loss with parameters makes them
-     * here. NULL when the loss has nothing to size. */
-    kd_status (*bind)(void *self, const kd_tap_shape *student,
-                      const kd_tap_shape *teacher);
-    /* Its parameters and state (checkpointed; parameters join the
-     * optimizer; dropped at export). NULL when it has none. */
-    int (*tensors)(void *self, const kd_named_tensor **list);
     kd_status (*forward)(void *self, const kd_loss_args *args, kd_loss_result *out);
+    /* optional */
+    kd_status (*bind)(void *self, const kd_bind_args *args);
+    /* Its parameters and state (checkpointed; parameters join the
+     * optimizer; dropped at export), after bind(). */
+    kd_status (*tensors)(void *self, kd_tensor_list *out);
 } kd_loss_vtable;
 
 /* ----------------------------------------------------- samples and data */
@@ -288,7 +437,7 @@ typedef struct kd_sample {
 } kd_sample;
 
 /* Makes s->data hold at least `bytes`; KD_ERR_NOMEM otherwise. */
-kd_status kd_sample_reserve(kd_sample *s, size_t bytes);
+KD_API kd_status kd_sample_reserve(kd_sample *s, size_t bytes);
 
 typedef struct kd_dataset_info {
     int64_t length;
@@ -298,6 +447,7 @@ typedef struct kd_dataset_info {
 
 typedef struct kd_dataset_vtable {
     kd_vtable_header header;
+    /* required */
     kd_status (*create)(const kd_create_args *args, void **self);
     void (*destroy)(void *self);
     kd_status (*info)(void *self, kd_dataset_info *out);
@@ -305,10 +455,14 @@ typedef struct kd_dataset_vtable {
      * class into *label. Thread-safe. A corrupt record is an error naming
      * the file and the index. */
     kd_status (*get)(void *self, int64_t index, kd_sample *out, int64_t *label);
+    /* optional */
+    /* Every sample's class, labels[length], without decoding images. */
+    kd_status (*labels)(void *self, int64_t *labels);
 } kd_dataset_vtable;
 
 typedef struct kd_transform_vtable {
     kd_vtable_header header;
+    /* required */
     kd_status (*create)(const kd_create_args *args, void **self);
     void (*destroy)(void *self);
     /* out = transform(in); in and out are distinct buffers. Random draws
@@ -318,19 +472,22 @@ typedef struct kd_transform_vtable {
 } kd_transform_vtable;
 
 typedef struct kd_batch_args {
+    uint32_t size;
     kd_tensor *images;       /* f32 [N, C, H, W] */
     kd_tensor *labels;       /* I64 [N] */
-    kd_tensor *soft_targets; /* f32 [N, classes] or NULL */
+    kd_tensor *soft_targets; /* f32 [N, classes], or NULL: one-hot labels */
     int num_classes;
     kd_rng rng;              /* keyed by (seed, step) */
 } kd_batch_args;
 
 typedef struct kd_batch_transform_vtable {
     kd_vtable_header header;
+    /* required */
     kd_status (*create)(const kd_create_args *args, void **self);
     void (*destroy)(void *self);
     /* Replaces args->images and sets args->soft_targets (new scope-owned
-     * tensors); labels stay the hard labels. */
+     * tensors, the same shapes); labels stay the hard labels. Runs in the
+     * training step's scope, on the training thread. */
     kd_status (*apply)(void *self, kd_batch_args *args);
 } kd_batch_transform_vtable;
 
@@ -338,19 +495,22 @@ typedef struct kd_batch_transform_vtable {
 
 typedef struct kd_optimizer_vtable {
     kd_vtable_header header;
-    /* params: the trainable tensors (student's, then the losses'), with
-     * their KD_TENSOR_* flags; they outlive the optimizer. */
-    kd_status (*create)(const kd_create_args *args, int n,
-                        const kd_named_tensor *params, void **self);
+    /* required */
+    /* params: the trainable tensors (the student's, then each loss's under
+     * "loss.<i>."), with their KD_TENSOR_* flags; they outlive the
+     * optimizer. */
+    kd_status (*create)(const kd_create_args *args, const kd_tensor_list *params,
+                        void **self);
     void (*destroy)(void *self);
     /* One update from the parameters' .grad at learning rate lr. */
     kd_status (*step)(void *self, double lr);
-    /* Its state (momentum buffers...), named for checkpoints; returns the
-     * count. Restoring copies saved values into these tensors. */
-    int (*state)(void *self, const kd_named_tensor **list);
+    /* Its state (momentum buffers...), named for checkpoints. Restoring
+     * copies saved values into these tensors. */
+    kd_status (*state)(void *self, kd_tensor_list *out);
 } kd_optimizer_vtable;
 
 typedef struct kd_schedule_info {
+    uint32_t size;
     double base_lr;          /* the optimizer's "lr" */
     int64_t steps_per_epoch;
     int64_t epochs;          /* the run's length */
@@ -358,6 +518,7 @@ typedef struct kd_schedule_info {
 
 typedef struct kd_scheduler_vtable {
     kd_vtable_header header;
+    /* required */
     kd_status (*create)(const kd_create_args *args, const kd_schedule_info *info,
                         void **self);
     void (*destroy)(void *self);
@@ -373,14 +534,14 @@ typedef struct kd_scheduler_vtable {
  * Owned by the host; valid for the instance's creation call only (copy what
  * you keep). */
 
-double kd_params_number(const kd_params *p, const char *key);
-int64_t kd_params_integer(const kd_params *p, const char *key);
-bool kd_params_boolean(const kd_params *p, const char *key);
-const char *kd_params_string(const kd_params *p, const char *key);
+KD_API double kd_params_number(const kd_params *p, const char *key);
+KD_API int64_t kd_params_integer(const kd_params *p, const char *key);
+KD_API bool kd_params_boolean(const kd_params *p, const char *key);
+KD_API const char *kd_params_string(const kd_params *p, const char *key);
 /* Arrays: length, then element i as a number or a string. */
-int kd_params_array_length(const kd_params *p, const char *key);
-double kd_params_array_number(const kd_params *p, const char *key, int i);
-const char *kd_params_array_string(const kd_params *p, const char *key, int i);
+KD_API int kd_params_array_length(const kd_params *p, const char *key);
+KD_API double kd_params_array_number(const kd_params *p, const char *key, int i);
+KD_API const char *kd_params_array_string(const kd_params *p, const char *key, int i);
 
 #ifdef __cplusplus
 }

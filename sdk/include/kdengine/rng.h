@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include <kdengine/api.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -19,21 +21,21 @@ typedef struct kd_rng {
     uint64_t counter;   /* 32-bit draws consumed so far */
 } kd_rng;
 
-kd_rng kd_rng_make(uint64_t seed, uint64_t stream_hi, uint64_t stream_lo);
+KD_API kd_rng kd_rng_make(uint64_t seed, uint64_t stream_hi, uint64_t stream_lo);
 /* One Philox block for (key, stream, counter): pure, no state. */
-void kd_philox4x32(const uint32_t key[2], const uint32_t ctr[4], uint32_t out[4]);
+KD_API void kd_philox4x32(const uint32_t key[2], const uint32_t ctr[4], uint32_t out[4]);
 /* Sequential draws; each call advances the counter. */
-uint32_t kd_rng_u32(kd_rng *rng);
-double kd_rng_uniform(kd_rng *rng);           /* [0, 1) with 53 bits */
-float kd_rng_uniformf(kd_rng *rng);           /* [0, 1) with 24 bits */
-double kd_rng_normal(kd_rng *rng);            /* mean 0, std 1 */
+KD_API uint32_t kd_rng_u32(kd_rng *rng);
+KD_API double kd_rng_uniform(kd_rng *rng);           /* [0, 1) with 53 bits */
+KD_API float kd_rng_uniformf(kd_rng *rng);           /* [0, 1) with 24 bits */
+KD_API double kd_rng_normal(kd_rng *rng);            /* mean 0, std 1 */
 /* Uniform in [0, n) without modulo bias. */
-uint64_t kd_rng_below(kd_rng *rng, uint64_t n);
+KD_API uint64_t kd_rng_below(kd_rng *rng, uint64_t n);
 /* out[i] = the float in [0,1) that draw number rng->counter + first + i
  * would give; lets threads fill disjoint parts of one mask. The caller
  * advances rng->counter by the total afterwards. */
-void kd_rng_fill_uniformf(const kd_rng *rng, uint64_t first, float *out,
-                          int64_t n);
+KD_API void kd_rng_fill_uniformf(const kd_rng *rng, uint64_t first, float *out,
+                                 int64_t n);
 
 #ifdef __cplusplus
 }

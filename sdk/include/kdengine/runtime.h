@@ -5,29 +5,41 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <kdengine/api.h>
 #include <kdengine/status.h>
+#include <kdengine/tensor.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-const char *kd_version(void);
+KD_API const char *kd_version(void);
 /* Sets the CPU threads used by OpenMP loops, OpenBLAS and oneDNN. */
-void kd_set_num_threads(int n);
-int kd_num_threads(void);
+KD_API void kd_set_num_threads(int n);
+KD_API int kd_num_threads(void);
 /* One line per component: "openblas 0.3.21 (pthread), threads 2", ... */
-const char *kd_build_info(void);
-bool kd_have_cuda_build(void);
+KD_API const char *kd_build_info(void);
+KD_API bool kd_have_cuda_build(void);
 /* True when this build has CUDA and a GPU is present. */
-bool kd_cuda_device_available(void);
+KD_API bool kd_cuda_device_available(void);
 
 /* Multiply-accumulates done by the forward ops of this thread that carry
  * the compute (conv2d, matmul, linear) since the last call; returns the
  * count and restarts it. `plan` reports a model's MACs per image from it. */
-int64_t kd_macs_take(void);
+KD_API int64_t kd_macs_take(void);
 /* Bytes of tensor storage this thread created since the last call; returns
  * the count and restarts it. `plan` estimates a step's memory from it. */
-int64_t kd_alloc_bytes_take(void);
+KD_API int64_t kd_alloc_bytes_take(void);
+
+/* Tensor storage of all threads on a device kind (CPU, or the GPUs): the
+ * bytes alive now, and the most alive at once since the last reset. `run`
+ * reports the peak of a training run. */
+typedef struct kd_memory_stats {
+    int64_t live_bytes, peak_bytes;
+} kd_memory_stats;
+KD_API kd_memory_stats kd_memory_stats_of(kd_device device);
+/* Starts the peak again from what is alive now. */
+KD_API void kd_memory_peak_reset(kd_device device);
 
 #ifdef __cplusplus
 }

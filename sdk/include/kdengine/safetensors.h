@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <kdengine/api.h>
 #include <kdengine/tensor.h>
 
 #ifdef __cplusplus
@@ -33,33 +34,33 @@ typedef struct kd_safetensors_entry {
     size_t nbytes;
 } kd_safetensors_entry;
 
-kd_status kd_safetensors_open(const char *path, kd_safetensors **out);
+KD_API kd_status kd_safetensors_open(const char *path, kd_safetensors **out);
 /* Validates and indexes a file already in memory (bytes must outlive the
  * handle). label names it in messages. Used by the fuzzer. */
-kd_status kd_safetensors_parse(const void *bytes, size_t len, const char *label,
-                               kd_safetensors **out);
-void kd_safetensors_close(kd_safetensors *f);
+KD_API kd_status kd_safetensors_parse(const void *bytes, size_t len, const char *label,
+                                      kd_safetensors **out);
+KD_API void kd_safetensors_close(kd_safetensors *f);
 
-int kd_safetensors_count(const kd_safetensors *f);
+KD_API int kd_safetensors_count(const kd_safetensors *f);
 /* Entries in data-offset order. */
-const kd_safetensors_entry *kd_safetensors_at(const kd_safetensors *f, int i);
-const kd_safetensors_entry *kd_safetensors_find(const kd_safetensors *f,
-                                                const char *name);
+KD_API const kd_safetensors_entry *kd_safetensors_at(const kd_safetensors *f, int i);
+KD_API const kd_safetensors_entry *kd_safetensors_find(const kd_safetensors *f,
+                                                       const char *name);
 /* A value from __metadata__, or NULL. */
-const char *kd_safetensors_metadata(const kd_safetensors *f, const char *key);
+KD_API const char *kd_safetensors_metadata(const kd_safetensors *f, const char *key);
 
 /* A new CPU tensor holding the named entry converted to `dtype` (float
  * types convert among themselves, integer types among themselves). */
-kd_tensor *kd_safetensors_load(const kd_safetensors *f, const char *name,
-                               kd_dtype dtype);
+KD_API kd_tensor *kd_safetensors_load(const kd_safetensors *f, const char *name,
+                                      kd_dtype dtype);
 
 /* Writes tensors (any device; copied to the host) with the given names and
  * optional string metadata pairs (meta[2*i] key, meta[2*i+1] value), laid
  * out as the reference writer does (by alignment, then name; header padded
  * to 8 bytes). Atomic: temp file, fsync, rename, fsync of the directory. */
-kd_status kd_safetensors_save(const char *path, int n, const char *const *names,
-                              kd_tensor *const *tensors, int nmeta,
-                              const char *const *meta);
+KD_API kd_status kd_safetensors_save(const char *path, int n, const char *const *names,
+                                     kd_tensor *const *tensors, int nmeta,
+                                     const char *const *meta);
 
 #ifdef __cplusplus
 }

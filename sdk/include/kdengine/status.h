@@ -8,6 +8,8 @@
 #ifndef KDENGINE_STATUS_H
 #define KDENGINE_STATUS_H
 
+#include <kdengine/api.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -24,24 +26,24 @@ typedef enum kd_status {
 } kd_status;
 
 /* The message of the most recent failure on this thread ("" if none). */
-const char *kd_last_error(void);
+KD_API const char *kd_last_error(void);
 
 /* The code of that failure (KD_OK if none since kd_clear_error): what a
  * caller passes to kd_error_wrap when a call that returns NULL failed, so
  * that out-of-memory or a device error is not reported as a bad argument. */
-kd_status kd_last_status(void);
+KD_API kd_status kd_last_status(void);
 
 /* Sets the thread's message and returns code, so a failing path reads
  * `return kd_error(KD_ERR_INVALID, "conv2d: ...", ...);`. */
-kd_status kd_error(kd_status code, const char *fmt, ...)
+KD_API kd_status kd_error(kd_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Prefixes the current message with more context ("loading x.safetensors: "). */
-kd_status kd_error_wrap(kd_status code, const char *fmt, ...)
+KD_API kd_status kd_error_wrap(kd_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-void kd_clear_error(void);
-const char *kd_status_name(kd_status code);
+KD_API void kd_clear_error(void);
+KD_API const char *kd_status_name(kd_status code);
 
 #ifdef __cplusplus
 }

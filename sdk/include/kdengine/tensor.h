@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <kdengine/api.h>
 #include <kdengine/dtype.h>
 #include <kdengine/status.h>
 
@@ -35,7 +36,15 @@ extern "C" {
 
 #define KD_MAX_DIMS 8
 
-typedef enum kd_device { KD_CPU = 0, KD_CUDA = 1 } kd_device;
+/* Where a tensor lives: the kind in the low byte, the index above it, so
+ * "cuda:1" is KD_CUDA_DEVICE(1) and KD_CUDA is cuda:0. A process drives
+ * one GPU for now: storage on another index is refused, not misplaced. */
+typedef uint32_t kd_device;
+#define KD_CPU ((kd_device)0)
+#define KD_CUDA ((kd_device)1)
+#define KD_CUDA_DEVICE(index) ((kd_device)(1u | (uint32_t)(index) << 8))
+static inline uint32_t kd_device_kind(kd_device d) { return d & 0xffu; }
+static inline int kd_device_index(kd_device d) { return (int)(d >> 8); }
 
 typedef struct kd_storage kd_storage;
 typedef struct kd_node kd_node;
@@ -56,69 +65,75 @@ typedef struct kd_tensor {
 } kd_tensor;
 
 /* --- creation (owner: see the rule above) --- */
-kd_tensor *kd_tensor_empty(kd_dtype dtype, kd_device device, int ndim,
-                           const int64_t *shape);
-kd_tensor *kd_tensor_zeros(kd_dtype dtype, kd_device device, int ndim,
-                           const int64_t *shape);
-kd_tensor *kd_tensor_full(kd_dtype dtype, kd_device device, int ndim,
-                          const int64_t *shape, double value);
+KD_API kd_tensor *kd_tensor_empty(kd_dtype dtype, kd_device device, int ndim,
+                                  const int64_t *shape);
+KD_API kd_tensor *kd_tensor_zeros(kd_dtype dtype, kd_device device, int ndim,
+                                  const int64_t *shape);
+KD_API kd_tensor *kd_tensor_full(kd_dtype dtype, kd_device device, int ndim,
+                                 const int64_t *shape, double value);
 /* Copies numel elements of `dtype` from host memory into a new CPU tensor. */
-kd_tensor *kd_tensor_from_data(kd_dtype dtype, int ndim, const int64_t *shape,
-                               const void *data);
+KD_API kd_tensor *kd_tensor_from_data(kd_dtype dtype, int ndim, const int64_t *shape,
+                                      const void *data);
 /* A new tensor like t (dtype, device, shape), contiguous, uninitialised. */
-kd_tensor *kd_tensor_empty_like(const kd_tensor *t);
-kd_tensor *kd_tensor_zeros_like(const kd_tensor *t);
+KD_API kd_tensor *kd_tensor_empty_like(const kd_tensor *t);
+KD_API kd_tensor *kd_tensor_zeros_like(const kd_tensor *t);
 
 /* Frees a caller-owned tensor (and its grad). Freeing a scope-owned tensor
  * is a no-op: its scope frees it. NULL is fine. */
-void kd_tensor_free(kd_tensor *t);
+KD_API void kd_tensor_free(kd_tensor *t);
 
 /* Moves t out of its scope: the caller now owns it. Returns t. */
-kd_tensor *kd_tensor_keep(kd_tensor *t);
+KD_API kd_tensor *kd_tensor_keep(kd_tensor *t);
+/* Moves t from the innermost scope to the one around it, so an inner scope
+ * can end, freeing everything else it made (a teacher's intermediates),
+ * while t lives on; a t that is not in the innermost scope already does
+ * and is left alone. t must hold no autograd history (made under
+ * no-grad): KD_ERR_INVALID otherwise, or when no scope is around. */
+KD_API kd_status kd_scope_promote(kd_tensor *t);
 
 /* --- inspection --- */
-int64_t kd_tensor_numel(const kd_tensor *t);
-bool kd_tensor_is_contiguous(const kd_tensor *t);
-bool kd_tensor_same_shape(const kd_tensor *a, const kd_tensor *b);
+KD_API int64_t kd_tensor_numel(const kd_tensor *t);
+KD_API bool kd_tensor_is_contiguous(const kd_tensor *t);
+KD_API bool kd_tensor_same_shape(const kd_tensor *a, const kd_tensor *b);
 /* Address of element 0 (host pointer on CPU, device pointer on CUDA). */
-void *kd_tensor_data(const kd_tensor *t);
+KD_API void *kd_tensor_data(const kd_tensor *t);
 /* Writes "[2, 3, 4]" into buf. Returns buf. */
-const char *kd_shape_str(const kd_tensor *t, char *buf, int size);
+KD_API const char *kd_shape_str(const kd_tensor *t, char *buf, int size);
 /* Element at flat row-major logical index i, as double (CPU only). */
-double kd_tensor_get(const kd_tensor *t, int64_t i);
+KD_API double kd_tensor_get(const kd_tensor *t, int64_t i);
 
 /* --- copies (no autograd) --- */
 /* Copies src into dst: same shape; dtype converts, device transfers. */
-kd_status kd_tensor_copy_(kd_tensor *dst, const kd_tensor *src);
+KD_API kd_status kd_tensor_copy_(kd_tensor *dst, const kd_tensor *src);
 /* Fills every element of t with value. */
-kd_status kd_tensor_fill_(kd_tensor *t, double value);
+KD_API kd_status kd_tensor_fill_(kd_tensor *t, double value);
 /* A contiguous copy of t on `device` (a copy even when it is the same). */
-kd_tensor *kd_tensor_to_device(kd_tensor *t, kd_device device);
+KD_API kd_tensor *kd_tensor_to_device(kd_tensor *t, kd_device device);
 
 /* --- gradients --- */
-void kd_tensor_set_requires_grad(kd_tensor *t, bool requires_grad);
+KD_API void kd_tensor_set_requires_grad(kd_tensor *t, bool requires_grad);
 /* Frees t->grad so the next backward starts from zero. */
-void kd_tensor_zero_grad(kd_tensor *t);
+KD_API void kd_tensor_zero_grad(kd_tensor *t);
 
 /* --- step scopes --- */
-kd_status kd_scope_begin(void);
+KD_API kd_status kd_scope_begin(void);
 /* Frees everything the innermost scope owns: tensors and recorded ops. */
-void kd_scope_end(void);
+KD_API void kd_scope_end(void);
 /* Number of scopes open on this thread. */
-int kd_scope_depth(void);
+KD_API int kd_scope_depth(void);
 
 /* --- gradient mode (per thread) --- */
 /* Returns the previous mode. With grad off (the teacher's forward) ops
  * record nothing and keep no activations for backward. */
-bool kd_set_grad_enabled(bool enabled);
-bool kd_grad_enabled(void);
+KD_API bool kd_set_grad_enabled(bool enabled);
+KD_API bool kd_grad_enabled(void);
 
 /* Runs backward from a tensor with one element: leaf tensors that require
  * grad get d(loss)/d(leaf) added to their .grad, so calling it on several
  * micro-batches accumulates. */
-kd_status kd_backward(kd_tensor *loss);
+KD_API kd_status kd_backward(kd_tensor *loss);
 /* Same, from any output with an explicit upstream gradient (same shape). */
-kd_status kd_backward_with(kd_tensor *output, kd_tensor *grad_output);
+KD_API kd_status kd_backward_with(kd_tensor *output, kd_tensor *grad_output);
 
 #ifdef __cplusplus
 }

@@ -3,14 +3,13 @@
 
 static const kd_vtable_header vtable = {sizeof(kd_vtable_header), KD_KIND_LOSS};
 static const kd_plugin_provider providers[] = {
-    {KD_KIND_LOSS, "providers_mismatch_a", &vtable},
-    {KD_KIND_LOSS, "providers_mismatch_c", &vtable},
+    {KD_KIND_LOSS, "providers_mismatch_a", &vtable, NULL},
+    {KD_KIND_LOSS, "providers_mismatch_c", &vtable, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "providers_mismatch", "0.1.0");
-    info->n_providers = 2;
-    info->providers = providers;
+    KD_PLUGIN_PROVIDERS(info, providers, 2);
     return KD_OK;
 }
