@@ -1,7 +1,9 @@
 /* Runs the op table (op_rows.h): a gradient check in f64 against central
- * finite differences, and a parity check in f32 against PyTorch.
+ * finite differences, a parity check in f32 against PyTorch, and on every
+ * other device that has the row's op (core/backend/backend.c) the same
+ * row in f32 and f64 against the CPU's output and gradients.
  *
- * usage: test_ops [--no-parity] [--no-gradcheck] [substring ...]
+ * usage: test_ops [--no-parity] [--no-gradcheck] [--no-devices] [substring ...]
  * With substrings, only rows whose name contains one of them run. */
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../core/backend/backend.h"
 #include "harness.h"
 #include "op_rows.h"
 
@@ -366,15 +369,182 @@ cleanup:
     rmdir(dir);
 }
 
+/* ------------------------------------------------------------ other devices */
+
+static const struct {
+    kd_device device;
+    const char *name;
+} other_devices[] = {{KD_CUDA, "cuda"}};
+
+/* The op a row tests: its name up to the first '.'. */
+static void row_op(const kt_op_row *row, char *op, size_t size)
+{
+    snprintf(op, size, "%.*s", (int)strcspn(row->name, "."), row->name);
+}
+
+/* NULL when the device can run kernels, else why not. */
+static const char *device_missing(kd_device device)
+{
+    if (device == KD_CUDA && !kd_have_cuda_build())
+        return "this build has no CUDA (configure --with-cuda)";
+    if (device == KD_CUDA && !kd_cuda_device_available())
+        return "no CUDA device or driver";
+    return NULL;
+}
+
+/* A device result against the CPU's: norm-wise relative error (exact
+ * for integer outputs). False with *what set on a mismatch. */
+static bool device_close(kd_tensor *got, kd_tensor *want, double tol, const char *label,
+                         char *what, size_t size)
+{
+    kd_tensor *g = got ? kd_tensor_to_device(got, KD_CPU) : NULL;
+    if (!g || !kd_tensor_same_shape(g, want) || g->dtype != want->dtype) {
+        snprintf(what, size, "%s: %s", label, g ? "shape or dtype differs" : kd_last_error());
+        return false;
+    }
+    bool exact = want->dtype != KD_F32 && want->dtype != KD_F64;
+    double e = exact ? kt_max_abs_diff(g, want) : kt_rel_error(g, want);
+    if (!(e <= (exact ? 0 : tol))) {
+        snprintf(what, size, "%s: relative error %.3g > %.3g", label, e, tol);
+        return false;
+    }
+    return true;
+}
+
+/* The row in `dtype` on the CPU and on `device` from the same inputs and
+ * output gradient. Returns 1 when they agree, 0 on a mismatch or error
+ * (*what says which), -1 when a helper op the row calls is not on the
+ * device. */
+static int device_case(const kt_op_row *row, kd_dtype dtype, kd_device device, const char *op,
+                       char *what, size_t size)
+{
+    double tol = dtype == KD_F64 ? 1e-12 : 1e-5;
+    kd_tensor *x[4] = {0}, *xd[4] = {0};
+    if (!make_inputs(row, dtype, x)) {
+        snprintf(what, size, "inputs: %s", kd_last_error());
+        return 0;
+    }
+    for (int k = 0; k < row->n_inputs; k++) {
+        xd[k] = kd_tensor_to_device(x[k], device);
+        if (!xd[k]) {
+            snprintf(what, size, "upload: %s", kd_last_error());
+            return 0;
+        }
+        kd_tensor_set_requires_grad(xd[k], x[k]->requires_grad);
+    }
+    kd_tensor *want = row->fn(x);
+    if (!want) {
+        snprintf(what, size, "cpu forward: %s", kd_last_error());
+        return 0;
+    }
+    kd_tensor *got = row->fn(xd);
+    if (!got) {
+        /* A helper the row calls (a slice's backward, a pad) may be CPU
+         * only; the row's own op must run. */
+        bool helper = kd_last_status() == KD_ERR_UNSUPPORTED &&
+                      strncmp(kd_last_error(), op, strlen(op)) != 0;
+        snprintf(what, size, "forward: %s", kd_last_error());
+        return helper ? -1 : 0;
+    }
+    if (!device_close(got, want, tol, "output", what, size))
+        return 0;
+    if ((row->flags & (KT_NO_GRADCHECK | KT_NO_BACKWARD)) || !want->requires_grad)
+        return 1;
+    kd_rng grng = kd_rng_make(name_seed(row->name), 3, 0);
+    kd_tensor *gy = kt_uniform(dtype, want->ndim, want->shape, &grng, -1.0, 1.0);
+    kd_tensor *gyd = gy ? kd_tensor_to_device(gy, device) : NULL;
+    if (!gyd || kd_backward_with(want, gy) != KD_OK) {
+        snprintf(what, size, "cpu backward: %s", kd_last_error());
+        return 0;
+    }
+    if (kd_backward_with(got, gyd) != KD_OK) {
+        bool helper = kd_last_status() == KD_ERR_UNSUPPORTED &&
+                      strncmp(kd_last_error(), op, strlen(op)) != 0;
+        snprintf(what, size, "backward: %s", kd_last_error());
+        return helper ? -1 : 0;
+    }
+    for (int k = 0; k < row->n_inputs; k++) {
+        if (!x[k]->requires_grad)
+            continue;
+        char label[32];
+        snprintf(label, sizeof label, "grad of input %d", k);
+        if (!x[k]->grad || !xd[k]->grad) {
+            if (x[k]->grad || xd[k]->grad) {
+                snprintf(what, size, "%s: on one device only", label);
+                return 0;
+            }
+            continue;
+        }
+        if (!device_close(xd[k]->grad, x[k]->grad, tol, label, what, size))
+            return 0;
+    }
+    return 1;
+}
+
+/* Every row on every other device that has its op; a device without a
+ * usable runtime skips its rows, as one skip line giving their number and
+ * the reason. Prints the ops of the table each device lacks. */
+static void device_rows(int n, const kt_op_row *const *table)
+{
+    for (size_t d = 0; d < sizeof other_devices / sizeof *other_devices; d++) {
+        kd_device device = other_devices[d].device;
+        const char *dev = other_devices[d].name, *missing = device_missing(device);
+        char lacks[64][32];
+        int n_lacks = 0, n_missed = 0;
+        for (int i = 0; i < n; i++) {
+            const kt_op_row *row = table[i];
+            char op[64], name[160], what[256] = "";
+            row_op(row, op, sizeof op);
+            snprintf(name, sizeof name, "%s %s", dev, row->name);
+            if (!kd_backend_has_op(device, op)) {
+                bool listed = false;
+                for (int j = 0; j < n_lacks && !listed; j++)
+                    listed = strcmp(lacks[j], op) == 0;
+                if (!listed && n_lacks < 64)
+                    snprintf(lacks[n_lacks++], sizeof lacks[0], "%s", op);
+                continue;
+            }
+            if (missing) {
+                n_missed++;
+                continue;
+            }
+            int result = 1;
+            static const kd_dtype dtypes[] = {KD_F32, KD_F64};
+            for (int t = 0; t < 2 && result == 1; t++) {
+                kd_scope_begin();
+                result = device_case(row, dtypes[t], device, op, what, sizeof what);
+                kd_scope_end();
+                if (result != 1) {
+                    char tmp[256];
+                    snprintf(tmp, sizeof tmp, "%s: %s", kd_dtype_name(dtypes[t]), what);
+                    snprintf(what, sizeof what, "%s", tmp);
+                }
+            }
+            if (result < 0)
+                kt_skip(name, "a helper op is not on %s: %s", dev, what);
+            else
+                kt_check(result == 1, name, "%s", what);
+        }
+        if (n_missed)
+            kt_skip(dev, "%d rows not run: %s", n_missed, missing);
+        printf("# %s lacks:%s", dev, n_lacks ? "" : " nothing");
+        for (int j = 0; j < n_lacks; j++)
+            printf("%s %s", j ? "," : "", lacks[j]);
+        printf("\n");
+    }
+}
+
 int main(int argc, char **argv)
 {
-    bool run_parity = true, run_grad = true;
+    bool run_parity = true, run_grad = true, run_devices = true;
     int first = 1;
     for (; first < argc && strncmp(argv[first], "--", 2) == 0; first++) {
         if (strcmp(argv[first], "--no-parity") == 0)
             run_parity = false;
         else if (strcmp(argv[first], "--no-gradcheck") == 0)
             run_grad = false;
+        else if (strcmp(argv[first], "--no-devices") == 0)
+            run_devices = false;
     }
     kd_set_num_threads(2);
     const kt_op_row *tables[] = {kt_rows_elementwise, kt_rows_reduce, kt_rows_linalg,
@@ -387,5 +557,7 @@ int main(int argc, char **argv)
             gradcheck(rows[i]);
     if (run_parity)
         parity(n_rows, rows);
+    if (run_devices)
+        device_rows(n_rows, rows);
     return kt_finish();
 }

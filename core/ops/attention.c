@@ -1,100 +1,18 @@
 /* Fused scaled dot-product attention: softmax(q k^T * scale + bias) v.
  *
- * Products go to OpenBLAS one batch entry at a time (it threads each
- * product); the softmax rows of all entries run in one parallel loop. Only
- * the probabilities P are kept for backward:
+ * Only the probabilities P are kept for backward:
  *   dV = P^T g,  dP = g v^T,  dS = P (dP - rowsum(dP P)),
- *   dQ = scale dS k,  dK = scale dS^T q,  dbias = dS summed to bias's shape. */
-#include <cblas.h>
+ *   dQ = scale dS k,  dK = scale dS^T q,  dbias = dS summed to bias's shape.
+ * The kernels are in core/backend/cpu/attention.c. */
 #include <string.h>
 
+#include "../backend/backend.h"
+#include "../backend/cpu/cpu.h"
 #include "../internal.h"
-#include "softmax_rows.h"
 
-#define PAR_MIN 16384 /* elements below which a loop stays on one thread */
-
-typedef struct attn_dims {
-    int nbatch;                  /* batch dims before [L, D] */
-    int64_t batch[KD_MAX_DIMS];  /* their sizes */
-    int64_t b, l, s, d, dv;      /* b = product of batch sizes */
-} attn_dims;
-
-/* Row-major C = alpha op(A) op(B) + beta C; ld* are row lengths. */
-static void gemm(kd_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                 double alpha, const void *a, int64_t lda, const void *b, int64_t ldb,
-                 double beta, void *c, int64_t ldc)
+static kd_attn_dims dims_of(const kd_tensor *q, const kd_tensor *k, const kd_tensor *v)
 {
-    enum CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans;
-    enum CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
-    if (dt == KD_F32)
-        cblas_sgemm(CblasRowMajor, opa, opb, (int)m, (int)n, (int)k, (float)alpha, a,
-                    (int)lda, b, (int)ldb, (float)beta, c, (int)ldc);
-    else
-        cblas_dgemm(CblasRowMajor, opa, opb, (int)m, (int)n, (int)k, alpha, a, (int)lda,
-                    b, (int)ldb, beta, c, (int)ldc);
-}
-
-/* Offset of row (batch entry bi, query li) of a tensor read through
- * broadcast strides st (batch dims, then L). */
-static int64_t bias_row_offset(const attn_dims *ad, const int64_t *st, int64_t bi, int64_t li)
-{
-    int64_t off = li * st[ad->nbatch];
-    for (int k = ad->nbatch - 1; k >= 0; k--) {
-        off += (bi % ad->batch[k]) * st[k];
-        bi /= ad->batch[k];
-    }
-    return off;
-}
-
-#define DEFINE_ATTENTION_KERNELS(T, S)                                           \
-    /* p holds scores for all rows; adds bias, then softmax per row. */        \
-    static void attn_softmax_##S(T *p, const T *bias, const int64_t *bst,       \
-                                 const attn_dims *ad)                           \
-    {                                                                           \
-        int64_t rows = ad->b * ad->l, s = ad->s;                                \
-        _Pragma("omp parallel for if (rows * s > PAR_MIN) schedule(static)")    \
-        for (int64_t row = 0; row < rows; row++) {                              \
-            T *pr = p + row * s;                                                \
-            if (bias) {                                                         \
-                const T *br = bias + bias_row_offset(ad, bst, row / ad->l,      \
-                                                     row % ad->l);              \
-                int64_t cs = bst[ad->nbatch + 1];                               \
-                for (int64_t j = 0; j < s; j++)                                 \
-                    pr[j] += br[j * cs];                                        \
-            }                                                                   \
-            kd_row_softmax_##S(pr, pr, s);                                      \
-        }                                                                       \
-    }                                                                           \
-    /* dp (holding dP) becomes dS = P (dP - rowsum(dP P)). */                  \
-    static void attn_softmax_backward_##S(T *dp, const T *p, int64_t rows,      \
-                                          int64_t s)                            \
-    {                                                                           \
-        _Pragma("omp parallel for if (rows * s > PAR_MIN) schedule(static)")    \
-        for (int64_t row = 0; row < rows; row++) {                              \
-            T *dr = dp + row * s;                                               \
-            const T *pr = p + row * s;                                          \
-            double dot = 0;                                                     \
-            _Pragma("omp simd reduction(+ : dot)")                              \
-            for (int64_t j = 0; j < s; j++)                                     \
-                dot += dr[j] * pr[j];                                           \
-            T dt = (T)dot;                                                      \
-            _Pragma("omp simd")                                                 \
-            for (int64_t j = 0; j < s; j++)                                     \
-                dr[j] = pr[j] * (dr[j] - dt);                                   \
-        }                                                                       \
-    }
-
-DEFINE_ATTENTION_KERNELS(float, f32)
-DEFINE_ATTENTION_KERNELS(double, f64)
-
-static void *at(const kd_tensor *t, int64_t elements)
-{
-    return (char *)kd_tensor_data(t) + elements * (int64_t)kd_dtype_size(t->dtype);
-}
-
-static attn_dims dims_of(const kd_tensor *q, const kd_tensor *k, const kd_tensor *v)
-{
-    attn_dims ad = {0};
+    kd_attn_dims ad = {0};
     ad.nbatch = q->ndim - 2;
     memcpy(ad.batch, q->shape, (size_t)ad.nbatch * sizeof *ad.batch);
     ad.b = kd_shape_numel(ad.nbatch, q->shape);
@@ -112,7 +30,7 @@ static kd_status attention_backward(kd_node *node, kd_tensor *g)
     kd_tensor *q = node->saved[0], *k = node->saved[1], *v = node->saved[2];
     kd_tensor *p = node->saved[3];
     double scale = node->farg[0];
-    attn_dims ad = dims_of(q, k, v);
+    kd_attn_dims ad = dims_of(q, k, v);
     kd_dtype dt = q->dtype;
     kd_tensor *gc = kd_contiguous_raw(g);
     kd_tensor *ds = gc ? kd_tensor_empty_like(p) : NULL;
@@ -121,27 +39,11 @@ static kd_status attention_backward(kd_node *node, kd_tensor *g)
     kd_tensor *gv = gk ? kd_tensor_empty_like(v) : NULL;
     if (!gv)
         return KD_ERR_NOMEM;
-    int64_t ls = ad.l * ad.s, ld = ad.l * ad.d, sd = ad.s * ad.d;
-    int64_t ldv = ad.l * ad.dv, sdv = ad.s * ad.dv;
-    for (int64_t b = 0; b < ad.b; b++) {
-        gemm(dt, false, true, ad.l, ad.s, ad.dv, 1.0, at(gc, b * ldv), ad.dv, at(v, b * sdv),
-             ad.dv, 0.0, at(ds, b * ls), ad.s);
-        if (vin->requires_grad)
-            gemm(dt, true, false, ad.s, ad.dv, ad.l, 1.0, at(p, b * ls), ad.s,
-                 at(gc, b * ldv), ad.dv, 0.0, at(gv, b * sdv), ad.dv);
-    }
-    if (dt == KD_F32)
-        attn_softmax_backward_f32(kd_tensor_data(ds), kd_tensor_data(p), ad.b * ad.l, ad.s);
-    else
-        attn_softmax_backward_f64(kd_tensor_data(ds), kd_tensor_data(p), ad.b * ad.l, ad.s);
-    for (int64_t b = 0; b < ad.b; b++) {
-        if (qin->requires_grad)
-            gemm(dt, false, false, ad.l, ad.d, ad.s, scale, at(ds, b * ls), ad.s,
-                 at(k, b * sd), ad.d, 0.0, at(gq, b * ld), ad.d);
-        if (kin->requires_grad)
-            gemm(dt, true, false, ad.s, ad.d, ad.l, scale, at(ds, b * ls), ad.s,
-                 at(q, b * ld), ad.d, 0.0, at(gk, b * sd), ad.d);
-    }
+    kd_cpu_attention_backward(dt, &ad, kd_tensor_data(q), kd_tensor_data(k), kd_tensor_data(v),
+                              kd_tensor_data(p), kd_tensor_data(gc), scale, kd_tensor_data(ds),
+                              qin->requires_grad ? kd_tensor_data(gq) : NULL,
+                              kin->requires_grad ? kd_tensor_data(gk) : NULL,
+                              vin->requires_grad ? kd_tensor_data(gv) : NULL);
     kd_status st = KD_OK;
     if (qin->requires_grad)
         st = kd_grad_accumulate_take(qin, gq);
@@ -166,8 +68,8 @@ static kd_status check_inputs(const char *op, kd_tensor *q, kd_tensor *k, kd_ten
         if (kd_check_float(op, all[i]) != KD_OK || kd_check_same(op, q, all[i]) != KD_OK)
             return KD_ERR_INVALID;
     }
-    if (q->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: cuda tensors are not supported", op);
+    if (kd_backend_check(op, q) != KD_OK)
+        return KD_ERR_UNSUPPORTED;
     char a[96], b[96], c[96];
     bool ok = q->ndim >= 2 && k->ndim == q->ndim && v->ndim == q->ndim &&
               q->shape[q->ndim - 1] == k->shape[k->ndim - 1] &&
@@ -203,7 +105,7 @@ kd_tensor *kd_scaled_dot_product_attention(kd_tensor *q, kd_tensor *k, kd_tensor
     const char *op = "scaled_dot_product_attention";
     if (!q || !k || !v || check_inputs(op, q, k, v, bias) != KD_OK)
         return NULL;
-    attn_dims ad = dims_of(q, k, v);
+    kd_attn_dims ad = dims_of(q, k, v);
     kd_dtype dt = q->dtype;
     kd_tensor *qc = kd_contiguous_raw(q), *kc = kd_contiguous_raw(k);
     kd_tensor *vc = kd_contiguous_raw(v), *bc = bias ? kd_contiguous_raw(bias) : NULL;
@@ -221,18 +123,9 @@ kd_tensor *kd_scaled_dot_product_attention(kd_tensor *q, kd_tensor *k, kd_tensor
     int64_t bst[KD_MAX_DIMS];
     if (bc)
         kd_broadcast_strides(bc, q->ndim, score_shape, bst);
-    int64_t ls = ad.l * ad.s, ld = ad.l * ad.d, sd = ad.s * ad.d;
-    int64_t ldv = ad.l * ad.dv, sdv = ad.s * ad.dv;
-    for (int64_t b = 0; b < ad.b; b++)
-        gemm(dt, false, true, ad.l, ad.s, ad.d, scale, at(qc, b * ld), ad.d, at(kc, b * sd),
-             ad.d, 0.0, at(p, b * ls), ad.s);
-    if (dt == KD_F32)
-        attn_softmax_f32(kd_tensor_data(p), bc ? kd_tensor_data(bc) : NULL, bst, &ad);
-    else
-        attn_softmax_f64(kd_tensor_data(p), bc ? kd_tensor_data(bc) : NULL, bst, &ad);
-    for (int64_t b = 0; b < ad.b; b++)
-        gemm(dt, false, false, ad.l, ad.dv, ad.s, 1.0, at(p, b * ls), ad.s, at(vc, b * sdv),
-             ad.dv, 0.0, at(out, b * ldv), ad.dv);
+    kd_cpu_attention_forward(dt, &ad, kd_tensor_data(qc), kd_tensor_data(kc), kd_tensor_data(vc),
+                             bc ? kd_tensor_data(bc) : NULL, bst, scale, kd_tensor_data(p),
+                             kd_tensor_data(out));
     kd_tensor *inputs[4] = {q, k, v, bias};
     kd_node *node;
     if (kd_record(op, attention_backward, out, bias ? 4 : 3, inputs, &node) != KD_OK)

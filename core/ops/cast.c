@@ -1,5 +1,7 @@
 /* Dtype conversion. Between float dtypes the gradient is cast back to the
- * input's dtype; a conversion to or from an integer dtype has no gradient. */
+ * input's dtype; a conversion to or from an integer dtype has no gradient.
+ * The fast CPU conversions are in core/backend/cpu/cast.c. */
+#include "../backend/cpu/cpu.h"
 #include "../internal.h"
 
 /* Contiguous CPU conversions the generic copy would do element by element
@@ -8,39 +10,8 @@ static bool convert_fast(kd_tensor *dst, const kd_tensor *src)
 {
     if (src->device != KD_CPU || dst->device != KD_CPU || !kd_tensor_is_contiguous(src))
         return false;
-    int64_t n = kd_tensor_numel(src);
-    const void *s = kd_tensor_data(src);
-    void *d = kd_tensor_data(dst);
-    if (src->dtype == KD_F32 && dst->dtype == KD_F64) {
-        const float *a = s;
-        double *b = d;
-#pragma omp parallel for if (n > 65536) schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            b[i] = a[i];
-    } else if (src->dtype == KD_F64 && dst->dtype == KD_F32) {
-        const double *a = s;
-        float *b = d;
-#pragma omp parallel for if (n > 65536) schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            b[i] = (float)a[i];
-    } else if (src->dtype == KD_F32 && (dst->dtype == KD_F16 || dst->dtype == KD_BF16)) {
-        const float *a = s;
-        uint16_t *b = d;
-        uint16_t (*to16)(float) = dst->dtype == KD_F16 ? kd_f32_to_f16 : kd_f32_to_bf16;
-#pragma omp parallel for if (n > 65536) schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            b[i] = to16(a[i]);
-    } else if ((src->dtype == KD_F16 || src->dtype == KD_BF16) && dst->dtype == KD_F32) {
-        const uint16_t *a = s;
-        float *b = d;
-        float (*from16)(uint16_t) = src->dtype == KD_F16 ? kd_f16_to_f32 : kd_bf16_to_f32;
-#pragma omp parallel for if (n > 65536) schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            b[i] = from16(a[i]);
-    } else {
-        return false;
-    }
-    return true;
+    return kd_cpu_convert(dst->dtype, kd_tensor_data(dst), src->dtype, kd_tensor_data(src),
+                          kd_tensor_numel(src));
 }
 
 /* x converted to dtype: a new contiguous tensor, not recorded. */

@@ -3,11 +3,10 @@
  * rng->counter + i is >= p, so a mask depends on the seed, stream and
  * counter only, never on the thread count; the rng then advances by the
  * number of draws. With !training or p == 0 the input itself is returned
- * and nothing is recorded. */
+ * and nothing is recorded. The kernels are in core/backend/cpu/dropout.c. */
+#include "../backend/backend.h"
+#include "../backend/cpu/cpu.h"
 #include "../internal.h"
-
-/* Draws per task: each task fills its own slice of the mask. */
-#define MASK_CHUNK 1024
 
 /* Returns true when the op has work to do, false for the identity or an
  * error (then kd_last_error says which). */
@@ -29,55 +28,12 @@ static bool check_args(const char *op, kd_tensor *x, double p, bool training,
         *st = kd_error(KD_ERR_INVALID, "%s: training with p = %g needs an rng", op, p);
         return false;
     }
-    if (x->device != KD_CPU) {
-        *st = kd_error(KD_ERR_UNSUPPORTED, "%s: only CPU tensors are supported", op);
+    if (kd_backend_check(op, x) != KD_OK) {
+        *st = KD_ERR_UNSUPPORTED;
         return false;
     }
     return true;
 }
-
-#define DEFINE_DROPOUT_KERNELS(T, SUFFIX)                                          \
-    static void dropout_##SUFFIX(const T *x, T *y, uint8_t *mask, int64_t n,     \
-                                 const kd_rng *rng, float p, T scale)            \
-    {                                                                            \
-        int64_t chunks = (n + MASK_CHUNK - 1) / MASK_CHUNK;                      \
-        _Pragma("omp parallel for if (n > 65536) schedule(static)")              \
-        for (int64_t k = 0; k < chunks; k++) {                                   \
-            int64_t first = k * MASK_CHUNK;                                      \
-            int64_t len = n - first < MASK_CHUNK ? n - first : MASK_CHUNK;       \
-            float u[MASK_CHUNK];                                                 \
-            kd_rng_fill_uniformf(rng, (uint64_t)first, u, len);                  \
-            const T *xk = x + first;                                             \
-            T *yk = y + first;                                                   \
-            for (int64_t i = 0; i < len; i++)                                    \
-                yk[i] = u[i] >= p ? xk[i] * scale : 0;                           \
-            if (mask)                                                            \
-                for (int64_t i = 0; i < len; i++)                                \
-                    mask[first + i] = u[i] >= p;                                 \
-        }                                                                        \
-    }                                                                            \
-    static void dropout_grad_##SUFFIX(const T *g, T *gx, const uint8_t *mask,    \
-                                      int64_t n, T scale)                        \
-    {                                                                            \
-        _Pragma("omp parallel for if (n > 65536) schedule(static)")              \
-        for (int64_t i = 0; i < n; i++)                                          \
-            gx[i] = mask[i] ? g[i] * scale : 0;                                  \
-    }                                                                            \
-    /* y[s, :] = x[s, :] * factor[s] */                                        \
-    static void scale_samples_##SUFFIX(const T *x, T *y, const T *factor,        \
-                                       int64_t samples, int64_t per)             \
-    {                                                                            \
-        _Pragma("omp parallel for if (samples * per > 65536) schedule(static)")  \
-        for (int64_t s = 0; s < samples; s++) {                                  \
-            const T *xs = x + s * per;                                           \
-            T *ys = y + s * per, f = factor[s];                                  \
-            for (int64_t i = 0; i < per; i++)                                    \
-                ys[i] = xs[i] * f;                                               \
-        }                                                                        \
-    }
-
-DEFINE_DROPOUT_KERNELS(float, f32)
-DEFINE_DROPOUT_KERNELS(double, f64)
 
 static kd_status dropout_backward(kd_node *node, kd_tensor *g)
 {
@@ -86,12 +42,8 @@ static kd_status dropout_backward(kd_node *node, kd_tensor *g)
     if (!gx)
         return KD_ERR_NOMEM;
     int64_t n = kd_tensor_numel(x);
-    if (x->dtype == KD_F32)
-        dropout_grad_f32(kd_tensor_data(g), kd_tensor_data(gx), kd_tensor_data(mask), n,
-                         (float)node->farg[0]);
-    else
-        dropout_grad_f64(kd_tensor_data(g), kd_tensor_data(gx), kd_tensor_data(mask), n,
-                         node->farg[0]);
+    kd_cpu_dropout_backward(x->dtype, kd_tensor_data(g), kd_tensor_data(gx),
+                            kd_tensor_data(mask), n, node->farg[0]);
     return kd_grad_accumulate_take(x, gx);
 }
 
@@ -110,11 +62,8 @@ kd_tensor *kd_dropout(kd_tensor *x, double p, bool training, kd_rng *rng)
     if (!out || (grad && !mask))
         return NULL;
     double scale = 1.0 / (1.0 - p);
-    uint8_t *m = mask ? kd_tensor_data(mask) : NULL;
-    if (x->dtype == KD_F32)
-        dropout_f32(kd_tensor_data(xc), kd_tensor_data(out), m, n, rng, (float)p, (float)scale);
-    else
-        dropout_f64(kd_tensor_data(xc), kd_tensor_data(out), m, n, rng, (float)p, scale);
+    kd_cpu_dropout(x->dtype, kd_tensor_data(xc), kd_tensor_data(out),
+                   mask ? kd_tensor_data(mask) : NULL, n, rng, (float)p, scale);
     rng->counter += (uint64_t)n;
     kd_node *node;
     if (kd_record("dropout", dropout_backward, out, 1, &x, &node) != KD_OK)
@@ -133,12 +82,8 @@ static kd_status drop_path_backward(kd_node *node, kd_tensor *g)
     if (!gx)
         return KD_ERR_NOMEM;
     int64_t samples = x->shape[0], per = samples ? kd_tensor_numel(x) / samples : 0;
-    if (x->dtype == KD_F32)
-        scale_samples_f32(kd_tensor_data(g), kd_tensor_data(gx), kd_tensor_data(factor),
-                          samples, per);
-    else
-        scale_samples_f64(kd_tensor_data(g), kd_tensor_data(gx), kd_tensor_data(factor),
-                          samples, per);
+    kd_cpu_scale_samples(x->dtype, kd_tensor_data(g), kd_tensor_data(gx), kd_tensor_data(factor),
+                         samples, per);
     return kd_grad_accumulate_take(x, gx);
 }
 
@@ -171,12 +116,8 @@ kd_tensor *kd_drop_path(kd_tensor *x, double p, bool training, kd_rng *rng)
         else
             ((double *)kd_tensor_data(factor))[s] = f;
     }
-    if (x->dtype == KD_F32)
-        scale_samples_f32(kd_tensor_data(xc), kd_tensor_data(out), kd_tensor_data(factor),
-                          samples, per);
-    else
-        scale_samples_f64(kd_tensor_data(xc), kd_tensor_data(out), kd_tensor_data(factor),
-                          samples, per);
+    kd_cpu_scale_samples(x->dtype, kd_tensor_data(xc), kd_tensor_data(out),
+                         kd_tensor_data(factor), samples, per);
     kd_node *node;
     if (kd_record("drop_path", drop_path_backward, out, 1, &x, &node) != KD_OK)
         return NULL;

@@ -1,7 +1,10 @@
 /* Indexing ops: index_select and gather (backward: scatter-add, repeated
- * indices accumulate) and masked_fill. */
+ * indices accumulate) and masked_fill. The typed kernels are in
+ * core/backend/cpu/index.c. */
 #include <string.h>
 
+#include "../backend/backend.h"
+#include "../backend/cpu/cpu.h"
 #include "../internal.h"
 
 /* Checks every index is in [0, size); the error names the op, the index,
@@ -24,31 +27,15 @@ static kd_status check_index_tensor(const char *op, const kd_tensor *x, const kd
     if (index->dtype != KD_I64)
         return kd_error(KD_ERR_INVALID, "%s: index dtype %s (i64 expected)", op,
                         kd_dtype_name(index->dtype));
-    if (x->device != KD_CPU || index->device != KD_CPU)
+    if (kd_backend_check(op, x) != KD_OK)
+        return KD_ERR_UNSUPPORTED;
+    if (index->device != KD_CPU)
         return kd_error(KD_ERR_UNSUPPORTED, "%s: only CPU tensors are supported", op);
     return KD_OK;
 }
 
 /* ------------------------------------------------------------ index_select */
 
-#define DEFINE_SCATTER_ROWS(T, SUFFIX)                                           \
-    /* gx[o, idx[i], :] += g[o, i, :]; threads own disjoint o. */              \
-    static void scatter_rows_##SUFFIX(T *gx, const T *g, const int64_t *idx,   \
-                                      int64_t outer, int64_t size, int64_t k,  \
-                                      int64_t inner)                           \
-    {                                                                          \
-        _Pragma("omp parallel for if (outer > 1 && outer * k * inner > 32768)") \
-        for (int64_t o = 0; o < outer; o++) {                                  \
-            for (int64_t i = 0; i < k; i++) {                                  \
-                T *dst = gx + (o * size + idx[i]) * inner;                     \
-                const T *src = g + (o * k + i) * inner;                        \
-                for (int64_t j = 0; j < inner; j++)                            \
-                    dst[j] += src[j];                                          \
-            }                                                                  \
-        }                                                                      \
-    }
-DEFINE_SCATTER_ROWS(float, f32)
-DEFINE_SCATTER_ROWS(double, f64)
 
 static kd_status index_select_backward(kd_node *node, kd_tensor *g)
 {
@@ -60,12 +47,8 @@ static kd_status index_select_backward(kd_node *node, kd_tensor *g)
     kd_tensor *gx = kd_tensor_zeros_like(x);
     if (!gx)
         return KD_ERR_NOMEM;
-    if (x->dtype == KD_F32)
-        scatter_rows_f32(kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(index),
-                         outer, size, k, inner);
-    else
-        scatter_rows_f64(kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(index),
-                         outer, size, k, inner);
+    kd_cpu_scatter_rows(x->dtype, kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(index),
+                        outer, size, k, inner);
     return kd_grad_accumulate_take(x, gx);
 }
 
@@ -96,17 +79,8 @@ kd_tensor *kd_index_select(kd_tensor *x, int dim, kd_tensor *index)
         return NULL;
     int64_t outer = kd_shape_numel(d, x->shape), size = x->shape[d];
     int64_t inner = kd_shape_numel(x->ndim - d - 1, x->shape + d + 1);
-    size_t row_bytes = (size_t)inner * kd_dtype_size(x->dtype);
-    const char *src = kd_tensor_data(xc);
-    char *dst = kd_tensor_data(out);
-    const int64_t *idx = kd_tensor_data(ic);
-    int64_t rows = outer * k;
-#pragma omp parallel for if (rows * inner > 65536) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t o = r / k, i = r % k; /* per row, not per element */
-        memcpy(dst + r * (int64_t)row_bytes, src + (o * size + idx[i]) * (int64_t)row_bytes,
-               row_bytes);
-    }
+    kd_cpu_select_rows(kd_tensor_data(out), kd_tensor_data(xc), kd_tensor_data(ic), outer, size,
+                       k, inner, kd_dtype_size(x->dtype));
     kd_node *node;
     if (kd_record("index_select", index_select_backward, out, 1, &x, &node) != KD_OK)
         return NULL;
@@ -144,21 +118,6 @@ static void gather_offsets(int nd, const int64_t *xshape, const int64_t *ishape,
     }
 }
 
-#define DEFINE_GATHER(T, SUFFIX)                                                 \
-    static void gather_##SUFFIX(T *out, const T *x, const int64_t *off, int64_t n) \
-    {                                                                          \
-        _Pragma("omp parallel for if (n > 65536) schedule(static)")            \
-        for (int64_t i = 0; i < n; i++)                                        \
-            out[i] = x[off[i]];                                                \
-    }                                                                          \
-    static void scatter_add_##SUFFIX(T *gx, const T *g, const int64_t *off,    \
-                                     int64_t n)                                \
-    {                                                                          \
-        for (int64_t i = 0; i < n; i++)                                        \
-            gx[off[i]] += g[i];                                                \
-    }
-DEFINE_GATHER(float, f32)
-DEFINE_GATHER(double, f64)
 
 static kd_status gather_backward(kd_node *node, kd_tensor *g)
 {
@@ -167,10 +126,8 @@ static kd_status gather_backward(kd_node *node, kd_tensor *g)
     if (!gx)
         return KD_ERR_NOMEM;
     int64_t n = kd_tensor_numel(g);
-    if (x->dtype == KD_F32)
-        scatter_add_f32(kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(offsets), n);
-    else
-        scatter_add_f64(kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(offsets), n);
+    kd_cpu_scatter_add(x->dtype, kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(offsets),
+                       n);
     return kd_grad_accumulate_take(x, gx);
 }
 
@@ -205,10 +162,7 @@ kd_tensor *kd_gather(kd_tensor *x, int dim, kd_tensor *index)
     if (n > 0)
         gather_offsets(x->ndim, x->shape, index->shape, d, kd_tensor_data(ic),
                        kd_tensor_data(offsets));
-    if (x->dtype == KD_F32)
-        gather_f32(kd_tensor_data(out), kd_tensor_data(xc), kd_tensor_data(offsets), n);
-    else
-        gather_f64(kd_tensor_data(out), kd_tensor_data(xc), kd_tensor_data(offsets), n);
+    kd_cpu_gather(x->dtype, kd_tensor_data(out), kd_tensor_data(xc), kd_tensor_data(offsets), n);
     kd_node *node;
     if (kd_record("gather", gather_backward, out, 1, &x, &node) != KD_OK)
         return NULL;
@@ -219,39 +173,6 @@ kd_tensor *kd_gather(kd_tensor *x, int dim, kd_tensor *index)
 
 /* ------------------------------------------------------------ masked_fill */
 
-#define DEFINE_SELECT(T, SUFFIX)                                                 \
-    /* out = mask ? value : a; a contiguous, mask read through broadcast       \
-     * strides ms (in bytes = elements for U8). */                             \
-    static void select_##SUFFIX(T *out, const T *a, const uint8_t *mask,       \
-                                const int64_t *ms, int nd, const int64_t *shape, \
-                                T value)                                       \
-    {                                                                          \
-        int64_t inner = nd ? shape[nd - 1] : 1, mi = nd ? ms[nd - 1] : 0;      \
-        int64_t rows = kd_shape_numel(nd > 1 ? nd - 1 : 0, shape);             \
-        _Pragma("omp parallel for if (rows * inner > 65536) schedule(static)") \
-        for (int64_t r = 0; r < rows; r++) {                                   \
-            int64_t moff = 0, rem = r;                                         \
-            for (int k = nd - 2; k >= 0; k--) {                                \
-                moff += (rem % shape[k]) * ms[k];                              \
-                rem /= shape[k];                                               \
-            }                                                                  \
-            const uint8_t *m = mask + moff;                                    \
-            const T *ar = a + r * inner;                                       \
-            T *o = out + r * inner;                                            \
-            if (mi == 0) {                                                     \
-                if (m[0])                                                      \
-                    for (int64_t j = 0; j < inner; j++)                        \
-                        o[j] = value;                                          \
-                else                                                           \
-                    memcpy(o, ar, (size_t)inner * sizeof(T));                  \
-            } else {                                                           \
-                for (int64_t j = 0; j < inner; j++)                            \
-                    o[j] = m[j * mi] ? value : ar[j];                          \
-            }                                                                  \
-        }                                                                      \
-    }
-DEFINE_SELECT(float, f32)
-DEFINE_SELECT(double, f64)
 
 /* a with value where mask != 0, not recorded; a float, mask U8
  * broadcastable to a. */
@@ -263,12 +184,8 @@ static kd_tensor *select_raw(kd_tensor *a, kd_tensor *mask, double value)
         return NULL;
     int64_t ms[KD_MAX_DIMS];
     kd_broadcast_strides(mask, a->ndim, a->shape, ms);
-    if (a->dtype == KD_F32)
-        select_f32(kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(mask), ms, a->ndim,
-                   a->shape, (float)value);
-    else
-        select_f64(kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(mask), ms, a->ndim,
-                   a->shape, value);
+    kd_cpu_select(a->dtype, kd_tensor_data(out), kd_tensor_data(ac), kd_tensor_data(mask), ms,
+                  a->ndim, a->shape, value);
     return out;
 }
 
@@ -289,7 +206,9 @@ kd_tensor *kd_masked_fill(kd_tensor *x, kd_tensor *mask, double value)
                  kd_dtype_name(mask->dtype));
         return NULL;
     }
-    if (x->device != KD_CPU || mask->device != KD_CPU) {
+    if (kd_backend_check("masked_fill", x) != KD_OK)
+        return NULL;
+    if (mask->device != KD_CPU) {
         kd_error(KD_ERR_UNSUPPORTED, "masked_fill: only CPU tensors are supported");
         return NULL;
     }

@@ -5,12 +5,12 @@
  * C[i] = alpha * op(A[i]) op(B[i]) + beta * C[i] over a batch index i, where
  * each operand reads its matrix through its own batch strides (0 where it is
  * broadcast) and may be stored transposed, so transposed views (k^T in
- * attention) reach BLAS without a copy. */
+ * attention) reach BLAS without a copy. The kernels are in
+ * core/backend/cpu/matmul.c and core/backend/cuda/cuda_gemm.c. */
 #include <limits.h>
 #include <string.h>
 
-#include <cblas.h>
-
+#include "../backend/cpu/cpu.h"
 #include "../internal.h"
 #ifdef KD_HAVE_CUDA
 #include "../backend/cuda/cuda.h"
@@ -114,28 +114,14 @@ static kd_status gemm_check_int(const char *op, const gemm_problem *p)
     return KD_OK;
 }
 
-static void gemm_cpu(const gemm_problem *p, double alpha, double beta, const char *a,
-                     const char *b, char *c)
-{
-    CBLAS_TRANSPOSE ta = p->a.trans ? CblasTrans : CblasNoTrans;
-    CBLAS_TRANSPOSE tb = p->b.trans ? CblasTrans : CblasNoTrans;
-    if (p->dtype == KD_F32)
-        cblas_sgemm(CblasRowMajor, ta, tb, (int)p->m, (int)p->n, (int)p->k, (float)alpha,
-                    (const float *)a, (int)p->a.ld, (const float *)b, (int)p->b.ld,
-                    (float)beta, (float *)c, (int)p->c.ld);
-    else
-        cblas_dgemm(CblasRowMajor, ta, tb, (int)p->m, (int)p->n, (int)p->k, alpha,
-                    (const double *)a, (int)p->a.ld, (const double *)b, (int)p->b.ld,
-                    beta, (double *)c, (int)p->c.ld);
-}
-
 /* One GEMM at a, b, c; on CUDA `inner` products along the problem's last
  * batch dim. */
 static kd_status gemm_call(const char *op, const gemm_problem *p, double alpha, double beta,
                            const char *a, const char *b, char *c, int64_t inner)
 {
     if (p->device != KD_CUDA) {
-        gemm_cpu(p, alpha, beta, a, b, c);
+        kd_cpu_gemm(p->dtype, p->a.trans, p->b.trans, p->m, p->n, p->k, alpha, a, p->a.ld, b,
+                    p->b.ld, beta, c, p->c.ld);
         return KD_OK;
     }
 #ifdef KD_HAVE_CUDA
@@ -357,19 +343,7 @@ static kd_tensor *column_sums(kd_tensor *g, int64_t rows, int64_t cols)
         return NULL;
 #endif
     }
-    if (g->dtype == KD_F32) {
-        float *o = kd_tensor_data(out);
-        const float *s = kd_tensor_data(g);
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < cols; j++)
-                o[j] += s[r * cols + j];
-    } else {
-        double *o = kd_tensor_data(out);
-        const double *s = kd_tensor_data(g);
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < cols; j++)
-                o[j] += s[r * cols + j];
-    }
+    kd_cpu_column_sums(g->dtype, kd_tensor_data(out), kd_tensor_data(g), rows, cols);
     return out;
 }
 
@@ -433,11 +407,8 @@ static kd_status add_bias(const gemm_problem *p, kd_tensor *y, kd_tensor *bias)
         return kd_error(KD_ERR_UNSUPPORTED, "linear: this build has no CUDA");
 #endif
     }
-    size_t bytes = (size_t)p->n * kd_dtype_size(y->dtype);
-    char *dst = kd_tensor_data(y);
-    const char *src = kd_tensor_data(bias);
-    for (int64_t r = 0; r < p->m; r++)
-        memcpy(dst + (size_t)r * bytes, src, bytes);
+    kd_cpu_repeat_row(kd_tensor_data(y), kd_tensor_data(bias), p->m,
+                      (size_t)p->n * kd_dtype_size(y->dtype));
     return gemm_run("linear", p, 1.0, 1.0);
 }
 

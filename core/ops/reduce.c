@@ -3,20 +3,17 @@
  * Every kernel sees its input as a contiguous [outer, reduce, inner] block.
  * A dim set is planned into groups of adjacent dims (size-1 dims dropped);
  * sum and mean reduce one group at a time from the last, var gathers the
- * reduced dims last with one copy. f32 sums add blocks of at most 4096
- * elements in f32 (16 partial sums) and the blocks in f64. */
+ * reduced dims last with one copy. The kernels are in
+ * core/backend/cpu/reduce.c and core/backend/cuda/cuda_reduce.cu. */
 #include <math.h>
 #include <string.h>
 
+#include "../backend/backend.h"
+#include "../backend/cpu/cpu.h"
 #include "../internal.h"
 #ifdef KD_HAVE_CUDA
 #include "../backend/cuda/cuda.h"
 #endif
-
-#define PAR_MIN 32768 /* elements below which a kernel stays on one thread */
-#define TILE 256      /* inner elements a thread accumulates at once */
-#define BLOCK 4096    /* elements added in the input's type before going to double */
-#define LANES 16      /* independent partial sums in a contiguous run */
 
 typedef struct reduce_plan {
     unsigned mask;  /* bit d set: dim d is reduced */
@@ -80,147 +77,6 @@ static int64_t plan_kept_numel(const reduce_plan *p)
     return n;
 }
 
-/* ------------------------------------------------------------ kernels */
-
-#define DEFINE_REDUCE_KERNELS(T, S)                                              \
-    /* Sum of a contiguous run: LANES partial sums in T over blocks of at      \
-     * most BLOCK elements, blocks added up in double. */                      \
-    static double sum_run_##S(const T *x, int64_t n)                            \
-    {                                                                           \
-        double total = 0;                                                       \
-        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                             \
-            int64_t len = n - b0 < BLOCK ? n - b0 : BLOCK;                      \
-            int64_t full = len - len % LANES;                                   \
-            const T *p = x + b0;                                                \
-            T lane[LANES] = {0};                                                \
-            for (int64_t j = 0; j < full; j += LANES)                           \
-                for (int k = 0; k < LANES; k++)                                 \
-                    lane[k] += p[j + k];                                        \
-            T s = 0;                                                            \
-            for (int k = 0; k < LANES; k++)                                     \
-                s += lane[k];                                                   \
-            for (int64_t j = full; j < len; j++)                                \
-                s += p[j];                                                      \
-            total += s;                                                         \
-        }                                                                       \
-        return total;                                                           \
-    }                                                                           \
-    static void sum_##S(const T *x, T *out, int64_t outer, int64_t reduce,      \
-                        int64_t inner, double scale)                            \
-    {                                                                           \
-        if (inner == 1 && outer == 1) { /* one long row: split it */          \
-            int64_t blocks = (reduce + BLOCK - 1) / BLOCK;                      \
-            double s = 0;                                                       \
-            _Pragma("omp parallel for reduction(+ : s) if (reduce > PAR_MIN) schedule(static)") \
-            for (int64_t b = 0; b < blocks; b++) {                              \
-                int64_t b0 = b * BLOCK;                                         \
-                s += sum_run_##S(x + b0, reduce - b0 < BLOCK ? reduce - b0 : BLOCK); \
-            }                                                                   \
-            out[0] = (T)(s * scale);                                            \
-            return;                                                             \
-        }                                                                       \
-        if (inner == 1) {                                                       \
-            _Pragma("omp parallel for if (outer * reduce > PAR_MIN) schedule(static)") \
-            for (int64_t o = 0; o < outer; o++)                                 \
-                out[o] = (T)(sum_run_##S(x + o * reduce, reduce) * scale);      \
-            return;                                                             \
-        }                                                                       \
-        /* Tiles of inner: rows added in T in blocks of BLOCK / TILE rows,     \
-         * blocks in double. */                                                 \
-        int64_t tiles = (inner + TILE - 1) / TILE;                              \
-        int64_t rows_per_block = BLOCK / TILE;                                  \
-        _Pragma("omp parallel for if (outer * reduce * inner > PAR_MIN) schedule(static)") \
-        for (int64_t t = 0; t < outer * tiles; t++) {                           \
-            int64_t o = t / tiles, i0 = (t - o * tiles) * TILE;                 \
-            int64_t n = inner - i0 < TILE ? inner - i0 : TILE;                  \
-            double acc[TILE] = {0};                                             \
-            T part[TILE];                                                       \
-            const T *base = x + o * reduce * inner + i0;                        \
-            for (int64_t r0 = 0; r0 < reduce; r0 += rows_per_block) {           \
-                int64_t r1 = reduce - r0 < rows_per_block ? reduce : r0 + rows_per_block; \
-                for (int64_t i = 0; i < n; i++)                                 \
-                    part[i] = base[r0 * inner + i];                             \
-                for (int64_t r = r0 + 1; r < r1; r++) {                         \
-                    const T *p = base + r * inner;                              \
-                    _Pragma("omp simd")                                         \
-                    for (int64_t i = 0; i < n; i++)                             \
-                        part[i] += p[i];                                        \
-                }                                                               \
-                for (int64_t i = 0; i < n; i++)                                 \
-                    acc[i] += part[i];                                          \
-            }                                                                   \
-            T *dst = out + o * inner + i0;                                      \
-            for (int64_t i = 0; i < n; i++)                                     \
-                dst[i] = (T)(acc[i] * scale);                                   \
-        }                                                                       \
-    }                                                                           \
-    /* Two passes (mean, then squared deviations) for accuracy. */             \
-    static void var_##S(const T *x, T *var, T *mean, int64_t outer,             \
-                        int64_t reduce, double divisor)                         \
-    {                                                                           \
-        _Pragma("omp parallel for if (outer * reduce > PAR_MIN) schedule(static)") \
-        for (int64_t o = 0; o < outer; o++) {                                   \
-            const T *row = x + o * reduce;                                      \
-            double s = 0, q = 0;                                                \
-            _Pragma("omp simd reduction(+ : s)")                                \
-            for (int64_t r = 0; r < reduce; r++)                                \
-                s += row[r];                                                    \
-            double m = s / (double)reduce;                                      \
-            _Pragma("omp simd reduction(+ : q)")                                \
-            for (int64_t r = 0; r < reduce; r++)                                \
-                q += (row[r] - m) * (row[r] - m);                               \
-            var[o] = (T)(q / divisor);                                          \
-            mean[o] = (T)m;                                                     \
-        }                                                                       \
-    }                                                                           \
-    /* The first extreme wins; a NaN beats any number, like torch. */         \
-    static void extreme_##S(const T *x, T *out, int64_t *arg, int64_t outer,    \
-                            int64_t reduce, int64_t inner, bool is_min)         \
-    {                                                                           \
-        T sign = is_min ? -1 : 1;                                               \
-        int64_t tiles = (inner + TILE - 1) / TILE;                              \
-        _Pragma("omp parallel for if (outer * reduce * inner > PAR_MIN) schedule(static)") \
-        for (int64_t t = 0; t < outer * tiles; t++) {                           \
-            int64_t o = t / tiles, i0 = (t - o * tiles) * TILE;                 \
-            int64_t n = inner - i0 < TILE ? inner - i0 : TILE;                  \
-            const T *base = x + o * reduce * inner + i0;                        \
-            T best[TILE];                                                       \
-            int64_t at[TILE];                                                   \
-            for (int64_t i = 0; i < n; i++) {                                   \
-                best[i] = sign * base[i];                                       \
-                at[i] = 0;                                                      \
-            }                                                                   \
-            for (int64_t r = 1; r < reduce; r++) {                              \
-                const T *p = base + r * inner;                                  \
-                for (int64_t i = 0; i < n; i++) {                               \
-                    T v = sign * p[i];                                          \
-                    bool take = v > best[i] || (v != v && best[i] == best[i]);  \
-                    best[i] = take ? v : best[i];                               \
-                    at[i] = take ? r : at[i];                                   \
-                }                                                               \
-            }                                                                   \
-            T *dst = out ? out + o * inner + i0 : NULL;                         \
-            for (int64_t i = 0; i < n; i++) {                                   \
-                if (dst)                                                        \
-                    dst[i] = sign * best[i];                                    \
-                if (arg)                                                        \
-                    arg[o * inner + i0 + i] = at[i];                            \
-            }                                                                   \
-        }                                                                       \
-    }                                                                           \
-    static void extreme_backward_##S(T *gx, const T *g, const int64_t *arg,     \
-                                     int64_t outer, int64_t reduce,             \
-                                     int64_t inner)                             \
-    {                                                                           \
-        for (int64_t o = 0; o < outer; o++)                                     \
-            for (int64_t i = 0; i < inner; i++)                                 \
-                gx[(o * reduce + arg[o * inner + i]) * inner + i] +=            \
-                    g[o * inner + i];                                           \
-    }
-
-DEFINE_REDUCE_KERNELS(float, f32)
-DEFINE_REDUCE_KERNELS(double, f64)
-
 /* One [outer, reduce, inner] sum on x's device; out and x contiguous. */
 static kd_status sum_step(const char *op, kd_tensor *out, kd_tensor *x,
                           int64_t outer, int64_t reduce, int64_t inner, double scale)
@@ -233,10 +89,8 @@ static kd_status sum_step(const char *op, kd_tensor *out, kd_tensor *x,
         return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", op);
 #endif
     }
-    if (x->dtype == KD_F32)
-        sum_f32(kd_tensor_data(x), kd_tensor_data(out), outer, reduce, inner, scale);
-    else
-        sum_f64(kd_tensor_data(x), kd_tensor_data(out), outer, reduce, inner, scale);
+    kd_cpu_reduce_sum(x->dtype, kd_tensor_data(x), kd_tensor_data(out), outer, reduce, inner,
+                      scale);
     return KD_OK;
 }
 
@@ -381,10 +235,8 @@ kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
 {
     if (!x || kd_check_float("var", x) != KD_OK)
         return NULL;
-    if (x->device != KD_CPU) {
-        kd_error(KD_ERR_UNSUPPORTED, "var: cuda tensors are not supported");
+    if (kd_backend_check("var", x) != KD_OK)
         return NULL;
-    }
     reduce_plan p;
     if (plan_reduce("var", x, ndims, dims, keepdim, &p) != KD_OK)
         return NULL;
@@ -416,12 +268,9 @@ kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
     if (kd_tensor_numel(x) == 0) {
         if (kd_tensor_fill_(out, NAN) != KD_OK)
             return NULL;
-    } else if (x->dtype == KD_F32) {
-        var_f32(kd_tensor_data(xc), kd_tensor_data(out), kd_tensor_data(mean), outer,
-                p.count, divisor);
     } else {
-        var_f64(kd_tensor_data(xc), kd_tensor_data(out), kd_tensor_data(mean), outer,
-                p.count, divisor);
+        kd_cpu_var_rows(x->dtype, kd_tensor_data(xc), kd_tensor_data(out), kd_tensor_data(mean),
+                        outer, p.count, divisor);
     }
     kd_node *node;
     if (kd_record("var", var_backward, out, 1, &x, &node) != KD_OK)
@@ -454,12 +303,8 @@ static kd_status extreme_backward(kd_node *node, kd_tensor *g)
     kd_tensor *gx = gc ? kd_tensor_zeros_like(x) : NULL;
     if (!gx)
         return KD_ERR_NOMEM;
-    if (x->dtype == KD_F32)
-        extreme_backward_f32(kd_tensor_data(gx), kd_tensor_data(gc), kd_tensor_data(arg),
-                             outer, reduce, inner);
-    else
-        extreme_backward_f64(kd_tensor_data(gx), kd_tensor_data(gc), kd_tensor_data(arg),
-                             outer, reduce, inner);
+    kd_cpu_extreme_backward(x->dtype, kd_tensor_data(gx), kd_tensor_data(gc), kd_tensor_data(arg),
+                            outer, reduce, inner);
     return kd_grad_accumulate_take(x, gx);
 }
 
@@ -502,12 +347,8 @@ static kd_status extreme_run(const char *op, kd_tensor *x, int dim, bool keepdim
         return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", op);
 #endif
     } else if (outer * inner > 0) {
-        void *vd = v ? kd_tensor_data(v) : NULL;
-        int64_t *ad = a ? kd_tensor_data(a) : NULL;
-        if (x->dtype == KD_F32)
-            extreme_f32(kd_tensor_data(xc), vd, ad, outer, reduce, inner, is_min);
-        else
-            extreme_f64(kd_tensor_data(xc), vd, ad, outer, reduce, inner, is_min);
+        kd_cpu_reduce_max(x->dtype, kd_tensor_data(xc), v ? kd_tensor_data(v) : NULL,
+                          a ? kd_tensor_data(a) : NULL, outer, reduce, inner, is_min);
     }
     *values = v;
     *index = a;

@@ -1,8 +1,6 @@
-/* Unary elementwise ops: math functions, activations and scalar ops.
- * One kernel per dtype, generated from a table of (forward, derivative)
- * expressions; <tgmath.h> picks the float or double math function. */
-#include <tgmath.h>
-
+/* Unary elementwise ops: math functions, activations and scalar ops. The
+ * kernels are in core/backend/cpu/unary.c and core/backend/cuda/. */
+#include "../backend/cpu/cpu.h"
 #include "../internal.h"
 #ifdef KD_HAVE_CUDA
 #include "../backend/cuda/cuda.h"
@@ -18,93 +16,6 @@ static const char *const unary_names[KD_UN_COUNT] = {
     [KD_UN_POW] = "pow", [KD_UN_ADD_SCALAR] = "add_scalar",
     [KD_UN_MUL_SCALAR] = "mul_scalar",
 };
-
-#define SQRT1_2 0.70710678118654752440
-#define INV_SQRT_2PI 0.39894228040143267794
-#define GELU_K 0.79788456080286535588 /* sqrt(2/pi) */
-#define GELU_C 0.044715
-
-/* Each op: forward y = F(x), derivative dy/dx = D(x, y). The loops are
- * written out per op so the compiler vectorises each one. */
-#define UNARY_OPS(X, T, SUFFIX)                                                          \
-    X(T, KD_UN_NEG, -x, -1)                                                        \
-    X(T, KD_UN_EXP, exp(x), y)                                                     \
-    X(T, KD_UN_LOG, log(x), 1 / x)                                                 \
-    X(T, KD_UN_SQRT, sqrt(x), (T)0.5 / y)                                          \
-    X(T, KD_UN_ABS, fabs(x), (T)((x > 0) - (x < 0)))                               \
-    X(T, KD_UN_TANH, tanh(x), 1 - y * y)                                           \
-    X(T, KD_UN_RELU, x > 0 ? x : 0, (T)(x > 0))                                    \
-    X(T, KD_UN_RELU6, x > 0 ? (x < 6 ? x : 6) : 0, (T)(x > 0 && x < 6))            \
-    X(T, KD_UN_GELU, (T)0.5 * x * (1 + erf(x * (T)SQRT1_2)),                       \
-      (T)0.5 * (1 + erf(x * (T)SQRT1_2)) +                                      \
-          x * (T)INV_SQRT_2PI * exp((T)-0.5 * x * x))                           \
-    X(T, KD_UN_GELU_TANH,                                                          \
-      (T)0.5 * x * (1 + tanh((T)GELU_K * (x + (T)GELU_C * x * x * x))),         \
-      gelu_tanh_grad_##SUFFIX(x))                                               \
-    X(T, KD_UN_SILU, x / (1 + exp(-x)), silu_grad_##SUFFIX(x))                     \
-    X(T, KD_UN_SIGMOID, 1 / (1 + exp(-x)), y * (1 - y))                            \
-    X(T, KD_UN_HARDSIGMOID, x <= -3 ? 0 : (x >= 3 ? 1 : x / 6 + (T)0.5),           \
-      (T)(x > -3 && x < 3) / 6)                                                 \
-    X(T, KD_UN_HARDSWISH, x <= -3 ? 0 : (x >= 3 ? x : x * (x + 3) / 6),            \
-      x < -3 ? 0 : (x <= 3 ? (2 * x + 3) / 6 : 1))                              \
-    X(T, KD_UN_CLAMP, x < lo ? lo : (x > hi ? hi : x), (T)(x >= lo && x <= hi))    \
-    X(T, KD_UN_POW, pow(x, lo), lo * pow(x, lo - 1))                               \
-    X(T, KD_UN_ADD_SCALAR, x + lo, 1)                                              \
-    X(T, KD_UN_MUL_SCALAR, x * lo, lo)
-
-#define DEFINE_UNARY_KERNELS(T, SUFFIX)                                          \
-    static inline T gelu_tanh_grad_##SUFFIX(T x)                                \
-    {                                                                           \
-        T t = tanh((T)GELU_K * (x + (T)GELU_C * x * x * x));                    \
-        return (T)0.5 * (1 + t) + (T)0.5 * x * (1 - t * t) * (T)GELU_K *        \
-                                      (1 + 3 * (T)GELU_C * x * x);              \
-    }                                                                           \
-    static inline T silu_grad_##SUFFIX(T x)                                     \
-    {                                                                           \
-        T s = 1 / (1 + exp(-x));                                                \
-        return s * (1 + x * (1 - s));                                           \
-    }                                                                           \
-    static void unary_forward_##SUFFIX(kd_unary_op op, T *out, const T *in,    \
-                                       int64_t n, T lo, T hi)                   \
-    {                                                                           \
-        (void)hi;                                                               \
-        switch (op) {                                                           \
-            UNARY_OPS(FORWARD_CASE, T, SUFFIX)                                             \
-        default: break;                                                         \
-        }                                                                       \
-    }                                                                           \
-    static void unary_backward_##SUFFIX(kd_unary_op op, T *gx, const T *gy,    \
-                                        const T *in, const T *yv, int64_t n,    \
-                                        T lo, T hi)                             \
-    {                                                                           \
-        (void)hi;                                                               \
-        switch (op) {                                                           \
-            UNARY_OPS(BACKWARD_CASE, T, SUFFIX)                                            \
-        default: break;                                                         \
-        }                                                                       \
-    }
-
-#define FORWARD_CASE(T, OP, FWD, GRAD)                                             \
-    case OP:                                                                    \
-        _Pragma("omp parallel for if (n > 32768) schedule(static)")             \
-        for (int64_t i = 0; i < n; i++) {                                       \
-            T x = in[i];                                                        \
-            out[i] = FWD;                                                       \
-        }                                                                       \
-        break;
-#define BACKWARD_CASE(T, OP, FWD, GRAD)                                            \
-    case OP:                                                                    \
-        _Pragma("omp parallel for if (n > 32768) schedule(static)")             \
-        for (int64_t i = 0; i < n; i++) {                                       \
-            T x = in[i], y = yv[i];                                             \
-            (void)x;                                                            \
-            (void)y;                                                            \
-            gx[i] = gy[i] * (GRAD);                                             \
-        }                                                                       \
-        break;
-
-DEFINE_UNARY_KERNELS(float, f32)
-DEFINE_UNARY_KERNELS(double, f64)
 
 static kd_status unary_backward(kd_node *node, kd_tensor *g)
 {
@@ -124,12 +35,9 @@ static kd_status unary_backward(kd_node *node, kd_tensor *g)
         return kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA",
                         unary_names[op]);
 #endif
-    } else if (x->dtype == KD_F32) {
-        unary_backward_f32(op, kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(x),
-                           kd_tensor_data(y), n, (float)lo, (float)hi);
     } else {
-        unary_backward_f64(op, kd_tensor_data(gx), kd_tensor_data(g), kd_tensor_data(x),
-                           kd_tensor_data(y), n, lo, hi);
+        kd_cpu_unary_backward(x->dtype, op, kd_tensor_data(gx), kd_tensor_data(g),
+                              kd_tensor_data(x), kd_tensor_data(y), n, lo, hi);
     }
     return kd_grad_accumulate_take(node->inputs[0], gx);
 }
@@ -154,11 +62,8 @@ static kd_tensor *unary(kd_unary_op op, kd_tensor *x, double lo, double hi)
         kd_error(KD_ERR_UNSUPPORTED, "%s: this build has no CUDA", name);
         return NULL;
 #endif
-    } else if (x->dtype == KD_F32) {
-        unary_forward_f32(op, kd_tensor_data(out), kd_tensor_data(xc), n, (float)lo,
-                          (float)hi);
     } else {
-        unary_forward_f64(op, kd_tensor_data(out), kd_tensor_data(xc), n, lo, hi);
+        kd_cpu_unary_forward(x->dtype, op, kd_tensor_data(out), kd_tensor_data(xc), n, lo, hi);
     }
     kd_node *node;
     if (kd_record(name, unary_backward, out, 1, &x, &node) != KD_OK)

@@ -45,6 +45,10 @@ const kt_op_row kt_rows_elementwise[] = {
     {"sub.bcast_logits_col", op_sub, "x[0] - x[1]", 2, {F(128, 10), F(128, 1)}, 0, 0, 0},
     {"div.bcast_logits_col", op_div, "x[0] / x[1]", 2, {F(128, 10), P(128, 1)}, 0, 0, 0},
     {"mul.bcast_unit_last", op_mul, "x[0] * x[1]", 2, {F(3, 1), F(1, 1)}, 0, 0, 0},
+    /* sizes for the device rows: many blocks of a GPU grid, and rank-4
+     * broadcasting on both sides */
+    {"add.large", op_add, "x[0] + x[1]", 2, {F(100003), F(100003)}, 0, 0, 0},
+    {"mul.bcast_rank4", op_mul, "x[0] * x[1]", 2, {F(2, 1, 3, 5), F(1, 4, 3, 1)}, 0, 0, 0},
     {"add_scalar", op_add_scalar, "x[0] + 0.75", 1, {F(4, 5)}, 0, 0, 0},
     {"mul_scalar", op_mul_scalar, "x[0] * -1.5", 1, {F(4, 5)}, 0, 0, 0},
     {"pow_scalar", op_pow_scalar, "x[0] ** 2.5", 1, {P(4, 5)}, 0, 0, 0},
@@ -59,6 +63,7 @@ const kt_op_row kt_rows_elementwise[] = {
     {"relu", op_relu, "F.relu(x[0])", 1, {F(4, 6)}, 0, 0, 0},
     {"relu6", op_relu6, "F.relu6(x[0] * 4.0)", 1, {F(4, 6)}, 0, 0, 0},
     {"gelu", op_gelu, "F.gelu(x[0])", 1, {F(4, 6)}, 0, 0, 0},
+    {"gelu.odd_size", op_gelu, "F.gelu(x[0])", 1, {F(37, 29)}, 0, 0, 0}, /* vector body + tail */
     {"gelu_tanh", op_gelu_tanh, "F.gelu(x[0], approximate='tanh')", 1, {F(4, 6)}, 0, 0, 0},
     {"silu", op_silu, "F.silu(x[0])", 1, {F(4, 6)}, 0, 0, 0},
     {"sigmoid", op_sigmoid, "torch.sigmoid(x[0])", 1, {F(4, 6)}, 0, 0, 0},

@@ -2,8 +2,8 @@
  * the maximum, the sum of exp(x - m) and the in-place softmax of one
  * contiguous row. The f32 versions use their own exp so that their loops
  * vectorise; f64 (what gradient checks run in) uses libm. */
-#ifndef KD_OPS_SOFTMAX_ROWS_H
-#define KD_OPS_SOFTMAX_ROWS_H
+#ifndef KD_CPU_SOFTMAX_ROWS_H
+#define KD_CPU_SOFTMAX_ROWS_H
 
 #include <math.h>
 #include <stdint.h>
@@ -45,8 +45,8 @@ static inline float kd_exp_shifted_f32(float x, float m)
     return p * scale;
 }
 
-/* Put before a loop that calls kd_exp_shifted_##S: vectorises it in f32
- * (clang cannot vectorise the libm call of the f64 version). */
+/* Put before a loop that calls kd_exp_shifted_f32 or _f64: vectorises it
+ * in f32 (clang cannot vectorise the libm call of the f64 version). */
 #define KD_SIMD_EXP_f32 _Pragma("omp simd")
 #define KD_SIMD_EXP_f64
 
@@ -122,17 +122,22 @@ static inline double kd_row_sum_exp_f64(const double *x, double *y, int64_t n, d
 }
 
 /* y = softmax(x) over one row (y may be x). */
-#define KD_DEFINE_ROW_SOFTMAX(T, S)                                              \
-    static inline void kd_row_softmax_##S(const T *x, T *y, int64_t n)          \
-    {                                                                           \
-        T m = kd_row_max_##S(x, n);                                             \
-        T inv = (T)(1.0 / kd_row_sum_exp_##S(x, y, n, m));                      \
-        _Pragma("omp simd")                                                     \
-        for (int64_t j = 0; j < n; j++)                                         \
-            y[j] *= inv;                                                        \
-    }
-KD_DEFINE_ROW_SOFTMAX(float, f32)
-KD_DEFINE_ROW_SOFTMAX(double, f64)
-#undef KD_DEFINE_ROW_SOFTMAX
+static inline void kd_row_softmax_f32(const float *x, float *y, int64_t n)
+{
+    float m = kd_row_max_f32(x, n);
+    float inv = (float)(1.0 / kd_row_sum_exp_f32(x, y, n, m));
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++)
+        y[j] *= inv;
+}
+
+static inline void kd_row_softmax_f64(const double *x, double *y, int64_t n)
+{
+    double m = kd_row_max_f64(x, n);
+    double inv = 1.0 / kd_row_sum_exp_f64(x, y, n, m);
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++)
+        y[j] *= inv;
+}
 
 #endif

@@ -14,7 +14,7 @@
 #include <dnnl.h>
 #include <dnnl_debug.h>
 
-#include "conv2d_internal.h"
+#include "conv2d.h"
 
 typedef enum conv_kind {
     CONV_FORWARD_TRAINING,
@@ -293,28 +293,26 @@ static kd_status run(const kd_conv2d_geom *g, conv_kind kind, bool with_bias,
     return st;
 }
 
-kd_status kd_conv2d_dnnl_forward(const kd_conv2d_geom *g, const kd_tensor *x,
-                                 const kd_tensor *w, const kd_tensor *bias, kd_tensor *y,
-                                 bool training)
+/* oneDNN reads its inputs through non-const handles; it does not write
+ * them. */
+kd_status kd_conv2d_dnnl_forward(const kd_conv2d_geom *g, const float *x, const float *w,
+                                 const float *bias, float *y, bool training)
 {
-    void *buffers[4] = {kd_tensor_data(x), kd_tensor_data(w), kd_tensor_data(y),
-                        bias ? kd_tensor_data(bias) : NULL};
+    void *buffers[4] = {(void *)x, (void *)w, y, (void *)bias};
     return run(g, training ? CONV_FORWARD_TRAINING : CONV_FORWARD_INFERENCE, bias != NULL,
                buffers);
 }
 
-kd_status kd_conv2d_dnnl_backward_data(const kd_conv2d_geom *g, const kd_tensor *gy,
-                                       const kd_tensor *w, kd_tensor *gx)
+kd_status kd_conv2d_dnnl_backward_data(const kd_conv2d_geom *g, const float *gy, const float *w,
+                                       float *gx)
 {
-    void *buffers[3] = {kd_tensor_data(gy), kd_tensor_data(w), kd_tensor_data(gx)};
+    void *buffers[3] = {(void *)gy, (void *)w, gx};
     return run(g, CONV_BACKWARD_DATA, false, buffers);
 }
 
-kd_status kd_conv2d_dnnl_backward_weights(const kd_conv2d_geom *g, const kd_tensor *x,
-                                          const kd_tensor *gy, kd_tensor *gw,
-                                          kd_tensor *gbias)
+kd_status kd_conv2d_dnnl_backward_weights(const kd_conv2d_geom *g, const float *x,
+                                          const float *gy, float *gw, float *gbias)
 {
-    void *buffers[4] = {kd_tensor_data(x), kd_tensor_data(gy), kd_tensor_data(gw),
-                        gbias ? kd_tensor_data(gbias) : NULL};
+    void *buffers[4] = {(void *)x, (void *)gy, gw, gbias};
     return run(g, CONV_BACKWARD_WEIGHTS, gbias != NULL, buffers);
 }
