@@ -43,7 +43,7 @@ from torch_ref import read_safetensors  # noqa: E402
 from torch_resnet import CIFAR_DEPTHS, TIMM, build  # noqa: E402
 
 LIBBLAS = "/etc/alternatives/libblas.so.3-x86_64-linux-gnu"
-ZSCORE_EPS = 1e-7  # plugins/losses/kd/zscore.h: std + eps
+ZSCORE_EPS = 1e-7  # plugins/losses/kd/logit_kd.c: std + eps
 
 
 def fail(msg):

@@ -1,4 +1,5 @@
-/* Op table rows: reductions (sum, mean, var, max, min, argmax) and softmax. */
+/* Op table rows: reductions (sum, mean, var, max, min, argmax), row z-scores and
+ * softmax. */
 #include "../op_rows.h"
 
 
@@ -25,6 +26,8 @@ static kd_tensor *op_var_d0_pop(kd_tensor *const *x) { return kd_var(x[0], 1, (i
 static kd_tensor *op_var_d1_keep(kd_tensor *const *x) { return kd_var(x[0], 1, (int[]){1}, 1, true); }
 static kd_tensor *op_var_nhw(kd_tensor *const *x) { return kd_var(x[0], 3, (int[]){0, 2, 3}, 0, false); }
 static kd_tensor *op_var_hw_keep(kd_tensor *const *x) { return kd_var(x[0], 2, (int[]){2, -1}, 1, true); }
+static kd_tensor *op_zscore(kd_tensor *const *x) { return kd_zscore(x[0], 1e-7); }
+static kd_tensor *op_zscore_plain(kd_tensor *const *x) { return kd_zscore(x[0], 0); }
 static kd_tensor *op_argmax_d1(kd_tensor *const *x) { return kd_argmax(x[0], 1, false); }
 static kd_tensor *op_argmax_last_keep(kd_tensor *const *x) { return kd_argmax(x[0], -1, true); }
 static kd_tensor *op_softmax_last(kd_tensor *const *x) { return kd_softmax(x[0], -1); }
@@ -72,6 +75,11 @@ const kt_op_row kt_rows_reduce[] = {
     {"min.dim1", op_min_d1, "x[0].min(dim=1)[0]", 1, {F(3, 7, 4)}, 0, 0, 0},
     {"min.last_keepdim", op_min_last_keep, "x[0].min(dim=-1, keepdim=True)[0]", 1, {F(4, 6)}, 0, 0, 0},
     {"var.last", op_var_last, "x[0].var(dim=-1)", 1, {F(4, 9)}, 0, 0, 0},
+    {"zscore.rows", op_zscore,
+     "(x[0] - x[0].mean(1, keepdim=True)) / (x[0].std(1, keepdim=True) + 1e-7)", 1,
+     {F(5, 10)}, 0, 0, 0},
+    {"zscore.no_eps", op_zscore_plain,
+     "(x[0] - x[0].mean(1, keepdim=True)) / x[0].std(1, keepdim=True)", 1, {F(4, 3)}, 0, 0, 0},
     {"var.dim0_population", op_var_d0_pop, "torch.var(x[0], dim=0, correction=0)", 1, {F(6, 5)}, 0, 0, 0},
     {"var.dim1_keepdim", op_var_d1_keep, "torch.var(x[0], dim=1, correction=1, keepdim=True)", 1, {F(3, 7, 4)}, 0, 0, 0},
     {"var.nhw", op_var_nhw, "torch.var(x[0], dim=(0, 2, 3), correction=0)", 1, {F(2, 3, 4, 5)}, 0, 0, 0},

@@ -7,7 +7,9 @@
 
 #include <kdengine/ops.h>
 
-#include "zscore.h"
+/* Added to the standard deviation, not the variance, as the paper's code. */
+#define ZSCORE_EPS 1e-7
+
 
 typedef struct logit_kd {
     const char *provider;
@@ -100,7 +102,7 @@ kd_status logit_kd_bind(void *self, const kd_bind_args *args)
 static kd_tensor *log_probs(const logit_kd *k, kd_tensor *x)
 {
     if (k->standardize)
-        return kd_log_softmax(zscore_rows(x, k->temperature), 1);
+        return kd_log_softmax(kd_mul_scalar(kd_zscore(x, ZSCORE_EPS), 1 / k->temperature), 1);
     if (k->temperature == 1)
         return kd_log_softmax(x, 1);
     return kd_log_softmax(kd_mul_scalar(x, 1 / k->temperature), 1);

@@ -60,6 +60,12 @@ KD_API kd_tensor *kd_min(kd_tensor *x, int dim, bool keepdim);
 /* correction 1 = unbiased (torch's default), 0 = population. */
 KD_API kd_tensor *kd_var(kd_tensor *x, int ndims, const int *dims, int correction,
                          bool keepdim);
+/* Standardises each row of x [N, C] over its C values:
+ * (x - mean) / (std + eps), std unbiased (C - 1 in the divisor), as logit
+ * standardisation (Sun et al., CVPR 2024) z-scores logits before a
+ * distillation loss; C >= 2. With gradient; a constant row gives zeros and
+ * a finite gradient. */
+KD_API kd_tensor *kd_zscore(kd_tensor *x, double eps);
 /* I64 indices, no gradient. */
 KD_API kd_tensor *kd_argmax(kd_tensor *x, int dim, bool keepdim);
 KD_API kd_tensor *kd_softmax(kd_tensor *x, int dim);
