@@ -320,29 +320,54 @@ static kd_status bind_loss(instance *in, const kd_loss_vtable *vt, const kd_test
     return st;
 }
 
-kd_status kd_testkit_loss_forward(kd_testkit_instance *loss, const kd_testkit_batch *batch,
-                                  kd_loss_result *out)
+/* needs() once, the taps checked against it on every call. */
+static kd_status check_batch(instance *in, const kd_testkit_batch *batch)
 {
-    if (!loss || loss->kind != KD_KIND_LOSS || !batch || !out)
-        return kd_error(KD_ERR_INVALID, "testkit: loss_forward needs a loss, a batch and a result");
-    instance *in = (instance *)loss;
-    const kd_loss_vtable *vt = (const kd_loss_vtable *)loss->vtable;
-    kd_status st = KD_OK;
+    kd_testkit_instance *loss = &in->pub;
     if (!in->bound) {
-        st = vt->needs(loss->self, &in->needs);
+        kd_status st = ((const kd_loss_vtable *)loss->vtable)->needs(loss->self, &in->needs);
         if (st != KD_OK)
             return kd_error_wrap(st, "testkit: loss '%s': needs", loss->provider);
         if (in->needs.n_student < 1)
             return kd_error(KD_ERR_INVALID, "testkit: loss '%s' needs no student tap",
                             loss->provider);
     }
-    st = check_taps(in, "student", in->needs.n_student, in->needs.student, batch->student);
+    kd_status st = check_taps(in, "student", in->needs.n_student, in->needs.student,
+                              batch->student);
+    return st == KD_OK ? check_taps(in, "teacher", in->needs.n_teacher, in->needs.teacher,
+                                    batch->teacher)
+                       : st;
+}
+
+static bool is_loss(const kd_testkit_instance *p) { return p && p->kind == KD_KIND_LOSS; }
+
+kd_status kd_testkit_loss_bind(kd_testkit_instance *loss, const kd_testkit_batch *batch)
+{
+    if (!is_loss(loss) || !batch)
+        return kd_error(KD_ERR_INVALID, "testkit: loss_bind needs a loss and a batch");
+    instance *in = (instance *)loss;
+    const kd_loss_vtable *vt = (const kd_loss_vtable *)loss->vtable;
+    if (in->bound)
+        return KD_OK;
+    kd_status st = check_batch(in, batch);
+    /* bind() makes the loss's own tensors, which must outlive every step */
+    if (st == KD_OK && vt->bind && kd_scope_depth() > 0)
+        st = kd_error(KD_ERR_STATE, "testkit: loss '%s' has bind(), which must run outside any "
+                                    "scope: call kd_testkit_loss_bind before kd_scope_begin",
+                      loss->provider);
     if (st == KD_OK)
-        st = check_taps(in, "teacher", in->needs.n_teacher, in->needs.teacher, batch->teacher);
-    if (st == KD_OK && !in->bound) {
         st = bind_loss(in, vt, batch);
-        in->bound = st == KD_OK;
-    }
+    in->bound = st == KD_OK;
+    return st;
+}
+
+kd_status kd_testkit_loss_forward(kd_testkit_instance *loss, const kd_testkit_batch *batch,
+                                  kd_loss_result *out)
+{
+    if (!is_loss(loss) || !batch || !out)
+        return kd_error(KD_ERR_INVALID, "testkit: loss_forward needs a loss, a batch and a result");
+    instance *in = (instance *)loss;
+    kd_status st = in->bound ? check_batch(in, batch) : kd_testkit_loss_bind(loss, batch);
     if (st != KD_OK)
         return st;
     const kd_loss_args args = {.size = sizeof args,
@@ -353,7 +378,7 @@ kd_status kd_testkit_loss_forward(kd_testkit_instance *loss, const kd_testkit_ba
                                .training = true,
                                .rng = kd_rng_make(0, 0, 0)};
     *out = (kd_loss_result){.size = sizeof *out};
-    st = vt->forward(loss->self, &args, out);
+    st = ((const kd_loss_vtable *)loss->vtable)->forward(loss->self, &args, out);
     return st == KD_OK ? KD_OK : kd_error_wrap(st, "loss '%s'", loss->provider);
 }
 
@@ -504,14 +529,10 @@ static kd_tensor *loss_value(void *ctx, kd_tensor *const *student)
 kd_status kd_testkit_loss_gradcheck(kd_testkit_instance *loss, const kd_testkit_batch *batch,
                                     double tol, kd_testkit_gradcheck_report *report)
 {
-    if (!loss || loss->kind != KD_KIND_LOSS || !batch)
+    if (!is_loss(loss) || !batch)
         return kd_error(KD_ERR_INVALID, "testkit: loss_gradcheck needs a loss and a batch");
     instance *in = (instance *)loss;
-    /* needs() and bind() first, so the student count is known */
-    kd_scope_begin();
-    kd_loss_result r;
-    kd_status st = kd_testkit_loss_forward(loss, batch, &r);
-    kd_scope_end();
+    kd_status st = kd_testkit_loss_bind(loss, batch); /* so the student count is known */
     if (st != KD_OK)
         return st;
     loss_call call = {loss, batch};

@@ -142,6 +142,13 @@ static void test_losses(void)
         kd_testkit_batch batch = {.student = &s, .labels = labels};
         kd_scope_begin();
         kd_loss_result out;
+        expect_error("loss_forward: bind() is not run inside a scope",
+                     kd_testkit_loss_forward(ce, &batch, &out),
+                     "loss 'ce' has bind(), which must run outside any scope");
+        kd_scope_end();
+        kt_check(kd_testkit_loss_bind(ce, &batch) == KD_OK, "loss_bind: ce", "%s",
+                 kd_last_error());
+        kd_scope_begin();
         st = kd_testkit_loss_forward(ce, &batch, &out);
         double want = kd_tensor_get(kd_cross_entropy(s, labels, 0.0), 0);
         kt_check(st == KD_OK && out.loss && kd_tensor_get(out.loss, 0) == want,

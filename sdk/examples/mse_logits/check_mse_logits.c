@@ -45,6 +45,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 6; i++)
         expected += (s_data[i] - t_data[i]) * (s_data[i] - t_data[i]) / 6;
 
+    check(kd_testkit_loss_bind(loss, &batch) == KD_OK, "needs and bind");
     kd_scope_begin();
     kd_loss_result out;
     check(kd_testkit_loss_forward(loss, &batch, &out) == KD_OK &&

@@ -15,6 +15,7 @@
  *                     .dtype = KD_F64}, &loss);
  *   kd_tensor *student[] = {logits}, *teacher[] = {teacher_logits};
  *   kd_testkit_batch batch = {.student = student, .teacher = teacher};
+ *   kd_testkit_loss_bind(loss, &batch);
  *   kd_testkit_gradcheck_report r;
  *   if (kd_testkit_loss_gradcheck(loss, &batch, 1e-6, &r) != KD_OK)
  *       puts(kd_last_error());
@@ -94,12 +95,16 @@ typedef struct kd_testkit_batch {
     kd_tensor *soft_targets;   /* [N, classes], or NULL */
 } kd_testkit_batch;
 
-/* Runs a loss's forward (training, epoch 0, step 0) and fills *out. The
- * first call asks needs() and, when the loss has bind(), binds it to the
- * batch's shapes at batch 1 (tap layouts from the rank: NC, tokens, NCHW)
- * with host services for one process: num_classes from the student's last
- * tap's dim 1, train_length N, train_labels the batch's labels, identity
- * collectives, no forward_from. */
+/* Asks needs() and, when the loss has bind(), binds it to the batch's
+ * shapes at batch 1 (tap layouts from the rank: NC, tokens, NCHW) with host
+ * services for one process: num_classes from the last student tap's dim 1,
+ * train_length N, train_labels the batch's labels, identity collectives,
+ * no forward_from. Once per instance; later calls return KD_OK. bind()
+ * makes the loss's own tensors, so no scope may be open (KD_ERR_STATE). */
+KD_TESTKIT_API kd_status kd_testkit_loss_bind(kd_testkit_instance *loss,
+                                              const kd_testkit_batch *batch);
+/* Runs a loss's forward (training, epoch 0, step 0) and fills *out (its
+ * tensors belong to the open scope). Binds first when not yet bound. */
 KD_TESTKIT_API kd_status kd_testkit_loss_forward(kd_testkit_instance *loss,
                                                  const kd_testkit_batch *batch,
                                                  kd_loss_result *out);
@@ -131,8 +136,8 @@ KD_TESTKIT_API kd_status kd_testkit_gradcheck(kd_testkit_fn fn, void *ctx, int n
                                               kd_tensor *const *inputs, double tol,
                                               kd_testkit_gradcheck_report *report);
 /* The same for a loss: its value on `batch` as a function of the student
- * tensors that require grad (the teacher and labels held fixed). The loss
- * must have been created in KD_F64. */
+ * tensors that require grad (the teacher and labels held fixed), binding
+ * the loss first when needed. The loss must have been created in KD_F64. */
 KD_TESTKIT_API kd_status kd_testkit_loss_gradcheck(kd_testkit_instance *loss,
                                                    const kd_testkit_batch *batch, double tol,
                                                    kd_testkit_gradcheck_report *report);
