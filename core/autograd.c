@@ -81,7 +81,10 @@ void kd_node_free(kd_node *node)
 {
     if (node->saved != node->saved_slots)
         free(node->saved);
-    free(node->ctx);
+    if (node->free_ctx)
+        node->free_ctx(node->ctx);
+    else
+        free(node->ctx);
     free(node);
 }
 

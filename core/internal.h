@@ -62,6 +62,7 @@ struct kd_node {
     int64_t iarg[KD_MAX_DIMS * 2]; /* op attributes */
     double farg[4];
     void *ctx; /* op-owned bytes, freed with the node (kd_node_ctx) */
+    void (*free_ctx)(void *ctx); /* frees ctx instead of free() when set */
     kd_scope *scope;
     kd_node *next_in_scope;
     int64_t visit_mark; /* used by kd_backward's traversal */

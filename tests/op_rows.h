@@ -37,6 +37,9 @@ typedef kd_tensor *(*kt_op_fn)(kd_tensor *const *x);
 enum {
     KT_NO_GRADCHECK = 1u << 0, /* output not differentiable (argmax) */
     KT_NO_BACKWARD = 1u << 1,  /* parity of values only */
+    /* A deliberately wrong backward: the gradient check must fail it (the
+     * harness can fail); parity of values only. */
+    KT_WRONG_BACKWARD = 1u << 2,
 };
 
 typedef struct kt_op_row {
@@ -61,5 +64,6 @@ extern const kt_op_row kt_rows_conv[];
 extern const kt_op_row kt_rows_norm[];
 extern const kt_op_row kt_rows_shape[];
 extern const kt_op_row kt_rows_loss[];
+extern const kt_op_row kt_rows_custom[];
 
 #endif

@@ -50,6 +50,25 @@ else
     check "libkdcore.so exports every KD_API function" "$tmp/missing" "not exported"
 fi
 
+# libkdtestkit.so (host code for plugin authors' tests) exports exactly the
+# KD_TESTKIT_API functions of testkit.h, and holds no core: it runs on
+# libkdcore.so.
+kit=$build/.libs/libkdtestkit.so
+sed -n 's/^KD_TESTKIT_API [^(]*[ *]\([A-Za-z_][A-Za-z0-9_]*\)(.*/\1/p' "$headers"/testkit.h |
+    sort >"$tmp/kit_declared"
+if [ ! -f "$kit" ]; then
+    echo "FAIL libkdtestkit.so: $kit is missing"
+    failed=$((failed + 1))
+else
+    nm -D --defined-only "$kit" | awk '{print $NF}' | sort >"$tmp/kit_exported"
+    comm -3 "$tmp/kit_declared" "$tmp/kit_exported" >"$tmp/kit_diff"
+    check "libkdtestkit.so exports exactly testkit.h's KD_TESTKIT_API functions" \
+        "$tmp/kit_diff" "differs (declared or exported only)"
+    nm --defined-only "$kit" | awk '{print $NF}' | sort -u | comm -12 "$tmp/declared" - \
+        >"$tmp/kit_core"
+    check "libkdtestkit.so holds no core" "$tmp/kit_core" "defines SDK functions"
+fi
+
 # One core per process: a binary that runs on libkdcore.so (and so may load
 # plugins, which bring it too) must not also hold the core's objects, or the
 # two copies would keep separate errors, scopes and allocators.

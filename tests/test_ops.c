@@ -182,7 +182,10 @@ static void gradcheck(const kt_op_row *row)
             }
         }
     }
-    kt_check(worst <= tol, name, "error %.3g > %.3g at %s", worst, tol, where);
+    if (row->flags & KT_WRONG_BACKWARD)
+        kt_check(worst > tol, name, "a wrong backward passed: error %.3g <= %.3g", worst, tol);
+    else
+        kt_check(worst <= tol, name, "error %.3g > %.3g at %s", worst, tol, where);
 done:
     kd_scope_end();
 }
@@ -254,8 +257,9 @@ static void parity(int n, const kt_op_row *const *table)
         }
         c->y = y;
         char grads[32] = "";
-        bool backward = !(row->flags & (KT_NO_GRADCHECK | KT_NO_BACKWARD)) &&
-                        y->requires_grad;
+        bool backward =
+            !(row->flags & (KT_NO_GRADCHECK | KT_NO_BACKWARD | KT_WRONG_BACKWARD)) &&
+            y->requires_grad;
         if (backward) {
             kd_rng grng = kd_rng_make(name_seed(row->name), 2, 0);
             kd_tensor *gy = kt_uniform(KD_F32, y->ndim, y->shape, &grng, -1.0, 1.0);
@@ -332,7 +336,8 @@ static void parity(int n, const kt_op_row *const *table)
         char what[64] = "output";
         for (int k = 0; k < c->row->n_inputs; k++) {
             if (!c->gx[k] && !(differentiable(c->row->in[k].kind) &&
-                               !(c->row->flags & (KT_NO_GRADCHECK | KT_NO_BACKWARD))))
+                               !(c->row->flags &
+                                 (KT_NO_GRADCHECK | KT_NO_BACKWARD | KT_WRONG_BACKWARD))))
                 continue;
             snprintf(key, sizeof key, "c%d.gx%d", i, k);
             kd_tensor *tg = kd_safetensors_load(ref, key, KD_F32);
@@ -549,7 +554,7 @@ int main(int argc, char **argv)
     kd_set_num_threads(2);
     const kt_op_row *tables[] = {kt_rows_elementwise, kt_rows_reduce, kt_rows_linalg,
                                  kt_rows_conv, kt_rows_norm, kt_rows_shape,
-                                 kt_rows_loss};
+                                 kt_rows_loss, kt_rows_custom};
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         add_table(tables[t], argc, argv, first);
     if (run_grad)

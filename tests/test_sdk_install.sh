@@ -3,7 +3,8 @@
 # staging root (make install DESTDIR=...), builds sdk/examples/mse_logits
 # from a copy outside the source tree against the installed SDK only, and
 # checks that the installed kdengine finds and lists the example loss and
-# that the library loads and computes the loss.
+# that the library loads and computes the loss (the example's check, on the
+# installed test kit).
 #
 # usage: tests/test_sdk_install.sh BUILD_DIR
 # Prints "ok NAME", "FAIL NAME: why" and "skip NAME: why" lines and ends
@@ -107,12 +108,20 @@ else
         grep -F mse_logits | tr '\n' ' ')"
 fi
 
-# --- the library loads and computes the loss (the example's own check)
+# --- the library loads and computes the loss (the example's own check,
+# built on the installed test kit)
 if make -C "$example" check CFLAGS="-O2 -Wall -Wextra -Werror" >"$tmp/check.log" 2>&1; then
     pass "example loads and computes the loss ($(grep -c '^ok' "$tmp/check.log") checks)"
 else
     fail "example loads and computes the loss" "$(grep -v '^ok' "$tmp/check.log" | \
         tail -n 4 | tr '\n' ' ')"
+fi
+if ldd "$example/check_mse_logits" 2>/dev/null | grep -q "libkdtestkit.so.* => $libdir/" &&
+    ! grep -qF -e "$src" -e "$build" "$tmp/check.log"; then
+    pass "example check runs on the installed test kit"
+else
+    fail "example check runs on the installed test kit" "$(ldd "$example/check_mse_logits" \
+        2>&1 | grep -e kdtestkit -e 'not found' | tr '\n' ' ')"
 fi
 
 # --- a job that trains with the example loss (kdengine run)

@@ -2,6 +2,7 @@
 #ifndef KDENGINE_KDENGINE_H
 #define KDENGINE_KDENGINE_H
 
+#include <kdengine/custom_op.h>
 #include <kdengine/dtype.h>
 #include <kdengine/ops.h>
 #include <kdengine/plugin.h>
