@@ -69,6 +69,17 @@ static void shape_text(int ndim, const int64_t *shape, char *buf, size_t size)
         snprintf(buf + used, size - (size_t)used, "]");
 }
 
+/* "PATH: 'NAME' has shape [..], the model's 'X' is [..]". */
+static kd_status shape_error(const char *path, const char *name, int ndim,
+                             const int64_t *shape, const kd_named_tensor *nt)
+{
+    char want[128], got[128];
+    shape_text(nt->tensor->ndim, nt->tensor->shape, want, sizeof want);
+    shape_text(ndim, shape, got, sizeof got);
+    return kd_error(KD_ERR_FORMAT, "%s: '%s' has shape %s, the model's '%s' is %s", path, name,
+                    got, nt->name, want);
+}
+
 /* Copies entry `full` of f into t. */
 static kd_status load_one(const kd_safetensors *f, const char *path, const char *full,
                           const kd_named_tensor *nt, bool *found)
@@ -77,13 +88,8 @@ static kd_status load_one(const kd_safetensors *f, const char *path, const char 
     *found = e != NULL;
     if (!e)
         return KD_OK;
-    if (!same_shape(e, nt->tensor)) {
-        char want[128], got[128];
-        shape_text(nt->tensor->ndim, nt->tensor->shape, want, sizeof want);
-        shape_text(e->ndim, e->shape, got, sizeof got);
-        return kd_error(KD_ERR_FORMAT, "%s: '%s' has shape %s, the model's is %s", path, full,
-                        got, want);
-    }
+    if (!same_shape(e, nt->tensor))
+        return shape_error(path, full, e->ndim, e->shape, nt);
     kd_tensor *loaded = kd_safetensors_load(f, full, nt->tensor->dtype);
     if (!loaded)
         return kd_error_wrap(KD_ERR_FORMAT, "%s: '%s'", path, full);
@@ -194,18 +200,14 @@ static kd_status load_filtered(const kd_safetensors *f, const char *path, const 
         int k = 0;
         while (k < n && (!fix.name || strcmp(list[k].name, fix.name) != 0))
             k++;
+        bool renamed = fix.name && strcmp(fix.name, e->name + lp) != 0;
         if (k == n) {
             st = kd_error(KD_ERR_FORMAT, "%s: unexpected tensor '%s'%s%s (not in this model)",
-                          path, e->name, fix.name && strcmp(fix.name, e->name + lp) ? " -> " : "",
-                          fix.name && strcmp(fix.name, e->name + lp) ? fix.name : "");
+                          path, e->name, renamed ? " -> " : "", renamed ? fix.name : "");
             break;
         }
         if (!kd_tensor_same_shape(fix.value, list[k].tensor)) {
-            char want[128], got[128];
-            shape_text(list[k].tensor->ndim, list[k].tensor->shape, want, sizeof want);
-            shape_text(fix.value->ndim, fix.value->shape, got, sizeof got);
-            st = kd_error(KD_ERR_FORMAT, "%s: '%s' has shape %s, the model's '%s' is %s", path,
-                          e->name, got, list[k].name, want);
+            st = shape_error(path, e->name, fix.value->ndim, fix.value->shape, &list[k]);
             break;
         }
         st = kd_tensor_copy_(list[k].tensor, fix.value);

@@ -12,14 +12,14 @@
 
 /* ---------------------------------------------------------------- host keys */
 
-static const char *const top_keys[] = {"seed",     "threads", "dtype",   "output",
+static const char *const top_keys[] = {"seed",   "threads", "dtype",    "output",
                                        "plugin_dirs", "data", "teacher", "student",
-                                       "losses",   "optim",   "schedule", "eval",
-                                       "checkpoint", "log",   "comment"};
+                                       "losses", "optim",   "schedule", "eval",
+                                       "checkpoint", "log", "comment"};
 static const char *const data_keys[] = {"train", "val"};
-static const char *const split_keys[] = {"dataset", "transforms", "batch_transforms",
-                                         "batch_size", "workers",
-                                         "prefetch", "subset",    "shuffle",    "drop_last"};
+static const char *const split_keys[] = {"dataset",  "transforms", "batch_transforms",
+                                         "batch_size", "workers",  "prefetch",
+                                         "subset",   "shuffle",    "drop_last"};
 static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
 static const char *const student_keys[] = {"model", "weights"};
 static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};

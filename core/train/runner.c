@@ -643,11 +643,24 @@ static kd_status write_job_copy(const kd_job *job)
     return st;
 }
 
+/* Timing for the progress line and the logs: the run's start, and a
+ * window of images since the last logged step. */
+typedef struct progress {
+    double t_start;
+    int64_t steps_at_start, total_steps;
+    double window_t, last_draw, ips;
+    int64_t window_images;
+} progress;
+
+static double window_rate(const progress *p, double now)
+{
+    double dt = now - p->window_t;
+    return (double)p->window_images / (dt > 1e-9 ? dt : 1e-9);
+}
+
 /* One step in its scope; what the logs and progress line show is read
  * before the scope ends, and only on the steps that show it. */
-static kd_status run_step(run *r, const kd_batch *b, double lr, step_losses *t, double t_start,
-                          int64_t steps_at_start, int64_t total_steps, double *window_t,
-                          int64_t *window_images, double *last_draw, double *ips)
+static kd_status run_step(run *r, const kd_batch *b, double lr, step_losses *t, progress *p)
 {
     const kd_job *job = r->job;
     kd_scope_begin();
@@ -660,32 +673,33 @@ static kd_status run_step(run *r, const kd_batch *b, double lr, step_losses *t, 
     r->st.batch++;
     r->st.loss_sum += t->total;
     r->st.loss_count++;
-    *window_images += b->labels->shape[0];
+    p->window_images += b->labels->shape[0];
     double now = now_s();
     bool log_now = r->st.step % job->log_every == 0;
-    bool draw_now = log_now || (r->tty && now - *last_draw > 0.25);
+    bool draw_now = log_now || (r->tty && now - p->last_draw > 0.25);
     bool epoch_end = r->st.batch == r->steps_per_epoch;
     if (draw_now || epoch_end)
         read_values(r->s, t);
     if (draw_now) {
-        *ips = (double)*window_images / (now - *window_t > 1e-9 ? now - *window_t : 1e-9);
-        double per_step = (now - t_start) / (double)(r->st.step - steps_at_start);
-        print_progress(r, t, lr, *ips, per_step * (double)(total_steps - r->st.step), false);
-        *last_draw = now;
+        p->ips = window_rate(p, now);
+        double per_step = (now - p->t_start) / (double)(r->st.step - p->steps_at_start);
+        print_progress(r, t, lr, p->ips, per_step * (double)(p->total_steps - r->st.step),
+                       false);
+        p->last_draw = now;
     }
     if (log_now) {
         json_t *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "type", "train",
                                  "epoch", (json_int_t)r->st.epoch, "step",
                                  (json_int_t)r->st.step, "lr", lr, "loss", t->total, "loss_avg",
-                                 r->st.loss_sum / (double)r->st.loss_count, "img_per_s", *ips);
+                                 r->st.loss_sum / (double)r->st.loss_count, "img_per_s", p->ips);
         json_t *weighted = json_object();
         for (int i = 0; i < r->s->n_losses; i++)
             json_object_set_new(weighted, r->s->losses[i].spec->path, json_real(t->value[i]));
         json_object_set_new(line, "terms", weighted);
         json_object_set_new(line, "loss_terms", loss_terms_json(r->s, t));
         write_metrics(r, line);
-        *window_t = now;
-        *window_images = 0;
+        p->window_t = now;
+        p->window_images = 0;
     }
     kd_scope_end();
     return KD_OK;
@@ -695,17 +709,18 @@ static kd_status train_epochs(run *r, bool *stopped)
 {
     const kd_job *job = r->job;
     kd_session *s = r->s;
-    double t_start = now_s();
     double elapsed_before = r->st.elapsed_s;
-    int64_t total_steps = r->steps_per_epoch * job->epochs;
-    int64_t steps_at_start = r->st.step;
+    progress p = {.t_start = now_s(),
+                  .steps_at_start = r->st.step,
+                  .total_steps = r->steps_per_epoch * job->epochs};
     step_losses terms = {0};
     kd_status st = step_losses_init(&terms, s->n_losses);
     while (st == KD_OK && r->st.epoch < job->epochs) {
         st = kd_loader_start(r->train, r->st.epoch, r->st.batch);
-        double window_t = now_s(), last_draw = 0;
-        int64_t window_images = 0;
-        double ips = 0;
+        p.window_t = now_s();
+        p.last_draw = 0;
+        p.window_images = 0;
+        p.ips = 0;
         double lr = 0;
         while (st == KD_OK && !stop_requested) {
             kd_batch b;
@@ -715,10 +730,9 @@ static kd_status train_epochs(run *r, bool *stopped)
                 break;
             st = s->sched_vt->lr_at(s->sched, r->st.step, &lr);
             if (st == KD_OK)
-                st = run_step(r, &b, lr, &terms, t_start, steps_at_start, total_steps,
-                              &window_t, &window_images, &last_draw, &ips);
+                st = run_step(r, &b, lr, &terms, &p);
         }
-        r->st.elapsed_s = elapsed_before + (now_s() - t_start);
+        r->st.elapsed_s = elapsed_before + (now_s() - p.t_start);
         if (st != KD_OK)
             break;
         if (stop_requested) {
@@ -730,9 +744,9 @@ static kd_status train_epochs(run *r, bool *stopped)
             *stopped = st == KD_OK;
             break;
         }
-        if (window_images > 0)
-            ips = (double)window_images / (now_s() - window_t > 1e-9 ? now_s() - window_t : 1e-9);
-        print_progress(r, &terms, lr, ips, 0, true);
+        if (p.window_images > 0)
+            p.ips = window_rate(&p, now_s());
+        print_progress(r, &terms, lr, p.ips, 0, true);
         /* the epoch is done: the state now points at the next one */
         r->st.epoch++;
         r->st.batch = 0;
@@ -758,6 +772,7 @@ static kd_status train_epochs(run *r, bool *stopped)
 kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped)
 {
     *stopped = false;
+    stop_requested = 0; /* a request from before this run is not for it */
     run r = {0};
     r.job = job;
     r.st.best_top1 = -1;

@@ -364,9 +364,17 @@ static void close_loss(kd_loss_run *l)
     free(l->param_names);
 }
 
+/* Samples an epoch of data.train draws from (its subset), 0 without it. */
+static int64_t train_samples(const kd_session *s)
+{
+    if (!s->train.vt)
+        return 0;
+    return s->job->train.subset ? s->job->train.subset : s->train.info.length;
+}
+
 int64_t kd_session_steps_per_epoch(const kd_session *s)
 {
-    int64_t n = s->job->train.subset ? s->job->train.subset : s->train.info.length;
+    int64_t n = train_samples(s);
     int64_t b = s->job->train.batch_size;
     int64_t steps = s->job->train.drop_last ? n / b : (n + b - 1) / b;
     return steps > 0 ? steps : 1;
@@ -478,8 +486,9 @@ static kd_status service_train_labels(void *host, const int64_t **labels)
     if (!s->train.vt)
         return kd_error(KD_ERR_STATE, "train_labels: the job has no data.train");
     if (!s->train_labels) {
-        int64_t n = s->services.train_length, all = s->train.info.length;
-        int64_t *y = malloc((size_t)(s->train.vt->labels ? all : n) * sizeof *y + 1);
+        /* labels() fills the whole dataset; get() is asked only for the subset */
+        int64_t n = s->train.vt->labels ? s->train.info.length : s->services.train_length;
+        int64_t *y = malloc(((size_t)n + 1) * sizeof *y);
         if (!y)
             return kd_error(KD_ERR_NOMEM, "train_labels: out of memory for %lld labels",
                             (long long)n);
@@ -562,9 +571,7 @@ static void init_services(kd_session *s)
         .size = sizeof(kd_host_services),
         .host = s,
         .num_classes = s->num_classes,
-        .train_length = s->train.vt ? (s->job->train.subset ? s->job->train.subset
-                                                            : s->train.info.length)
-                                    : 0,
+        .train_length = train_samples(s),
         .rank = 0,
         .world_size = 1,
         .train_labels = service_train_labels,
