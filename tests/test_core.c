@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../core/backend/cpu/conv2d.h"
 #include "../core/internal.h"
 #include "harness.h"
 
@@ -386,6 +387,40 @@ static void test_errors(void)
     kt_check(strcmp(kd_status_name(KD_ERR_IO), "i/o error") == 0, "status.names", "names");
 }
 
+#ifdef KD_HAVE_DNNL
+/* A teacher and a student need more convolution primitives than the 48 the
+ * cache once held; cycling through 200 problems (5 of them blocked-layout
+ * 3x3 ones, which need reorders through the scratch buffer) twice must
+ * create each primitive once. */
+static void test_conv_primitive_cache(void)
+{
+    enum { PROBLEMS = 200 };
+    kd_conv2d_dnnl_stats before, after;
+    kd_conv2d_dnnl_stats_get(&before);
+    kd_status st = KD_OK;
+    for (int pass = 0; pass < 2 && st == KD_OK; pass++)
+        for (int i = 0; i < PROBLEMS && st == KD_OK; i++) {
+            kd_scope_begin();
+            int k = i % 40 < 5 ? 3 : 1, c = 8 + i % 40;
+            int64_t xs[4] = {1 + i / 40, c, 6, 6}, ws[4] = {16, c, k, k};
+            kd_tensor *x = kd_tensor_zeros(KD_F32, KD_CPU, 4, xs);
+            kd_tensor *w = kd_tensor_zeros(KD_F32, KD_CPU, 4, ws);
+            kd_conv2d_params p = {{1, 1}, {k / 2, k / 2}, {1, 1}, 1};
+            if (!kd_conv2d(x, w, NULL, &p))
+                st = kd_last_status();
+            kd_scope_end();
+        }
+    kd_conv2d_dnnl_stats_get(&after);
+    kt_check(st == KD_OK && after.created - before.created == PROBLEMS &&
+                 after.calls - before.calls == 2 * PROBLEMS && after.evicted == before.evicted,
+             "conv.dnnl_cache_holds_200", "status %d (%s): %lld created, %lld calls, %lld evicted",
+             (int)st, kd_last_error(), (long long)(after.created - before.created),
+             (long long)(after.calls - before.calls), (long long)(after.evicted - before.evicted));
+    kt_check(after.scratch_bytes > 0, "conv.dnnl_scratch_shared",
+             "no reorder went through the scratch buffer");
+}
+#endif
+
 static void test_mac_count(void)
 {
     kd_scope_begin();
@@ -428,5 +463,8 @@ int main(void)
     test_dropout_rng();
     test_errors();
     test_mac_count();
+#ifdef KD_HAVE_DNNL
+    test_conv_primitive_cache();
+#endif
     return kt_finish();
 }
