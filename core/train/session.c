@@ -628,8 +628,15 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         return kd_error(KD_ERR_NOMEM, "session: out of memory");
     s->job = job;
     kd_status st = KD_OK;
-    if (mode == KD_SESSION_WEIGHTS) {
-        st = open_model(job, &job->student, ROLE_STUDENT, &s->student);
+    if (mode == KD_SESSION_WEIGHTS || mode == KD_SESSION_TEACHER_WEIGHTS) {
+        bool teacher = mode == KD_SESSION_TEACHER_WEIGHTS;
+        if (teacher && !job->teacher.present)
+            st = kd_error(KD_ERR_INVALID, "teacher: missing (the job has no teacher)");
+        else
+            st = open_model(job, teacher ? &job->teacher : &job->student,
+                            teacher ? ROLE_TEACHER : ROLE_STUDENT, &s->student);
+        if (st == KD_OK && teacher)
+            st = freeze(&s->student, false);
         if (st != KD_OK) {
             kd_session_close(s);
             return st;

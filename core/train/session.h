@@ -80,7 +80,8 @@ typedef enum kd_session_mode {
     KD_SESSION_TRAIN,   /* everything */
     KD_SESSION_STUDENT, /* the student and data.val only (eval, export) */
     KD_SESSION_TEACHER, /* the teacher as the model, data.val (eval) */
-    KD_SESSION_WEIGHTS  /* the student alone, no data (export) */
+    KD_SESSION_WEIGHTS, /* the student alone, no data (export, forward) */
+    KD_SESSION_TEACHER_WEIGHTS /* the teacher alone as the model, no data */
 } kd_session_mode;
 
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out);
