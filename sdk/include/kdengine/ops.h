@@ -145,6 +145,12 @@ KD_API kd_tensor *kd_contiguous(kd_tensor *x);
 KD_API kd_tensor *kd_slice(kd_tensor *x, int dim, int64_t start, int64_t end,
                            int64_t step);
 KD_API kd_tensor *kd_concat(int n, kd_tensor *const *xs, int dim);
+/* x read as `shape` without copying (torch's expand, NumPy's broadcast_to):
+ * shape may have more dims than x (new ones in front); a dim of x of size 1
+ * repeats to any size (stride 0), -1 keeps x's size. The gradient sums
+ * over the repeats. A view: consumers copy it as they need (a ViT's class
+ * token expanded over the batch, then concatenated). */
+KD_API kd_tensor *kd_expand(kd_tensor *x, int ndim, const int64_t *shape);
 /* Splits dim into n parts of the given sizes; writes n tensors to out. */
 KD_API kd_status kd_split(kd_tensor *x, int dim, int n, const int64_t *sizes,
                           kd_tensor **out);
