@@ -13,9 +13,11 @@ static void FN(interp_forward)(const interp_geom *g, const T *x, T *mid, T *y)
         T *mp = mid + pl * g->h * g->ow;
         for (int64_t iy = 0; iy < g->h; iy++)
             for (int64_t ox = 0; ox < g->ow; ox++) {
+                const int64_t *idx = c->index + ox * c->taps;
+                const double *w = c->weight + ox * c->taps;
                 T s = 0;
                 for (int64_t k = 0; k < c->taps; k++)
-                    s += (T)c->weight[ox * c->taps + k] * xp[iy * g->w + c->index[ox * c->taps + k]];
+                    s += (T)w[k] * xp[iy * g->w + idx[k]];
                 mp[iy * g->ow + ox] = s;
             }
         for (int64_t oy = 0; oy < g->oh; oy++) {
