@@ -39,6 +39,14 @@ typedef struct kt_model_row {
     kt_tap_map taps[KT_MAX_ROW_TAPS]; /* logits are always compared */
 } kt_model_row;
 
+/* A tap of a provider that forward_from must refuse with an error rather
+ * than start from (a distilled DeiT's heads read two tokens that its
+ * pooled "pre_logits" no longer holds). */
+typedef struct kt_refused_start {
+    const char *provider; /* NULL ends a table */
+    const char *tap;
+} kt_refused_start;
+
 /* A full-size model whose tensors must equal a committed timm key list
  * (tests/parity/timm_keys/<timm_name>.txt: "key<TAB>shape<TAB>dtype" per
  * line, written by timm_models.py --keys) at its default parameters. */
@@ -50,5 +58,10 @@ typedef struct kt_full_keys {
 /* Each family's tables end with a row whose provider is NULL. */
 extern const kt_model_row kt_model_rows_resnet[];
 extern const kt_full_keys kt_full_keys_resnet[];
+extern const kt_model_row kt_model_rows_vit[];
+extern const kt_full_keys kt_full_keys_vit[];
+extern const kt_refused_start kt_refused_starts_vit[];
+extern const kt_model_row kt_model_rows_mixer[];
+extern const kt_full_keys kt_full_keys_mixer[];
 
 #endif

@@ -5,7 +5,7 @@ held to the real architecture and the real state_dict names, not to a
 re-implementation. One process serves the whole test file.
 
 CASES.json is a list of cases:
-  {"id": "mnv3s", "timm_name": "mobilenetv3_small_100",
+  {"id": "mnv3s", "timm_name": "mobilenetv3_small_100",   # or "module:Class"
    "kwargs": {"num_classes": 10, "in_chans": 1, ...},   # to timm.create_model
    "batch": 2, "size": 64, "taps": ["bn1", "blocks.0", ...], "seed": 1}
 
@@ -40,6 +40,7 @@ one "key<TAB>shape<TAB>dtype" line per state_dict entry, in order (the
 committed tests/parity/timm_keys/ lists, which the C test holds the
 full-size ports to without running timm).
 """
+import importlib
 import json
 import os
 import sys
@@ -163,11 +164,21 @@ def run(model, x, taps, training, upstream=None, grad_names=()):
     return out, grads
 
 
+def build(timm_name, kwargs):
+    """timm.create_model(timm_name, **kwargs); a "module:Class" name builds
+    that timm class directly, for the entrypoints that pin what a reduced
+    row changes (timm's mixer_s16_224 fixes num_blocks and patch_size)."""
+    if ":" not in timm_name:
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+    module, cls = timm_name.split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
 def run_case(case, out_dir):
     torch.manual_seed(case["seed"])
     gen = torch.Generator().manual_seed(case["seed"] + 1)
     kwargs = dict(case["kwargs"])
-    model = timm.create_model(case["timm_name"], pretrained=False, **kwargs)
+    model = build(case["timm_name"], kwargs)
     randomize_constants(model, gen)
     shape = (case["batch"], kwargs.get("in_chans", 3), case["size"], case["size"])
     calibrate_bn(model, shape, gen)
