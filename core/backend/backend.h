@@ -33,6 +33,13 @@ typedef struct kd_pool_params {
     bool include_pad;
 } kd_pool_params;
 
+/* Resizing planes [planes, h, w] to [planes, oh, ow] (kd_interpolate). */
+typedef struct kd_interp_params {
+    kd_interp_mode mode;
+    bool antialias;
+    int64_t planes, h, w, oh, ow;
+} kd_interp_params;
+
 /* Scaled dot-product attention: q [..., L, D], k [..., S, D], v [..., S,
  * Dv] with `nbatch` equal batch dims. */
 typedef struct kd_attn_dims {

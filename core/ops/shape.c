@@ -606,3 +606,44 @@ kd_tensor *kd_pad(kd_tensor *x, int npairs, const int64_t *pads, double value)
         memcpy(node->iarg, before, sizeof before);
     return out;
 }
+
+/* ------------------------------------------------------------ expand */
+
+static kd_status expand_backward(kd_node *node, kd_tensor *g)
+{
+    kd_tensor *x = node->inputs[0];
+    kd_tensor *gx = kd_sum_to_shape(g, x->ndim, x->shape);
+    return gx ? kd_grad_accumulate(x, gx) : kd_last_status();
+}
+
+kd_tensor *kd_expand(kd_tensor *x, int ndim, const int64_t *shape)
+{
+    if (!x)
+        return NULL;
+    char sx[96];
+    if (ndim < x->ndim || ndim > KD_MAX_DIMS) {
+        kd_error(KD_ERR_INVALID, "expand: %s to %d dims (from %d to %d)",
+                 kd_shape_str(x, sx, sizeof sx), ndim, x->ndim, KD_MAX_DIMS);
+        return NULL;
+    }
+    int64_t want[KD_MAX_DIMS], stride[KD_MAX_DIMS];
+    int lead = ndim - x->ndim;
+    for (int i = 0; i < ndim; i++) {
+        int d = i - lead; /* x's dim, < 0 for a new one */
+        int64_t size = shape[i];
+        if (d >= 0 && size == -1)
+            size = x->shape[d];
+        if (size < 0 || (d >= 0 && x->shape[d] != 1 && x->shape[d] != size)) {
+            kd_error(KD_ERR_INVALID, "expand: %s cannot be read as size %lld in dim %d",
+                     kd_shape_str(x, sx, sizeof sx), (long long)shape[i], i);
+            return NULL;
+        }
+        want[i] = size;
+        stride[i] = d >= 0 && x->shape[d] == size ? x->stride[d] : 0;
+    }
+    kd_tensor *out = make_view(x, ndim, want, stride, x->offset);
+    kd_node *node;
+    if (!out || kd_record("expand", expand_backward, out, 1, &x, &node) != KD_OK)
+        return NULL;
+    return out;
+}

@@ -1,4 +1,4 @@
-/* Op table rows: conv2d and the 2-D pools. */
+/* Op table rows: conv2d, the 2-D pools and resizing (interpolate). */
 #include "../op_rows.h"
 
 /* One row function per parameter set; BIAS is x[2] or NULL. */
@@ -55,6 +55,31 @@ static kd_tensor *adaptive_1x1(kd_tensor *const *x) { return kd_adaptive_avg_poo
 static kd_tensor *adaptive_3x2(kd_tensor *const *x) { return kd_adaptive_avg_pool2d(x[0], 3, 2); }
 static kd_tensor *adaptive_same(kd_tensor *const *x) { return kd_adaptive_avg_pool2d(x[0], 4, 4); }
 
+/* One row function per resize; the mode and antialias flag in the name. */
+#define RESIZE(NAME, OH, OW, MODE, AA)                                              \
+    static kd_tensor *NAME(kd_tensor *const *x)                                     \
+    {                                                                               \
+        return kd_interpolate(x[0], OH, OW, MODE, AA);                              \
+    }
+RESIZE(nearest_7x9, 7, 9, KD_INTERP_NEAREST, false)
+RESIZE(nearest_3x4, 3, 4, KD_INTERP_NEAREST, false)
+RESIZE(nearest_6x8, 6, 8, KD_INTERP_NEAREST, false)
+RESIZE(bilinear_7x11, 7, 11, KD_INTERP_BILINEAR, false)
+RESIZE(bilinear_4x3, 4, 3, KD_INTERP_BILINEAR, false)
+RESIZE(bicubic_9x7, 9, 7, KD_INTERP_BICUBIC, false)
+RESIZE(bicubic_4x6, 4, 6, KD_INTERP_BICUBIC, false)
+RESIZE(bilinear_aa_4x3, 4, 3, KD_INTERP_BILINEAR, true)
+RESIZE(bilinear_aa_7x6, 7, 6, KD_INTERP_BILINEAR, true)
+RESIZE(bicubic_aa_7x7, 7, 7, KD_INTERP_BICUBIC, true)
+RESIZE(bicubic_aa_4x5, 4, 5, KD_INTERP_BICUBIC, true)
+RESIZE(bicubic_same, 5, 4, KD_INTERP_BICUBIC, false)
+/* A grid of tokens [1, G, G, D] resized as channels, as timm resizes a ViT
+ * position embedding: a permuted (non-contiguous) input. */
+static kd_tensor *bicubic_aa_tokens(kd_tensor *const *x)
+{
+    return kd_interpolate(kd_permute(x[0], (int[]){0, 3, 1, 2}), 6, 6, KD_INTERP_BICUBIC, true);
+}
+
 #define F(...) {KT_FLOAT, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
 #define KD_NARGS(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t))
 
@@ -105,5 +130,41 @@ const kt_op_row kt_rows_conv[] = {
      {F(2, 3, 5, 7)}, 0, 0, 0},
     {"adaptive_avg_pool2d.same", adaptive_same, "F.adaptive_avg_pool2d(x[0], 4)", 1,
      {F(1, 2, 4, 4)}, 0, 0, 0},
+    {"interpolate.nearest_up", nearest_7x9, "F.interpolate(x[0], size=(7, 9))", 1,
+     {F(2, 3, 4, 5)}, 0, 0, 0},
+    {"interpolate.nearest_down", nearest_3x4, "F.interpolate(x[0], size=(3, 4))", 1,
+     {F(2, 2, 7, 9)}, 0, 0, 0},
+    {"interpolate.nearest_double", nearest_6x8, "F.interpolate(x[0], size=(6, 8))", 1,
+     {F(1, 2, 3, 4)}, 0, 0, 0},
+    {"interpolate.bilinear_up", bilinear_7x11,
+     "F.interpolate(x[0], size=(7, 11), mode='bilinear', align_corners=False)", 1,
+     {F(2, 3, 4, 5)}, 0, 0, 0},
+    {"interpolate.bilinear_down", bilinear_4x3,
+     "F.interpolate(x[0], size=(4, 3), mode='bilinear', align_corners=False)", 1,
+     {F(2, 2, 9, 8)}, 0, 0, 0},
+    {"interpolate.bicubic_up", bicubic_9x7,
+     "F.interpolate(x[0], size=(9, 7), mode='bicubic', align_corners=False)", 1,
+     {F(2, 3, 4, 5)}, 0, 0, 0},
+    {"interpolate.bicubic_down", bicubic_4x6,
+     "F.interpolate(x[0], size=(4, 6), mode='bicubic', align_corners=False)", 1,
+     {F(2, 2, 9, 10)}, 0, 0, 0},
+    {"interpolate.bicubic_same_size", bicubic_same,
+     "F.interpolate(x[0], size=(5, 4), mode='bicubic', align_corners=False)", 1,
+     {F(1, 2, 5, 4)}, 0, 0, 0},
+    {"interpolate.bilinear_antialias_down", bilinear_aa_4x3,
+     "F.interpolate(x[0], size=(4, 3), mode='bilinear', align_corners=False, antialias=True)",
+     1, {F(2, 2, 9, 8)}, 0, 0, 0},
+    {"interpolate.bilinear_antialias_up", bilinear_aa_7x6,
+     "F.interpolate(x[0], size=(7, 6), mode='bilinear', align_corners=False, antialias=True)",
+     1, {F(2, 2, 4, 5)}, 0, 0, 0},
+    {"interpolate.bicubic_antialias_up", bicubic_aa_7x7,
+     "F.interpolate(x[0], size=(7, 7), mode='bicubic', align_corners=False, antialias=True)",
+     1, {F(2, 3, 4, 4)}, 0, 0, 0},
+    {"interpolate.bicubic_antialias_down", bicubic_aa_4x5,
+     "F.interpolate(x[0], size=(4, 5), mode='bicubic', align_corners=False, antialias=True)",
+     1, {F(2, 2, 11, 9)}, 0, 0, 0},
+    {"interpolate.bicubic_antialias_token_grid", bicubic_aa_tokens,
+     "F.interpolate(x[0].permute(0, 3, 1, 2), size=(6, 6), mode='bicubic', "
+     "align_corners=False, antialias=True)", 1, {F(1, 4, 4, 5)}, 0, 0, 0},
     {0},
 };

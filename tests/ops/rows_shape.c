@@ -125,6 +125,29 @@ static kd_tensor *layer_norm2d_of_nhwc(kd_tensor *const *x)
     return kd_layer_norm2d(kd_permute(x[0], (int[]){0, 3, 1, 2}), x[1], x[2], 1e-6);
 }
 
+static kd_tensor *expand_prepend(kd_tensor *const *x)
+{
+    return kd_expand(x[0], 3, (int64_t[]){4, 3, 5});
+}
+static kd_tensor *expand_keep(kd_tensor *const *x)
+{
+    return kd_expand(x[0], 3, (int64_t[]){2, -1, 4});
+}
+/* A ViT's class token: [1, 1, D] over the batch, then concatenated. */
+static kd_tensor *expand_into_concat(kd_tensor *const *x)
+{
+    kd_tensor *xs[2] = {kd_expand(x[0], 3, (int64_t[]){2, 1, 4}), x[1]};
+    return kd_concat(2, xs, 1);
+}
+static kd_tensor *expand_into_mul(kd_tensor *const *x)
+{
+    return kd_mul(kd_expand(kd_transpose(x[0], 0, 1), 3, (int64_t[]){3, 4, 2}), x[1]);
+}
+static kd_tensor *expand_reshaped(kd_tensor *const *x)
+{
+    return kd_reshape(kd_expand(x[0], 2, (int64_t[]){3, 4}), 1, (int64_t[]){12});
+}
+
 #define F(...) {KT_FLOAT, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
 #define L(range, ...) {KT_LABELS, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, range}
 #define M(...) {KT_MASK, KD_NARGS(__VA_ARGS__), {__VA_ARGS__}, 0}
@@ -210,5 +233,12 @@ const kt_op_row kt_rows_shape[] = {
     {"permute.into_layer_norm2d", layer_norm2d_of_nhwc,
      "F.layer_norm(x[0], (5,), x[1], x[2], 1e-6).permute(0, 3, 1, 2)", 3,
      {F(2, 3, 4, 5), F(5), F(5)}, 0, 0, 0},
+    {"expand.prepend", expand_prepend, "x[0].expand(4, 3, 5)", 1, {F(3, 1)}, 0, 0, 0},
+    {"expand.keep_size", expand_keep, "x[0].expand(2, -1, 4)", 1, {F(1, 3, 1)}, 0, 0, 0},
+    {"expand.into_concat", expand_into_concat, "torch.cat([x[0].expand(2, -1, -1), x[1]], 1)",
+     2, {F(1, 1, 4), F(2, 3, 4)}, 0, 0, 0},
+    {"expand.transposed_into_mul", expand_into_mul,
+     "x[0].transpose(0, 1).expand(3, 4, 2) * x[1]", 2, {F(2, 4), F(3, 4, 2)}, 0, 0, 0},
+    {"expand.reshaped", expand_reshaped, "x[0].expand(3, 4).reshape(12)", 1, {F(3, 1)}, 0, 0, 0},
     {0},
 };

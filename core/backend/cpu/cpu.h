@@ -83,6 +83,14 @@ kd_status kd_cpu_pool_forward(kd_dtype dt, const kd_pool_params *p, const void *
 kd_status kd_cpu_pool_backward(kd_dtype dt, const kd_pool_params *p, const void *gy,
                                const int32_t *argmax, void *gx);
 
+/* --- interpolate.c: x is [planes, h, w], y [planes, oh, ow] --- */
+
+kd_status kd_cpu_interpolate_forward(kd_dtype dt, const kd_interp_params *p, const void *x,
+                                     void *y);
+/* gx = the gradient of the input, overwritten. */
+kd_status kd_cpu_interpolate_backward(kd_dtype dt, const kd_interp_params *p, const void *gy,
+                                      void *gx);
+
 /* --- conv2d.c: x [N, Cin, H, W], weight [Cout, Cin/groups, kH, kW],
  * y [N, Cout, oH, oW]; the kernel family is chosen per problem --- */
 

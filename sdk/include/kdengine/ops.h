@@ -92,6 +92,21 @@ KD_API kd_tensor *kd_max_pool2d(kd_tensor *x, const int kernel[2], const int str
 KD_API kd_tensor *kd_avg_pool2d(kd_tensor *x, const int kernel[2], const int stride[2],
                                 const int padding[2], bool count_include_pad);
 KD_API kd_tensor *kd_adaptive_avg_pool2d(kd_tensor *x, int out_h, int out_w);
+/* Resizes x [N, C, H, W] to [N, C, out_h, out_w] as torch's F.interpolate
+ * with size given and align_corners false: nearest (torch's "nearest",
+ * index floor(o * H / out_h)), bilinear, bicubic (a = -0.75, borders
+ * replicated). antialias (bilinear and bicubic only) is torch's
+ * antialias=True: the filter widens by the scale when shrinking, bicubic
+ * uses a = -0.5, and the window is cut at the border and renormalised, so
+ * it differs from the plain modes even when enlarging (timm resizes ViT
+ * position embeddings with it). */
+typedef enum kd_interp_mode {
+    KD_INTERP_NEAREST = 0,
+    KD_INTERP_BILINEAR,
+    KD_INTERP_BICUBIC
+} kd_interp_mode;
+KD_API kd_tensor *kd_interpolate(kd_tensor *x, int out_h, int out_w, kd_interp_mode mode,
+                                 bool antialias);
 
 /* --- normalisation --- */
 /* x [N, C] or [N, C, H, W]. In training, batch statistics normalise and
@@ -130,6 +145,12 @@ KD_API kd_tensor *kd_contiguous(kd_tensor *x);
 KD_API kd_tensor *kd_slice(kd_tensor *x, int dim, int64_t start, int64_t end,
                            int64_t step);
 KD_API kd_tensor *kd_concat(int n, kd_tensor *const *xs, int dim);
+/* x read as `shape` without copying (torch's expand, NumPy's broadcast_to):
+ * shape may have more dims than x (new ones in front); a dim of x of size 1
+ * repeats to any size (stride 0), -1 keeps x's size. The gradient sums
+ * over the repeats. A view: consumers copy it as they need (a ViT's class
+ * token expanded over the batch, then concatenated). */
+KD_API kd_tensor *kd_expand(kd_tensor *x, int ndim, const int64_t *shape);
 /* Splits dim into n parts of the given sizes; writes n tensors to out. */
 KD_API kd_status kd_split(kd_tensor *x, int dim, int n, const int64_t *sizes,
                           kd_tensor **out);
