@@ -63,5 +63,7 @@ extern const kt_full_keys kt_full_keys_vit[];
 extern const kt_refused_start kt_refused_starts_vit[];
 extern const kt_model_row kt_model_rows_mixer[];
 extern const kt_full_keys kt_full_keys_mixer[];
+extern const kt_model_row kt_model_rows_swin[];
+extern const kt_full_keys kt_full_keys_swin[];
 
 #endif
