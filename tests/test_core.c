@@ -437,16 +437,23 @@ static void test_mac_count(void)
     int64_t mm = kd_macs_take();
     kd_linear(a, kd_transpose(b, 0, 1), NULL);
     int64_t lin = kd_macs_take();
+    int64_t qs[4] = {2, 3, 5, 4}, ks[4] = {2, 3, 6, 4}, vs[4] = {2, 3, 6, 7};
+    kd_scaled_dot_product_attention(kd_tensor_zeros(KD_F32, KD_CPU, 4, qs),
+                                    kd_tensor_zeros(KD_F32, KD_CPU, 4, ks),
+                                    kd_tensor_zeros(KD_F32, KD_CPU, 4, vs), NULL, 0.5);
+    int64_t attn = kd_macs_take();
     kd_alloc_bytes_take();
     kd_relu(x);
     int64_t other = kd_macs_take();
     int64_t bytes = kd_alloc_bytes_take();
     kt_check(bytes == 4 * 3 * 8 * 8, "runtime.alloc_bytes", "relu of 192 floats made %lld bytes",
              (long long)bytes);
-    /* conv: 4x8x8 outputs of 3x3x3 products; matmul and linear: 2x7 of 5 */
-    kt_check(conv == 256 * 27 && mm == 70 && lin == 70 && other == 0, "runtime.mac_count",
-             "conv %lld, matmul %lld, linear %lld, relu %lld", (long long)conv, (long long)mm,
-             (long long)lin, (long long)other);
+    /* conv: 4x8x8 outputs of 3x3x3 products; matmul and linear: 2x7 of 5;
+     * attention: 6 entries of 5x6 scores of 4 and 5x7 outputs of 6 */
+    kt_check(conv == 256 * 27 && mm == 70 && lin == 70 && attn == 6 * (30 * 4 + 35 * 6) &&
+                 other == 0,
+             "runtime.mac_count", "conv %lld, matmul %lld, linear %lld, attention %lld, relu %lld",
+             (long long)conv, (long long)mm, (long long)lin, (long long)attn, (long long)other);
     kd_scope_end();
 }
 

@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include <dnnl.h>
-#include <dnnl_debug.h>
 
 #include "conv2d.h"
+#include "dnnl_context.h"
 
 typedef enum conv_kind {
     CONV_FORWARD_TRAINING,
@@ -73,8 +73,7 @@ static size_t scratch_size;
 
 static kd_status dnnl_fail(const char *what, dnnl_status_t s)
 {
-    return kd_error(s == dnnl_out_of_memory ? KD_ERR_NOMEM : KD_ERR_UNSUPPORTED,
-                    "conv2d: oneDNN %s failed: %s", what, dnnl_status2str(s));
+    return kd_dnnl_fail("conv2d", what, s);
 }
 
 static void entry_release(conv_entry *e)
@@ -269,16 +268,9 @@ static kd_status entry_slot(conv_entry **out)
 /* The cached entry for key, made when missing. Called with the lock held. */
 static kd_status entry_get(const conv_key *key, conv_entry **out)
 {
-    dnnl_status_t s;
-    if (!engine) {
-        if ((s = dnnl_engine_create(&engine, dnnl_cpu, 0)))
-            return dnnl_fail("engine creation", s);
-        if ((s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags))) {
-            dnnl_engine_destroy(engine);
-            engine = NULL;
-            return dnnl_fail("stream creation", s);
-        }
-    }
+    kd_status st = kd_dnnl_context("conv2d", &engine, &stream);
+    if (st != KD_OK)
+        return st;
     uint64_t hash = key_hash(key);
     for (int i = 0; i < cache_len; i++) {
         conv_entry *e = &cache[i];
@@ -289,12 +281,12 @@ static kd_status entry_get(const conv_key *key, conv_entry **out)
         }
     }
     conv_entry *e = NULL;
-    kd_status st = entry_slot(&e);
-    if (st != KD_OK)
+    if ((st = entry_slot(&e)) != KD_OK)
         return st;
     e->key = *key;
     e->hash = hash;
-    if ((s = entry_create(e, key))) {
+    dnnl_status_t s = entry_create(e, key);
+    if (s) {
         entry_release(e);
         /* Free the slot: the last one is handed back, one in the middle
          * keeps last_use 0 and is the next one evicted. */
