@@ -776,6 +776,86 @@ static void test_param_errors(void)
     }
 }
 
+/* ------------------------------------------------------------ example jobs */
+
+/* Runs kdengine from the source tree with this build's plugins; its exit
+ * status, the output in *out (caller frees). */
+static int kdengine(char **out, const char *args)
+{
+    char root[512], cmd[2048];
+    kt_source_path("", root, sizeof root);
+    snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine %s 2>&1", root,
+             kt_plugin_dir(), KD_BUILDDIR, args);
+    return kt_run_command(cmd, out);
+}
+
+/* Each example job, two steps of 32 images and a short evaluation: it
+ * trains, and the log holds the loss's own terms. */
+static void test_example_jobs(void)
+{
+    static const struct {
+        const char *job, *terms[2];
+    } jobs[] = {{"dkd", {"\"tckd\":", "\"nckd\":"}},
+                {"dist", {"\"inter\":", "\"intra\":"}},
+                {"rkd", {"\"distance\":", "\"angle\":"}}};
+    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        kt_skip("example jobs", "no Fashion-MNIST (scripts/setup installs it)");
+        return;
+    }
+    char dir[] = "/tmp/kdkdjobs.XXXXXX";
+    if (!mkdtemp(dir)) {
+        kt_fail("example jobs", "cannot make a temporary directory");
+        return;
+    }
+    for (int k = 0; k < 3; k++) {
+        char name[128], args[1024], path[512], *out = NULL;
+        snprintf(name, sizeof name, "examples/fashion-mnist/%s.json runs two steps",
+                 jobs[k].job);
+        snprintf(args, sizeof args,
+                 "run examples/fashion-mnist/%s.json --set schedule.epochs=1 "
+                 "--set data.train.subset=64 --set data.train.batch_size=32 "
+                 "--set data.val.subset=100 --set log.every_steps=1 --set output=%s/%s",
+                 jobs[k].job, dir, jobs[k].job);
+        int rc = kdengine(&out, args);
+        snprintf(path, sizeof path, "%s/%s/metrics.jsonl", dir, jobs[k].job);
+        size_t len = 0;
+        char *log = (char *)kt_read_file(path, &len);
+        char *text = log ? realloc(log, len + 1) : NULL;
+        if (text)
+            text[len] = 0;
+        else
+            free(log);
+        kt_check(rc == 0 && out && strstr(out, "done: 2 steps") && text &&
+                     strstr(text, jobs[k].terms[0]) && strstr(text, jobs[k].terms[1]),
+                 name, "exit %d, log %s: %s", rc, text ? "read" : "missing",
+                 out ? out : "(no output)");
+        free(text);
+        free(out);
+    }
+    kt_remove_tree(dir);
+
+    /* validate binds the losses: a tap they cannot use is named with both shapes */
+    static const struct {
+        const char *job, *set, *want[2];
+    } bad[] = {
+        {"dkd", "'losses[1].student_tap=\"stage3\"'",
+         {"student tap 'stage3' [1, 64, 7, 7]", "teacher tap 'logits' [1, 10]"}},
+        {"dist", "'losses[1].teacher_tap=\"pre_logits\"'",
+         {"student tap 'logits' [1, 10]", "teacher tap 'pre_logits' [1, 64]"}},
+    };
+    for (int k = 0; k < 2; k++) {
+        char name[128], args[512], *out = NULL;
+        snprintf(name, sizeof name, "validate %s.json with %s names both taps and shapes",
+                 bad[k].job, bad[k].set);
+        snprintf(args, sizeof args, "validate examples/fashion-mnist/%s.json --set %s",
+                 bad[k].job, bad[k].set);
+        int rc = kdengine(&out, args);
+        kt_check(rc == 1 && out && strstr(out, bad[k].want[0]) && strstr(out, bad[k].want[1]),
+                 name, "exit %d: %s", rc, out ? out : "(none)");
+        free(out);
+    }
+}
+
 int main(void)
 {
     test_parity();
@@ -786,6 +866,7 @@ int main(void)
     test_bind_errors();
     test_forward_errors();
     test_param_errors();
+    test_example_jobs();
     kt_plugins_close();
     return kt_finish();
 }
