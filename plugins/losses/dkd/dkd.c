@@ -125,6 +125,10 @@ static kd_status split_indices(const kd_tensor *labels, int64_t n, int64_t c,
         return kd_error(KD_ERR_INVALID, "dkd: labels %s are not i64 [%lld]",
                         kd_shape_str(labels, s, sizeof s), (long long)n);
     }
+    if (labels->device != KD_CPU)
+        return kd_error(KD_ERR_UNSUPPORTED,
+                        "dkd: the labels are not on the CPU; the target/non-target split "
+                        "(kd_gather) runs on the CPU only for now");
     const int64_t ts[2] = {n, 1}, os[2] = {n, c - 1};
     *target = kd_tensor_empty(KD_I64, KD_CPU, 2, ts);
     *others = kd_tensor_empty(KD_I64, KD_CPU, 2, os);
