@@ -2,8 +2,12 @@
 """A distillation loss's training-step cost over plain KD, in kdengine.
 
 usage: bench/loss_step.py BUILD_DIR [--losses kd,dkd,dist,rkd] [--threads N]
-                          [--warmup N] [--steps N] [--runs N] [--keep DIR]
-                          [--json FILE] [--wait-quiet S]
+                          [--warmup N] [--steps N] [--runs N] [--alone-only]
+                          [--keep DIR] [--json FILE] [--wait-quiet S]
+
+First, BUILD_DIR/bench/bench_losses times each loss alone (forward +
+backward on the step's shapes: [128, 10] logits, [128, 64] pooled features)
+and its JSON lines are printed as they are; --alone-only stops there.
 
 The KD step of bench/kd_step.py (teacher ResNet-56, student ResNet-20,
 Fashion-MNIST batch 128, SGD, 2 loader workers, a metrics line every step)
@@ -68,6 +72,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=5, help="steps left out of the medians")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--alone-only", action="store_true",
+                    help="time the losses alone (bench_losses), not the whole steps")
     ap.add_argument("--keep", metavar="DIR", help="write the jobs and runs here and keep them")
     ap.add_argument("--json", metavar="FILE", help="also write the rows here, one JSON line each")
     ap.add_argument("--wait-quiet", type=float, default=60.0, metavar="S",
@@ -79,12 +85,23 @@ def main():
         ap.error(f"--losses: unknown {unknown}" if unknown else "--losses must include kd")
     losses = ["kd"] + [name for name in losses if name != "kd"]
 
-    make = subprocess.run(["make", "-C", args.build_dir, "kdengine", "stage-plugins"],
+    make = subprocess.run(["make", "-C", args.build_dir, "kdengine", "stage-plugins",
+                           "bench/bench_losses"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if make.returncode != 0:
         print(make.stdout[-4000:], end="")
         print(f"loss_step: building {args.build_dir}/kdengine failed", file=sys.stderr)
         return 1
+
+    alone = subprocess.run([os.path.join(args.build_dir, "bench", "bench_losses"),
+                            os.path.join(args.build_dir, "plugin-dir"), "--threads",
+                            str(args.threads)], stdout=subprocess.PIPE, text=True)
+    print(alone.stdout, end="", flush=True)
+    if alone.returncode != 0:
+        print("loss_step: bench_losses failed", file=sys.stderr)
+        return 1
+    if args.alone_only:
+        return 0
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="loss_step.") as tmp:
