@@ -112,7 +112,7 @@ int main(int argc, char **argv)
     long batch = 128, classes = 10, features = 64;
     if (argc < 2)
         return usage(argv[0]);
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         long v = val ? strtol(val, NULL, 10) : 0;
         if (!val || v <= 0)
@@ -129,7 +129,6 @@ int main(int argc, char **argv)
             features = v;
         else
             return usage(argv[0]);
-        i++;
     }
     kd_set_num_threads(o.threads);
     kd_testkit *kit;
