@@ -114,6 +114,8 @@ typedef enum input_kind {
     NONNEGATIVE,   /* U(0, 1): post-ReLU features */
     OUTLIER,       /* U(0, 1), sample 0 times 20: distances past smooth-L1's knee */
     CONFIDENT,     /* U(-4, 4), the label's column 110 + U(0, 1): exp(-104) is 0 in f32 */
+    WIDE,          /* U(0, 1000): RKD's gradient 1000 times smaller, so noise
+                      from the i = i directions (slope 1e12) would show */
     SAME           /* the teacher only: the student's values */
 } input_kind;
 
@@ -133,6 +135,7 @@ static kd_tensor *make_input(kd_dtype dtype, int ndim, const int64_t *shape, inp
         case CONSTANT_ROWS: v[i] = sample % 2 ? 4 * x : 0.25 * (double)(sample + 1); break;
         case NONNEGATIVE: v[i] = r[i]; break;
         case OUTLIER: v[i] = sample == 0 ? 20 * r[i] : r[i]; break;
+        case WIDE: v[i] = 1000 * r[i]; break;
         case CONFIDENT:
             v[i] = i % row == (int64_t)kd_tensor_get(labels, sample) ? 110 + r[i] : 4 * x;
             break;
@@ -237,6 +240,7 @@ static const loss_case PARITY[] = {
      UNIFORM, NONNEGATIVE, 0},
     {"rkd student map, teacher vector", "rkd", "{}", 4, 2, {4, 6, 2, 2}, {4, 12}, NONNEGATIVE,
      NONNEGATIVE, 0},
+    {"rkd features in the thousands", "rkd", "{}", 2, 2, {8, 16}, {8, 16}, WIDE, NONNEGATIVE, 0},
 };
 #define N_PARITY (int)(sizeof PARITY / sizeof PARITY[0])
 /* The float32 case: the authors' DKD form must fail on it, ours not. */

@@ -153,9 +153,6 @@ def pair_distances(e):
 def triplet_angles(e):
     v = e[None, :, :] - e[:, None, :]  # v[i, j] = e_j - e_i
     u = F.normalize(v, p=2, dim=2)
-    # u_ii is 0 either way; zeroing it here keeps the 1e12 slope of
-    # 0 / 1e-12 out of the gradient (its two halves cancel exactly)
-    u = u * (~torch.eye(e.shape[0], dtype=torch.bool))[:, :, None]
     return torch.bmm(u, u.transpose(1, 2))
 
 

@@ -10,9 +10,10 @@
  *   L     = w_d * L_d + w_a * L_a
  *
  * as the authors' and mdistiller's code compute it. The diagonal carries
- * no gradient: d_ii and e_ii are set, not computed, so the 1e12 slope of
- * 0 / 1e-12 never multiplies anything (its two halves cancel exactly in
- * theory, and in floating point leave noise 1e12 times the rounding). */
+ * no gradient: d_ii is set to 0, not computed; e_ii = 0 / 1e-12 = 0 is
+ * finite, and every angle through it is 0 on both sides, so smooth-L1's
+ * slope there is exactly 0 and the 1e12 slope of the division multiplies
+ * nothing. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,11 +140,11 @@ static kd_tensor *smooth_l1(kd_tensor *x)
     return kd_mul(m, kd_sub(a, kd_mul_scalar(m, 0.5)));
 }
 
-/* U8 [n, n] (or [n, n, 1]) with ones on the diagonal. */
-static kd_tensor *diagonal_mask(int64_t n, int ndim)
+/* U8 [n, n] with ones on the diagonal. */
+static kd_tensor *diagonal_mask(int64_t n)
 {
-    const int64_t shape[3] = {n, n, 1};
-    kd_tensor *m = kd_tensor_zeros(KD_U8, KD_CPU, ndim, shape);
+    const int64_t shape[2] = {n, n};
+    kd_tensor *m = kd_tensor_zeros(KD_U8, KD_CPU, 2, shape);
     if (!m)
         return NULL;
     uint8_t *v = kd_tensor_data(m);
@@ -166,13 +167,13 @@ static kd_tensor *normalised_distances(kd_tensor *x, kd_tensor *diagonal)
 }
 
 /* <e_ij, e_ik> for every (i, j, k), [N, N, N]. */
-static kd_tensor *angles(kd_tensor *x, kd_tensor *diagonal)
+static kd_tensor *angles(kd_tensor *x)
 {
     const int dim[1] = {2};
     kd_tensor *v = kd_sub(kd_unsqueeze(x, 0), kd_unsqueeze(x, 1)); /* v[i, j] = x_j - x_i */
     kd_tensor *sq = kd_sum(kd_mul(v, v), 1, dim, true);
-    kd_tensor *norm = kd_sqrt(kd_clamp(sq, DIRECTION_EPS_SQ, INFINITY));
-    kd_tensor *e = kd_masked_fill(kd_div(v, norm), diagonal, 0);
+    /* the floor also keeps sqrt's infinite slope at v_ii = 0 out */
+    kd_tensor *e = kd_div(v, kd_sqrt(kd_clamp(sq, DIRECTION_EPS_SQ, INFINITY)));
     return kd_matmul(e, kd_transpose(e, 1, 2));
 }
 
@@ -198,17 +199,18 @@ static kd_status rkd_forward(void *self, const kd_loss_args *args, kd_loss_resul
                         r->taps[1]);
     }
     int64_t n = s->shape[0];
-    kd_tensor *pairs = diagonal_mask(n, 2), *triples = diagonal_mask(n, 3);
+    kd_tensor *diagonal = diagonal_mask(n);
 
     /* The teacher's relations, normaliser included, are constants. */
     bool grad = kd_set_grad_enabled(false);
     kd_tensor *xt = embeddings(r, 1, t->dtype == s->dtype ? t : kd_cast(t, s->dtype));
-    kd_tensor *dt = normalised_distances(xt, pairs), *at = angles(xt, triples);
+    kd_tensor *dt = normalised_distances(xt, diagonal), *at = angles(xt);
     kd_set_grad_enabled(grad);
     kd_tensor *xs = embeddings(r, 0, s);
 
-    kd_tensor *distance = kd_mean_all(smooth_l1(kd_sub(normalised_distances(xs, pairs), dt)));
-    kd_tensor *angle = kd_mean_all(smooth_l1(kd_sub(angles(xs, triples), at)));
+    kd_tensor *distance =
+        kd_mean_all(smooth_l1(kd_sub(normalised_distances(xs, diagonal), dt)));
+    kd_tensor *angle = kd_mean_all(smooth_l1(kd_sub(angles(xs), at)));
     kd_tensor *loss = kd_add(kd_mul_scalar(distance, r->distance_weight),
                              kd_mul_scalar(angle, r->angle_weight));
     if (!loss)
