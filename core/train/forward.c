@@ -78,7 +78,11 @@ static kd_status run_and_write(kd_model_run *m, const kd_job *job, const kd_forw
         memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
         kd_forward_args args = {sizeof args, x, o->training, kd_rng_make(job->seed, 0, 0), want,
                                 m->out};
+        kd_macs_take();
         st = m->vt->forward(m->self, &args);
+        if (st == KD_OK)
+            fprintf(log, "%s: %.4f GMACs per image (convolutions, products, attention)\n",
+                    m->spec->entry->name, (double)kd_macs_take() / (double)x->shape[0] / 1e9);
         if (st != KD_OK)
             kd_error_wrap(st, "%s (model '%s')", m->spec->path, m->spec->entry->name);
     }
