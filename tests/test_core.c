@@ -412,6 +412,15 @@ static void test_mac_count(void)
     kt_check(conv == 256 * 27 && mm == 70 && lin == 70 && other == 0, "runtime.mac_count",
              "conv %lld, matmul %lld, linear %lld, relu %lld", (long long)conv, (long long)mm,
              (long long)lin, (long long)other);
+    /* attention: q k^T (2 x 3x5 of 4) and p v (2 x 3x6 of 5) */
+    kd_tensor *q = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 3, 4});
+    kd_tensor *k = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 5, 4});
+    kd_tensor *v = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 5, 6});
+    kd_macs_take();
+    kd_scaled_dot_product_attention(q, k, v, NULL, 0.5);
+    int64_t attn = kd_macs_take();
+    kt_check(attn == 2 * 3 * 5 * (4 + 6), "runtime.mac_count_attention", "attention %lld",
+             (long long)attn);
     kd_scope_end();
 }
 

@@ -126,6 +126,7 @@ kd_tensor *kd_scaled_dot_product_attention(kd_tensor *q, kd_tensor *k, kd_tensor
     kd_cpu_attention_forward(dt, &ad, kd_tensor_data(qc), kd_tensor_data(kc), kd_tensor_data(vc),
                              bc ? kd_tensor_data(bc) : NULL, bst, scale, kd_tensor_data(p),
                              kd_tensor_data(out));
+    kd_macs_add(ad.b * ad.l * ad.s * (ad.d + ad.dv)); /* q k^T, then p v */
     kd_tensor *inputs[4] = {q, k, v, bias};
     kd_node *node;
     if (kd_record(op, attention_backward, out, bias ? 4 : 3, inputs, &node) != KD_OK)
