@@ -65,5 +65,7 @@ extern const kt_model_row kt_model_rows_mixer[];
 extern const kt_full_keys kt_full_keys_mixer[];
 extern const kt_model_row kt_model_rows_swin[];
 extern const kt_full_keys kt_full_keys_swin[];
+extern const kt_model_row kt_model_rows_beit[];
+extern const kt_full_keys kt_full_keys_beit[];
 
 #endif

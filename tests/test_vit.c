@@ -368,8 +368,38 @@ static void test_errors(void)
     expect_error("img_size below patch_size", s, "img_size 8 must be at least patch_size 16");
 }
 
+/* timm's published count for deit_tiny_patch16_224 is 1.26 GMACs
+ * (fvcore, which adds a little for norms); the products of one image at
+ * 224 are the patch convolution, per block qkv, q k^T and p v over 3
+ * heads, proj and the MLP, and the head. */
+static void test_macs(void)
+{
+    const char *name = "deit_tiny counts timm's multiply-adds at 224 (attention included)";
+    kt_model m;
+    if (!kt_model_open(&m, "deit_tiny_patch16_224", "{}", 1, KD_F32, NULL)) {
+        kt_fail(name, "%s", kd_last_error());
+        return;
+    }
+    kd_scope_begin();
+    bool prev = kd_set_grad_enabled(false);
+    const int64_t t = 197, d = 192, p = 196;
+    int64_t block = t * d * 3 * d + 3 * t * t * (64 + 64) + t * d * d + 2 * t * d * 4 * d;
+    int64_t want = p * d * 3 * 16 * 16 + 12 * block + d * 1000;
+    kd_tensor *taps[KT_MODEL_MAX_TAPS];
+    kd_macs_take();
+    kd_status st = kt_model_run(&m, -1, images(KD_F32, 1, 3, 224, 2), false, 0, NULL, taps);
+    int64_t macs = kd_macs_take();
+    kt_check(st == KD_OK && macs == want && fabs((double)macs / 1.26e9 - 1) < 0.01, name,
+             "%s: %lld multiply-adds, want %lld (timm 1.26e9)",
+             st == KD_OK ? "counted" : kd_last_error(), (long long)macs, (long long)want);
+    kd_set_grad_enabled(prev);
+    kd_scope_end();
+    kt_model_close(&m);
+}
+
 int main(void)
 {
+    test_macs();
     test_taps();
     test_distilled_heads();
     test_stochastic();
