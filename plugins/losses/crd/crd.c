@@ -163,6 +163,10 @@ static kd_status crd_bind(void *self, const kd_bind_args *args)
         !KD_HAS_FIELD(args->host, kd_host_services, train_labels) || !args->host->train_labels)
         return kd_error(KD_ERR_STATE, "%s: the host offers no training labels; the memory "
                         "banks and negatives need the training set", c->provider);
+    if (args->host->world_size > 1)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: the memory banks are updated by one process; "
+                        "a job over %d processes would let each rank's copy drift apart",
+                        c->provider, args->host->world_size);
     c->host = args->host;
     c->n = args->host->train_length;
     if (c->n < 2)
