@@ -24,6 +24,7 @@
 #include <kdengine/plugin.h>
 
 #include "crd_negatives.h"
+#include "crd_scores.h"
 
 #define NCE_EPS 1e-7
 /* Squared norms are clamped here before the square root: the reference
@@ -221,15 +222,6 @@ static kd_tensor *embed(kd_tensor *f, kd_tensor *weight, kd_tensor *bias)
     return normalize_rows(kd_linear(kd_flatten(f, 1, -1), weight, bias));
 }
 
-/* scores[b, k] = <bank[idx[b, k]], v[b]>: [B, K + 1]. */
-static kd_tensor *bank_scores(kd_tensor *bank, kd_tensor *idx, kd_tensor *v)
-{
-    int64_t b = v->shape[0], d = v->shape[1], kk = idx->shape[0] / b;
-    const int64_t rows[3] = {b, kk, d}, col[3] = {b, d, 1}, out[2] = {b, kk};
-    kd_tensor *m = kd_reshape(kd_index_select(bank, 0, idx), 3, rows);
-    return kd_reshape(kd_matmul(m, kd_reshape(v, 3, col)), 2, out);
-}
-
 /* The NCE loss of one side's scores, with log Z fixed. */
 static kd_tensor *nce(const crd *c, kd_tensor *scores, double log_z)
 {
@@ -341,8 +333,8 @@ static kd_status crd_forward(void *self, const kd_loss_args *args, kd_loss_resul
     kd_tensor *v_s = embed(s->dtype == c->dtype ? s : kd_cast(s, c->dtype),
                            c->t[EMBED_S_WEIGHT], c->t[EMBED_S_BIAS]);
     kd_tensor *v_t = embed(teacher, c->t[EMBED_T_WEIGHT], c->t[EMBED_T_BIAS]);
-    kd_tensor *scores_s = bank_scores(c->t[MEMORY_T], idx, v_s);
-    kd_tensor *scores_t = bank_scores(c->t[MEMORY_S], idx, v_t);
+    kd_tensor *scores_s = crd_bank_scores(c->t[MEMORY_T], idx, v_s, index);
+    kd_tensor *scores_t = crd_bank_scores(c->t[MEMORY_S], idx, v_t, index);
     if (!scores_s || !scores_t)
         return kd_error_wrap(kd_last_status(), "%s", c->provider);
 
