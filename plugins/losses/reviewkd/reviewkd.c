@@ -57,6 +57,7 @@ typedef struct reviewkd {
     double warmup_epochs;
     int first_epoch;
     uint64_t seed;
+    kd_device device;
     kd_dtype dtype;
     level lv[MAX_LEVELS];
     /* block j is level n_levels - 1 - j: the deepest first, as the
@@ -109,6 +110,7 @@ static kd_status reviewkd_create(const kd_create_args *args, void **self)
     r->warmup_epochs = kd_params_number(args->params, "warmup_epochs");
     r->first_epoch = (int)kd_params_integer(args->params, "first_epoch");
     r->seed = args->seed;
+    r->device = args->device;
     r->dtype = args->dtype;
     r->terms[0].name = "hcl";
     *self = r;
@@ -155,12 +157,12 @@ static kd_tensor *init_tensor(const reviewkd *r, int ndim, const int64_t *shape,
                               double fill, uint64_t which)
 {
     if (bound == 0)
-        return kd_tensor_full(r->dtype, KD_CPU, ndim, shape, fill);
+        return kd_tensor_full(r->dtype, r->device, ndim, shape, fill);
     int64_t n = 1;
     for (int d = 0; d < ndim; d++)
         n *= shape[d];
     double *v = malloc((size_t)n * sizeof *v);
-    kd_tensor *t = kd_tensor_empty(r->dtype, KD_CPU, ndim, shape), *src = NULL;
+    kd_tensor *t = kd_tensor_empty(r->dtype, r->device, ndim, shape), *src = NULL;
     if (v && t) {
         kd_rng rng = kd_rng_make(r->seed, which, 0);
         for (int64_t i = 0; i < n; i++)
@@ -267,6 +269,8 @@ static kd_tensor *nearest_dim(kd_tensor *x, int dim, int64_t out)
     int64_t *src = kd_tensor_data(index);
     for (int64_t o = 0; o < out; o++)
         src[o] = o * in / out;
+    if (x->device != KD_CPU)
+        index = kd_tensor_to_device(index, x->device);
     return kd_index_select(x, dim, index);
 }
 
