@@ -947,6 +947,29 @@ static void example_args(char *buf, size_t size, const char *job, int epochs, co
              "--set output=%s/%s", job, SHORT, epochs, jobdir, out);
 }
 
+/* `export` of a CRD run's checkpoint writes the student alone: no head,
+ * bank or Z. */
+static void test_crd_export(const char *ckpt)
+{
+    char args[2048], path[128], *out = NULL;
+    snprintf(path, sizeof path, "%s/crd-student.safetensors", jobdir);
+    snprintf(args, sizeof args, "export examples/fashion-mnist/crd.json --weights %s --out %s",
+             ckpt, path);
+    int rc = kdengine(&out, args);
+    kd_safetensors *f = NULL;
+    bool student_only = rc == 0 && kd_safetensors_open(path, &f) == KD_OK &&
+                        kd_safetensors_find(f, "conv1.weight") && kd_safetensors_find(f, "fc.bias");
+    for (int i = 0; student_only && i < kd_safetensors_count(f); i++) {
+        const char *name = kd_safetensors_at(f, i)->name;
+        student_only = !strstr(name, "memory_") && !strstr(name, "embed_") &&
+                       !strstr(name, "nce_z") && strncmp(name, "loss.", 5) != 0;
+    }
+    kd_safetensors_close(f);
+    kt_check(student_only, "crd: export leaves the heads, banks and Z out", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
+}
+
 /* A CRD run stopped by SIGTERM once its first checkpoint exists (the
  * runner finishes the step it is in, mid-epoch, and saves), then resumed,
  * against the uninterrupted run at ckpt. */
@@ -1011,6 +1034,7 @@ static void test_examples(void)
     }
     char ckpt[512];
     snprintf(ckpt, sizeof ckpt, "%s/crd/checkpoints/step-000000004.safetensors", jobdir);
+    test_crd_export(ckpt);
     test_crd_resume(ckpt);
 }
 
