@@ -245,12 +245,12 @@ static double estimate_z(const crd *c, kd_tensor *scores)
 }
 
 /* bank[i] <- normalize(m bank[i] + (1 - m) v[b]) at the batch's indices. */
-static void update_bank(const crd *c, kd_tensor *bank, const int64_t *index, kd_tensor *v)
+static kd_status update_bank(const crd *c, kd_tensor *bank, const int64_t *index, kd_tensor *v)
 {
     int64_t b = v->shape[0], d = v->shape[1];
     double *row = malloc((size_t)d * sizeof *row);
     if (!row)
-        return;
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory updating the banks", c->provider);
     for (int64_t r = 0; r < b; r++) {
         int64_t at = index[r] * d;
         double sq = 0;
@@ -271,6 +271,7 @@ static void update_bank(const crd *c, kd_tensor *bank, const int64_t *index, kd_
         }
     }
     free(row);
+    return KD_OK;
 }
 
 static kd_status check_inputs(const crd *c, const kd_loss_args *args, kd_tensor *s, kd_tensor *t)
@@ -360,11 +361,9 @@ static kd_status crd_forward(void *self, const kd_loss_args *args, kd_loss_resul
         return kd_error_wrap(kd_last_status(), "%s", c->provider);
     out->n_terms = 2;
     out->terms = c->terms;
-    if (args->training) {
-        update_bank(c, c->t[MEMORY_S], index, v_s);
-        update_bank(c, c->t[MEMORY_T], index, v_t);
-    }
-    return KD_OK;
+    if (args->training && (st = update_bank(c, c->t[MEMORY_S], index, v_s)) == KD_OK)
+        st = update_bank(c, c->t[MEMORY_T], index, v_t);
+    return st;
 }
 
 static const kd_loss_vtable crd_vtable = {
