@@ -261,6 +261,8 @@ static const crd_case CRD[] = {
     {"crd map taps flattened, T 0.5, m 0", "{\"nce_k\": 8, \"feat_dim\": 5, \"nce_t\": 0.5, "
      "\"nce_momentum\": 0}", 3, 24, 2, 8, 3, {3, {3, 2, 2}}, {3, {4, 2, 2}}},
     {"crd defaults but K 64", "{\"nce_k\": 64}", 8, 200, 10, 64, 2, {1, {32}}, {1, {64}}},
+    {"crd relax mode", "{\"nce_k\": 12, \"feat_dim\": 7, \"mode\": \"relax\"}", 6, 36, 3, 12,
+     2, {1, {9}}, {1, {11}}},
 };
 #define N_CRD (int)(sizeof CRD / sizeof CRD[0])
 
@@ -285,6 +287,9 @@ static void run_crd_case(int c, bag *in, bag *mine, char *error, size_t error_si
     for (int i = 0; i < list.n; i++)
         bag_add(in, kd_tensor_list_at(&list, i)->tensor, "c%d.init.%s", c,
                 kd_tensor_list_at(&list, i)->name);
+    kd_tensor *all_labels = kd_tensor_from_data(KD_I64, 1, &h.n, h.labels);
+    bag_add(in, all_labels, "c%d.labels", c);
+    kd_tensor_free(all_labels);
     kd_rng data = kd_rng_make(900 + (uint64_t)c, 1, 0);
     for (int step = 0; step < cc->steps; step++) {
         kd_tensor *indices, *labels;
@@ -294,8 +299,9 @@ static void run_crd_case(int c, bag *in, bag *mine, char *error, size_t error_si
         kd_rng rng = kd_rng_make(31, 7, (uint64_t)(c * 16 + step)), drawn = rng;
         const int64_t idx_shape[2] = {cc->batch, cc->k + 1};
         kd_tensor *idx = kd_tensor_empty(KD_I64, KD_CPU, 2, idx_shape);
-        crd_negatives_draw(&neg, kd_tensor_data(indices), cc->batch, cc->k, &drawn,
-                           kd_tensor_data(idx), "test");
+        crd_negatives_draw(&neg, kd_tensor_data(indices), cc->batch, cc->k,
+                           strstr(cc->params, "relax") != NULL, &drawn, kd_tensor_data(idx),
+                           "test");
         bag_add(in, fs, "c%d.s%d.fs", c, step);
         bag_add(in, ft, "c%d.s%d.ft", c, step);
         bag_add(in, indices, "c%d.s%d.indices", c, step);
@@ -720,9 +726,9 @@ static void test_sampler(void)
     const int64_t index[3] = {0, 17, 49};
     int64_t a[3 * 41], b[3 * 41], c[3 * 61];
     kd_rng r1 = kd_rng_make(1, 2, 3), r2 = r1, r3 = r1;
-    ok = ok && crd_negatives_draw(&s, index, 3, 40, &r1, a, "test") == KD_OK &&
-         crd_negatives_draw(&s, index, 3, 40, &r2, b, "test") == KD_OK &&
-         crd_negatives_draw(&s, index, 3, 60, &r3, c, "test") == KD_OK;
+    ok = ok && crd_negatives_draw(&s, index, 3, 40, false, &r1, a, "test") == KD_OK &&
+         crd_negatives_draw(&s, index, 3, 40, false, &r2, b, "test") == KD_OK &&
+         crd_negatives_draw(&s, index, 3, 60, false, &r3, c, "test") == KD_OK;
     bool positive = true, other_class = true, distinct = true, all_drawn = true;
     for (int r = 0; ok && r < 3; r++) {
         const int64_t *row = a + r * 41;
@@ -745,8 +751,23 @@ static void test_sampler(void)
              "the pool, with it beyond, the same draws from the same rng",
              "ok %d positive %d other-class %d distinct %d whole pool %d: %s", ok, positive,
              other_class, distinct, all_drawn, kd_last_error());
+    /* relax: the positive is any image of the class, itself included */
+    bool same_class = true, varied = false;
+    for (int t = 0; t < 40; t++) {
+        int64_t row[3 * 5];
+        kd_rng rr = kd_rng_make(5, 6, (uint64_t)t);
+        same_class = same_class &&
+                     crd_negatives_draw(&s, index, 3, 4, true, &rr, row, "test") == KD_OK;
+        for (int r = 0; same_class && r < 3; r++) {
+            same_class = h.labels[row[r * 5]] == h.labels[index[r]];
+            varied = varied || row[r * 5] != index[r];
+        }
+    }
+    kt_check(same_class && varied, "crd sampler: relax draws positives of the sample's class",
+             "same class %d, any other than the sample %d: %s", same_class, varied,
+             kd_last_error());
     const int64_t bad = 50;
-    kt_check(crd_negatives_draw(&s, &bad, 1, 4, &r1, a, "crd") == KD_ERR_INVALID &&
+    kt_check(crd_negatives_draw(&s, &bad, 1, 4, false, &r1, a, "crd") == KD_ERR_INVALID &&
                  strstr(kd_last_error(), "crd: dataset index 50"),
              "crd sampler: an index outside the training set is an error", "%s",
              kd_last_error());

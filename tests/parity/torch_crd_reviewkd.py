@@ -6,7 +6,8 @@ HCL as mdistiller runs them):
 
   crd       heads: v = normalize(W f + b) on the flattened feature; scores
             against the OTHER side's memory bank at the dataset indices
-            idx[b] = (own index, K negatives); S = exp(score / T); Z =
+            idx[b] = (positive: its own index, or in relax mode one of its
+            class; K negatives of other classes); S = exp(score / T); Z =
             mean(S) * N fixed on the first step; NCE with c = K / N, eps
             1e-7; then each bank moves to normalize(m M[i] + (1 - m) v).
   reviewkd  ABF blocks from the deepest level to the shallowest, nearest
@@ -31,7 +32,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_ref import read_safetensors, write_safetensors  # noqa: E402
 
-CRD_DEFAULTS = {"feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_momentum": 0.5}
+CRD_DEFAULTS = {"feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_momentum": 0.5,
+                "mode": "exact"}
 REVIEW_DEFAULTS = {"student_taps": ["stage1", "stage2", "stage3", "pre_logits"],
                    "mid_channels": 0, "warmup_epochs": 20.0, "first_epoch": 1}
 NCE_EPS = 1e-7
@@ -73,8 +75,13 @@ def run_crd(key, params, tensors, out):
         y = tensors[f"{key}.s{step}.indices"]
         idx = tensors[f"{key}.s{step}.idx"]
         bsz, kk = idx.shape
-        if not torch.equal(idx[:, 0], y):
+        labels = tensors[f"{key}.labels"]
+        if p["mode"] == "exact" and not torch.equal(idx[:, 0], y):
             raise ValueError("the positive is not the sample's own index")
+        if not torch.equal(labels[idx[:, 0]], labels[y]):
+            raise ValueError("a positive of another class")
+        if (labels[idx[:, 1:]] == labels[y].unsqueeze(1)).any():
+            raise ValueError("a negative of the sample's own class")
         heads = {n: t.clone().requires_grad_(True) for n, t in w.items()}
         v_s = l2_normalize(F.linear(fs.flatten(1), heads["embed_s.weight"], heads["embed_s.bias"]))
         v_t = l2_normalize(F.linear(ft.flatten(1), heads["embed_t.weight"], heads["embed_t.bias"]))

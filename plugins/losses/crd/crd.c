@@ -10,7 +10,8 @@
  *   L = NCE(P_s) + NCE(P_t)
  *
  * then, without gradient, M[i] <- normalize(m M[i] + (1 - m) v) at the
- * batch's own dataset indices i. The heads are loss parameters the
+ * batch's own dataset indices i. idx[b, 0] is the sample itself, or in
+ * "relax" mode an image of its class. The heads are loss parameters the
  * optimizer trains; the banks M_s, M_t ([N, d], N = the training set's
  * length) and Z (0 until set) are buffers, saved in checkpoints and never
  * trained. The negatives come from the step's rng (crd_negatives.h), so a
@@ -43,6 +44,7 @@ typedef struct crd {
     const char *taps[2]; /* student, teacher: owned copies */
     int64_t feat_dim, k;
     double temperature, momentum;
+    bool relax; /* positives: any image of the sample's class */
     uint64_t seed;
     kd_dtype dtype;
     int64_t n;           /* bank rows: the training set's length */
@@ -75,6 +77,7 @@ static kd_status crd_create(const kd_create_args *args, void **self)
     c->k = kd_params_integer(args->params, "nce_k");
     c->temperature = kd_params_number(args->params, "nce_t");
     c->momentum = kd_params_number(args->params, "nce_momentum");
+    c->relax = strcmp(kd_params_string(args->params, "mode"), "relax") == 0;
     c->seed = args->seed;
     c->dtype = args->dtype;
     c->terms[0].name = "nce_s";
@@ -324,7 +327,7 @@ static kd_status crd_forward(void *self, const kd_loss_args *args, kd_loss_resul
         return kd_error_wrap(kd_last_status(), "%s", c->provider);
     const int64_t *index = kd_tensor_data(args->indices);
     kd_rng rng = args->rng;
-    st = crd_negatives_draw(&c->negatives, index, b, c->k, &rng, kd_tensor_data(idx),
+    st = crd_negatives_draw(&c->negatives, index, b, c->k, c->relax, &rng, kd_tensor_data(idx),
                             c->provider);
     if (st != KD_OK)
         return st;

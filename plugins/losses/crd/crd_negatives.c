@@ -57,7 +57,7 @@ static int64_t pool_at(const crd_negatives *s, int64_t c, int64_t j)
 }
 
 kd_status crd_negatives_draw(crd_negatives *s, const int64_t *index, int64_t batch, int64_t k,
-                             kd_rng *rng, int64_t *out, const char *who)
+                             bool relax, kd_rng *rng, int64_t *out, const char *who)
 {
     for (int64_t b = 0; b < batch; b++) {
         int64_t i = index[b];
@@ -72,6 +72,10 @@ kd_status crd_negatives_draw(crd_negatives *s, const int64_t *index, int64_t bat
                             "there are no negatives", who, (long long)c);
         int64_t *row = out + b * (k + 1);
         row[0] = i;
+        if (relax) {
+            int64_t own = s->class_start[c + 1] - s->class_start[c];
+            row[0] = s->by_class[s->class_start[c] + (int64_t)kd_rng_below(rng, (uint64_t)own)];
+        }
         if (k > size) {
             for (int64_t j = 1; j <= k; j++)
                 row[j] = pool_at(s, c, (int64_t)kd_rng_below(rng, (uint64_t)size));

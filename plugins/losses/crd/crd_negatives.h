@@ -1,5 +1,6 @@
-/* CRD's negative sampler: for each sample of a batch, its own dataset index
- * (the positive) followed by K indices drawn uniformly from the images of
+/* CRD's negative sampler: for each sample of a batch, a positive (its own
+ * dataset index, or in "relax" mode an image of its class drawn uniformly,
+ * itself included) followed by K indices drawn uniformly from the images of
  * the other classes, as RepDistiller's CIFAR loader draws them: without
  * replacement when K fits in that pool, with replacement when it does not.
  *
@@ -10,6 +11,7 @@
 #ifndef KD_PLUGIN_CRD_NEGATIVES_H
 #define KD_PLUGIN_CRD_NEGATIVES_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <kdengine/rng.h>
@@ -32,9 +34,10 @@ CRD_HIDDEN kd_status crd_negatives_init(crd_negatives *s, const int64_t *labels,
                                         const char *who);
 CRD_HIDDEN void crd_negatives_free(crd_negatives *s);
 
-/* out[b * (k + 1) + 0] = index[b]; out[b * (k + 1) + 1 .. k] = its k
- * negatives, for b < batch. */
+/* out[b * (k + 1) + 0] = the positive of index[b] (index[b] itself unless
+ * relax); out[b * (k + 1) + 1 .. k] = its k negatives, for b < batch. */
 CRD_HIDDEN kd_status crd_negatives_draw(crd_negatives *s, const int64_t *index, int64_t batch,
-                                        int64_t k, kd_rng *rng, int64_t *out, const char *who);
+                                        int64_t k, bool relax, kd_rng *rng, int64_t *out,
+                                        const char *who);
 
 #endif
