@@ -61,6 +61,9 @@ static kd_status crd_create(const kd_create_args *args, void **self)
     if (args->device != KD_CPU)
         return kd_error(KD_ERR_UNSUPPORTED, "%s: the memory banks are updated on the host; "
                         "run the job on the CPU", args->provider);
+    if (args->dtype != KD_F32 && args->dtype != KD_F64)
+        return kd_error(KD_ERR_UNSUPPORTED, "%s: banks and heads are float32 or float64, not %s",
+                        args->provider, kd_dtype_name(args->dtype));
     crd *c = calloc(1, sizeof *c);
     char *student = strdup(kd_params_string(args->params, "student_tap"));
     char *teacher = strdup(kd_params_string(args->params, "teacher_tap"));
@@ -126,29 +129,27 @@ static int64_t per_sample(const kd_tap_shape *s)
     return n;
 }
 
-/* A caller-owned [rows, cols] (cols 0: [rows]) tensor uniform in [-bound,
- * bound), drawn in f64 from the stream `which` of the instance's seed. */
+/* A caller-owned [rows, cols] (cols 0: [rows]) CPU tensor uniform in
+ * [-bound, bound), drawn in f64 from the stream `which` of the instance's
+ * seed and written in place (a bank is large: no staging copy). */
 static kd_tensor *uniform_tensor(const crd *c, int64_t rows, int64_t cols, double bound,
                                  uint64_t which)
 {
     const int64_t shape[2] = {rows, cols};
-    int ndim = cols ? 2 : 1;
-    int64_t n = cols ? rows * cols : rows;
-    double *v = malloc((size_t)n * sizeof *v);
-    kd_tensor *t = kd_tensor_empty(c->dtype, KD_CPU, ndim, shape);
-    kd_tensor *src = NULL;
-    if (v && t) {
-        kd_rng rng = kd_rng_make(c->seed, which, 0);
-        for (int64_t i = 0; i < n; i++)
-            v[i] = bound * (2 * kd_rng_uniform(&rng) - 1);
-        src = kd_tensor_from_data(KD_F64, ndim, shape, v);
+    kd_tensor *t = kd_tensor_empty(c->dtype, KD_CPU, cols ? 2 : 1, shape);
+    if (!t)
+        return NULL;
+    kd_rng rng = kd_rng_make(c->seed, which, 0);
+    int64_t n = kd_tensor_numel(t);
+    double *d = kd_tensor_data(t);
+    float *f = kd_tensor_data(t);
+    for (int64_t i = 0; i < n; i++) {
+        double v = bound * (2 * kd_rng_uniform(&rng) - 1);
+        if (c->dtype == KD_F64)
+            d[i] = v;
+        else
+            f[i] = (float)v;
     }
-    if (!src || kd_tensor_copy_(t, src) != KD_OK) {
-        kd_tensor_free(t);
-        t = NULL;
-    }
-    kd_tensor_free(src);
-    free(v);
     return t;
 }
 
