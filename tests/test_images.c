@@ -24,6 +24,7 @@
 #include "../plugins/data/images/opencv_shim.h"
 
 #include <jansson.h>
+#include <kdengine/safetensors.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -722,6 +723,168 @@ static kd_status parse_image(const unsigned char *bytes, size_t len, const char 
 
 static void test_corpus(void) { kt_replay_corpus("tests/fuzz/corpus/images", parse_image); }
 
+/* ------------------------------------------------------------- a KD run */
+
+/* Runs `kdengine ARGS` in the temporary folder, stderr folded in. */
+static int kdengine(char **out, const char *args)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine %s 2>&1", tmp_dir, KD_BUILDDIR, args);
+    return kt_run_command(cmd, out);
+}
+
+/* A KD job on the Fashion-MNIST image folder: random_resized_crop and
+ * hflip for training, resize for evaluation, the shipped ResNet-20 teacher. */
+static const char *const kd_job =
+    "{\n"
+    "  \"seed\": 5, \"threads\": 1, \"output\": \"%s/%s\", \"plugin_dirs\": [\"%s\"],\n"
+    "  \"data\": {\n"
+    "    \"train\": {\"dataset\": {\"name\": \"image_folder\", \"root\": \"%s/fmnist\",\n"
+    "                            \"channels\": 1},\n"
+    "              \"transforms\": [{\"name\": \"random_resized_crop\", \"size\": [28],\n"
+    "                              \"scale\": [0.5, 1.0]},\n"
+    "                             {\"name\": \"hflip\"},\n"
+    "                             {\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "              \"batch_size\": 16, \"workers\": %d},\n"
+    "    \"val\": {\"dataset\": {\"name\": \"image_folder\", \"root\": \"%s/fmnist\",\n"
+    "                          \"channels\": 1},\n"
+    "            \"transforms\": [{\"name\": \"resize\", \"size\": [28, 28]},\n"
+    "                           {\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "            \"batch_size\": 30, \"workers\": 0}\n"
+    "  },\n"
+    "  \"teacher\": {\"model\": \"resnet20\", \"num_classes\": 10, \"in_chans\": 1,\n"
+    "              \"weights\": \"%s/examples/fashion-mnist/teacher.safetensors\"},\n"
+    "  \"student\": {\"model\": \"resnet8\", \"num_classes\": 10, \"in_chans\": 1},\n"
+    "  \"losses\": [{\"name\": \"ce\", \"weight\": 0.5},\n"
+    "             {\"name\": \"kd\", \"weight\": 0.5, \"temperature\": 4}],\n"
+    "  \"optim\": {\"name\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9},\n"
+    "  \"schedule\": {\"name\": \"cosine\", \"epochs\": 2},\n"
+    "  \"eval\": {\"every_epochs\": 1}, \"checkpoint\": {\"every_epochs\": 1, \"keep\": 2},\n"
+    "  \"log\": {\"every_steps\": 2}\n"
+    "}\n";
+
+static bool write_kd_job(const char *file, const char *output, int workers)
+{
+    char text[8192], path[512];
+    snprintf(text, sizeof text, kd_job, tmp_dir, output, kt_plugin_dir(), tmp_dir, workers,
+             tmp_dir, KD_SRCDIR);
+    return kt_write_file(in_tmp(file, path, sizeof path), text, strlen(text));
+}
+
+/* The file's "kdengine.classes" equals the classes torchvision found. */
+static bool has_classes(const char *file, const char *expected_json)
+{
+    char path[512];
+    kd_safetensors *f;
+    if (kd_safetensors_open(in_tmp(file, path, sizeof path), &f) != KD_OK)
+        return false;
+    const char *classes = kd_safetensors_metadata(f, "kdengine.classes");
+    bool same = classes && strcmp(classes, expected_json) == 0;
+    kd_safetensors_close(f);
+    return same;
+}
+
+static void test_kd_run(void)
+{
+    json_t *classes = json_object_get(json_object_get(expect, "folder"), "classes");
+    char *expected = json_dumps(classes, JSON_COMPACT);
+    char *out = NULL;
+    bool ok = write_kd_job("kd.json", "kd", 2) && write_kd_job("kd0.json", "kd0", 0);
+    int rc = ok ? kdengine(&out, "run kd.json") : -1;
+    if (!kt_check(rc == 0, "kd run: 2 epochs of KD from the image folder", "rc %d: %s", rc,
+                  out ? out : "")) {
+        free(out);
+        free(expected);
+        return;
+    }
+    free(out);
+    out = NULL;
+    char path[512];
+    json_error_t err;
+    json_t *written = json_load_file(in_tmp("kd/classes.json", path, sizeof path), 0, &err);
+    json_t *to_index = json_object_get(written, "class_to_idx");
+    bool same = json_equal(json_object_get(written, "classes"), classes) &&
+                json_object_size(to_index) == json_array_size(classes);
+    for (size_t c = 0; same && c < json_array_size(classes); c++)
+        same = json_integer_value(json_object_get(
+                   to_index, json_string_value(json_array_get(classes, c)))) == (json_int_t)c;
+    kt_check(same, "kd run: classes.json holds torchvision's classes and class_to_idx", "%s",
+             written ? "differs" : err.text);
+    json_decref(written);
+    kt_check(has_classes("kd/best.safetensors", expected) &&
+                 has_classes("kd/checkpoints/step-000000006.safetensors", expected),
+             "kd run: checkpoints and best.safetensors carry kdengine.classes", "missing");
+    rc = kdengine(&out, "export kd.json --weights kd/best.safetensors --out kd-export.safetensors");
+    kt_check(rc == 0 && has_classes("kd-export.safetensors", expected),
+             "kd run: exported weights carry the class names", "rc %d: %s", rc, out ? out : "");
+    free(out);
+    out = NULL;
+    /* the same run built on the training thread: every batch, so every
+     * weight, is the same (transforms keyed by seed, epoch and index); the
+     * exports of the last checkpoints hold the weights without the state's
+     * timings */
+    rc = kdengine(&out, "run kd0.json");
+    free(out);
+    out = NULL;
+    if (rc == 0)
+        rc = kdengine(&out, "export kd.json --weights kd/checkpoints/step-000000006.safetensors "
+                            "--out kd2.safetensors");
+    free(out);
+    out = NULL;
+    if (rc == 0)
+        rc = kdengine(&out, "export kd.json --weights kd0/checkpoints/step-000000006.safetensors "
+                            "--out kd0.safetensors");
+    free(out);
+    out = NULL;
+    unsigned char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    if (rc == 0) {
+        a = kt_read_file(in_tmp("kd2.safetensors", path, sizeof path), &la);
+        b = kt_read_file(in_tmp("kd0.safetensors", path, sizeof path), &lb);
+    }
+    kt_check(a && b && la == lb && memcmp(a, b, la) == 0,
+             "kd run: 2 workers and 0 workers train byte-identical weights", "rc %d", rc);
+    free(a);
+    free(b);
+    free(expected);
+}
+
+/* The unreadable-file policy through a run: skip reports the count at the
+ * epoch's end, error stops the run naming the file. */
+static void test_skip_in_run(void)
+{
+    static const char *const job =
+        "{\"seed\": 1, \"threads\": 1, \"output\": \"%s/%s\", \"plugin_dirs\": [\"%s\"],\n"
+        " \"data\": {\"train\": {\"dataset\": {\"name\": \"image_folder\", \"root\": \"%s/policy\",\n"
+        "                                   \"channels\": 1, \"on_error\": \"%s\"},\n"
+        "                      \"transforms\": [{\"name\": \"resize\", \"size\": [16, 16]},\n"
+        "                                     {\"name\": \"to_tensor\"}],\n"
+        "                      \"batch_size\": 3, \"workers\": 1}},\n"
+        " \"student\": {\"model\": \"resnet8\", \"num_classes\": 2, \"in_chans\": 1},\n"
+        " \"losses\": [{\"name\": \"ce\"}], \"optim\": {\"name\": \"sgd\", \"lr\": 0.01},\n"
+        " \"schedule\": {\"name\": \"constant\", \"epochs\": 2}, \"eval\": {\"every_epochs\": 0}}\n";
+    for (int policy = 0; policy < 2; policy++) {
+        char text[4096], path[512], *out = NULL;
+        const char *name = policy ? "error" : "skip";
+        snprintf(text, sizeof text, job, tmp_dir, name, kt_plugin_dir(), tmp_dir, name);
+        snprintf(path, sizeof path, "%s/%s.json", tmp_dir, name);
+        kt_write_file(path, text, strlen(text));
+        snprintf(text, sizeof text, "run %s.json", name);
+        int rc = kdengine(&out, text);
+        const char *o = out ? out : "";
+        if (policy == 0)
+            kt_check(rc == 0 && contains(o, "epoch 1: data.train: 1 unreadable sample skipped") &&
+                         contains(o, "epoch 2: data.train: 1 unreadable sample skipped") &&
+                         contains(o, "2_broken.jpg"),
+                     "kd run: on_error skip trains on and reports 1 skip per epoch", "rc %d: %s",
+                     rc, o);
+        else
+            kt_check(rc != 0 && contains(o, "2_broken.jpg") && contains(o, "truncated"),
+                     "kd run: on_error error stops the run naming the file", "rc %d: %s", rc, o);
+        free(out);
+    }
+}
+
 /* --------------------------------------------------------------- main */
 
 static bool write_fixtures(void)
@@ -770,6 +933,8 @@ int main(void)
         free(src.data);
         test_rrc_exact();
         test_rrc_distribution();
+        test_kd_run();
+        test_skip_in_run();
     }
     json_decref(expect);
     kt_plugins_close();
