@@ -217,7 +217,8 @@ static kd_status add_class(const char *class_dir, strvec *paths, int64_t *found)
     size_t before = paths->n;
     for (size_t i = 0; i < w.n && st == KD_OK; i++) {
         strvec *files = &w.dirs[i].files;
-        qsort(files->items, files->n, sizeof *files->items, compare_strings);
+        if (files->n > 1) /* an empty folder has no array at all */
+            qsort(files->items, files->n, sizeof *files->items, compare_strings);
         for (size_t k = 0; k < files->n && st == KD_OK; k++)
             st = strvec_push(paths, join_path(w.dirs[i].path, files->items[k]), class_dir);
     }
