@@ -18,6 +18,7 @@
 #include "harness.h"
 #include "plugin_fixture.h"
 
+#include "../plugins/data/images/color.h"
 #include "../plugins/data/images/geometry.h"
 #include "../plugins/data/images/image_decode.h"
 #include "../plugins/data/images/image_header.h"
@@ -705,6 +706,113 @@ static void test_rrc_provider(const kd_sample *src)
     drop(t, KD_KIND_TRANSFORM);
 }
 
+/* ----------------------------------------------------------- ColorJitter */
+
+static void (*const adjusters[4])(uint8_t *, size_t, int, float) = {
+    kd_color_brightness, kd_color_contrast, kd_color_saturation, kd_color_hue};
+static const char *const adjuster_names[4] = {"brightness", "contrast", "saturation", "hue"};
+
+/* Each adjustment on an RGB photo and a gray one equals torchvision's
+ * F.adjust_* on the PIL image exactly, at factors inside and outside
+ * [0, 1] and hue shifts of both signs. */
+static void test_color(const kd_sample *rgb)
+{
+    char path[512];
+    kd_sample gray = {0, 0, 0, KD_U8, NULL, 0};
+    if (decode_file(in_tmp("photos/camera_gray.png", path, sizeof path), 1, &gray) != KD_OK) {
+        kt_fail("color: the gray photo decodes", "%s", kd_last_error());
+        return;
+    }
+    size_t k;
+    json_t *e;
+    json_array_foreach(json_object_get(expect, "color"), k, e)
+    {
+        const char *op = json_string_value(json_object_get(e, "op"));
+        bool is_rgb = strcmp(json_string_value(json_object_get(e, "source")), "chelsea") == 0;
+        const kd_sample *src = is_rgb ? rgb : &gray;
+        float factor = (float)json_number_value(json_object_get(e, "factor"));
+        size_t pixels = (size_t)src->height * (size_t)src->width;
+        size_t n = pixels * (size_t)src->channels;
+        int which = 0;
+        while (which < 4 && strcmp(adjuster_names[which], op) != 0)
+            which++;
+        uint8_t *px = malloc(n);
+        unsigned char *ref = reference(json_string_value(json_object_get(e, "out")), n);
+        char name[256];
+        snprintf(name, sizeof name, "color: %s %g on the %s photo equals torchvision's (PIL)",
+                 op, (double)factor, is_rgb ? "RGB" : "gray");
+        if (!px || !ref || which == 4) {
+            kt_fail(name, "no reference or buffer");
+        } else {
+            memcpy(px, src->data, n);
+            adjusters[which](px, pixels, src->channels, factor);
+            double mean;
+            int worst = max_abs_diff(px, ref, n, &mean);
+            kt_check(worst == 0, name, "max difference %d, mean %.5f", worst, mean);
+        }
+        free(px);
+        free(ref);
+    }
+    free(gray.data);
+}
+
+/* ColorJitter(0.4, 0.4, 0.4, 0.1) with the order and factors torchvision
+ * drew: the composition equals torchvision's output. */
+static void test_jitter(const kd_sample *rgb)
+{
+    size_t k, bad = 0, count = 0;
+    json_t *e;
+    size_t pixels = (size_t)rgb->height * (size_t)rgb->width, n = pixels * 3;
+    json_array_foreach(json_object_get(expect, "jitter"), k, e)
+    {
+        kd_jitter_draw d;
+        json_t *order = json_object_get(e, "order"), *factors = json_object_get(e, "factors");
+        for (int i = 0; i < 4; i++) {
+            d.order[i] = (int)json_integer_value(json_array_get(order, (size_t)i));
+            d.factor[i] = (float)json_number_value(json_array_get(factors, (size_t)i));
+            d.enabled[i] = true;
+        }
+        uint8_t *px = malloc(n);
+        unsigned char *ref = reference(json_string_value(json_object_get(e, "out")), n);
+        if (px && ref) {
+            memcpy(px, rgb->data, n);
+            kd_jitter_apply(px, pixels, 3, &d);
+            bad += max_abs_diff(px, ref, n, NULL) != 0;
+        } else {
+            bad++;
+        }
+        count++;
+        free(px);
+        free(ref);
+    }
+    char name[256];
+    snprintf(name, sizeof name,
+             "color_jitter: %zu ColorJitter(0.4, 0.4, 0.4, 0.1) draws of torchvision replayed "
+             "exactly", count);
+    kt_check(count > 0 && bad == 0, name, "%zu differ", bad);
+
+    instance t;
+    kd_status st = make(KD_KIND_TRANSFORM, "color_jitter",
+                        "{\"brightness\": 0.4, \"contrast\": 0.4, \"saturation\": 0.4, "
+                        "\"hue\": 0.1}",
+                        &t);
+    kd_sample a = {0, 0, 0, KD_U8, NULL, 0}, b = {0, 0, 0, KD_U8, NULL, 0};
+    kd_rng r1 = kd_rng_make(3, 4, 5), r2 = kd_rng_make(3, 4, 5), r3 = kd_rng_make(3, 4, 6);
+    if (st == KD_OK)
+        st = tvt(t)->apply(t.self, rgb, &a, &r1);
+    if (st == KD_OK)
+        st = tvt(t)->apply(t.self, rgb, &b, &r2);
+    bool same = st == KD_OK && memcmp(a.data, b.data, n) == 0;
+    if (st == KD_OK)
+        st = tvt(t)->apply(t.self, rgb, &b, &r3);
+    kt_check(st == KD_OK && same && memcmp(a.data, b.data, n) != 0,
+             "color_jitter: the provider replays from its key and differs across keys", "%s",
+             st ? kd_last_error() : "");
+    free(a.data);
+    free(b.data);
+    drop(t, KD_KIND_TRANSFORM);
+}
+
 /* --------------------------------------------------------------- corpus */
 
 static kd_status parse_image(const unsigned char *bytes, size_t len, const char *label,
@@ -929,6 +1037,8 @@ int main(void)
             test_resize(&src);
             test_resized_crop_pixels(&src);
             test_rrc_provider(&src);
+            test_color(&src);
+            test_jitter(&src);
         }
         free(src.data);
         test_rrc_exact();

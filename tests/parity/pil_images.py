@@ -207,6 +207,32 @@ for i, j, h, w, size in [(10, 20, 200, 300, [224, 224]), (0, 0, 300, 451, [64, 9
                    "tensor": raw("rrc_%d_%d_%d_%d.ten" % (i, j, h, w), t.permute(1, 2, 0).numpy())})
 expect["resized_crop"] = pixels
 
+# ---------------------------------------------------------- ColorJitter
+camera_decoded = Image.open(os.path.join(photos, "camera_gray.png"))
+adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
+          "saturation": F.adjust_saturation, "hue": F.adjust_hue}
+color = []
+for src_name, img in [("chelsea", chelsea_decoded), ("camera", camera_decoded)]:
+    for op, factors in [("brightness", [0.0, 0.37, 1.0, 1.61]), ("contrast", [0.2, 0.77, 1.45]),
+                        ("saturation", [0.0, 0.5, 1.9]), ("hue", [-0.5, -0.31, 0.02, 0.25, 0.5])]:
+        for f in factors:
+            f32 = float(np.float32(f))   # torch draws float32 factors
+            out_img = np.asarray(adjust[op](img, f32))
+            color.append({"source": src_name, "op": op, "factor": f32,
+                          "out": raw("color_%s_%s_%g" % (src_name, op, f), out_img)})
+# a whole ColorJitter: the order and factors torchvision drew under a seed
+jitter = []
+cj = torchvision.transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)
+for seed in range(6):
+    torch.manual_seed(seed)
+    order, b, c, sat, h = cj.get_params(cj.brightness, cj.contrast, cj.saturation, cj.hue)
+    torch.manual_seed(seed)
+    out_img = np.asarray(cj(chelsea_decoded))
+    jitter.append({"order": order.tolist(), "factors": [b, c, sat, h],
+                   "out": raw("jitter_%d" % seed, out_img)})
+expect["color"] = color
+expect["jitter"] = jitter
+
 # ---------------------------------------------------------------- CIFAR
 rng = np.random.default_rng(7)
 cifar = []

@@ -68,6 +68,10 @@ static kd_status read_interp(const kd_params *p, const char *provider, kd_cv_int
 
 static kd_status make(const char *provider, geometry **out)
 {
+    char msg[256];
+    *out = NULL;
+    if (!kd_cv_use_calling_thread_only(msg, sizeof msg))
+        return kd_error(KD_ERR_INVALID, "%s: OpenCV's threads: %s", provider, msg);
     *out = calloc(1, sizeof **out);
     if (!*out)
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", provider);

@@ -4,9 +4,9 @@
  * the conversion to RGB or gray follows Pillow's rules, written out here:
  *   8-bit gray            RGB: the value three times
  *   8-bit RGB / RGBA      RGB: as is, alpha dropped (not composited)
- *   CMYK JPEG             RGB: OpenCV's CMYK conversion (Pillow's rounds
- *                         differently: within 1 level, measured in
- *                         test_images)
+ *   CMYK JPEG             RGB: OpenCV's CMYK conversion; Pillow's
+ *                         rounds differently, and nearly every value is
+ *                         1 level apart (measured in test_images)
  *   16-bit gray PNG       Pillow reads mode "I" and converts by clipping:
  *                         min(v, 255), not v >> 8
  *   16-bit RGB(A) / LA    Pillow keeps the high byte: v >> 8

@@ -50,7 +50,9 @@ static kd_status read_common(const kd_create_args *args, const char *provider,
     const char *policy = kd_params_string(p, "on_error");
     d->skip_unreadable = strcmp(policy, "skip") == 0;
     atomic_init(&d->skipped, 0);
-    kd_cv_use_calling_thread_only();
+    char msg[256];
+    if (!kd_cv_use_calling_thread_only(msg, sizeof msg))
+        return kd_error(KD_ERR_INVALID, "OpenCV's threads: %s", msg);
     if (d->channels == 2)
         return kd_error(KD_ERR_INVALID, "channels 2: images come as 1 (gray) or 3 (RGB)");
     return KD_OK;

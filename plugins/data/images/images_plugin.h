@@ -3,6 +3,7 @@
  *   cifar                      cifar_dataset.c   (CIFAR-10/100 binary)
  *   resize, center_crop,
  *   random_resized_crop        geometry_transforms.c
+ *   color_jitter               color_jitter.c
  * plugin.c lists them for kd_plugin_entry. */
 #ifndef KD_IMAGES_PLUGIN_H
 #define KD_IMAGES_PLUGIN_H
@@ -15,5 +16,6 @@ extern const kd_dataset_vtable kd_images_cifar_vtable;
 extern const kd_transform_vtable kd_images_resize_vtable;
 extern const kd_transform_vtable kd_images_center_crop_vtable;
 extern const kd_transform_vtable kd_images_random_resized_crop_vtable;
+extern const kd_transform_vtable kd_images_color_jitter_vtable;
 
 #endif

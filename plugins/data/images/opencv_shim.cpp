@@ -92,11 +92,12 @@ extern "C" bool kd_cv_resize(const uint8_t *src, int h, int w, int c, size_t src
     }
 }
 
-extern "C" void kd_cv_use_calling_thread_only(void)
+extern "C" bool kd_cv_use_calling_thread_only(char *msg, size_t msg_size)
 {
     try {
         cv::setNumThreads(0);
+        return true;
     } catch (...) {
-        // Only a scheduling preference: resizes still run correctly.
+        return fail_exception(msg, msg_size);
     }
 }

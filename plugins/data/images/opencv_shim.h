@@ -44,8 +44,8 @@ bool kd_cv_resize(const uint8_t *src, int h, int w, int c, size_t src_stride, ui
 
 /* OpenCV's own worker threads off for the process: loader threads already
  * decode and resize one sample each, and a parallel resize inside each of
- * them would oversubscribe the cores. */
-void kd_cv_use_calling_thread_only(void);
+ * them would oversubscribe the cores. Every provider's create() calls it. */
+bool kd_cv_use_calling_thread_only(char *msg, size_t msg_size);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /* The images plugin's entry: image files and CIFAR as data sets, and the
- * transforms that resize with OpenCV. */
+ * transforms that resize with OpenCV, and ColorJitter. */
 #include <kdengine/plugin.h>
 
 #include "images_plugin.h"
@@ -12,6 +12,7 @@ static const kd_plugin_provider providers[] = {
     {KD_KIND_TRANSFORM, "center_crop", &kd_images_center_crop_vtable.header, NULL},
     {KD_KIND_TRANSFORM, "random_resized_crop", &kd_images_random_resized_crop_vtable.header,
      NULL},
+    {KD_KIND_TRANSFORM, "color_jitter", &kd_images_color_jitter_vtable.header, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
