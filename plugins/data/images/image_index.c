@@ -434,6 +434,9 @@ kd_status kd_img_read_names(const char *path, int num_classes, char ***names)
         return st;
     strvec v = {0};
     const char *p = (const char *)text, *end = p + len;
+    /* blank lines at the end (CIFAR-10's batches.meta.txt has them) */
+    while (end > p && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
+        end--;
     while (p < end && st == KD_OK) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         if (!eol)

@@ -37,7 +37,7 @@ kd_status kd_img_index_list(const char *list_path, const char *root, int num_cla
                             kd_img_index *out);
 
 /* Class names from a text file, one per line in class order, exactly
- * num_classes non-empty lines (a final newline optional). */
+ * num_classes non-empty lines (blank lines at the end are ignored). */
 kd_status kd_img_read_names(const char *path, int num_classes, char ***names);
 /* Names "0".."n-1". */
 kd_status kd_img_number_names(int num_classes, char ***names);
