@@ -963,6 +963,29 @@ static void test_kd_run(void)
     }
     kt_check(a && b && la == lb && memcmp(a, b, la) == 0,
              "kd run: 2 workers and 0 workers train byte-identical weights", "rc %d", rc);
+    free(b);
+    b = NULL;
+    /* the run's folder as it was after epoch 1, resumed: the second epoch
+     * trains the same weights */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cp -r %s/kd0 %s/kdr && rm %s/kdr/checkpoints/step-000000006.safetensors",
+             tmp_dir, tmp_dir, tmp_dir);
+    rc = kt_run_command(cmd, NULL);
+    if (rc == 0)
+        rc = kdengine(&out, "run kd0.json --set output=kdr --resume");
+    bool resumed = rc == 0 && out && contains(out, "resuming from") && contains(out, "step 3\n");
+    free(out);
+    out = NULL;
+    if (rc == 0)
+        rc = kdengine(&out, "export kd.json --weights kdr/checkpoints/step-000000006.safetensors "
+                            "--out kdr.safetensors");
+    free(out);
+    out = NULL;
+    if (rc == 0)
+        b = kt_read_file(in_tmp("kdr.safetensors", path, sizeof path), &lb);
+    kt_check(resumed && a && b && la == lb && memcmp(a, b, la) == 0,
+             "kd run: resumed after epoch 1, it trains byte-identical weights", "rc %d%s", rc,
+             resumed ? "" : ", not resumed from step 3");
     free(a);
     free(b);
     free(expected);
