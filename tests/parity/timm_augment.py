@@ -1,0 +1,146 @@
+"""timm side of the augmentation test (tests/test_augment.c).
+
+One process serves the whole test. It reads OUT_DIR/spec.json, written by
+the C test, and writes OUT_DIR/augment.safetensors (metadata: none needed)
+with, for every section of the spec:
+
+  mixup_cases: each case a timm Mixup config, a batch shape and a seed.
+    timm's Mixup runs on random images and labels; what it drew (the
+    lambdas and cutmix flags of its _params_per_* call, the boxes of its
+    cutmix_bbox_and_lam calls) is recorded next to its output, so the C
+    side can drive its own pixel and target work with the same numbers:
+      mix<i>.x, .labels, .out, .target, .lam (f64, per unit), .cut (I64,
+      per unit), .box (I64 [calls, 4]: top, bottom, left, right).
+  mixup_boxes: timm's rand_bbox for given (h, w, lam) with the centre it
+    drew, recorded by replaying numpy's state: box.in (f64 [k, 5]: h, w,
+    lam, cy, cx) and box.out (I64 [k, 4]).
+  mixup_stats: per config, `draws` batch-level draws of timm's sampling
+    (_params_per_batch then cutmix_bbox_and_lam): stat<i>.lam (the final
+    lambda), stat<i>.cut (I64: 1 when cutmix ran) and stat<i>.side (I64:
+    box height, 0 without a box).
+
+usage: timm_augment.py OUT_DIR
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import timm.data.mixup as tm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_ref import write_safetensors  # noqa: E402
+
+
+def mixup_of(cfg, classes):
+    minmax = cfg["minmax"] if cfg["minmax"] else None
+    return tm.Mixup(mixup_alpha=cfg["mixup_alpha"], cutmix_alpha=cfg["cutmix_alpha"],
+                    cutmix_minmax=minmax, prob=cfg["prob"], switch_prob=cfg["switch_prob"],
+                    mode=cfg["mode"], correct_lam=cfg["correct_lam"],
+                    label_smoothing=cfg["smoothing"], num_classes=classes)
+
+
+class Recorder:
+    """Wraps a Mixup's draws and timm.data.mixup.cutmix_bbox_and_lam."""
+
+    def __init__(self, mix):
+        self.units = None
+        self.boxes = []
+        per_elem, per_batch = mix._params_per_elem, mix._params_per_batch
+
+        def elem(n):
+            lam, cut = per_elem(n)
+            self.units = (np.array(lam, dtype=np.float64), np.array(cut, dtype=np.int64))
+            return lam, cut
+
+        def batch():
+            lam, cut = per_batch()
+            self.units = (np.array([lam], dtype=np.float64), np.array([cut], dtype=np.int64))
+            return lam, cut
+
+        mix._params_per_elem, mix._params_per_batch = elem, batch
+        original = tm.cutmix_bbox_and_lam
+
+        def bbox(*args, **kwargs):
+            (yl, yh, xl, xh), lam = original(*args, **kwargs)
+            self.boxes.append([int(yl), int(yh), int(xl), int(xh)])
+            return (yl, yh, xl, xh), lam
+
+        tm.cutmix_bbox_and_lam = bbox
+
+
+def mixup_cases(spec, out):
+    original = tm.cutmix_bbox_and_lam
+    for i, case in enumerate(spec):
+        np.random.seed(case["seed"])
+        gen = torch.Generator().manual_seed(case["seed"])
+        n, c, h, w = case["shape"]
+        x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float32)
+        labels = torch.randint(0, case["classes"], (n,), generator=gen, dtype=torch.int64)
+        mix = mixup_of(case, case["classes"])
+        rec = Recorder(mix)
+        y, target = mix(x.clone(), labels)
+        tm.cutmix_bbox_and_lam = original
+        boxes = np.array(rec.boxes, dtype=np.int64).reshape(-1, 4)
+        out.update({f"mix{i}.x": x, f"mix{i}.labels": labels, f"mix{i}.out": y,
+                    f"mix{i}.target": target.to(torch.float32),
+                    f"mix{i}.lam": torch.from_numpy(rec.units[0]),
+                    f"mix{i}.cut": torch.from_numpy(rec.units[1]),
+                    f"mix{i}.box": torch.from_numpy(boxes)})
+
+
+def mixup_boxes(spec, out):
+    rng = np.random.RandomState(spec["seed"])
+    rows_in, rows_out = [], []
+    np.random.seed(spec["seed"])
+    for _ in range(spec["count"]):
+        h, w = int(rng.randint(1, 300)), int(rng.randint(1, 300))
+        lam = float(rng.rand())
+        if rng.rand() < 0.5:  # elem and pair modes hand rand_bbox a float32
+            lam = np.float32(lam)
+        state = np.random.get_state()
+        cy, cx = np.random.randint(0, h), np.random.randint(0, w)
+        np.random.set_state(state)
+        yl, yh, xl, xh = tm.rand_bbox((h, w), lam)
+        rows_in.append([h, w, float(lam), cy, cx])
+        rows_out.append([int(yl), int(yh), int(xl), int(xh)])
+    out["box.in"] = torch.tensor(rows_in, dtype=torch.float64)
+    out["box.out"] = torch.tensor(rows_out, dtype=torch.int64)
+
+
+def mixup_stats(spec, out):
+    for i, cfg in enumerate(spec):
+        np.random.seed(cfg["seed"])
+        mix = mixup_of(cfg, 10)
+        h, w = cfg["image"]
+        lams, cuts, sides = [], [], []
+        for _ in range(cfg["draws"]):
+            lam, cut = mix._params_per_batch()
+            ran, side = bool(cut) and lam != 1., 0
+            if ran:
+                (yl, yh, xl, xh), lam = tm.cutmix_bbox_and_lam(
+                    (h, w), lam, ratio_minmax=mix.cutmix_minmax, correct_lam=mix.correct_lam)
+                side = int(yh - yl)
+            lams.append(float(lam))
+            cuts.append(int(ran))
+            sides.append(side)
+        out[f"stat{i}.lam"] = torch.tensor(lams, dtype=torch.float64)
+        out[f"stat{i}.cut"] = torch.tensor(cuts, dtype=torch.int64)
+        out[f"stat{i}.side"] = torch.tensor(sides, dtype=torch.int64)
+
+
+def main():
+    out_dir = sys.argv[1]
+    with open(os.path.join(out_dir, "spec.json")) as f:
+        spec = json.load(f)
+    out = {}
+    mixup_cases(spec.get("mixup_cases", []), out)
+    if "mixup_boxes" in spec:
+        mixup_boxes(spec["mixup_boxes"], out)
+    mixup_stats(spec.get("mixup_stats", []), out)
+    write_safetensors(os.path.join(out_dir, "augment.safetensors"), out, {})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,514 @@
+/* Augmentation against timm 0.9.16: Mixup/CutMix (plugins/data/mixup).
+ *
+ * Parity: tests/parity/timm_augment.py (one process for the whole file)
+ * runs timm on the cases of the tables below and records what timm drew;
+ * the C kernels are driven with the same draws and must give the same
+ * images and targets bit for bit. Sampling: our draws (kd_rng) and timm's
+ * (numpy) are compared by two-sample Kolmogorov-Smirnov tests at a fixed
+ * seed and significance 0.001, and a two-proportion z test. Plugins: the
+ * providers through the registry, replay from the rng key, errors. */
+#include "config.h"
+
+#include "harness.h"
+#include "plugin_fixture.h"
+
+#include "../plugins/data/mixup/mix_plan.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool contains(const char *haystack, const char *needle)
+{
+    return haystack && strstr(haystack, needle) != NULL;
+}
+
+/* ------------------------------------------------------------ statistics */
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Two-sample Kolmogorov-Smirnov statistic: the largest gap between the
+ * empirical distribution functions (ties stepped together). Sorts a, b. */
+static double ks_statistic(double *a, int64_t na, double *b, int64_t nb)
+{
+    qsort(a, (size_t)na, sizeof *a, compare_doubles);
+    qsort(b, (size_t)nb, sizeof *b, compare_doubles);
+    int64_t i = 0, j = 0;
+    double d = 0;
+    while (i < na && j < nb) {
+        double v = a[i] < b[j] ? a[i] : b[j];
+        while (i < na && a[i] == v)
+            i++;
+        while (j < nb && b[j] == v)
+            j++;
+        double gap = fabs((double)i / (double)na - (double)j / (double)nb);
+        d = gap > d ? gap : d;
+    }
+    return d;
+}
+
+/* The statistic's critical value at significance 0.001 (asymptotic:
+ * c(alpha) = sqrt(-ln(alpha / 2) / 2) = 1.949); conservative for
+ * distributions with atoms. */
+static double ks_critical(int64_t na, int64_t nb)
+{
+    return sqrt(-log(0.001 / 2) / 2) * sqrt((double)(na + nb) / ((double)na * (double)nb));
+}
+
+/* Two-proportion z statistic. */
+static double proportion_z(int64_t ka, int64_t na, int64_t kb, int64_t nb)
+{
+    double pa = (double)ka / (double)na, pb = (double)kb / (double)nb;
+    double p = (double)(ka + kb) / (double)(na + nb);
+    double se = sqrt(p * (1 - p) * (1.0 / (double)na + 1.0 / (double)nb));
+    return se > 0 ? fabs(pa - pb) / se : 0;
+}
+
+/* |z| above this has probability 0.001 under the null. */
+#define Z_CRITICAL 3.29
+
+/* ------------------------------------------------------------- fixtures */
+
+static kd_safetensors *fixtures;
+
+static kd_tensor *fixture(const char *fmt, int i, kd_dtype dtype)
+{
+    char key[64];
+    snprintf(key, sizeof key, fmt, i);
+    kd_tensor *t = fixtures ? kd_safetensors_load(fixtures, key, dtype) : NULL;
+    if (!t)
+        fprintf(stderr, "fixture %s: %s\n", key, kd_last_error());
+    return t;
+}
+
+/* ------------------------------------------------------------- mixup */
+
+typedef struct mix_case {
+    const char *mode;
+    double mixup_alpha, cutmix_alpha, minmax[2], prob, switch_prob;
+    bool correct_lam;
+    double smoothing;
+    int n, c, h, w, classes, seed;
+} mix_case;
+
+/* Seeds picked so that, between them, every branch runs: blends, boxes
+ * (centred and min/max, clipped at borders), unmixed units. */
+static const mix_case MIX_CASES[] = {
+    {"batch", 1.0, 0.0, {0, 0}, 1.0, 0.5, true, 0.1, 8, 3, 16, 16, 10, 1},
+    {"batch", 0.0, 1.0, {0, 0}, 1.0, 0.5, true, 0.1, 8, 3, 16, 12, 10, 2},
+    {"batch", 0.8, 1.0, {0, 0}, 1.0, 0.5, true, 0.0, 6, 1, 9, 11, 7, 3},
+    {"batch", 0.8, 1.0, {0, 0}, 1.0, 0.5, true, 0.2, 6, 3, 9, 11, 7, 4},
+    {"batch", 0.8, 1.0, {0, 0}, 1.0, 0.5, false, 0.1, 6, 3, 9, 11, 7, 5},
+    {"batch", 0.0, 0.0, {0.2, 0.8}, 1.0, 0.5, true, 0.1, 4, 2, 20, 10, 5, 6},
+    {"batch", 0.3, 1.0, {0, 0}, 0.5, 0.5, true, 0.1, 4, 3, 8, 8, 3, 7},
+    {"elem", 0.8, 1.0, {0, 0}, 0.7, 0.5, true, 0.1, 8, 3, 10, 10, 10, 8},
+    {"elem", 0.0, 0.5, {0, 0}, 1.0, 0.5, false, 0.0, 6, 2, 7, 13, 4, 9},
+    {"elem", 0.4, 0.0, {0, 0}, 0.8, 0.5, true, 0.3, 6, 3, 5, 5, 1000, 10},
+    {"pair", 0.8, 1.0, {0, 0}, 0.8, 0.5, true, 0.1, 8, 3, 12, 12, 10, 11},
+    {"pair", 0.8, 0.0, {0.3, 0.9}, 1.0, 0.7, true, 0.1, 6, 1, 14, 9, 10, 12},
+};
+#define N_MIX_CASES ((int)(sizeof MIX_CASES / sizeof MIX_CASES[0]))
+
+static kd_mix_config config_of(const char *mode, double mixup_alpha, double cutmix_alpha,
+                               const double minmax[2], double prob, double switch_prob,
+                               bool correct_lam, double smoothing)
+{
+    kd_mix_config cfg = {mixup_alpha, cutmix_alpha, minmax[1] > 0, {minmax[0], minmax[1]},
+                         prob, switch_prob, KD_MIX_BATCH, correct_lam, smoothing};
+    cfg.mode = strcmp(mode, "elem") == 0 ? KD_MIX_ELEM
+               : strcmp(mode, "pair") == 0 ? KD_MIX_PAIR : KD_MIX_BATCH;
+    if (cfg.has_minmax)
+        cfg.cutmix_alpha = 1.0;
+    return cfg;
+}
+
+typedef struct mix_stat {
+    double mixup_alpha, cutmix_alpha, minmax[2], prob, switch_prob;
+    bool correct_lam;
+    int h, w, seed;
+} mix_stat;
+
+static const mix_stat MIX_STATS[] = {
+    {0.8, 1.0, {0, 0}, 1.0, 0.5, true, 32, 32, 21},
+    {0.2, 0.0, {0, 0}, 0.6, 0.5, true, 32, 32, 22},
+    {0.0, 0.0, {0.2, 0.8}, 1.0, 0.5, true, 40, 24, 23},
+    {0.0, 0.5, {0, 0}, 0.9, 0.5, false, 32, 32, 24},
+    {1.0, 0.3, {0, 0}, 1.0, 0.2, true, 17, 29, 25},
+};
+#define N_MIX_STATS ((int)(sizeof MIX_STATS / sizeof MIX_STATS[0]))
+#define STAT_DRAWS 20000
+#define BOX_ROWS 400
+
+static void spec_mixup(FILE *f)
+{
+    fprintf(f, "\"mixup_cases\": [");
+    for (int i = 0; i < N_MIX_CASES; i++) {
+        const mix_case *c = &MIX_CASES[i];
+        fprintf(f, "%s{\"mode\": \"%s\", \"mixup_alpha\": %.17g, \"cutmix_alpha\": %.17g, ",
+                i ? ", " : "", c->mode, c->mixup_alpha, c->cutmix_alpha);
+        if (c->minmax[1] > 0)
+            fprintf(f, "\"minmax\": [%.17g, %.17g], ", c->minmax[0], c->minmax[1]);
+        else
+            fprintf(f, "\"minmax\": null, ");
+        fprintf(f, "\"prob\": %.17g, \"switch_prob\": %.17g, \"correct_lam\": %s, "
+                   "\"smoothing\": %.17g, \"shape\": [%d, %d, %d, %d], \"classes\": %d, "
+                   "\"seed\": %d}",
+                c->prob, c->switch_prob, c->correct_lam ? "true" : "false", c->smoothing, c->n,
+                c->c, c->h, c->w, c->classes, c->seed);
+    }
+    fprintf(f, "], \"mixup_boxes\": {\"seed\": 31, \"count\": %d}, \"mixup_stats\": [",
+            BOX_ROWS);
+    for (int i = 0; i < N_MIX_STATS; i++) {
+        const mix_stat *s = &MIX_STATS[i];
+        fprintf(f, "%s{\"mode\": \"batch\", \"mixup_alpha\": %.17g, \"cutmix_alpha\": %.17g, ",
+                i ? ", " : "", s->mixup_alpha, s->cutmix_alpha);
+        if (s->minmax[1] > 0)
+            fprintf(f, "\"minmax\": [%.17g, %.17g], ", s->minmax[0], s->minmax[1]);
+        else
+            fprintf(f, "\"minmax\": null, ");
+        fprintf(f, "\"prob\": %.17g, \"switch_prob\": %.17g, \"correct_lam\": %s, "
+                   "\"smoothing\": 0.1, \"image\": [%d, %d], \"draws\": %d, \"seed\": %d}",
+                s->prob, s->switch_prob, s->correct_lam ? "true" : "false", s->h, s->w,
+                STAT_DRAWS, s->seed);
+    }
+    fprintf(f, "]");
+}
+
+/* timm's draws of case i, replayed through kd_mix_elem_from into a plan. */
+static bool plan_from_timm(int i, const kd_mix_config *cfg, const mix_case *c,
+                           kd_mix_elem *plan)
+{
+    kd_tensor *lam = fixture("mix%d.lam", i, KD_F64), *cut = fixture("mix%d.cut", i, KD_I64);
+    kd_tensor *boxes = fixture("mix%d.box", i, KD_I64);
+    if (!lam || !cut || !boxes)
+        return false;
+    int64_t units = kd_mix_units(cfg, c->n), used = 0;
+    bool ok = lam->shape[0] == units;
+    const double *l = kd_tensor_data(lam);
+    const int64_t *k = kd_tensor_data(cut), *b = kd_tensor_data(boxes);
+    for (int64_t u = 0; ok && u < units; u++) {
+        kd_mix_draw d = {l[u] != 1.0, k[u] != 0, l[u]};
+        kd_mix_box box = {0, 0, 0, 0};
+        if (d.apply && d.cutmix) {
+            ok = used < boxes->shape[0];
+            if (ok)
+                box = (kd_mix_box){b[4 * used], b[4 * used + 1], b[4 * used + 2],
+                                   b[4 * used + 3]};
+            used++;
+        }
+        kd_mix_elem_from(cfg, d, box, c->h, c->w, &plan[u]);
+    }
+    kd_mix_plan_expand(cfg, c->n, plan);
+    ok = ok && used == boxes->shape[0];
+    kd_tensor_free(lam);
+    kd_tensor_free(cut);
+    kd_tensor_free(boxes);
+    return ok;
+}
+
+static void test_mixup_parity(void)
+{
+    int exact = 0, blends = 0, boxes = 0;
+    for (int i = 0; i < N_MIX_CASES; i++) {
+        const mix_case *c = &MIX_CASES[i];
+        kd_mix_config cfg = config_of(c->mode, c->mixup_alpha, c->cutmix_alpha, c->minmax,
+                                      c->prob, c->switch_prob, c->correct_lam, c->smoothing);
+        kd_mix_elem plan[16];
+        kd_tensor *x = fixture("mix%d.x", i, KD_F32), *labels = fixture("mix%d.labels", i, KD_I64);
+        kd_tensor *want_x = fixture("mix%d.out", i, KD_F32);
+        kd_tensor *want_t = fixture("mix%d.target", i, KD_F32);
+        char name[96];
+        snprintf(name, sizeof name, "mixup case %d (%s) against timm", i, c->mode);
+        if (!x || !labels || !want_x || !want_t || !plan_from_timm(i, &cfg, c, plan)) {
+            kt_fail(name, "fixtures missing or timm's draws do not fit the plan");
+        } else {
+            int64_t image = (int64_t)c->n * c->c * c->h * c->w;
+            float *got_x = malloc((size_t)image * sizeof *got_x);
+            float *got_t = malloc((size_t)c->n * (size_t)c->classes * sizeof *got_t);
+            kd_mix_images(plan, c->n, c->c, c->h, c->w, kd_tensor_data(x), got_x);
+            kd_status st = kd_mix_targets(&cfg, plan, c->n, c->classes, kd_tensor_data(labels),
+                                          NULL, got_t);
+            bool same_x = memcmp(got_x, kd_tensor_data(want_x), (size_t)image * 4) == 0;
+            bool same_t = st == KD_OK && memcmp(got_t, kd_tensor_data(want_t),
+                                                (size_t)c->n * (size_t)c->classes * 4) == 0;
+            for (int e = 0; e < c->n; e++) {
+                blends += plan[e].mixed && !plan[e].cutmix;
+                boxes += plan[e].mixed && plan[e].cutmix;
+            }
+            exact += same_x && same_t;
+            kt_check(same_x && same_t, name, "images %s, targets %s",
+                     same_x ? "equal" : "differ", same_t ? "equal" : "differ");
+            free(got_x);
+            free(got_t);
+        }
+        kd_tensor_free(x);
+        kd_tensor_free(labels);
+        kd_tensor_free(want_x);
+        kd_tensor_free(want_t);
+    }
+    kt_check(blends > 0 && boxes > 0, "mixup cases cover blends and boxes",
+             "%d blended and %d boxed elements", blends, boxes);
+    printf("  mixup: %d/%d cases bit-equal to timm (%d blended, %d boxed elements)\n", exact,
+           N_MIX_CASES, blends, boxes);
+}
+
+static void test_mixup_boxes(void)
+{
+    kd_tensor *in = fixture("box.in", 0, KD_F64), *out = fixture("box.out", 0, KD_I64);
+    if (!in || !out) {
+        kt_fail("rand_bbox against timm", "fixtures missing");
+        return;
+    }
+    const double *r = kd_tensor_data(in);
+    const int64_t *want = kd_tensor_data(out);
+    int64_t bad = 0;
+    for (int64_t k = 0; k < in->shape[0]; k++, r += 5, want += 4) {
+        kd_mix_box b = kd_mix_box_centred((int64_t)r[0], (int64_t)r[1], r[2], (int64_t)r[3],
+                                          (int64_t)r[4]);
+        bad += b.top != want[0] || b.bottom != want[1] || b.left != want[2] ||
+               b.right != want[3];
+    }
+    kt_check(bad == 0, "rand_bbox against timm on 400 (size, lambda, centre) rows",
+             "%lld rows differ", (long long)bad);
+    kd_tensor_free(in);
+    kd_tensor_free(out);
+}
+
+/* Our batch-level draws for a stat config: final lambda, cutmix ran, box
+ * height. */
+static kd_status our_draws(const mix_stat *s, double *lam, double *side, int64_t *cuts)
+{
+    kd_mix_config cfg = config_of("batch", s->mixup_alpha, s->cutmix_alpha, s->minmax, s->prob,
+                                  s->switch_prob, s->correct_lam, 0.1);
+    kd_rng rng = kd_rng_make((uint64_t)s->seed, 7, 0);
+    *cuts = 0;
+    for (int k = 0; k < STAT_DRAWS; k++) {
+        kd_mix_elem e;
+        kd_status st = kd_mix_plan_draw(&cfg, &rng, 1, s->h, s->w, &e);
+        if (st != KD_OK)
+            return st;
+        lam[k] = e.mixed ? e.lam : 1.0;
+        bool cut = e.mixed && e.cutmix;
+        side[*cuts] = cut ? (double)(e.box.bottom - e.box.top) : 0;
+        *cuts += cut;
+    }
+    return KD_OK;
+}
+
+static void test_mixup_sampling(void)
+{
+    double *ours = malloc(STAT_DRAWS * sizeof *ours), *theirs = malloc(STAT_DRAWS * sizeof *theirs);
+    double *our_side = malloc(STAT_DRAWS * sizeof *our_side);
+    double *their_side = malloc(STAT_DRAWS * sizeof *their_side);
+    double *other = malloc(STAT_DRAWS * sizeof *other), *scratch = malloc(STAT_DRAWS * sizeof *scratch);
+    for (int i = 0; i < N_MIX_STATS; i++) {
+        const mix_stat *s = &MIX_STATS[i];
+        char name[256];
+        snprintf(name, sizeof name,
+                 "mixup sampling %d (mixup %g, cutmix %g, minmax [%g, %g], prob %g, switch %g) "
+                 "matches timm", i, s->mixup_alpha, s->cutmix_alpha, s->minmax[0], s->minmax[1],
+                 s->prob, s->switch_prob);
+        kd_tensor *lam = fixture("stat%d.lam", i, KD_F64), *cut = fixture("stat%d.cut", i, KD_I64);
+        kd_tensor *side = fixture("stat%d.side", i, KD_I64);
+        int64_t our_cuts = 0;
+        if (!lam || !cut || !side || lam->shape[0] != STAT_DRAWS ||
+            our_draws(s, ours, our_side, &our_cuts) != KD_OK) {
+            kt_fail(name, "fixtures missing or drawing failed: %s", kd_last_error());
+        } else {
+            memcpy(theirs, kd_tensor_data(lam), STAT_DRAWS * sizeof *theirs);
+            const int64_t *tc = kd_tensor_data(cut), *ts = kd_tensor_data(side);
+            int64_t their_cuts = 0;
+            for (int k = 0; k < STAT_DRAWS; k++)
+                if (tc[k])
+                    their_side[their_cuts++] = (double)ts[k];
+            double d_lam = ks_statistic(ours, STAT_DRAWS, theirs, STAT_DRAWS);
+            double crit = ks_critical(STAT_DRAWS, STAT_DRAWS);
+            double z = proportion_z(our_cuts, STAT_DRAWS, their_cuts, STAT_DRAWS);
+            double d_side = 0, crit_side = 0;
+            if (our_cuts > 0 && their_cuts > 0) {
+                d_side = ks_statistic(our_side, our_cuts, their_side, their_cuts);
+                crit_side = ks_critical(our_cuts, their_cuts);
+            }
+            bool ok = d_lam < crit && z < Z_CRITICAL && d_side <= crit_side &&
+                      (our_cuts > 0) == (their_cuts > 0);
+            kt_check(ok, name,
+                     "KS lambda D %.4f (critical %.4f), cutmix %lld vs %lld (z %.2f), KS box "
+                     "height D %.4f (critical %.4f)",
+                     d_lam, crit, (long long)our_cuts, (long long)their_cuts, z, d_side,
+                     crit_side);
+            if (i == 0) {
+                /* The same statistic must see a wrong distribution: our draws
+                 * for config 1 (mixup 0.2) against timm's for config 0. */
+                int64_t cuts1;
+                if (our_draws(&MIX_STATS[1], other, scratch, &cuts1) == KD_OK) {
+                    memcpy(theirs, kd_tensor_data(lam), STAT_DRAWS * sizeof *theirs);
+                    double d_wrong = ks_statistic(other, STAT_DRAWS, theirs, STAT_DRAWS);
+                    kt_check(d_wrong > crit, "the KS test rejects another config's lambdas",
+                             "D %.4f, critical %.4f", d_wrong, crit);
+                }
+            }
+        }
+        kd_tensor_free(lam);
+        kd_tensor_free(cut);
+        kd_tensor_free(side);
+    }
+    free(ours);
+    free(theirs);
+    free(our_side);
+    free(their_side);
+    free(other);
+    free(scratch);
+}
+
+/* ---------------------------------------------------- mixup as a plugin */
+
+typedef struct batch_plugin {
+    const kd_batch_transform_vtable *vt;
+    void *self;
+} batch_plugin;
+
+static kd_status open_batch(const char *name, const char *json, batch_plugin *b)
+{
+    const kd_vtable_header *h = NULL;
+    b->self = NULL;
+    const kd_registry_entry *e = kt_provider(KD_KIND_BATCH_TRANSFORM, name, &h);
+    if (!e)
+        return kd_error(KD_ERR_INVALID, "%s is not in the plugin dir", name);
+    b->vt = (const kd_batch_transform_vtable *)h;
+    kd_params *p = kt_params(e, json);
+    if (!p)
+        return kd_error(KD_ERR_INVALID, "%s: parameters %s do not validate", name, json);
+    kd_create_args args = kt_create_args(e, p, 1);
+    kd_status st = b->vt->create(&args, &b->self);
+    kd_params_free(p);
+    return st;
+}
+
+/* Applies b to a fixed random batch with the rng of (seed 9, step); copies
+ * images and targets out (n 6, 3 x 8 x 8, 5 classes). */
+static kd_status mix_batch(batch_plugin *b, uint64_t step, float *images, float *targets)
+{
+    kd_status st = kd_scope_begin();
+    if (st != KD_OK)
+        return st;
+    kd_rng data = kd_rng_make(3, 3, 3);
+    const int64_t shape[4] = {6, 3, 8, 8};
+    kd_tensor *x = kt_uniform(KD_F32, 4, shape, &data, -2, 2);
+    int64_t y[6] = {0, 1, 2, 3, 4, 0};
+    kd_tensor *labels = kd_tensor_from_data(KD_I64, 1, (const int64_t[]){6}, y);
+    kd_batch_args args = {sizeof args, x, labels, NULL, 5, kd_rng_make(9, 1, step)};
+    st = x && labels ? b->vt->apply(b->self, &args) : kd_last_status();
+    if (st == KD_OK) {
+        memcpy(images, kd_tensor_data(args.images), 6 * 3 * 8 * 8 * sizeof *images);
+        memcpy(targets, kd_tensor_data(args.soft_targets), 6 * 5 * sizeof *targets);
+    }
+    kd_tensor_free(labels);
+    kd_scope_end();
+    return st;
+}
+
+static void test_mixup_plugin(void)
+{
+    batch_plugin b;
+    kd_status st = open_batch("mixup", "{\"mixup_alpha\": 0.8, \"cutmix_alpha\": 1.0, "
+                              "\"mode\": \"elem\"}", &b);
+    if (!kt_check(st == KD_OK, "mixup plugin loads", "%s", kd_last_error()))
+        return;
+    float a[6 * 192], a_t[30], again[6 * 192], again_t[30], other[6 * 192], other_t[30];
+    st = mix_batch(&b, 4, a, a_t);
+    if (st == KD_OK)
+        st = mix_batch(&b, 4, again, again_t);
+    if (st == KD_OK)
+        st = mix_batch(&b, 5, other, other_t);
+    if (kt_check(st == KD_OK, "mixup plugin applies", "%s", kd_last_error())) {
+        kt_check(memcmp(a, again, sizeof a) == 0 && memcmp(a_t, again_t, sizeof a_t) == 0,
+                 "mixup: the same (seed, step) mixes the same", "outputs differ");
+        kt_check(memcmp(a, other, sizeof a) != 0 && memcmp(a_t, other_t, sizeof a_t) != 0,
+                 "mixup: another step mixes differently", "outputs equal");
+        double worst = 0;
+        for (int i = 0; i < 6; i++) {
+            double sum = 0;
+            for (int k = 0; k < 5; k++)
+                sum += a_t[i * 5 + k];
+            worst = fmax(worst, fabs(sum - 1));
+        }
+        kt_check(worst < 1e-6, "mixup: every target row sums to 1", "off by %g", worst);
+    }
+    b.vt->destroy(b.self);
+
+    batch_plugin none;
+    st = open_batch("mixup", "{\"mixup_alpha\": 0}", &none);
+    kt_check(st == KD_ERR_INVALID && contains(kd_last_error(), "nothing would be mixed"),
+             "mixup: both alphas 0 is refused", "status %d: %s", st, kd_last_error());
+    if (st == KD_OK)
+        none.vt->destroy(none.self);
+    st = open_batch("mixup", "{\"cutmix_minmax\": [0.8, 0.2]}", &none);
+    kt_check(st == KD_ERR_INVALID && contains(kd_last_error(), "cutmix_minmax"),
+             "mixup: an inverted cutmix_minmax is refused", "status %d: %s", st,
+             kd_last_error());
+    if (st == KD_OK)
+        none.vt->destroy(none.self);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static bool torch_available(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s -c 'import timm' >/dev/null 2>&1", KD_TORCH_PYTHON);
+    return system(cmd) == 0;
+}
+
+/* Writes the spec, runs the timm script once and opens its fixtures. */
+static bool make_fixtures(const char *dir)
+{
+    char path[512], script[512], cmd[1536];
+    snprintf(path, sizeof path, "%s/spec.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    fprintf(f, "{");
+    spec_mixup(f);
+    fprintf(f, "}\n");
+    if (fclose(f) != 0)
+        return false;
+    kt_source_path("tests/parity/timm_augment.py", script, sizeof script);
+    snprintf(cmd, sizeof cmd, "%s %s %s", KD_TORCH_PYTHON, script, dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "the timm reference failed: %s\n", cmd);
+        return false;
+    }
+    snprintf(path, sizeof path, "%s/augment.safetensors", dir);
+    return kd_safetensors_open(path, &fixtures) == KD_OK;
+}
+
+int main(void)
+{
+    test_mixup_plugin();
+    if (!torch_available()) {
+        kt_skip("augmentation parity against timm", "timm is not importable by %s",
+                KD_TORCH_PYTHON);
+    } else {
+        char dir[] = "/tmp/kdaugment.XXXXXX";
+        if (!mkdtemp(dir)) {
+            kt_fail("augmentation parity against timm", "cannot make a temporary directory");
+        } else if (!make_fixtures(dir)) {
+            kt_fail("augmentation parity against timm", "no fixtures: %s", kd_last_error());
+        } else {
+            test_mixup_parity();
+            test_mixup_boxes();
+            test_mixup_sampling();
+        }
+        if (fixtures)
+            kd_safetensors_close(fixtures);
+        kt_remove_tree(dir);
+    }
+    kt_plugins_close();
+    return kt_finish();
+}
