@@ -1,9 +1,13 @@
-/* Augmentation against timm 0.9.16: Mixup/CutMix (plugins/data/mixup).
+/* Augmentation against timm 0.9.16: Mixup/CutMix (plugins/data/mixup),
+ * RandomErasing (plugins/data/random_erasing).
  *
  * Parity: tests/parity/timm_augment.py (one process for the whole file)
  * runs timm on the cases of the tables below and records what timm drew;
  * the C kernels are driven with the same draws and must give the same
- * images and targets bit for bit. Sampling: our draws (kd_rng) and timm's
+ * images and targets bit for bit. Sample transforms get the kd_rng a
+ * loader would hand them; timm's Python `random` calls are answered from
+ * the same rng's words (KdStream in the script), so both make the same
+ * decisions and must give the same pixels. Sampling: our draws (kd_rng) and timm's
  * (numpy) are compared by two-sample Kolmogorov-Smirnov tests at a fixed
  * seed and significance 0.001, and a two-proportion z test. Plugins: the
  * providers through the registry, replay from the rng key, errors. */
@@ -456,6 +460,157 @@ static void test_mixup_plugin(void)
         none.vt->destroy(none.self);
 }
 
+/* ------------------------------------------------------ sample transforms */
+
+typedef struct sample_plugin {
+    const kd_transform_vtable *vt;
+    void *self;
+} sample_plugin;
+
+static kd_status open_sample(const char *name, const char *json, sample_plugin *t)
+{
+    const kd_vtable_header *h = NULL;
+    t->self = NULL;
+    const kd_registry_entry *e = kt_provider(KD_KIND_TRANSFORM, name, &h);
+    if (!e)
+        return kd_error(KD_ERR_INVALID, "%s is not in the plugin dir", name);
+    t->vt = (const kd_transform_vtable *)h;
+    kd_params *p = kt_params(e, json);
+    if (!p)
+        return kd_error(KD_ERR_INVALID, "%s: parameters %s do not validate", name, json);
+    kd_create_args args = kt_create_args(e, p, 1);
+    kd_status st = t->vt->create(&args, &t->self);
+    kd_params_free(p);
+    return st;
+}
+
+/* The 32-bit words of rng from its counter on, for the Python side. */
+static void spec_words(FILE *f, kd_rng rng, int count)
+{
+    fprintf(f, "\"words\": [");
+    for (int k = 0; k < count; k++)
+        fprintf(f, "%s%u", k ? ", " : "", kd_rng_u32(&rng));
+    fprintf(f, "]");
+}
+
+/* ------------------------------------------------------- random erasing */
+
+typedef struct erase_case {
+    double probability, min_area, max_area, min_aspect, max_aspect;
+    const char *mode;
+    int min_count, max_count, c, h, w;
+} erase_case;
+
+static const erase_case ERASE_CASES[] = {
+    {1.0, 0.02, 1.0 / 3, 0.3, 0, "const", 1, 0, 3, 10, 12},
+    {0.5, 0.02, 1.0 / 3, 0.3, 0, "const", 1, 0, 3, 10, 12},
+    {1.0, 0.1, 0.4, 0.5, 3.0, "rand", 1, 3, 3, 16, 9},
+    {1.0, 0.02, 1.0 / 3, 0.3, 0, "pixel", 1, 0, 3, 10, 12},
+    {1.0, 0.02, 1.0 / 3, 0.3, 0, "pixel", 2, 4, 1, 14, 14},
+    {1.0, 0.5, 0.9, 0.3, 0, "const", 1, 0, 2, 6, 6},
+    {0.8, 0.02, 0.25, 0.2, 0, "rand", 1, 2, 3, 32, 32},
+};
+#define N_ERASE_CASES ((int)(sizeof ERASE_CASES / sizeof ERASE_CASES[0]))
+#define ERASE_REPEATS 6 /* keys per case */
+#define ERASE_WORDS 3072
+
+static kd_rng erase_key(int i, int r) { return kd_rng_make(17, 11, (uint64_t)(i * 100 + r)); }
+
+static void spec_erasing(FILE *f)
+{
+    fprintf(f, "\"erasing_cases\": [");
+    for (int i = 0; i < N_ERASE_CASES; i++)
+        for (int r = 0; r < ERASE_REPEATS; r++) {
+            const erase_case *c = &ERASE_CASES[i];
+            fprintf(f, "%s{\"probability\": %.17g, \"min_area\": %.17g, \"max_area\": %.17g, "
+                       "\"min_aspect\": %.17g, \"max_aspect\": %.17g, \"mode\": \"%s\", "
+                       "\"min_count\": %d, \"max_count\": %d, \"shape\": [%d, %d, %d], "
+                       "\"seed\": %d, ",
+                    i + r ? ", " : "", c->probability, c->min_area, c->max_area, c->min_aspect,
+                    c->max_aspect, c->mode, c->min_count, c->max_count, c->c, c->h, c->w,
+                    100 + i * ERASE_REPEATS + r);
+            spec_words(f, erase_key(i, r), ERASE_WORDS);
+            fprintf(f, "}");
+        }
+    fprintf(f, "]");
+}
+
+static void test_erasing_parity(void)
+{
+    for (int i = 0; i < N_ERASE_CASES; i++) {
+        const erase_case *c = &ERASE_CASES[i];
+        char json[512], name[128];
+        snprintf(json, sizeof json,
+                 "{\"probability\": %.17g, \"min_area\": %.17g, \"max_area\": %.17g, "
+                 "\"min_aspect\": %.17g, \"max_aspect\": %.17g, \"mode\": \"%s\", "
+                 "\"min_count\": %d, \"max_count\": %d}",
+                 c->probability, c->min_area, c->max_area, c->min_aspect, c->max_aspect, c->mode,
+                 c->min_count, c->max_count);
+        snprintf(name, sizeof name, "random_erasing case %d (%s, count %d..%d) equals timm", i,
+                 c->mode, c->min_count, c->max_count ? c->max_count : c->min_count);
+        sample_plugin t;
+        if (open_sample("random_erasing", json, &t) != KD_OK) {
+            kt_fail(name, "%s", kd_last_error());
+            continue;
+        }
+        int equal = 0, erased = 0;
+        for (int r = 0; r < ERASE_REPEATS; r++) {
+            int k = i * ERASE_REPEATS + r;
+            kd_tensor *x = fixture("erase%d.x", k, KD_F32), *want = fixture("erase%d.out", k, KD_F32);
+            size_t n = (size_t)c->c * (size_t)c->h * (size_t)c->w;
+            kd_sample in = {c->h, c->w, c->c, KD_F32, x ? kd_tensor_data(x) : NULL, n * 4};
+            kd_sample out = {0, 0, 0, KD_U8, NULL, 0};
+            kd_rng rng = erase_key(i, r);
+            if (x && want && t.vt->apply(t.self, &in, &out, &rng) == KD_OK) {
+                equal += memcmp(out.data, kd_tensor_data(want), n * 4) == 0;
+                erased += memcmp(out.data, in.data, n * 4) != 0;
+            }
+            free(out.data);
+            kd_tensor_free(x);
+            kd_tensor_free(want);
+        }
+        kt_check(equal == ERASE_REPEATS && (c->probability < 1 || erased > 0), name,
+                 "%d of %d keys equal, %d erased", equal, ERASE_REPEATS, erased);
+        t.vt->destroy(t.self);
+    }
+}
+
+static void test_erasing_plugin(void)
+{
+    sample_plugin t;
+    kd_status st = open_sample("random_erasing", "{\"probability\": 1, \"mode\": \"pixel\"}", &t);
+    if (!kt_check(st == KD_OK, "random_erasing loads", "%s", kd_last_error()))
+        return;
+    float x[3 * 20 * 20];
+    for (int k = 0; k < 3 * 20 * 20; k++)
+        x[k] = (float)k;
+    kd_sample in = {20, 20, 3, KD_F32, x, sizeof x};
+    kd_sample a = {0}, b = {0}, c = {0};
+    kd_rng r1 = kd_rng_make(5, 1, 2), r2 = kd_rng_make(5, 1, 2), r3 = kd_rng_make(5, 1, 3);
+    st = t.vt->apply(t.self, &in, &a, &r1);
+    if (st == KD_OK)
+        st = t.vt->apply(t.self, &in, &b, &r2);
+    if (st == KD_OK)
+        st = t.vt->apply(t.self, &in, &c, &r3);
+    if (kt_check(st == KD_OK, "random_erasing applies", "%s", kd_last_error())) {
+        kt_check(memcmp(a.data, b.data, sizeof x) == 0, "random_erasing: the same key erases the same",
+                 "outputs differ");
+        kt_check(memcmp(a.data, c.data, sizeof x) != 0, "random_erasing: another key erases differently",
+                 "outputs equal");
+    }
+    uint8_t pixels[12] = {0};
+    kd_sample u8 = {2, 2, 3, KD_U8, pixels, sizeof pixels};
+    kd_rng r4 = kd_rng_make(5, 1, 4);
+    st = t.vt->apply(t.self, &u8, &c, &r4);
+    kt_check(st == KD_ERR_INVALID && contains(kd_last_error(), "after normalize"),
+             "random_erasing refuses u8 images, naming the order", "status %d: %s", st,
+             kd_last_error());
+    free(a.data);
+    free(b.data);
+    free(c.data);
+    t.vt->destroy(t.self);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static bool torch_available(void)
@@ -475,6 +630,8 @@ static bool make_fixtures(const char *dir)
         return false;
     fprintf(f, "{");
     spec_mixup(f);
+    fprintf(f, ", ");
+    spec_erasing(f);
     fprintf(f, "}\n");
     if (fclose(f) != 0)
         return false;
@@ -491,6 +648,7 @@ static bool make_fixtures(const char *dir)
 int main(void)
 {
     test_mixup_plugin();
+    test_erasing_plugin();
     if (!torch_available()) {
         kt_skip("augmentation parity against timm", "timm is not importable by %s",
                 KD_TORCH_PYTHON);
@@ -504,6 +662,7 @@ int main(void)
             test_mixup_parity();
             test_mixup_boxes();
             test_mixup_sampling();
+            test_erasing_parity();
         }
         if (fixtures)
             kd_safetensors_close(fixtures);

@@ -18,19 +18,72 @@ with, for every section of the spec:
     (_params_per_batch then cutmix_bbox_and_lam): stat<i>.lam (the final
     lambda), stat<i>.cut (I64: 1 when cutmix ran) and stat<i>.side (I64:
     box height, 0 without a box).
+  erasing_cases: timm's RandomErasing on a random normalized image
+    (erase<i>.x, erase<i>.out), its Python `random` calls answered from
+    the case's `words`: the 32-bit draws of the kd_rng the C transform
+    gets, turned into numbers as kdengine does (KdStream below); the
+    normal fill values come from the same stream.
 
 usage: timm_augment.py OUT_DIR
 """
 import json
+import math
 import os
 import sys
 
 import numpy as np
 import torch
 import timm.data.mixup as tm
+import timm.data.random_erasing as tre
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_ref import write_safetensors  # noqa: E402
+
+
+class KdStream:
+    """Python's random API answered from kdengine's rng (core/rng.c): the
+    same 32-bit words made into the same numbers, so timm's code and the C
+    transform make the same decisions."""
+
+    def __init__(self, words):
+        self.words, self.used = words, 0
+
+    def u32(self):
+        if self.used >= len(self.words):
+            raise RuntimeError("KdStream: the C test wrote too few words")
+        self.used += 1
+        return self.words[self.used - 1]
+
+    def random(self):  # kd_rng_uniform
+        hi, lo = self.u32() >> 5, self.u32() >> 6
+        return (hi * 67108864 + lo) * (1.0 / 9007199254740992.0)
+
+    def below(self, n):  # kd_rng_below
+        if n <= 1:
+            return 0
+        top = 2**64 - 1
+        limit = top - top % n
+        while True:
+            v = (self.u32() << 32) | self.u32()
+            if v < limit:
+                return v % n
+
+    def normal(self):  # kd_rng_normal
+        u1 = 1.0 - self.random()
+        u2 = self.random()
+        return math.sqrt(-2.0 * math.log(u1)) * math.cos(6.283185307179586 * u2)
+
+    def uniform(self, a, b):
+        return a + (b - a) * self.random()
+
+    def randint(self, a, b):
+        return a + self.below(b - a + 1)
+
+    def gauss(self, mu, sigma):
+        return mu + sigma * self.normal()
+
+    def choice(self, seq):
+        return seq[self.below(len(seq))]
 
 
 def mixup_of(cfg, classes):
@@ -130,6 +183,32 @@ def mixup_stats(spec, out):
         out[f"stat{i}.side"] = torch.tensor(sides, dtype=torch.int64)
 
 
+def erasing_cases(spec, out):
+    original_random, original_pixels = tre.random, tre._get_pixels
+    for i, case in enumerate(spec):
+        stream = KdStream(case["words"])
+
+        def pixels(per_pixel, rand_color, patch_size, dtype=torch.float32, device="cpu"):
+            if not per_pixel and not rand_color:
+                return torch.zeros((patch_size[0], 1, 1), dtype=dtype)
+            shape = patch_size if per_pixel else (patch_size[0], 1, 1)
+            values = [stream.normal() for _ in range(math.prod(shape))]
+            return torch.tensor(values, dtype=torch.float64).to(dtype).reshape(shape)
+
+        tre.random, tre._get_pixels = stream, pixels
+        gen = torch.Generator().manual_seed(case["seed"])
+        x = torch.randn(*case["shape"], generator=gen, dtype=torch.float32)
+        erase = tre.RandomErasing(case["probability"], min_area=case["min_area"],
+                                  max_area=case["max_area"], min_aspect=case["min_aspect"],
+                                  max_aspect=case["max_aspect"] or None, mode=case["mode"],
+                                  min_count=case["min_count"],
+                                  max_count=case["max_count"] or None, device="cpu")
+        y = erase(x.clone())
+        out[f"erase{i}.x"] = x
+        out[f"erase{i}.out"] = y
+    tre.random, tre._get_pixels = original_random, original_pixels
+
+
 def main():
     out_dir = sys.argv[1]
     with open(os.path.join(out_dir, "spec.json")) as f:
@@ -139,6 +218,7 @@ def main():
     if "mixup_boxes" in spec:
         mixup_boxes(spec["mixup_boxes"], out)
     mixup_stats(spec.get("mixup_stats", []), out)
+    erasing_cases(spec.get("erasing_cases", []), out)
     write_safetensors(os.path.join(out_dir, "augment.safetensors"), out, {})
 
 
