@@ -1,5 +1,6 @@
 /* Augmentation against timm 0.9.16: Mixup/CutMix (plugins/data/mixup),
- * RandomErasing (plugins/data/random_erasing).
+ * RandomErasing (plugins/data/random_erasing), RandAugment
+ * (plugins/data/randaugment) against timm's ops on Pillow 9.4.
  *
  * Parity: tests/parity/timm_augment.py (one process for the whole file)
  * runs timm on the cases of the tables below and records what timm drew;
@@ -17,6 +18,7 @@
 #include "plugin_fixture.h"
 
 #include "../plugins/data/mixup/mix_plan.h"
+#include "../plugins/data/randaugment/rand_augment.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -611,6 +613,385 @@ static void test_erasing_plugin(void)
     t.vt->destroy(t.self);
 }
 
+/* ---------------------------------------------------------- randaugment */
+
+typedef struct ra_shape {
+    int h, w, c;
+    int fill[3]; /* img_mean */
+} ra_shape;
+
+static const ra_shape RA_SHAPES[] = {
+    {13, 17, 3, {124, 116, 104}},
+    {12, 10, 1, {73, 0, 0}},
+    {16, 16, 3, {128, 128, 128}},
+};
+static const double RA_MAGNITUDES[] = {0, 4, 9, 10};
+static const char *const RA_FILTERS[] = {"random", "nearest", "bilinear", "bicubic"};
+#define N_RA_SHAPES 3
+#define N_RA_MAGNITUDES 4
+#define RA_WORDS 96
+
+/* Every op x the first two shapes x magnitudes x (geometric ops) filters. */
+typedef struct ra_op_case {
+    kd_ra_op op;
+    int shape;
+    double magnitude;
+    int filter; /* index in RA_FILTERS */
+} ra_op_case;
+
+static int ra_op_cases(ra_op_case *cases)
+{
+    int n = 0;
+    for (int op = 0; op < KD_RA_OP_COUNT; op++)
+        for (int sh = 0; sh < 2; sh++)
+            for (int m = 0; m < N_RA_MAGNITUDES; m++)
+                for (int f = 0; f < (kd_ra_is_geometric((kd_ra_op)op) ? 4 : 1); f++) {
+                    if (cases)
+                        cases[n] = (ra_op_case){(kd_ra_op)op, sh, RA_MAGNITUDES[m], f};
+                    n++;
+                }
+    return n;
+}
+
+typedef struct ra_case {
+    const char *config;
+    int shape;
+    const char *filter;
+    double translate_pct; /* 0: timm's default */
+} ra_case;
+
+static const ra_case RA_CASES[] = {
+    {"rand-m9-mstd0.5-inc1", 0, "random", 0},
+    {"rand-m9-mstd0.5-inc1", 1, "random", 0},
+    {"rand-m9-n3", 0, "random", 0},
+    {"rand-m7-n2-p1.0", 2, "bilinear", 0.3},
+    {"rand-m10-mstd101-inc1", 0, "bicubic", 0},
+    {"rand-m15-mmax20-n4-mstd2", 1, "nearest", 0},
+    {"rand-m5-n2-inc0", 0, "random", 0},
+    {"rand-m30-mmax30-n2-p1", 2, "random", 0},
+    {"rand-m9-n2-mstd1-incx-foo", 0, "random", 0},
+};
+#define N_RA_CASES ((int)(sizeof RA_CASES / sizeof RA_CASES[0]))
+#define RA_KEYS 12
+
+static const char *const RA_STAT_CONFIGS[] = {"rand-m9-mstd0.5-inc1", "rand-m7-n3-p0.8-mstd101",
+                                              "rand-m9-mstd3-mmax12"};
+#define N_RA_STATS 3
+#define RA_STAT_IMAGES 10000
+
+static kd_rng ra_op_key(int i) { return kd_rng_make(23, 5, (uint64_t)i); }
+static kd_rng ra_key(int i, int k) { return kd_rng_make(29, 6, (uint64_t)(i * 1000 + k)); }
+
+static void spec_ra_hparams(FILE *f, const ra_shape *s, const char *filter, double pct)
+{
+    fprintf(f, "\"shape\": [%d, %d, %d], \"img_mean\": [%d", s->h, s->w, s->c, s->fill[0]);
+    for (int c = 1; c < s->c; c++)
+        fprintf(f, ", %d", s->fill[c]);
+    fprintf(f, "], \"interpolation\": \"%s\", ", filter);
+    if (pct > 0)
+        fprintf(f, "\"translate_pct\": %.17g, ", pct);
+}
+
+static void spec_randaugment(FILE *f)
+{
+    int n = ra_op_cases(NULL);
+    ra_op_case *cases = malloc((size_t)n * sizeof *cases);
+    ra_op_cases(cases);
+    fprintf(f, "\"ra_ops\": [");
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%s{\"op\": \"%s\", \"magnitude\": %.17g, \"seed\": %d, ", i ? ", " : "",
+                kd_ra_op_name(cases[i].op), cases[i].magnitude, 300 + i);
+        spec_ra_hparams(f, &RA_SHAPES[cases[i].shape], RA_FILTERS[cases[i].filter], 0);
+        spec_words(f, ra_op_key(i), RA_WORDS);
+        fprintf(f, "}");
+    }
+    free(cases);
+    fprintf(f, "], \"ra_cases\": [");
+    for (int i = 0; i < N_RA_CASES; i++)
+        for (int k = 0; k < RA_KEYS; k++) {
+            const ra_case *c = &RA_CASES[i];
+            fprintf(f, "%s{\"config\": \"%s\", \"seed\": %d, ", i + k ? ", " : "", c->config,
+                    900 + i * RA_KEYS + k);
+            spec_ra_hparams(f, &RA_SHAPES[c->shape], c->filter, c->translate_pct);
+            spec_words(f, ra_key(i, k), RA_WORDS);
+            fprintf(f, "}");
+        }
+    fprintf(f, "], \"ra_stats\": [");
+    for (int i = 0; i < N_RA_STATS; i++)
+        fprintf(f, "%s{\"config\": \"%s\", \"draws\": %d, \"seed\": %d}", i ? ", " : "",
+                RA_STAT_CONFIGS[i], RA_STAT_IMAGES, 41 + i);
+    fprintf(f, "]");
+}
+
+static int filter_of(const char *name)
+{
+    return strcmp(name, "nearest") == 0    ? KD_PIL_NEAREST
+           : strcmp(name, "bilinear") == 0 ? KD_PIL_BILINEAR
+           : strcmp(name, "bicubic") == 0  ? KD_PIL_BICUBIC
+                                           : KD_RA_RANDOM_FILTER;
+}
+
+/* Differences between two u8 images: count and largest. */
+static int64_t u8_diff(const uint8_t *a, const uint8_t *b, size_t n, int *largest)
+{
+    int64_t count = 0;
+    *largest = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        count += d != 0;
+        *largest = d > *largest ? d : *largest;
+    }
+    return count;
+}
+
+static void test_ra_ops(void)
+{
+    int n = ra_op_cases(NULL);
+    ra_op_case *cases = malloc((size_t)n * sizeof *cases);
+    ra_op_cases(cases);
+    int per_op_cases[KD_RA_OP_COUNT] = {0}, per_op_exact[KD_RA_OP_COUNT] = {0};
+    int64_t per_op_pixels[KD_RA_OP_COUNT] = {0};
+    int per_op_largest[KD_RA_OP_COUNT] = {0};
+    for (int i = 0; i < n; i++) {
+        const ra_op_case *c = &cases[i];
+        const ra_shape *s = &RA_SHAPES[c->shape];
+        kd_ra_config cfg;
+        kd_ra_parse("rand", &cfg);
+        cfg.translate_pct = 0.45;
+        cfg.filter = filter_of(RA_FILTERS[c->filter]);
+        for (int k = 0; k < 3; k++)
+            cfg.fill[k] = (uint8_t)s->fill[s->c == 1 ? 0 : k];
+        kd_tensor *in = fixture("ra_op%d.in", i, KD_U8), *want = fixture("ra_op%d.out", i, KD_U8);
+        size_t bytes = (size_t)s->h * (size_t)s->w * (size_t)s->c;
+        per_op_cases[c->op]++;
+        if (!in || !want) {
+            kd_tensor_free(in);
+            kd_tensor_free(want);
+            continue;
+        }
+        uint8_t *got = malloc(bytes), *scratch = malloc(bytes);
+        kd_rng rng = ra_op_key(i);
+        kd_ra_step step;
+        kd_ra_draw_step(&cfg, c->op, c->magnitude, &rng, &step);
+        kd_pil_image im = {s->h, s->w, s->c, kd_tensor_data(in)};
+        int largest = 0;
+        int64_t differ = -1;
+        if (kd_ra_apply_step(&cfg, &step, &im, got, scratch) == KD_OK)
+            differ = u8_diff(got, kd_tensor_data(want), bytes, &largest);
+        per_op_exact[c->op] += differ == 0;
+        per_op_pixels[c->op] += differ < 0 ? (int64_t)bytes : differ;
+        if (largest > per_op_largest[c->op])
+            per_op_largest[c->op] = largest;
+        if (differ != 0)
+            fprintf(stderr, "  %s m %g %s %dx%dx%d: %lld values differ (largest %d)\n",
+                    kd_ra_op_name(c->op), c->magnitude, RA_FILTERS[c->filter], s->h, s->w, s->c,
+                    (long long)differ, largest);
+        free(got);
+        free(scratch);
+        kd_tensor_free(in);
+        kd_tensor_free(want);
+    }
+    for (int op = 0; op < KD_RA_OP_COUNT; op++) {
+        char name[128];
+        snprintf(name, sizeof name, "randaugment %s equals timm/PIL on %d cases", kd_ra_op_name((kd_ra_op)op),
+                 per_op_cases[op]);
+        kt_check(per_op_exact[op] == per_op_cases[op], name,
+                 "%d of %d cases exact; %lld values differ, by up to %d", per_op_exact[op],
+                 per_op_cases[op], (long long)per_op_pixels[op], per_op_largest[op]);
+    }
+    free(cases);
+}
+
+static void test_ra_pipeline(void)
+{
+    for (int i = 0; i < N_RA_CASES; i++) {
+        const ra_case *c = &RA_CASES[i];
+        const ra_shape *s = &RA_SHAPES[c->shape];
+        char json[512], name[160];
+        int used = snprintf(json, sizeof json,
+                            "{\"config\": \"%s\", \"interpolation\": \"%s\", \"img_mean\": [%d",
+                            c->config, c->filter, s->fill[0]);
+        for (int k = 1; k < s->c; k++)
+            used += snprintf(json + used, sizeof json - (size_t)used, ", %d", s->fill[k]);
+        snprintf(json + used, sizeof json - (size_t)used, "], \"translate_pct\": %.17g}",
+                 c->translate_pct > 0 ? c->translate_pct : 0.45);
+        snprintf(name, sizeof name, "randaugment '%s' (%s, %dx%dx%d) equals timm on %d keys",
+                 c->config, c->filter, s->h, s->w, s->c, RA_KEYS);
+        sample_plugin t;
+        if (open_sample("randaugment", json, &t) != KD_OK) {
+            kt_fail(name, "%s", kd_last_error());
+            continue;
+        }
+        int equal = 0, changed = 0;
+        int64_t differ = 0;
+        int largest = 0;
+        for (int k = 0; k < RA_KEYS; k++) {
+            int id = i * RA_KEYS + k;
+            kd_tensor *x = fixture("ra%d.in", id, KD_U8), *want = fixture("ra%d.out", id, KD_U8);
+            size_t n = (size_t)s->h * (size_t)s->w * (size_t)s->c;
+            kd_sample in = {s->h, s->w, s->c, KD_U8, x ? kd_tensor_data(x) : NULL, n};
+            kd_sample out = {0, 0, 0, KD_U8, NULL, 0};
+            kd_rng rng = ra_key(i, k);
+            if (x && want && t.vt->apply(t.self, &in, &out, &rng) == KD_OK) {
+                int big;
+                int64_t d = u8_diff(out.data, kd_tensor_data(want), n, &big);
+                equal += d == 0;
+                differ += d;
+                largest = big > largest ? big : largest;
+                changed += memcmp(out.data, in.data, n) != 0;
+            }
+            free(out.data);
+            kd_tensor_free(x);
+            kd_tensor_free(want);
+        }
+        kt_check(equal == RA_KEYS && changed > 0, name,
+                 "%d of %d keys equal (%lld values differ, by up to %d), %d changed the image",
+                 equal, RA_KEYS, (long long)differ, largest, changed);
+        t.vt->destroy(t.self);
+    }
+}
+
+/* Chi-square statistic of a 2 x k table of counts (homogeneity). */
+static double chi_square(const int64_t *a, const int64_t *b, int k)
+{
+    int64_t na = 0, nb = 0;
+    for (int j = 0; j < k; j++) {
+        na += a[j];
+        nb += b[j];
+    }
+    double x2 = 0;
+    for (int j = 0; j < k; j++) {
+        double col = (double)(a[j] + b[j]);
+        if (col == 0)
+            continue;
+        double ea = col * (double)na / (double)(na + nb), eb = col * (double)nb / (double)(na + nb);
+        x2 += ((double)a[j] - ea) * ((double)a[j] - ea) / ea +
+              ((double)b[j] - eb) * ((double)b[j] - eb) / eb;
+    }
+    return x2;
+}
+
+/* Chi-square with 14 degrees of freedom (15 ops): 0.001 upper quantile. */
+#define CHI2_14_CRITICAL 36.123
+
+static void test_ra_sampling(void)
+{
+    for (int i = 0; i < N_RA_STATS; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "randaugment sampling '%s' matches timm's", RA_STAT_CONFIGS[i]);
+        kd_tensor *op = fixture("ra_stat%d.op", i, KD_I64);
+        kd_tensor *applied = fixture("ra_stat%d.applied", i, KD_I64);
+        kd_tensor *mag = fixture("ra_stat%d.magnitude", i, KD_F64);
+        kd_ra_config cfg;
+        if (!op || !applied || !mag || kd_ra_parse(RA_STAT_CONFIGS[i], &cfg) != KD_OK) {
+            kt_fail(name, "fixtures missing or config refused: %s", kd_last_error());
+            kd_tensor_free(op);
+            kd_tensor_free(applied);
+            kd_tensor_free(mag);
+            continue;
+        }
+        cfg.translate_pct = 0.45;
+        cfg.filter = KD_RA_RANDOM_FILTER;
+        int64_t theirs_n = op->shape[0], ours_n = (int64_t)RA_STAT_IMAGES * cfg.num_layers;
+        int64_t our_ops[KD_RA_OP_COUNT] = {0}, their_ops[KD_RA_OP_COUNT] = {0};
+        int64_t our_applied = 0, their_applied = 0, our_m = 0, their_m = 0;
+        double *our_mag = malloc((size_t)ours_n * sizeof *our_mag);
+        double *their_mag = malloc((size_t)theirs_n * sizeof *their_mag);
+        for (int k = 0; k < RA_STAT_IMAGES; k++) {
+            kd_rng rng = kd_rng_make(43, 9, (uint64_t)k);
+            kd_ra_plan plan;
+            kd_ra_draw(&cfg, &rng, &plan);
+            for (int s = 0; s < plan.n; s++) {
+                int index = 0;
+                while (cfg.ops[index] != plan.steps[s].op)
+                    index++;
+                our_ops[index]++;
+                our_applied += plan.steps[s].applied;
+                kd_ra_op o = plan.steps[s].op;
+                if (plan.steps[s].applied && o != KD_RA_AUTOCONTRAST && o != KD_RA_EQUALIZE &&
+                    o != KD_RA_INVERT)
+                    our_mag[our_m++] = plan.steps[s].magnitude;
+            }
+        }
+        const int64_t *to = kd_tensor_data(op), *ta = kd_tensor_data(applied);
+        const double *tm = kd_tensor_data(mag);
+        for (int64_t k = 0; k < theirs_n; k++) {
+            their_ops[to[k]]++;
+            their_applied += ta[k];
+            if (tm[k] >= 0)
+                their_mag[their_m++] = tm[k];
+        }
+        double x2 = chi_square(our_ops, their_ops, cfg.n_ops);
+        double z = proportion_z(our_applied, ours_n, their_applied, theirs_n);
+        double d = ks_statistic(our_mag, our_m, their_mag, their_m);
+        double crit = ks_critical(our_m, their_m);
+        kt_check(theirs_n == ours_n && x2 < CHI2_14_CRITICAL && z < Z_CRITICAL && d < crit, name,
+                 "%lld vs %lld chosen ops, op counts chi2 %.2f (critical %.2f), applied %lld vs "
+                 "%lld (z %.2f), magnitude KS D %.4f (critical %.4f)",
+                 (long long)ours_n, (long long)theirs_n, x2, CHI2_14_CRITICAL,
+                 (long long)our_applied, (long long)their_applied, z, d, crit);
+        free(our_mag);
+        free(their_mag);
+        kd_tensor_free(op);
+        kd_tensor_free(applied);
+        kd_tensor_free(mag);
+    }
+}
+
+static void test_ra_plugin(void)
+{
+    sample_plugin t;
+    kd_status st = open_sample("randaugment", "{\"config\": \"rand-m9-mstd0.5-inc1\"}", &t);
+    if (!kt_check(st == KD_OK, "randaugment loads", "%s", kd_last_error()))
+        return;
+    uint8_t x[20 * 20 * 3];
+    for (int k = 0; k < (int)sizeof x; k++)
+        x[k] = (uint8_t)(k * 7 + k / 60);
+    kd_sample in = {20, 20, 3, KD_U8, x, sizeof x};
+    kd_sample a = {0}, b = {0}, c = {0};
+    int same = 0, differ = 0;
+    for (int k = 0; k < 8; k++) {
+        kd_rng r1 = kd_rng_make(5, 2, (uint64_t)k), r2 = kd_rng_make(5, 2, (uint64_t)k);
+        kd_rng r3 = kd_rng_make(5, 2, (uint64_t)k + 100);
+        if (t.vt->apply(t.self, &in, &a, &r1) != KD_OK || t.vt->apply(t.self, &in, &b, &r2) != KD_OK ||
+            t.vt->apply(t.self, &in, &c, &r3) != KD_OK)
+            break;
+        same += memcmp(a.data, b.data, sizeof x) == 0;
+        differ += memcmp(a.data, c.data, sizeof x) != 0;
+    }
+    kt_check(same == 8, "randaugment: the same key augments the same", "%d of 8", same);
+    kt_check(differ >= 6, "randaugment: other keys augment differently", "%d of 8 differ", differ);
+    float f[12] = {0};
+    kd_sample tensor = {2, 2, 3, KD_F32, f, sizeof f};
+    kd_rng r4 = kd_rng_make(5, 2, 9);
+    st = t.vt->apply(t.self, &tensor, &c, &r4);
+    kt_check(st == KD_ERR_INVALID && contains(kd_last_error(), "before to_tensor"),
+             "randaugment refuses f32 samples, naming the order", "status %d: %s", st,
+             kd_last_error());
+    free(a.data);
+    free(b.data);
+    free(c.data);
+    t.vt->destroy(t.self);
+
+    static const char *const bad[][2] = {
+        {"{\"config\": \"rand-m9-x3\"}", "unknown section"},
+        {"{\"config\": \"auto-m9\"}", "must start with 'rand'"},
+        {"{\"config\": \"rand-m9-tweights\"}", "not supported"},
+        {"{\"config\": \"rand-n0\"}", "outside [1, 16]"},
+        {"{\"img_mean\": [1, 2]}", "img_mean takes 1 value or 3"},
+    };
+    for (int i = 0; i < 5; i++) {
+        sample_plugin none;
+        char label[128];
+        snprintf(label, sizeof label, "randaugment refuses %s", bad[i][0]);
+        st = open_sample("randaugment", bad[i][0], &none);
+        kt_check(st == KD_ERR_INVALID && contains(kd_last_error(), bad[i][1]), label,
+                 "status %d: %s", st, kd_last_error());
+        if (st == KD_OK)
+            none.vt->destroy(none.self);
+    }
+}
+
 /* ------------------------------------------------------------------ main */
 
 static bool torch_available(void)
@@ -632,6 +1013,8 @@ static bool make_fixtures(const char *dir)
     spec_mixup(f);
     fprintf(f, ", ");
     spec_erasing(f);
+    fprintf(f, ", ");
+    spec_randaugment(f);
     fprintf(f, "}\n");
     if (fclose(f) != 0)
         return false;
@@ -649,6 +1032,7 @@ int main(void)
 {
     test_mixup_plugin();
     test_erasing_plugin();
+    test_ra_plugin();
     if (!torch_available()) {
         kt_skip("augmentation parity against timm", "timm is not importable by %s",
                 KD_TORCH_PYTHON);
@@ -663,6 +1047,9 @@ int main(void)
             test_mixup_boxes();
             test_mixup_sampling();
             test_erasing_parity();
+            test_ra_ops();
+            test_ra_pipeline();
+            test_ra_sampling();
         }
         if (fixtures)
             kd_safetensors_close(fixtures);

@@ -23,6 +23,15 @@ with, for every section of the spec:
     the case's `words`: the 32-bit draws of the kd_rng the C transform
     gets, turned into numbers as kdengine does (KdStream below); the
     normal fill values come from the same stream.
+  ra_ops: one timm AugmentOp (prob 1, a fixed magnitude) on an image:
+    ra_op<i>.in / .out (U8 HWC), its draws (sign, interpolation) from the
+    case's words.
+  ra_cases: timm's rand_augment_transform(config, hparams) on an image,
+    every draw from the case's words: ra<i>.in / .out.
+  ra_stats: per config, `draws` images through timm's RandAugment with
+    Python's and numpy's own generators and no pixel work, recording per
+    chosen op: ra_stat<i>.op (I64: index in timm's op list), .applied
+    (I64) and .magnitude (f64; -1 for ops without one).
 
 usage: timm_augment.py OUT_DIR
 """
@@ -35,6 +44,8 @@ import numpy as np
 import torch
 import timm.data.mixup as tm
 import timm.data.random_erasing as tre
+import timm.data.auto_augment as taa
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_ref import write_safetensors  # noqa: E402
@@ -209,6 +220,117 @@ def erasing_cases(spec, out):
     tre.random, tre._get_pixels = original_random, original_pixels
 
 
+def test_image(seed, shape):
+    """A smooth gradient with noise and a few flat patches (u8 HWC), so
+    histograms have gaps and spikes."""
+    h, w, c = shape
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 255 // max(w - 1, 1) + k * 40) % 256 * (1 - k % 2) +
+                     (yy * 200 // max(h - 1, 1)) * (k % 2) for k in range(c)], -1)
+    noise = rng.randint(-30, 31, size=(h, w, c))
+    img = np.clip(base + noise, 0, 255).astype(np.uint8)
+    img[h // 3:h // 2, w // 4:w // 2] = rng.randint(0, 256, size=c)
+    return img
+
+
+def pil_of(img):
+    return Image.fromarray(img[:, :, 0], "L") if img.shape[2] == 1 else Image.fromarray(img, "RGB")
+
+
+def array_of(pil, channels):
+    out = np.asarray(pil, dtype=np.uint8)
+    return out.reshape(out.shape[0], out.shape[1], channels)
+
+
+INTERPOLATION = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def hparams_of(case):
+    hp = {"translate_const": 250, "img_mean": tuple(case["img_mean"])}
+    if case.get("translate_pct") is not None:
+        hp["translate_pct"] = case["translate_pct"]
+    if case["interpolation"] != "random":
+        hp["interpolation"] = INTERPOLATION[case["interpolation"]]
+    return hp
+
+
+class NumpyShim:
+    """timm's module-level `np` with random.choice answered from a stream."""
+
+    def __init__(self, stream):
+        self.random = self
+        self.stream = stream
+
+    def choice(self, ops, n, replace=True, p=None):
+        assert replace and p is None
+        return [ops[self.stream.below(len(ops))] for _ in range(n)]
+
+
+def ra_ops(spec, out):
+    original = taa.random
+    for i, case in enumerate(spec):
+        taa.random = KdStream(case["words"])
+        img = test_image(case["seed"], case["shape"])
+        op = taa.AugmentOp(case["op"], prob=1.0, magnitude=case["magnitude"],
+                           hparams=hparams_of(case))
+        res = op(pil_of(img))
+        out[f"ra_op{i}.in"] = torch.from_numpy(img)
+        out[f"ra_op{i}.out"] = torch.from_numpy(array_of(res, img.shape[2]).copy())
+    taa.random = original
+
+
+def ra_cases(spec, out):
+    original_random, original_np = taa.random, taa.np
+    for i, case in enumerate(spec):
+        stream = KdStream(case["words"])
+        ra = taa.rand_augment_transform(case["config"], hparams_of(case))
+        taa.random, taa.np = stream, NumpyShim(stream)
+        img = test_image(case["seed"], case["shape"])
+        res = ra(pil_of(img))
+        taa.random, taa.np = original_random, original_np
+        out[f"ra{i}.in"] = torch.from_numpy(img)
+        out[f"ra{i}.out"] = torch.from_numpy(array_of(res, img.shape[2]).copy())
+
+
+class RecordedOp:
+    def __init__(self, op, index, log):
+        self.op, self.index, self.log = op, index, log
+        level_fn, aug_fn = op.level_fn, op.aug_fn
+
+        def level(magnitude, hparams):
+            self.log[-1][2] = float(magnitude)
+            return level_fn(magnitude, hparams)
+
+        def aug(img, *args, **kwargs):
+            self.log[-1][1] = 1
+            return img
+
+        op.level_fn = level if level_fn is not None else None
+        op.aug_fn = aug
+
+    def __call__(self, img):
+        self.log.append([self.index, 0, -1.0])
+        return self.op(img)
+
+
+def ra_stats(spec, out):
+    for i, cfg in enumerate(spec):
+        random_state = taa.random.getstate()
+        taa.random.seed(cfg["seed"])
+        np.random.seed(cfg["seed"])
+        ra = taa.rand_augment_transform(cfg["config"], {"translate_const": 250,
+                                                        "img_mean": (128, 128, 128)})
+        log = []
+        ra.ops = [RecordedOp(op, k, log) for k, op in enumerate(ra.ops)]
+        for _ in range(cfg["draws"]):
+            ra(None)
+        taa.random.setstate(random_state)
+        out[f"ra_stat{i}.op"] = torch.tensor([r[0] for r in log], dtype=torch.int64)
+        out[f"ra_stat{i}.applied"] = torch.tensor([r[1] for r in log], dtype=torch.int64)
+        out[f"ra_stat{i}.magnitude"] = torch.tensor([r[2] for r in log], dtype=torch.float64)
+
+
 def main():
     out_dir = sys.argv[1]
     with open(os.path.join(out_dir, "spec.json")) as f:
@@ -219,6 +341,9 @@ def main():
         mixup_boxes(spec["mixup_boxes"], out)
     mixup_stats(spec.get("mixup_stats", []), out)
     erasing_cases(spec.get("erasing_cases", []), out)
+    ra_ops(spec.get("ra_ops", []), out)
+    ra_cases(spec.get("ra_cases", []), out)
+    ra_stats(spec.get("ra_stats", []), out)
     write_safetensors(os.path.join(out_dir, "augment.safetensors"), out, {})
 
 
