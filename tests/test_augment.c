@@ -1,6 +1,8 @@
 /* Augmentation against timm 0.9.16: Mixup/CutMix (plugins/data/mixup),
  * RandomErasing (plugins/data/random_erasing), RandAugment
- * (plugins/data/randaugment) against timm's ops on Pillow 9.4.
+ * (plugins/data/randaugment) against timm's ops on Pillow 9.4; all of them
+ * in a job (reproducible across worker counts, bit-exact on resume) and
+ * examples/fashion-mnist/kd-mixup.json for two steps.
  *
  * Parity: tests/parity/timm_augment.py (one process for the whole file)
  * runs timm on the cases of the tables below and records what timm drew;
@@ -992,6 +994,165 @@ static void test_ra_plugin(void)
     }
 }
 
+/* ------------------------------------------------------------------ jobs */
+
+/* IDX files of 8x8 images: 4 classes, one bright quadrant each, noise. */
+static bool write_idx_pair(const char *dir, const char *name, uint32_t count, uint64_t seed)
+{
+    uint8_t *images = malloc(16 + (size_t)count * 64), *labels = malloc(8 + (size_t)count);
+    if (!images || !labels) {
+        free(images);
+        free(labels);
+        return false;
+    }
+    const uint8_t image_head[16] = {0, 0, 8, 3, (uint8_t)(count >> 24), (uint8_t)(count >> 16),
+                                    (uint8_t)(count >> 8), (uint8_t)count, 0, 0, 0, 8, 0, 0, 0, 8};
+    memcpy(images, image_head, 16);
+    memcpy(labels, image_head, 8);
+    labels[3] = 1;
+    kd_rng rng = kd_rng_make(seed, 7, 0);
+    for (uint32_t i = 0; i < count; i++) {
+        labels[8 + i] = (uint8_t)(i % 4);
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) {
+                int q = (y >= 4) * 2 + (x >= 4);
+                images[16 + i * 64 + (uint32_t)(y * 8 + x)] =
+                    (uint8_t)((q == (int)(i % 4) ? 160 : 40) + (int)kd_rng_below(&rng, 80));
+            }
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s-images.idx", dir, name);
+    bool ok = kt_write_file(path, images, 16 + (size_t)count * 64);
+    snprintf(path, sizeof path, "%s/%s-labels.idx", dir, name);
+    ok = ok && kt_write_file(path, labels, 8 + (size_t)count);
+    free(images);
+    free(labels);
+    return ok;
+}
+
+/* Every augmentation of this change in one supervised job on 8x8 data. */
+static const char *const AUG_JOB =
+    "{\"seed\": 5, \"threads\": 1, \"output\": \"%s/%s\", \"plugin_dirs\": [\"%s\"],\n"
+    " \"data\": {\n"
+    "  \"train\": {\"dataset\": {\"name\": \"idx\", \"images\": \"%s/train-images.idx\",\n"
+    "                         \"labels\": \"%s/train-labels.idx\", \"num_classes\": 4},\n"
+    "            \"transforms\": [{\"name\": \"randaugment\", \"config\": \"rand-m9-mstd0.5-inc1\","
+    "                              \"img_mean\": [100]},\n"
+    "                             {\"name\": \"normalize\", \"mean\": [0.4], \"std\": [0.25]},\n"
+    "                             {\"name\": \"random_erasing\", \"mode\": \"pixel\"}],\n"
+    "            \"batch_transforms\": [{\"name\": \"mixup\", \"mixup_alpha\": 0.8,\n"
+    "                                   \"cutmix_alpha\": 1.0, \"mode\": \"elem\"}],\n"
+    "            \"batch_size\": 16, \"workers\": %d},\n"
+    "  \"val\": {\"dataset\": {\"name\": \"idx\", \"images\": \"%s/train-images.idx\",\n"
+    "                       \"labels\": \"%s/train-labels.idx\", \"num_classes\": 4},\n"
+    "          \"transforms\": [{\"name\": \"normalize\", \"mean\": [0.4], \"std\": [0.25]}],\n"
+    "          \"batch_size\": 32, \"workers\": 0}},\n"
+    " \"student\": {\"model\": \"resnet8\", \"num_classes\": 4, \"in_chans\": 1},\n"
+    " \"losses\": [{\"name\": \"ce\"}],\n"
+    " \"optim\": {\"name\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9},\n"
+    " \"schedule\": {\"name\": \"cosine\", \"epochs\": 3},\n"
+    " \"eval\": {\"every_epochs\": 3}, \"checkpoint\": {\"every_epochs\": 1, \"keep\": 5},\n"
+    " \"log\": {\"every_steps\": 2}}\n";
+
+static int run_kdengine(const char *dir, char **out, const char *args)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine %s 2>&1", dir, KD_BUILDDIR, args);
+    return kt_run_command(cmd, out);
+}
+
+/* Every tensor of two checkpoints, bit for bit (their metadata names the
+ * run folder, which differs). */
+static bool same_files(const char *a_path, const char *b_path)
+{
+    kd_safetensors *a = NULL, *b = NULL;
+    bool same = kd_safetensors_open(a_path, &a) == KD_OK &&
+                kd_safetensors_open(b_path, &b) == KD_OK &&
+                kd_safetensors_count(a) == kd_safetensors_count(b) && kd_safetensors_count(a) > 0;
+    for (int i = 0; same && i < kd_safetensors_count(a); i++) {
+        const kd_safetensors_entry *ea = kd_safetensors_at(a, i);
+        const kd_safetensors_entry *eb = kd_safetensors_find(b, ea->name);
+        same = eb && ea->nbytes == eb->nbytes && !memcmp(ea->data, eb->data, ea->nbytes);
+        if (!same)
+            fprintf(stderr, "  %s differs between %s and %s\n", ea->name, a_path, b_path);
+    }
+    kd_safetensors_close(a);
+    kd_safetensors_close(b);
+    return same;
+}
+
+static void test_augmented_job(void)
+{
+    char dir[] = "/tmp/kdaugjob.XXXXXX";
+    if (!mkdtemp(dir) || !write_idx_pair(dir, "train", 96, 1)) {
+        kt_fail("augmented job", "cannot write the synthetic data");
+        return;
+    }
+    char text[4096], path[512], other[512], *out = NULL;
+    const char *names[] = {"aug", "aug3", "augr"};
+    int workers[] = {0, 3, 1};
+    for (int i = 0; i < 3; i++) {
+        snprintf(text, sizeof text, AUG_JOB, dir, names[i], kt_plugin_dir(), dir, dir,
+                 workers[i], dir, dir);
+        snprintf(path, sizeof path, "%s/%s.json", dir, names[i]);
+        kt_write_file(path, text, strlen(text));
+    }
+    int rc = run_kdengine(dir, &out, "run aug.json");
+    kt_check(rc == 0 && contains(out, "done: 18 steps"),
+             "job: randaugment, random_erasing and mixup train end to end", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
+    snprintf(path, sizeof path, "%s/aug/checkpoints/step-000000018.safetensors", dir);
+
+    rc = run_kdengine(dir, &out, "run aug3.json");
+    free(out);
+    snprintf(other, sizeof other, "%s/aug3/checkpoints/step-000000018.safetensors", dir);
+    kt_check(rc == 0 && same_files(path, other),
+             "job: augmented run reproducible to the bit with 0 and 3 loader workers",
+             "exit %d", rc);
+
+    /* resume from the epoch-1 checkpoint: the same end, bit for bit */
+    rc = run_kdengine(dir, &out, "run augr.json");
+    free(out);
+    for (int step = 12; step <= 18; step += 6) {
+        snprintf(other, sizeof other, "%s/augr/checkpoints/step-%09d.safetensors", dir, step);
+        unlink(other);
+    }
+    rc = rc == 0 ? run_kdengine(dir, &out, "run augr.json --resume") : rc;
+    bool resumed = rc == 0 && contains(out, "resuming from") && contains(out, "step 6");
+    free(out);
+    snprintf(other, sizeof other, "%s/augr/checkpoints/step-000000018.safetensors", dir);
+    kt_check(resumed && same_files(path, other),
+             "job: augmented run resumed at epoch 1 equals the uninterrupted one", "exit %d", rc);
+    kt_remove_tree(dir);
+}
+
+/* examples/fashion-mnist/kd-mixup.json for two steps on a subset. */
+static void test_example_job(void)
+{
+    const char *name = "examples/fashion-mnist/kd-mixup.json runs (2 steps)";
+    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        kt_skip(name, "no Fashion-MNIST (scripts/setup installs it)");
+        return;
+    }
+    char dir[] = "/tmp/kdaugex.XXXXXX", root[512], cmd[2048], *out = NULL;
+    if (!mkdtemp(dir)) {
+        kt_fail(name, "cannot make a temporary directory");
+        return;
+    }
+    kt_source_path("", root, sizeof root);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine run examples/fashion-mnist/kd-mixup.json "
+             "--set schedule.epochs=1 --set data.train.subset=64 --set data.train.batch_size=32 "
+             "--set data.val.subset=100 --set output=%s/run 2>&1",
+             root, kt_plugin_dir(), KD_BUILDDIR, dir);
+    int rc = kt_run_command(cmd, &out);
+    kt_check(rc == 0 && contains(out, "done: 2 steps") && contains(out, "kd "), name,
+             "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+    kt_remove_tree(dir);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static bool torch_available(void)
@@ -1033,6 +1194,8 @@ int main(void)
     test_mixup_plugin();
     test_erasing_plugin();
     test_ra_plugin();
+    test_augmented_job();
+    test_example_job();
     if (!torch_available()) {
         kt_skip("augmentation parity against timm", "timm is not importable by %s",
                 KD_TORCH_PYTHON);
