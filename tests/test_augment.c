@@ -626,14 +626,17 @@ static const ra_shape RA_SHAPES[] = {
     {13, 17, 3, {124, 116, 104}},
     {12, 10, 1, {73, 0, 0}},
     {16, 16, 3, {128, 128, 128}},
+    {1, 2, 3, {10, 20, 30}},
+    {3, 1, 1, {200, 0, 0}},
 };
 static const double RA_MAGNITUDES[] = {0, 4, 9, 10};
 static const char *const RA_FILTERS[] = {"random", "nearest", "bilinear", "bicubic"};
-#define N_RA_SHAPES 3
 #define N_RA_MAGNITUDES 4
 #define RA_WORDS 96
 
-/* Every op x the first two shapes x magnitudes x (geometric ops) filters. */
+/* Every op x the first two shapes x magnitudes x (geometric ops) filters,
+ * and on the tiny shapes (one pixel row or column: Pillow's edge rules) at
+ * magnitudes 4 and 10. */
 typedef struct ra_op_case {
     kd_ra_op op;
     int shape;
@@ -644,12 +647,13 @@ typedef struct ra_op_case {
 static int ra_op_cases(ra_op_case *cases)
 {
     int n = 0;
+    static const int shapes[] = {0, 1, 3, 4};
     for (int op = 0; op < KD_RA_OP_COUNT; op++)
-        for (int sh = 0; sh < 2; sh++)
-            for (int m = 0; m < N_RA_MAGNITUDES; m++)
+        for (int sh = 0; sh < 4; sh++)
+            for (int m = shapes[sh] > 2 ? 1 : 0; m < N_RA_MAGNITUDES; m += shapes[sh] > 2 ? 2 : 1)
                 for (int f = 0; f < (kd_ra_is_geometric((kd_ra_op)op) ? 4 : 1); f++) {
                     if (cases)
-                        cases[n] = (ra_op_case){(kd_ra_op)op, sh, RA_MAGNITUDES[m], f};
+                        cases[n] = (ra_op_case){(kd_ra_op)op, shapes[sh], RA_MAGNITUDES[m], f};
                     n++;
                 }
     return n;
