@@ -676,13 +676,15 @@ static const ra_case RA_CASES[] = {
     {"rand-m5-n2-inc0", 0, "random", 0},
     {"rand-m30-mmax30-n2-p1", 2, "random", 0},
     {"rand-m9-n2-mstd1-incx-foo", 0, "random", 0},
+    {"rand-m9-n3-tweights-mstd0.5", 0, "random", 0},
+    {"rand-m8-n5-tweights-p0.9", 1, "bicubic", 0},
 };
 #define N_RA_CASES ((int)(sizeof RA_CASES / sizeof RA_CASES[0]))
 #define RA_KEYS 12
 
 static const char *const RA_STAT_CONFIGS[] = {"rand-m9-mstd0.5-inc1", "rand-m7-n3-p0.8-mstd101",
-                                              "rand-m9-mstd3-mmax12"};
-#define N_RA_STATS 3
+                                              "rand-m9-mstd3-mmax12", "rand-m9-n3-tweights"};
+#define N_RA_STATS 4
 #define RA_STAT_IMAGES 10000
 
 static kd_rng ra_op_key(int i) { return kd_rng_make(23, 5, (uint64_t)i); }
@@ -982,7 +984,7 @@ static void test_ra_plugin(void)
     static const char *const bad[][2] = {
         {"{\"config\": \"rand-m9-x3\"}", "unknown section"},
         {"{\"config\": \"auto-m9\"}", "must start with 'rand'"},
-        {"{\"config\": \"rand-m9-tweights\"}", "not supported"},
+        {"{\"config\": \"rand-m9-t3a\"}", "3-Augment sets"},
         {"{\"config\": \"rand-n0\"}", "outside [1, 16]"},
         {"{\"img_mean\": [1, 2]}", "img_mean takes 1 value or 3"},
     };

@@ -263,8 +263,24 @@ class NumpyShim:
         self.stream = stream
 
     def choice(self, ops, n, replace=True, p=None):
-        assert replace and p is None
-        return [ops[self.stream.below(len(ops))] for _ in range(n)]
+        if p is None:
+            assert replace
+            return [ops[self.stream.below(len(ops))] for _ in range(n)]
+        # numpy's RandomState.choice without replacement, its rand() taken
+        # from the stream
+        assert not replace
+        p = np.array(p, dtype=np.float64)
+        found = []
+        while len(found) < n:
+            x = np.array([self.stream.random() for _ in range(n - len(found))])
+            if found:
+                p[found] = 0
+            cdf = np.cumsum(p)
+            cdf /= cdf[-1]
+            new = cdf.searchsorted(x, side="right")
+            _, first = np.unique(new, return_index=True)
+            found += [int(k) for k in new[np.sort(first)]]
+        return [ops[k] for k in found]
 
 
 def ra_ops(spec, out):

@@ -32,6 +32,38 @@ static const kd_ra_op RAND_INCREASING_OPS[] = {
     KD_RA_SHEAR_Y,         KD_RA_TRANSLATE_X_REL, KD_RA_TRANSLATE_Y_REL};
 #define N_RAND_OPS ((int)(sizeof RAND_OPS / sizeof RAND_OPS[0]))
 
+/* timm's _RAND_WEIGHTED_0 ("tweights"), in its dict order. */
+static const kd_ra_op WEIGHTED_OPS[] = {
+    KD_RA_ROTATE,          KD_RA_SHEAR_X,         KD_RA_SHEAR_Y,
+    KD_RA_TRANSLATE_X_REL, KD_RA_TRANSLATE_Y_REL, KD_RA_COLOR_INC,
+    KD_RA_SHARPNESS_INC,   KD_RA_AUTOCONTRAST,    KD_RA_SOLARIZE_INC,
+    KD_RA_SOLARIZE_ADD,    KD_RA_CONTRAST_INC,    KD_RA_BRIGHTNESS_INC,
+    KD_RA_EQUALIZE,        KD_RA_POSTERIZE_INC,   KD_RA_INVERT};
+static const double WEIGHTS[] = {3, 2, 2, 1, 1, .25, .25, .25, .05, .05, .05, .05, .05, .05, .05};
+#define N_WEIGHTED_OPS ((int)(sizeof WEIGHTED_OPS / sizeof WEIGHTED_OPS[0]))
+
+/* numpy's float64 sum of n <= 128 values: eight running sums added as a
+ * tree, then the tail one by one. */
+static double numpy_sum(const double *a, int n)
+{
+    double res = 0;
+    if (n < 8) {
+        for (int i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    double r[8];
+    memcpy(r, a, sizeof r);
+    int i = 8;
+    for (; i < n - n % 8; i += 8)
+        for (int j = 0; j < 8; j++)
+            r[j] += a[i + j];
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++)
+        res += a[i];
+    return res;
+}
+
 const char *kd_ra_op_name(kd_ra_op op)
 {
     return (int)op >= 0 && op < KD_RA_OP_COUNT ? OP_NAMES[op] : NULL;
@@ -104,17 +136,20 @@ kd_status kd_ra_parse(const char *config_str, kd_ra_config *cfg)
                         "randaugment: config '%s' must start with 'rand' (e.g. "
                         "'rand-m9-mstd0.5-inc1')",
                         config_str);
-    const char *s = config_str + 4;
+    const char *s = config_str + 4, *set_name = NULL;
+    size_t set_len = 0;
     while (*s == '-') {
         const char *section = ++s;
         while (*s && *s != '-')
             s++;
         size_t len = (size_t)(s - section);
-        if (len > 0 && section[0] == 't')
-            return kd_error(KD_ERR_INVALID,
-                            "randaugment: config '%s': op sets by name ('%.*s') are not "
-                            "supported; the default and 'inc' sets are",
-                            config_str, (int)len, section);
+        if (len > 0 && section[0] == 't') {
+            if (!set_name) {
+                set_name = section + 1;
+                set_len = len - 1;
+            }
+            continue;
+        }
         kd_status st = parse_section(config_str, section, len, cfg);
         if (st != KD_OK)
             return st;
@@ -122,6 +157,25 @@ kd_status kd_ra_parse(const char *config_str, kd_ra_config *cfg)
     if (cfg->num_layers < 1 || cfg->num_layers > KD_RA_MAX_LAYERS)
         return kd_error(KD_ERR_INVALID, "randaugment: config '%s': n %d is outside [1, %d]",
                         config_str, cfg->num_layers, KD_RA_MAX_LAYERS);
+    if (set_name && ((set_len == 2 && memcmp(set_name, "3a", 2) == 0) ||
+                     (set_len == 3 && memcmp(set_name, "3aw", 3) == 0)))
+        return kd_error(KD_ERR_INVALID,
+                        "randaugment: config '%s': the 3-Augment sets (t3a, t3aw) are not "
+                        "supported (GaussianBlur and Desaturate are not implemented)",
+                        config_str);
+    cfg->weighted = set_name && set_len == 7 && memcmp(set_name, "weights", 7) == 0;
+    if (cfg->weighted) {
+        if (cfg->num_layers > N_WEIGHTED_OPS)
+            return kd_error(KD_ERR_INVALID,
+                            "randaugment: config '%s': n %d distinct ops from the %d weighted "
+                            "ones", config_str, cfg->num_layers, N_WEIGHTED_OPS);
+        cfg->n_ops = N_WEIGHTED_OPS;
+        memcpy(cfg->ops, WEIGHTED_OPS, sizeof WEIGHTED_OPS);
+        double total = numpy_sum(WEIGHTS, N_WEIGHTED_OPS);
+        for (int i = 0; i < N_WEIGHTED_OPS; i++)
+            cfg->weights[i] = WEIGHTS[i] / total;
+        return KD_OK;
+    }
     const kd_ra_op *set = cfg->increasing ? RAND_INCREASING_OPS : RAND_OPS;
     cfg->n_ops = N_RAND_OPS;
     memcpy(cfg->ops, set, sizeof RAND_OPS);
@@ -175,12 +229,54 @@ bool kd_ra_is_geometric(kd_ra_op op)
            op == KD_RA_TRANSLATE_X_REL || op == KD_RA_TRANSLATE_Y_REL;
 }
 
+/* numpy's RandomState.choice(n_ops, n, replace=False, p): rounds of one
+ * uniform per op still missing, each mapped through the cumulative
+ * weights of the ops not yet chosen (float64, renormalized by the last
+ * sum); repeats within a round count once, in order of first appearance. */
+static void choose_weighted(const kd_ra_config *cfg, kd_rng *rng, int n, int *chosen)
+{
+    double p[KD_RA_OP_COUNT], cdf[KD_RA_OP_COUNT], x[KD_RA_MAX_LAYERS];
+    memcpy(p, cfg->weights, sizeof p);
+    int found = 0;
+    while (found < n) {
+        int want = n - found;
+        for (int k = 0; k < want; k++)
+            x[k] = kd_rng_uniform(rng);
+        for (int k = 0; k < found; k++)
+            p[chosen[k]] = 0;
+        double run = 0;
+        for (int i = 0; i < cfg->n_ops; i++) {
+            run += p[i];
+            cdf[i] = run;
+        }
+        double last = cdf[cfg->n_ops - 1];
+        for (int i = 0; i < cfg->n_ops; i++)
+            cdf[i] /= last;
+        int round_start = found;
+        for (int k = 0; k < want; k++) {
+            int index = 0; /* searchsorted(side='right'): the first cdf above x */
+            while (index < cfg->n_ops - 1 && !(cdf[index] > x[k]))
+                index++;
+            bool seen = false;
+            for (int j = round_start; j < found; j++)
+                seen = seen || chosen[j] == index;
+            if (!seen)
+                chosen[found++] = index;
+        }
+    }
+}
+
 void kd_ra_draw(const kd_ra_config *cfg, kd_rng *rng, kd_ra_plan *plan)
 {
     plan->n = cfg->num_layers;
+    int chosen[KD_RA_MAX_LAYERS];
+    if (cfg->weighted)
+        choose_weighted(cfg, rng, plan->n, chosen);
+    else
+        for (int i = 0; i < plan->n; i++)
+            chosen[i] = (int)kd_rng_below(rng, (uint64_t)cfg->n_ops);
     for (int i = 0; i < plan->n; i++)
-        plan->steps[i] = (kd_ra_step){cfg->ops[kd_rng_below(rng, (uint64_t)cfg->n_ops)], false,
-                                      0, 0, KD_PIL_NEAREST};
+        plan->steps[i] = (kd_ra_step){cfg->ops[chosen[i]], false, 0, 0, KD_PIL_NEAREST};
     for (int i = 0; i < plan->n; i++) {
         kd_ra_step *s = &plan->steps[i];
         if (cfg->prob < 1.0 && kd_rng_uniform(rng) > cfg->prob)

@@ -5,13 +5,20 @@
  * integer), n (ops per image), p (chance each chosen op runs), mstd
  * (magnitude noise: a normal's std, or uniform in [0, m] when inf or above
  * 100), mmax (magnitude ceiling, 10 by default), inc (the "increasing"
- * op set; as in timm any value turns it on, inc0 included). A section
- * without a digit is ignored, as timm ignores it; an unknown key and the
- * t<set> sections (weighted sets) are refused.
+ * op set; as in timm any value turns it on, inc0 included), t<set> (the
+ * first one counts: "tweights" picks distinct ops with timm's weights;
+ * "t3a" and "t3aw" are refused, their blur and desaturate ops are not
+ * here; any other name leaves the default sets, as in timm). Other
+ * sections without a digit are ignored, as timm ignores them; an unknown
+ * key is refused.
  *
  * Draws per image (each maps to one Python call timm makes, so a test can
  * drive timm's code with the same numbers):
  *   n x kd_rng_below(ops)                  np.random.choice(ops, n)
+ *   or, weighted: numpy's choice without replacement, rounds of
+ *   kd_rng_uniform (one per op still missing) against the cumulative
+ *   weights of the ops not yet picked        np.random.choice(ops, n,
+ *                                              replace=False, p=weights)
  *   for each chosen op, in order:
  *     when p < 1: kd_rng_uniform, skip the op when it is above p
  *     when mstd > 0: uniform(0, m) or m + mstd * kd_rng_normal
@@ -68,6 +75,8 @@ typedef struct kd_ra_config {
     bool increasing;
     int n_ops;
     kd_ra_op ops[KD_RA_OP_COUNT]; /* the set choices are made from */
+    bool weighted;                /* distinct ops drawn with these weights */
+    double weights[KD_RA_OP_COUNT]; /* normalized as numpy normalizes them */
     /* timm's hparams */
     double translate_pct;
     uint8_t fill[KD_PIL_MAX_CHANNELS]; /* img_mean, per channel */
