@@ -678,13 +678,17 @@ static const ra_case RA_CASES[] = {
     {"rand-m9-n2-mstd1-incx-foo", 0, "random", 0},
     {"rand-m9-n3-tweights-mstd0.5", 0, "random", 0},
     {"rand-m8-n5-tweights-p0.9", 1, "bicubic", 0},
+    {"rand-m9-n2-t3a", 0, "random", 0},
+    {"rand-m7-n3-t3aw-mstd0.5", 2, "random", 0},
+    {"rand-m10-n2-t3a-p1", 1, "random", 0},
 };
 #define N_RA_CASES ((int)(sizeof RA_CASES / sizeof RA_CASES[0]))
 #define RA_KEYS 12
 
 static const char *const RA_STAT_CONFIGS[] = {"rand-m9-mstd0.5-inc1", "rand-m7-n3-p0.8-mstd101",
-                                              "rand-m9-mstd3-mmax12", "rand-m9-n3-tweights"};
-#define N_RA_STATS 4
+                                              "rand-m9-mstd3-mmax12", "rand-m9-n3-tweights",
+                                              "rand-m9-t3aw-mstd1", "rand-m6-n3-t3a"};
+#define N_RA_STATS 6
 #define RA_STAT_IMAGES 10000
 
 static kd_rng ra_op_key(int i) { return kd_rng_make(23, 5, (uint64_t)i); }
@@ -879,8 +883,11 @@ static double chi_square(const int64_t *a, const int64_t *b, int k)
     return x2;
 }
 
-/* Chi-square with 14 degrees of freedom (15 ops): 0.001 upper quantile. */
-#define CHI2_14_CRITICAL 36.123
+/* The chi-square distribution's 0.999 quantiles, by degrees of freedom
+ * (op count - 1). */
+static const double CHI2_CRITICAL[] = {0,      10.828, 13.816, 16.266, 18.467, 20.515,
+                                       22.458, 24.322, 26.124, 27.877, 29.588, 31.264,
+                                       32.909, 34.528, 36.123};
 
 static void test_ra_sampling(void)
 {
@@ -933,10 +940,11 @@ static void test_ra_sampling(void)
         double z = proportion_z(our_applied, ours_n, their_applied, theirs_n);
         double d = ks_statistic(our_mag, our_m, their_mag, their_m);
         double crit = ks_critical(our_m, their_m);
-        kt_check(theirs_n == ours_n && x2 < CHI2_14_CRITICAL && z < Z_CRITICAL && d < crit, name,
+        double x2_crit = CHI2_CRITICAL[cfg.n_ops - 1];
+        kt_check(theirs_n == ours_n && x2 < x2_crit && z < Z_CRITICAL && d < crit, name,
                  "%lld vs %lld chosen ops, op counts chi2 %.2f (critical %.2f), applied %lld vs "
                  "%lld (z %.2f), magnitude KS D %.4f (critical %.4f)",
-                 (long long)ours_n, (long long)theirs_n, x2, CHI2_14_CRITICAL,
+                 (long long)ours_n, (long long)theirs_n, x2, x2_crit,
                  (long long)our_applied, (long long)their_applied, z, d, crit);
         free(our_mag);
         free(their_mag);
@@ -984,7 +992,7 @@ static void test_ra_plugin(void)
     static const char *const bad[][2] = {
         {"{\"config\": \"rand-m9-x3\"}", "unknown section"},
         {"{\"config\": \"auto-m9\"}", "must start with 'rand'"},
-        {"{\"config\": \"rand-m9-t3a\"}", "3-Augment sets"},
+        {"{\"config\": \"rand-m9-n15-t3aw\"}", "distinct ops"},
         {"{\"config\": \"rand-n0\"}", "outside [1, 16]"},
         {"{\"img_mean\": [1, 2]}", "img_mean takes 1 value or 3"},
     };

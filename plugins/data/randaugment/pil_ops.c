@@ -162,6 +162,90 @@ void kd_pil_smooth(const kd_pil_image *src, uint8_t *dst)
             }
 }
 
+/* ----------------------------------------------------------- box blur */
+
+/* Pillow's ImagingLineBoxBlur8 on one line of n values: a running sum
+ * over the box of whole pixels, the two fractional end pixels weighted by
+ * fw, all in 8.24 fixed point (uint32 arithmetic, as Pillow's). Pixels
+ * beyond the ends repeat the end pixels. */
+static void box_blur_line(const uint8_t *in, int n, int radius, uint32_t ww, uint32_t fw,
+                          uint8_t *out)
+{
+    int last = n - 1, edge_a = radius + 1 < n ? radius + 1 : n;
+    int edge_b = n - radius - 1 > 0 ? n - radius - 1 : 0;
+    uint32_t acc = (uint32_t)in[0] * (uint32_t)(radius + 1);
+    for (int x = 0; x < edge_a - 1; x++)
+        acc += in[x];
+    acc += (uint32_t)in[last] * (uint32_t)(radius - edge_a + 1);
+#define STEP(x, sub, add, far_left, far_right)                                             \
+    do {                                                                                   \
+        acc += (uint32_t)((int)in[add] - (int)in[sub]);                                    \
+        uint32_t bulk = acc * ww + (uint32_t)(in[far_left] + in[far_right]) * fw;          \
+        out[x] = (uint8_t)((bulk + (1u << 23)) >> 24);                                     \
+    } while (0)
+    if (edge_a <= edge_b) {
+        for (int x = 0; x < edge_a; x++)
+            STEP(x, 0, x + radius, 0, x + radius + 1);
+        for (int x = edge_a; x < edge_b; x++)
+            STEP(x, x - radius - 1, x + radius, x - radius - 1, x + radius + 1);
+        for (int x = edge_b; x <= last; x++)
+            STEP(x, x - radius - 1, last, x - radius - 1, last);
+    } else {
+        for (int x = 0; x < edge_b; x++)
+            STEP(x, 0, x + radius, 0, x + radius + 1);
+        for (int x = edge_b; x < edge_a; x++)
+            STEP(x, 0, last, 0, last);
+        for (int x = edge_a; x <= last; x++)
+            STEP(x, x - radius - 1, last, x - radius - 1, last);
+    }
+#undef STEP
+}
+
+kd_status kd_pil_gaussian_blur(const kd_pil_image *src, float radius, uint8_t *dst)
+{
+    const int passes = 3;
+    /* Pillow's ImagingGaussianBlur: the box radius l + a of Gwosdek et al.,
+     * float32 except the square root */
+    float sigma2 = radius * radius / passes;
+    float big_l = (float)sqrt(12.0 * sigma2 + 1.0);
+    float l = (float)floor((big_l - 1.0) / 2.0);
+    float a = (2 * l + 1) * (l * (l + 1) - 3 * sigma2);
+    a /= 6 * (sigma2 - (l + 1) * (l + 1));
+    float box = l + a;
+    int whole = (int)box;
+    uint32_t ww = (uint32_t)((float)(1u << 24) / (box * 2 + 1));
+    uint32_t fw = ((1u << 24) - (uint32_t)(whole * 2 + 1) * ww) / 2;
+
+    int h = src->height, w = src->width, c = src->channels;
+    int longest = h > w ? h : w;
+    uint8_t *line = malloc(2 * (size_t)longest);
+    if (!line)
+        return kd_error(KD_ERR_NOMEM, "randaugment: out of memory for a blur line");
+    uint8_t *blurred = line + longest;
+    memcpy(dst, src->data, pixels(src) * (size_t)c);
+    for (int k = 0; k < c; k++) {
+        /* rows, then columns: each line in place, passes times */
+        for (int y = 0; y < h; y++)
+            for (int p = 0; p < passes; p++) {
+                for (int x = 0; x < w; x++)
+                    line[x] = dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k];
+                box_blur_line(line, w, whole, ww, fw, blurred);
+                for (int x = 0; x < w; x++)
+                    dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k] = blurred[x];
+            }
+        for (int x = 0; x < w; x++)
+            for (int p = 0; p < passes; p++) {
+                for (int y = 0; y < h; y++)
+                    line[y] = dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k];
+                box_blur_line(line, h, whole, ww, fw, blurred);
+                for (int y = 0; y < h; y++)
+                    dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k] = blurred[y];
+            }
+    }
+    free(line);
+    return KD_OK;
+}
+
 /* ----------------------------------------------------------- geometry */
 
 static int floor_int(double v) { return v < 0.0 ? (int)floor(v) : (int)v; }

@@ -9,6 +9,7 @@
  *   gray               convert("L"): (19595 R + 38470 G + 7471 B + 2^15) >> 16
  *   smooth             ImageFilter.SMOOTH, the 3x3 [1 1 1; 1 5 1; 1 1 1] / 13
  *                      kernel in float32, borders copied
+ *   gaussian_blur      ImageFilter.GaussianBlur: Pillow's extended box blur
  *   affine             Image.transform(AFFINE) with a fill colour: the
  *                      inverse map (output pixel centre to input point),
  *                      NEAREST through Pillow's three paths (scale-only,
@@ -60,6 +61,12 @@ int kd_pil_gray_mean(const kd_pil_image *src);
 
 /* dst = src filtered with SMOOTH; images under 3 x 3 are copied. */
 void kd_pil_smooth(const kd_pil_image *src, uint8_t *dst);
+
+/* dst = src.filter(ImageFilter.GaussianBlur(radius)): Pillow's three box
+ * blur passes along rows, then three along columns, with the fractional
+ * box radius it derives from the Gaussian's (float32), in its 8.24 fixed
+ * point. KD_ERR_NOMEM when a line buffer cannot be had. */
+kd_status kd_pil_gaussian_blur(const kd_pil_image *src, float radius, uint8_t *dst);
 
 /* dst (same size) = src.transform(size, AFFINE, a, filter, fillcolor=fill):
  * output pixel (x, y) samples src at (a0 x' + a1 y' + a2, a3 x' + a4 y' +

@@ -16,6 +16,7 @@ static const char *const OP_NAMES[KD_RA_OP_COUNT] = {
     "ContrastIncreasing", "Brightness",      "BrightnessIncreasing",
     "Sharpness",          "SharpnessIncreasing", "ShearX",
     "ShearY",             "TranslateXRel",   "TranslateYRel",
+    "Desaturate",         "GaussianBlur",
 };
 
 /* timm's _RAND_TRANSFORMS and _RAND_INCREASING_TRANSFORMS, in order (the
@@ -32,7 +33,8 @@ static const kd_ra_op RAND_INCREASING_OPS[] = {
     KD_RA_SHEAR_Y,         KD_RA_TRANSLATE_X_REL, KD_RA_TRANSLATE_Y_REL};
 #define N_RAND_OPS ((int)(sizeof RAND_OPS / sizeof RAND_OPS[0]))
 
-/* timm's _RAND_WEIGHTED_0 ("tweights"), in its dict order. */
+/* timm's _RAND_WEIGHTED_0 ("tweights"), _RAND_3A and _RAND_WEIGHTED_3A
+ * ("t3aw"), in their order. */
 static const kd_ra_op WEIGHTED_OPS[] = {
     KD_RA_ROTATE,          KD_RA_SHEAR_X,         KD_RA_SHEAR_Y,
     KD_RA_TRANSLATE_X_REL, KD_RA_TRANSLATE_Y_REL, KD_RA_COLOR_INC,
@@ -40,7 +42,28 @@ static const kd_ra_op WEIGHTED_OPS[] = {
     KD_RA_SOLARIZE_ADD,    KD_RA_CONTRAST_INC,    KD_RA_BRIGHTNESS_INC,
     KD_RA_EQUALIZE,        KD_RA_POSTERIZE_INC,   KD_RA_INVERT};
 static const double WEIGHTS[] = {3, 2, 2, 1, 1, .25, .25, .25, .05, .05, .05, .05, .05, .05, .05};
-#define N_WEIGHTED_OPS ((int)(sizeof WEIGHTED_OPS / sizeof WEIGHTED_OPS[0]))
+static const kd_ra_op THREE_A_OPS[] = {KD_RA_SOLARIZE_INC, KD_RA_DESATURATE, KD_RA_GAUSSIAN_BLUR};
+static const kd_ra_op THREE_AW_OPS[] = {
+    KD_RA_SOLARIZE_INC,   KD_RA_DESATURATE,    KD_RA_GAUSSIAN_BLUR, KD_RA_ROTATE,
+    KD_RA_SHEAR_X,        KD_RA_SHEAR_Y,       KD_RA_POSTERIZE_INC, KD_RA_AUTOCONTRAST,
+    KD_RA_COLOR_INC,      KD_RA_SHARPNESS_INC, KD_RA_CONTRAST_INC,  KD_RA_BRIGHTNESS_INC,
+    KD_RA_EQUALIZE,       KD_RA_INVERT};
+static const double THREE_AW_WEIGHTS[] = {6, 6, 6, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1};
+
+typedef struct op_set {
+    const char *name; /* after the 't' */
+    const kd_ra_op *ops;
+    const double *weights; /* NULL: uniform, with replacement */
+    int n;
+} op_set;
+
+#define SET(name, ops, weights) {name, ops, weights, (int)(sizeof ops / sizeof ops[0])}
+static const op_set NAMED_SETS[] = {
+    SET("weights", WEIGHTED_OPS, WEIGHTS),
+    SET("3a", THREE_A_OPS, NULL),
+    SET("3aw", THREE_AW_OPS, THREE_AW_WEIGHTS),
+};
+#undef SET
 
 /* numpy's float64 sum of n <= 128 values: eight running sums added as a
  * tree, then the tail one by one. */
@@ -157,23 +180,24 @@ kd_status kd_ra_parse(const char *config_str, kd_ra_config *cfg)
     if (cfg->num_layers < 1 || cfg->num_layers > KD_RA_MAX_LAYERS)
         return kd_error(KD_ERR_INVALID, "randaugment: config '%s': n %d is outside [1, %d]",
                         config_str, cfg->num_layers, KD_RA_MAX_LAYERS);
-    if (set_name && ((set_len == 2 && memcmp(set_name, "3a", 2) == 0) ||
-                     (set_len == 3 && memcmp(set_name, "3aw", 3) == 0)))
-        return kd_error(KD_ERR_INVALID,
-                        "randaugment: config '%s': the 3-Augment sets (t3a, t3aw) are not "
-                        "supported (GaussianBlur and Desaturate are not implemented)",
-                        config_str);
-    cfg->weighted = set_name && set_len == 7 && memcmp(set_name, "weights", 7) == 0;
-    if (cfg->weighted) {
-        if (cfg->num_layers > N_WEIGHTED_OPS)
+    const op_set *named = NULL;
+    for (size_t i = 0; set_name && i < sizeof NAMED_SETS / sizeof NAMED_SETS[0]; i++)
+        if (strlen(NAMED_SETS[i].name) == set_len &&
+            memcmp(NAMED_SETS[i].name, set_name, set_len) == 0)
+            named = &NAMED_SETS[i];
+    cfg->weighted = named && named->weights;
+    if (named) {
+        if (cfg->weighted && cfg->num_layers > named->n)
             return kd_error(KD_ERR_INVALID,
-                            "randaugment: config '%s': n %d distinct ops from the %d weighted "
-                            "ones", config_str, cfg->num_layers, N_WEIGHTED_OPS);
-        cfg->n_ops = N_WEIGHTED_OPS;
-        memcpy(cfg->ops, WEIGHTED_OPS, sizeof WEIGHTED_OPS);
-        double total = numpy_sum(WEIGHTS, N_WEIGHTED_OPS);
-        for (int i = 0; i < N_WEIGHTED_OPS; i++)
-            cfg->weights[i] = WEIGHTS[i] / total;
+                            "randaugment: config '%s': n %d distinct ops from the %d of set "
+                            "'%s'", config_str, cfg->num_layers, named->n, named->name);
+        cfg->n_ops = named->n;
+        memcpy(cfg->ops, named->ops, (size_t)named->n * sizeof *named->ops);
+        if (cfg->weighted) {
+            double total = numpy_sum(named->weights, named->n);
+            for (int i = 0; i < named->n; i++)
+                cfg->weights[i] = named->weights[i] / total;
+        }
         return KD_OK;
     }
     const kd_ra_op *set = cfg->increasing ? RAND_INCREASING_OPS : RAND_OPS;
@@ -183,6 +207,13 @@ kd_status kd_ra_parse(const char *config_str, kd_ra_config *cfg)
 }
 
 static double randomly_negate(double v, kd_rng *rng) { return kd_rng_uniform(rng) > 0.5 ? -v : v; }
+
+/* timm's _minmax_level_to_arg: lo + (hi - lo) * f, clamped. */
+static double minmax_level(double f, double lo, double hi)
+{
+    double step = (hi - lo) * f;
+    return fmax(lo, fmin(hi, lo + step));
+}
 
 double kd_ra_level(const kd_ra_config *cfg, kd_ra_op op, double m, kd_rng *rng)
 {
@@ -218,6 +249,10 @@ double kd_ra_level(const kd_ra_config *cfg, kd_ra_op op, double m, kd_rng *rng)
     case KD_RA_TRANSLATE_X_REL:
     case KD_RA_TRANSLATE_Y_REL:
         return randomly_negate(f * cfg->translate_pct, rng);
+    case KD_RA_DESATURATE:
+        return minmax_level(f, 0.5, 1.0);
+    case KD_RA_GAUSSIAN_BLUR:
+        return minmax_level(f, 0.1, 2.0);
     default:
         return 0; /* AutoContrast, Equalize, Invert take none */
     }
@@ -353,7 +388,11 @@ static kd_status enhance_op(const kd_ra_step *s, const kd_pil_image *src, uint8_
                             uint8_t *degenerate)
 {
     size_t n = (size_t)src->height * (size_t)src->width, c = (size_t)src->channels;
+    /* timm's Desaturate is Color at min(1, max(0, 1 - level)) */
+    float factor = s->op == KD_RA_DESATURATE ? (float)fmin(1.0, fmax(0.0, 1.0 - s->level))
+                                             : (float)s->level;
     switch (s->op) {
+    case KD_RA_DESATURATE:
     case KD_RA_COLOR:
     case KD_RA_COLOR_INC: {
         kd_pil_gray(src, dst); /* dst as scratch for the gray plane */
@@ -374,7 +413,7 @@ static kd_status enhance_op(const kd_ra_step *s, const kd_pil_image *src, uint8_
         kd_pil_smooth(src, degenerate);
         break;
     }
-    kd_pil_blend(degenerate, src->data, n * c, (float)s->level, dst);
+    kd_pil_blend(degenerate, src->data, n * c, factor, dst);
     return KD_OK;
 }
 
@@ -421,7 +460,10 @@ kd_status kd_ra_apply_step(const kd_ra_config *cfg, const kd_ra_step *step,
     case KD_RA_BRIGHTNESS_INC:
     case KD_RA_SHARPNESS:
     case KD_RA_SHARPNESS_INC:
+    case KD_RA_DESATURATE:
         return enhance_op(step, src, dst, scratch);
+    case KD_RA_GAUSSIAN_BLUR:
+        return kd_pil_gaussian_blur(src, (float)step->level, dst);
     default:
         return geometric_op(cfg, step, src, dst);
     }

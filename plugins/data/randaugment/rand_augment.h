@@ -6,9 +6,9 @@
  * (magnitude noise: a normal's std, or uniform in [0, m] when inf or above
  * 100), mmax (magnitude ceiling, 10 by default), inc (the "increasing"
  * op set; as in timm any value turns it on, inc0 included), t<set> (the
- * first one counts: "tweights" picks distinct ops with timm's weights;
- * "t3a" and "t3aw" are refused, their blur and desaturate ops are not
- * here; any other name leaves the default sets, as in timm). Other
+ * first one counts: "tweights" and "t3aw" pick distinct ops with timm's
+ * weights, "t3a" from SolarizeIncreasing, Desaturate and GaussianBlur;
+ * any other name leaves the default sets, as in timm). Other
  * sections without a digit are ignored, as timm ignores them; an unknown
  * key is refused.
  *
@@ -59,6 +59,8 @@ typedef enum kd_ra_op {
     KD_RA_SHEAR_Y,
     KD_RA_TRANSLATE_X_REL,
     KD_RA_TRANSLATE_Y_REL,
+    KD_RA_DESATURATE,
+    KD_RA_GAUSSIAN_BLUR,
     KD_RA_OP_COUNT
 } kd_ra_op;
 
