@@ -628,6 +628,8 @@ static const ra_shape RA_SHAPES[] = {
     {16, 16, 3, {128, 128, 128}},
     {1, 2, 3, {10, 20, 30}},
     {3, 1, 1, {200, 0, 0}},
+    {64, 80, 3, {124, 116, 104}},
+    {96, 128, 3, {124, 116, 104}},
 };
 static const double RA_MAGNITUDES[] = {0, 4, 9, 10};
 static const char *const RA_FILTERS[] = {"random", "nearest", "bilinear", "bicubic"};
@@ -635,8 +637,8 @@ static const char *const RA_FILTERS[] = {"random", "nearest", "bilinear", "bicub
 #define RA_WORDS 96
 
 /* Every op x the first two shapes x magnitudes x (geometric ops) filters,
- * and on the tiny shapes (one pixel row or column: Pillow's edge rules) at
- * magnitudes 4 and 10. */
+ * and on the tiny shapes (one pixel row or column: Pillow's edge rules)
+ * and a 64 x 80 image at magnitudes 4 and 10. */
 typedef struct ra_op_case {
     kd_ra_op op;
     int shape;
@@ -647,9 +649,9 @@ typedef struct ra_op_case {
 static int ra_op_cases(ra_op_case *cases)
 {
     int n = 0;
-    static const int shapes[] = {0, 1, 3, 4};
+    static const int shapes[] = {0, 1, 3, 4, 5};
     for (int op = 0; op < KD_RA_OP_COUNT; op++)
-        for (int sh = 0; sh < 4; sh++)
+        for (int sh = 0; sh < 5; sh++)
             for (int m = shapes[sh] > 2 ? 1 : 0; m < N_RA_MAGNITUDES; m += shapes[sh] > 2 ? 2 : 1)
                 for (int f = 0; f < (kd_ra_is_geometric((kd_ra_op)op) ? 4 : 1); f++) {
                     if (cases)
@@ -681,6 +683,7 @@ static const ra_case RA_CASES[] = {
     {"rand-m9-n2-t3a", 0, "random", 0},
     {"rand-m7-n3-t3aw-mstd0.5", 2, "random", 0},
     {"rand-m10-n2-t3a-p1", 1, "random", 0},
+    {"rand-m9-mstd0.5-inc1", 6, "random", 0},
 };
 #define N_RA_CASES ((int)(sizeof RA_CASES / sizeof RA_CASES[0]))
 #define RA_KEYS 12
