@@ -221,25 +221,28 @@ kd_status kd_pil_gaussian_blur(const kd_pil_image *src, float radius, uint8_t *d
     uint8_t *line = malloc(2 * (size_t)longest);
     if (!line)
         return kd_error(KD_ERR_NOMEM, "randaugment: out of memory for a blur line");
-    uint8_t *blurred = line + longest;
+    uint8_t *other = line + longest;
     memcpy(dst, src->data, pixels(src) * (size_t)c);
-    for (int k = 0; k < c; k++) {
-        /* rows, then columns: each line in place, passes times */
-        for (int y = 0; y < h; y++)
-            for (int p = 0; p < passes; p++) {
-                for (int x = 0; x < w; x++)
-                    line[x] = dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k];
-                box_blur_line(line, w, whole, ww, fw, blurred);
-                for (int x = 0; x < w; x++)
-                    dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k] = blurred[x];
-            }
-        for (int x = 0; x < w; x++)
-            for (int p = 0; p < passes; p++) {
-                for (int y = 0; y < h; y++)
-                    line[y] = dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k];
-                box_blur_line(line, h, whole, ww, fw, blurred);
-                for (int y = 0; y < h; y++)
-                    dst[((size_t)y * (size_t)w + (size_t)x) * (size_t)c + (size_t)k] = blurred[y];
+    /* rows, then columns; each line gathered once, blurred passes times
+     * back and forth between two buffers, scattered once */
+    for (int dir = 0; dir < 2; dir++) {
+        int lines = dir == 0 ? h : w, n = dir == 0 ? w : h;
+        size_t step = (dir == 0 ? 1 : (size_t)w) * (size_t)c;
+        for (int i = 0; i < lines; i++)
+            for (int k = 0; k < c; k++) {
+                uint8_t *at = dst + (dir == 0 ? (size_t)i * (size_t)w : (size_t)i) * (size_t)c +
+                              (size_t)k;
+                for (int x = 0; x < n; x++)
+                    line[x] = at[(size_t)x * step];
+                uint8_t *from = line, *to = other;
+                for (int p = 0; p < passes; p++) {
+                    box_blur_line(from, n, whole, ww, fw, to);
+                    uint8_t *t = from;
+                    from = to;
+                    to = t;
+                }
+                for (int x = 0; x < n; x++)
+                    at[(size_t)x * step] = from[x];
             }
     }
     free(line);
