@@ -374,6 +374,46 @@ static void test_mixup_sampling(void)
     free(scratch);
 }
 
+/* Odd batches (timm refuses them): pair mode leaves the middle element
+ * alone and mirrors the rest; an earlier transform's soft targets are
+ * mixed as they are (no second smoothing). */
+static void test_mixup_odd_and_chained(void)
+{
+    kd_mix_config cfg = config_of("pair", 0.8, 1.0, (const double[]){0, 0}, 1.0, 0.5, true, 0.1);
+    kd_mix_elem plan[5];
+    bool mirrored = true, middle_alone = true, any = false;
+    for (uint64_t k = 0; k < 50; k++) {
+        kd_rng rng = kd_rng_make(8, 8, k);
+        if (kd_mix_plan_draw(&cfg, &rng, 5, 6, 6, plan) != KD_OK)
+            mirrored = false;
+        for (int i = 0; i < 2; i++)
+            mirrored = mirrored && plan[i].mixed == plan[4 - i].mixed &&
+                       plan[i].lam == plan[4 - i].lam && plan[i].box.top == plan[4 - i].box.top;
+        middle_alone = middle_alone && !plan[2].mixed && plan[2].lam == 1.0;
+        any = any || plan[0].mixed;
+    }
+    kt_check(mirrored && middle_alone && any,
+             "mixup pair mode, odd batch: pairs mirrored, the middle element unmixed",
+             "mirrored %d, middle alone %d, any mixed %d", mirrored, middle_alone, any);
+
+    /* lam 0.75 on rows of quarters: every product and sum is exact */
+    kd_mix_elem blend[3] = {{true, false, 0.75, {0, 0, 0, 0}},
+                            {false, false, 1.0, {0, 0, 0, 0}},
+                            {true, false, 0.75, {0, 0, 0, 0}}};
+    const float soft[9] = {1, 0, 0, 0.5f, 0.5f, 0, 0, 0.25f, 0.75f};
+    const int64_t labels[3] = {0, 1, 2};
+    const float want[9] = {0.75f, 0.0625f, 0.1875f, 0.5f, 0.5f, 0, 0.25f, 0.1875f, 0.5625f};
+    float got[9];
+    kd_status st = kd_mix_targets(&cfg, blend, 3, 3, labels, soft, got);
+    kt_check(st == KD_OK && memcmp(got, want, sizeof got) == 0,
+             "mixup mixes an earlier transform's soft targets as they are",
+             "row 0: %g %g %g", got[0], got[1], got[2]);
+    const int64_t bad[3] = {0, 3, 1};
+    st = kd_mix_targets(&cfg, blend, 3, 3, bad, NULL, got);
+    kt_check(st == KD_ERR_INVALID && contains(kd_last_error(), "label 3 of batch element 1"),
+             "mixup refuses a label outside the classes", "status %d: %s", st, kd_last_error());
+}
+
 /* ---------------------------------------------------- mixup as a plugin */
 
 typedef struct batch_plugin {
@@ -1260,6 +1300,7 @@ static bool make_fixtures(const char *dir)
 int main(void)
 {
     test_mixup_plugin();
+    test_mixup_odd_and_chained();
     test_erasing_plugin();
     test_ra_plugin();
     test_augmented_job();
