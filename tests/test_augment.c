@@ -490,6 +490,40 @@ static void test_mixup_plugin(void)
     }
     b.vt->destroy(b.self);
 
+    /* "cutmix" pastes boxes only: every value is its own or its partner's */
+    batch_plugin cut;
+    st = open_batch("cutmix", "{}", &cut);
+    int pasted = 0, foreign = 0;
+    for (uint64_t step = 0; st == KD_OK && step < 4; step++) {
+        float ref[6 * 192];
+        st = mix_batch(&cut, step, a, a_t);
+        if (st != KD_OK)
+            break;
+        /* the unmixed batch, from a mixup that never fires */
+        kd_rng data = kd_rng_make(3, 3, 3);
+        kd_tensor *x = kt_uniform(KD_F32, 4, (const int64_t[]){6, 3, 8, 8}, &data, -2, 2);
+        memcpy(ref, kd_tensor_data(x), sizeof ref);
+        kd_tensor_free(x);
+        for (int i = 0; i < 6; i++)
+            for (int k = 0; k < 192; k++) {
+                float v = a[i * 192 + k];
+                pasted += v != ref[i * 192 + k];
+                foreign += v != ref[i * 192 + k] && v != ref[(5 - i) * 192 + k];
+            }
+    }
+    kt_check(st == KD_OK && pasted > 0 && foreign == 0,
+             "cutmix provider (defaults): boxes of the partner's pixels only",
+             "%d values pasted, %d neither own nor partner's: %s", pasted, foreign,
+             st == KD_OK ? "" : kd_last_error());
+    if (cut.self)
+        cut.vt->destroy(cut.self);
+    batch_plugin both;
+    st = open_batch("mixup_cutmix", "{}", &both);
+    kt_check(st == KD_OK && mix_batch(&both, 1, a, a_t) == KD_OK, "mixup_cutmix provider applies",
+             "%s", kd_last_error());
+    if (both.self)
+        both.vt->destroy(both.self);
+
     batch_plugin none;
     st = open_batch("mixup", "{\"mixup_alpha\": 0}", &none);
     kt_check(st == KD_ERR_INVALID && contains(kd_last_error(), "nothing would be mixed"),

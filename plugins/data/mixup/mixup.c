@@ -1,5 +1,6 @@
-/* Batch transform "mixup": timm's Mixup (mixup, cutmix, or both with a
- * switch) on the training batch, on the kernels of mix_plan.h.
+/* Batch transforms "mixup", "cutmix" and "mixup_cutmix": timm's Mixup
+ * (mixup, cutmix, or both with a switch; the three differ only in their
+ * defaults) on the training batch, on the kernels of mix_plan.h.
  *
  * The host hands f32 [N, C, H, W] images on the CPU and an rng keyed by
  * (seed, step); the plan is drawn from it (mix_plan.h says in which order),
@@ -111,13 +112,16 @@ static const kd_batch_transform_vtable mixup_vtable = {
     .apply = mixup_apply,
 };
 
+/* One vtable; the providers differ only in their manifest defaults. */
 static const kd_plugin_provider providers[] = {
     {KD_KIND_BATCH_TRANSFORM, "mixup", &mixup_vtable.header, NULL},
+    {KD_KIND_BATCH_TRANSFORM, "cutmix", &mixup_vtable.header, NULL},
+    {KD_KIND_BATCH_TRANSFORM, "mixup_cutmix", &mixup_vtable.header, NULL},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
     KD_PLUGIN_INFO_INIT(info, "mixup", "1.0.0");
-    KD_PLUGIN_PROVIDERS(info, providers, 1);
+    KD_PLUGIN_PROVIDERS(info, providers, 3);
     return KD_OK;
 }
