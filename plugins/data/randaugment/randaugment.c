@@ -63,6 +63,9 @@ static kd_status ra_apply(void *self, const kd_sample *in, kd_sample *out, kd_rn
         return kd_error(KD_ERR_INVALID,
                         "randaugment: images with 1 or 3 channels (PIL L or RGB), got %d",
                         in->channels);
+    if (in->height < 1 || in->width < 1)
+        return kd_error(KD_ERR_INVALID, "randaugment: an empty %dx%d image", in->height,
+                        in->width);
     if (r->n_fill != 1 && r->n_fill != in->channels)
         return kd_error(KD_ERR_INVALID,
                         "randaugment: img_mean has %d values for a %d-channel image", r->n_fill,
@@ -72,12 +75,12 @@ static kd_status ra_apply(void *self, const kd_sample *in, kd_sample *out, kd_rn
     out->width = in->width;
     out->channels = in->channels;
     out->dtype = KD_U8;
-    kd_status st = kd_sample_reserve(out, n > 0 ? n : 1);
+    kd_status st = kd_sample_reserve(out, n);
     if (st != KD_OK)
         return st;
     kd_ra_plan plan;
     kd_ra_draw(&r->cfg, rng, &plan);
-    uint8_t *buffers = malloc(3 * (n > 0 ? n : 1));
+    uint8_t *buffers = malloc(3 * n);
     if (!buffers)
         return kd_error(KD_ERR_NOMEM, "randaugment: out of memory for a %dx%d image",
                         in->height, in->width);
