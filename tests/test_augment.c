@@ -653,6 +653,76 @@ static void test_erasing_parity(void)
     }
 }
 
+/* Erased fractions of our draws against timm's with Python's own
+ * generator (a KS test, as for mixup). */
+static const erase_case ERASE_STATS[] = {
+    {0.5, 0.02, 1.0 / 3, 0.3, 0, "const", 1, 0, 3, 32, 32},
+    {1.0, 0.1, 0.4, 0.5, 0, "const", 1, 3, 1, 24, 40},
+};
+#define N_ERASE_STATS 2
+#define ERASE_DRAWS 4000
+
+static void spec_erasing_stats(FILE *f)
+{
+    fprintf(f, "\"erasing_stats\": [");
+    for (int i = 0; i < N_ERASE_STATS; i++) {
+        const erase_case *c = &ERASE_STATS[i];
+        fprintf(f, "%s{\"probability\": %.17g, \"min_area\": %.17g, \"max_area\": %.17g, "
+                   "\"min_aspect\": %.17g, \"min_count\": %d, \"max_count\": %d, "
+                   "\"shape\": [%d, %d, %d], \"draws\": %d, \"seed\": %d}",
+                i ? ", " : "", c->probability, c->min_area, c->max_area, c->min_aspect,
+                c->min_count, c->max_count, c->c, c->h, c->w, ERASE_DRAWS, 60 + i);
+    }
+    fprintf(f, "]");
+}
+
+static void test_erasing_sampling(void)
+{
+    for (int i = 0; i < N_ERASE_STATS; i++) {
+        const erase_case *c = &ERASE_STATS[i];
+        char json[256], name[160];
+        snprintf(json, sizeof json,
+                 "{\"probability\": %.17g, \"min_area\": %.17g, \"max_area\": %.17g, "
+                 "\"min_aspect\": %.17g, \"min_count\": %d, \"max_count\": %d}",
+                 c->probability, c->min_area, c->max_area, c->min_aspect, c->min_count,
+                 c->max_count);
+        snprintf(name, sizeof name,
+                 "random_erasing sampling (p %g, area [%g, %g], count %d..%d) matches timm's",
+                 c->probability, c->min_area, c->max_area, c->min_count,
+                 c->max_count ? c->max_count : c->min_count);
+        sample_plugin t;
+        kd_tensor *theirs = fixture("erase_stat%d", i, KD_F64);
+        if (!theirs || open_sample("random_erasing", json, &t) != KD_OK) {
+            kt_fail(name, "fixtures missing or plugin refused: %s", kd_last_error());
+            kd_tensor_free(theirs);
+            continue;
+        }
+        size_t n = (size_t)c->c * (size_t)c->h * (size_t)c->w;
+        float *ones = malloc(n * sizeof *ones);
+        double *ours = malloc(ERASE_DRAWS * sizeof *ours);
+        for (size_t k = 0; k < n; k++)
+            ones[k] = 1;
+        kd_sample in = {c->h, c->w, c->c, KD_F32, ones, n * sizeof *ones}, out = {0};
+        for (int k = 0; k < ERASE_DRAWS; k++) {
+            kd_rng rng = kd_rng_make(61, 12, (uint64_t)k);
+            size_t zeros = 0;
+            if (t.vt->apply(t.self, &in, &out, &rng) == KD_OK)
+                for (size_t v = 0; v < n; v++)
+                    zeros += ((const float *)out.data)[v] == 0;
+            ours[k] = (double)zeros / (double)n;
+        }
+        double d = ks_statistic(ours, ERASE_DRAWS, kd_tensor_data(theirs), theirs->shape[0]);
+        double crit = ks_critical(ERASE_DRAWS, theirs->shape[0]);
+        kt_check(theirs->shape[0] == ERASE_DRAWS && d < crit, name,
+                 "KS erased fraction D %.4f (critical %.4f)", d, crit);
+        free(out.data);
+        free(ones);
+        free(ours);
+        kd_tensor_free(theirs);
+        t.vt->destroy(t.self);
+    }
+}
+
 static void test_erasing_plugin(void)
 {
     sample_plugin t;
@@ -1317,6 +1387,8 @@ static bool make_fixtures(const char *dir)
     fprintf(f, ", ");
     spec_erasing(f);
     fprintf(f, ", ");
+    spec_erasing_stats(f);
+    fprintf(f, ", ");
     spec_randaugment(f);
     fprintf(f, "}\n");
     if (fclose(f) != 0)
@@ -1353,6 +1425,7 @@ int main(void)
             test_mixup_boxes();
             test_mixup_sampling();
             test_erasing_parity();
+            test_erasing_sampling();
             test_ra_ops();
             test_ra_pipeline();
             test_ra_sampling();

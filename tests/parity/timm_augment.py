@@ -23,6 +23,9 @@ with, for every section of the spec:
     the case's `words`: the 32-bit draws of the kd_rng the C transform
     gets, turned into numbers as kdengine does (KdStream below); the
     normal fill values come from the same stream.
+  erasing_stats: per config, `draws` erasures of an all-ones image by
+    timm's RandomErasing with Python's own generator: erase_stat<i>
+    (f64: the erased fraction of each image).
   ra_ops: one timm AugmentOp (prob 1, a fixed magnitude) on an image:
     ra_op<i>.in / .out (U8 HWC), its draws (sign, interpolation) from the
     case's words.
@@ -220,6 +223,21 @@ def erasing_cases(spec, out):
     tre.random, tre._get_pixels = original_random, original_pixels
 
 
+def erasing_stats(spec, out):
+    state = tre.random.getstate()
+    for i, cfg in enumerate(spec):
+        tre.random.seed(cfg["seed"])
+        erase = tre.RandomErasing(cfg["probability"], min_area=cfg["min_area"],
+                                  max_area=cfg["max_area"], min_aspect=cfg["min_aspect"],
+                                  mode="const", min_count=cfg["min_count"],
+                                  max_count=cfg["max_count"] or None, device="cpu")
+        shape = cfg["shape"]
+        fractions = [float((erase(torch.ones(*shape)) == 0).double().mean())
+                     for _ in range(cfg["draws"])]
+        out[f"erase_stat{i}"] = torch.tensor(fractions, dtype=torch.float64)
+    tre.random.setstate(state)
+
+
 def test_image(seed, shape):
     """A smooth gradient with noise and a few flat patches (u8 HWC), so
     histograms have gaps and spikes."""
@@ -357,6 +375,7 @@ def main():
         mixup_boxes(spec["mixup_boxes"], out)
     mixup_stats(spec.get("mixup_stats", []), out)
     erasing_cases(spec.get("erasing_cases", []), out)
+    erasing_stats(spec.get("erasing_stats", []), out)
     ra_ops(spec.get("ra_ops", []), out)
     ra_cases(spec.get("ra_cases", []), out)
     ra_stats(spec.get("ra_stats", []), out)

@@ -141,7 +141,7 @@ static kd_status parse_section(const char *config, const char *section, size_t l
     else
         return kd_error(KD_ERR_INVALID,
                         "randaugment: config '%s': unknown section '%.*s' (known: m, n, p, "
-                        "mstd, mmax, inc)",
+                        "mstd, mmax, inc, t<set>)",
                         config, (int)len, section);
     return KD_OK;
 }
