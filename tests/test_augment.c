@@ -314,7 +314,8 @@ static void test_mixup_sampling(void)
     double *ours = malloc(STAT_DRAWS * sizeof *ours), *theirs = malloc(STAT_DRAWS * sizeof *theirs);
     double *our_side = malloc(STAT_DRAWS * sizeof *our_side);
     double *their_side = malloc(STAT_DRAWS * sizeof *their_side);
-    double *other = malloc(STAT_DRAWS * sizeof *other), *scratch = malloc(STAT_DRAWS * sizeof *scratch);
+    double *other = malloc(STAT_DRAWS * sizeof *other);
+    double *scratch = malloc(STAT_DRAWS * sizeof *scratch);
     for (int i = 0; i < N_MIX_STATS; i++) {
         const mix_stat *s = &MIX_STATS[i];
         char name[256];
@@ -634,7 +635,8 @@ static void test_erasing_parity(void)
         int equal = 0, erased = 0;
         for (int r = 0; r < ERASE_REPEATS; r++) {
             int k = i * ERASE_REPEATS + r;
-            kd_tensor *x = fixture("erase%d.x", k, KD_F32), *want = fixture("erase%d.out", k, KD_F32);
+            kd_tensor *x = fixture("erase%d.x", k, KD_F32);
+            kd_tensor *want = fixture("erase%d.out", k, KD_F32);
             size_t n = (size_t)c->c * (size_t)c->h * (size_t)c->w;
             kd_sample in = {c->h, c->w, c->c, KD_F32, x ? kd_tensor_data(x) : NULL, n * 4};
             kd_sample out = {0, 0, 0, KD_U8, NULL, 0};
@@ -741,9 +743,11 @@ static void test_erasing_plugin(void)
     if (st == KD_OK)
         st = t.vt->apply(t.self, &in, &c, &r3);
     if (kt_check(st == KD_OK, "random_erasing applies", "%s", kd_last_error())) {
-        kt_check(memcmp(a.data, b.data, sizeof x) == 0, "random_erasing: the same key erases the same",
+        kt_check(memcmp(a.data, b.data, sizeof x) == 0,
+                 "random_erasing: the same key erases the same",
                  "outputs differ");
-        kt_check(memcmp(a.data, c.data, sizeof x) != 0, "random_erasing: another key erases differently",
+        kt_check(memcmp(a.data, c.data, sizeof x) != 0,
+                 "random_erasing: another key erases differently",
                  "outputs equal");
     }
     uint8_t pixels[12] = {0};
@@ -952,8 +956,8 @@ static void test_ra_ops(void)
     }
     for (int op = 0; op < KD_RA_OP_COUNT; op++) {
         char name[128];
-        snprintf(name, sizeof name, "randaugment %s equals timm/PIL on %d cases", kd_ra_op_name((kd_ra_op)op),
-                 per_op_cases[op]);
+        snprintf(name, sizeof name, "randaugment %s equals timm/PIL on %d cases",
+                 kd_ra_op_name((kd_ra_op)op), per_op_cases[op]);
         kt_check(per_op_exact[op] == per_op_cases[op], name,
                  "%d of %d cases exact; %lld values differ, by up to %d", per_op_exact[op],
                  per_op_cases[op], (long long)per_op_pixels[op], per_op_largest[op]);
@@ -1116,7 +1120,8 @@ static void test_ra_plugin(void)
     for (int k = 0; k < 8; k++) {
         kd_rng r1 = kd_rng_make(5, 2, (uint64_t)k), r2 = kd_rng_make(5, 2, (uint64_t)k);
         kd_rng r3 = kd_rng_make(5, 2, (uint64_t)k + 100);
-        if (t.vt->apply(t.self, &in, &a, &r1) != KD_OK || t.vt->apply(t.self, &in, &b, &r2) != KD_OK ||
+        if (t.vt->apply(t.self, &in, &a, &r1) != KD_OK ||
+            t.vt->apply(t.self, &in, &b, &r2) != KD_OK ||
             t.vt->apply(t.self, &in, &c, &r3) != KD_OK)
             break;
         same += memcmp(a.data, b.data, sizeof x) == 0;
@@ -1354,7 +1359,8 @@ static void test_example_job(void)
     }
     kt_source_path("", root, sizeof root);
     snprintf(cmd, sizeof cmd,
-             "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine run examples/fashion-mnist/kd-mixup.json "
+             "cd %s && KDENGINE_PLUGIN_PATH=%s %s/kdengine run "
+             "examples/fashion-mnist/kd-mixup.json "
              "--set schedule.epochs=1 --set data.train.subset=64 --set data.train.batch_size=32 "
              "--set data.val.subset=100 --set output=%s/run 2>&1",
              root, kt_plugin_dir(), KD_BUILDDIR, dir);

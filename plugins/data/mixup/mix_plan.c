@@ -72,8 +72,10 @@ kd_status kd_mix_draw_box(const kd_mix_config *cfg, kd_rng *rng, int64_t h, int6
     }
     /* timm: cut = randint(int(side * min), int(side * max)), origin =
      * randint(0, side - cut); numpy's high bound is exclusive. */
-    int64_t lo_h = (int64_t)((double)h * cfg->minmax[0]), hi_h = (int64_t)((double)h * cfg->minmax[1]);
-    int64_t lo_w = (int64_t)((double)w * cfg->minmax[0]), hi_w = (int64_t)((double)w * cfg->minmax[1]);
+    int64_t lo_h = (int64_t)((double)h * cfg->minmax[0]);
+    int64_t hi_h = (int64_t)((double)h * cfg->minmax[1]);
+    int64_t lo_w = (int64_t)((double)w * cfg->minmax[0]);
+    int64_t hi_w = (int64_t)((double)w * cfg->minmax[1]);
     if (lo_h >= hi_h || lo_w >= hi_w || hi_h > h || hi_w > w)
         return kd_error(KD_ERR_INVALID,
                         "mixup: cutmix_minmax [%g, %g] gives no box side for a %lldx%lld image "

@@ -446,7 +446,8 @@ kd_status kd_pil_affine(const kd_pil_image *src, const double a[6], kd_pil_filte
             double u = u0 + u1, v = v0 + v1;
             u = u + a[2];
             v = v + a[5];
-            uint8_t *out = dst + ((size_t)y * (size_t)src->width + (size_t)x) * (size_t)src->channels;
+            uint8_t *out =
+                dst + ((size_t)y * (size_t)src->width + (size_t)x) * (size_t)src->channels;
             uint8_t value[KD_PIL_MAX_CHANNELS];
             bool inside = filter == KD_PIL_BILINEAR ? bilinear_at(src, u, v, value)
                                                     : bicubic_at(src, u, v, value);
