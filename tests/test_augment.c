@@ -832,6 +832,7 @@ static const ra_case RA_CASES[] = {
     {"rand-m7-n3-t3aw-mstd0.5", 2, "random", 0},
     {"rand-m10-n2-t3a-p1", 1, "random", 0},
     {"rand-m9-mstd0.5-inc1", 6, "random", 0},
+    {"rand-m12-mstd3-mmax15-mstd0-mmax10-m8", 0, "random", 0},
 };
 #define N_RA_CASES ((int)(sizeof RA_CASES / sizeof RA_CASES[0]))
 #define RA_KEYS 12

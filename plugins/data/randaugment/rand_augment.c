@@ -95,7 +95,7 @@ const char *kd_ra_op_name(kd_ra_op op)
 /* One "<key><value>" section: the key is what precedes the first digit
  * (timm's re.split(r'(\d.*)')). */
 static kd_status parse_section(const char *config, const char *section, size_t len,
-                               kd_ra_config *cfg)
+                               kd_ra_config *cfg, bool *seen_mstd, bool *seen_mmax)
 {
     size_t k = 0;
     while (k < len && !isdigit((unsigned char)section[k]))
@@ -117,10 +117,12 @@ static kd_status parse_section(const char *config, const char *section, size_t l
         if (*end || errno)
             return kd_error(KD_ERR_INVALID, "randaugment: config '%s': '%s' is not a number",
                             config, value);
-        if (key[0] == 'p')
+        if (key[0] == 'p') {
             cfg->prob = v;
-        else
+        } else if (!*seen_mstd) { /* timm's hparams.setdefault: the first counts */
             cfg->magnitude_std = v > 100 ? INFINITY : v;
+            *seen_mstd = true;
+        }
         return KD_OK;
     }
     if (strcmp(key, "inc") == 0) {
@@ -132,17 +134,20 @@ static kd_status parse_section(const char *config, const char *section, size_t l
         return kd_error(KD_ERR_INVALID,
                         "randaugment: config '%s': '%s' (for %s) is not an integer in [0, 1000]",
                         config, value, key);
-    if (strcmp(key, "m") == 0)
+    if (strcmp(key, "m") == 0) {
         cfg->magnitude = (double)v;
-    else if (strcmp(key, "n") == 0)
+    } else if (strcmp(key, "n") == 0) {
         cfg->num_layers = (int)v;
-    else if (strcmp(key, "mmax") == 0)
-        cfg->magnitude_max = (double)v;
-    else
+    } else if (strcmp(key, "mmax") == 0) {
+        if (!*seen_mmax) /* setdefault, as mstd */
+            cfg->magnitude_max = (double)v;
+        *seen_mmax = true;
+    } else {
         return kd_error(KD_ERR_INVALID,
                         "randaugment: config '%s': unknown section '%.*s' (known: m, n, p, "
                         "mstd, mmax, inc, t<set>)",
                         config, (int)len, section);
+    }
     return KD_OK;
 }
 
@@ -161,6 +166,7 @@ kd_status kd_ra_parse(const char *config_str, kd_ra_config *cfg)
                         config_str);
     const char *s = config_str + 4, *set_name = NULL;
     size_t set_len = 0;
+    bool seen_mstd = false, seen_mmax = false;
     while (*s == '-') {
         const char *section = ++s;
         while (*s && *s != '-')
@@ -173,7 +179,7 @@ kd_status kd_ra_parse(const char *config_str, kd_ra_config *cfg)
             }
             continue;
         }
-        kd_status st = parse_section(config_str, section, len, cfg);
+        kd_status st = parse_section(config_str, section, len, cfg, &seen_mstd, &seen_mmax);
         if (st != KD_OK)
             return st;
     }
