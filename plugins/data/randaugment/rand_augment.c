@@ -183,8 +183,8 @@ kd_status kd_ra_parse(const char *config_str, kd_ra_config *cfg)
         if (st != KD_OK)
             return st;
     }
-    if (cfg->num_layers < 1 || cfg->num_layers > KD_RA_MAX_LAYERS)
-        return kd_error(KD_ERR_INVALID, "randaugment: config '%s': n %d is outside [1, %d]",
+    if (cfg->num_layers > KD_RA_MAX_LAYERS) /* n0: no op, as in timm */
+        return kd_error(KD_ERR_INVALID, "randaugment: config '%s': n %d is outside [0, %d]",
                         config_str, cfg->num_layers, KD_RA_MAX_LAYERS);
     const op_set *named = NULL;
     for (size_t i = 0; set_name && i < sizeof NAMED_SETS / sizeof NAMED_SETS[0]; i++)
