@@ -1,19 +1,23 @@
 /* Augmentation against timm 0.9.16: Mixup/CutMix (plugins/data/mixup),
- * RandomErasing (plugins/data/random_erasing), RandAugment
- * (plugins/data/randaugment) against timm's ops on Pillow 9.4; all of them
- * in a job (reproducible across worker counts, bit-exact on resume) and
- * examples/fashion-mnist/kd-mixup.json for two steps.
+ * RandomErasing (plugins/data/random_erasing) and RandAugment
+ * (plugins/data/randaugment, on Pillow 9.4's arithmetic); all of them in a
+ * job (reproducible across worker counts, bit-exact on resume, the teacher
+ * seeing the mixed batch) and examples/fashion-mnist/kd-mixup.json for two
+ * steps.
  *
  * Parity: tests/parity/timm_augment.py (one process for the whole file)
- * runs timm on the cases of the tables below and records what timm drew;
- * the C kernels are driven with the same draws and must give the same
- * images and targets bit for bit. Sample transforms get the kd_rng a
- * loader would hand them; timm's Python `random` calls are answered from
- * the same rng's words (KdStream in the script), so both make the same
- * decisions and must give the same pixels. Sampling: our draws (kd_rng) and timm's
- * (numpy) are compared by two-sample Kolmogorov-Smirnov tests at a fixed
- * seed and significance 0.001, and a two-proportion z test. Plugins: the
- * providers through the registry, replay from the rng key, errors. */
+ * runs timm on the cases of the tables below. Mixup records what timm drew
+ * and the C kernels are driven with the same draws. The sample transforms
+ * get the kd_rng a loader would hand them, and timm's Python `random` (and
+ * numpy choice) calls are answered from the same rng's words (KdStream in
+ * the script), so both make the same decisions. Either way images and
+ * targets must be equal bit for bit.
+ *
+ * Sampling, against timm's own generators: two-sample Kolmogorov-Smirnov
+ * tests (lambdas, box sides, magnitudes, erased areas), chi-square tests
+ * of op choices and two-proportion z tests (cutmix switch, ops applied),
+ * all at fixed seeds and significance 0.001. Plugins: the providers
+ * through the registry, replay from the rng key, errors. */
 #include "config.h"
 
 #include "harness.h"
