@@ -350,6 +350,8 @@ static void test_mixup_sampling(void)
             }
             bool ok = d_lam < crit && z < Z_CRITICAL && d_side <= crit_side &&
                       (our_cuts > 0) == (their_cuts > 0);
+            printf("  mixup sampling %d: lambda D %.4f / %.4f, cutmix z %.2f / %.2f, box height "
+                   "D %.4f / %.4f\n", i, d_lam, crit, z, Z_CRITICAL, d_side, crit_side);
             kt_check(ok, name,
                      "KS lambda D %.4f (critical %.4f), cutmix %lld vs %lld (z %.2f), KS box "
                      "height D %.4f (critical %.4f)",
@@ -719,6 +721,7 @@ static void test_erasing_sampling(void)
         }
         double d = ks_statistic(ours, ERASE_DRAWS, kd_tensor_data(theirs), theirs->shape[0]);
         double crit = ks_critical(ERASE_DRAWS, theirs->shape[0]);
+        printf("  random_erasing sampling %d: erased fraction D %.4f / %.4f\n", i, d, crit);
         kt_check(theirs->shape[0] == ERASE_DRAWS && d < crit, name,
                  "KS erased fraction D %.4f (critical %.4f)", d, crit);
         free(out.data);
@@ -1100,6 +1103,9 @@ static void test_ra_sampling(void)
         double d = ks_statistic(our_mag, our_m, their_mag, their_m);
         double crit = ks_critical(our_m, their_m);
         double x2_crit = CHI2_CRITICAL[cfg.n_ops - 1];
+        printf("  randaugment sampling '%s': op chi2 %.2f / %.2f, applied z %.2f / %.2f, "
+               "magnitude D %.4f / %.4f\n", RA_STAT_CONFIGS[i], x2, x2_crit, z, Z_CRITICAL, d,
+               crit);
         kt_check(theirs_n == ours_n && x2 < x2_crit && z < Z_CRITICAL && d < crit, name,
                  "%lld vs %lld chosen ops, op counts chi2 %.2f (critical %.2f), applied %lld vs "
                  "%lld (z %.2f), magnitude KS D %.4f (critical %.4f)",
