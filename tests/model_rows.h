@@ -56,5 +56,7 @@ extern const kt_model_row kt_model_rows_resnet[];
 extern const kt_full_keys kt_full_keys_resnet[];
 extern const kt_model_row kt_model_rows_mobilenet[];
 extern const kt_full_keys kt_full_keys_mobilenet[];
+extern const kt_model_row kt_model_rows_convnext[];
+extern const kt_full_keys kt_full_keys_convnext[];
 
 #endif

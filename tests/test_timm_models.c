@@ -18,10 +18,12 @@
 static const kt_model_row *const TABLES[] = {
     kt_model_rows_resnet,
     kt_model_rows_mobilenet,
+    kt_model_rows_convnext,
 };
 static const kt_full_keys *const KEY_TABLES[] = {
     kt_full_keys_resnet,
     kt_full_keys_mobilenet,
+    kt_full_keys_convnext,
 };
 #define N_TABLES(t) ((int)(sizeof(t) / sizeof((t)[0])))
 

@@ -132,7 +132,7 @@ kd_tensor *bn_forward(kd_tensor *x, const bn_layer *b, bool training)
 }
 
 kd_status mt_add_conv(model_tensors *mt, conv_layer *c, const char *prefix, int cin, int cout,
-                      int k, int stride, int groups, bool bias, double std)
+                      int k, int stride, int padding, int groups, bool bias, double std)
 {
     int index = mt->n;
     c->weight = mt_add(mt, KD_TENSOR_PARAM, mt->dtype, 4,
@@ -145,7 +145,7 @@ kd_status mt_add_conv(model_tensors *mt, conv_layer *c, const char *prefix, int 
                    : NULL;
     if (bias && !c->bias)
         return KD_ERR_NOMEM;
-    c->p = (kd_conv2d_params){{stride, stride}, {k / 2, k / 2}, {1, 1}, groups};
+    c->p = (kd_conv2d_params){{stride, stride}, {padding, padding}, {1, 1}, groups};
     return mt_init_normal(mt, c->weight, index, std);
 }
 

@@ -53,11 +53,11 @@ typedef struct conv_layer {
     kd_tensor *folded_weight, *folded_bias; /* after conv_fold */
 } conv_layer;
 
-/* weight [cout, cin/groups, k, k] (name "<prefix>.weight"), symmetric
- * padding k/2, and a zero bias "<prefix>.bias" when `bias`; the weight
- * is N(0, std). */
+/* weight [cout, cin/groups, k, k] (name "<prefix>.weight") drawn from
+ * N(0, std), and a zero bias "<prefix>.bias" when `bias`; symmetric
+ * padding on both sides. */
 kd_status mt_add_conv(model_tensors *mt, conv_layer *c, const char *prefix, int cin, int cout,
-                      int k, int stride, int groups, bool bias, double std);
+                      int k, int stride, int padding, int groups, bool bias, double std);
 kd_tensor *conv_forward(kd_tensor *x, const conv_layer *c);
 /* conv then batch norm; the folded convolution when frozen and in eval. */
 kd_tensor *conv_bn_forward(kd_tensor *x, const conv_layer *c, const bn_layer *b,

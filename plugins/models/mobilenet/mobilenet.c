@@ -134,12 +134,13 @@ typedef struct mobilenet {
 /* ------------------------------------------------------------ building */
 
 /* timm's _init_weight_goog: conv weights N(0, sqrt(2 / fan_out)) with
- * fan_out = k * k * out / groups, biases 0. */
+ * fan_out = k * k * out / groups, biases 0; padding (k - 1) / 2 as timm's
+ * symmetric padding for odd k. */
 static kd_status add_conv(mobilenet *m, conv_layer *c, const char *name, int cin, int cout,
                           int k, int stride, int groups, bool bias)
 {
     double std = sqrt(2.0 / ((double)k * k * cout / groups));
-    return mt_add_conv(&m->mt, c, name, cin, cout, k, stride, groups, bias, std);
+    return mt_add_conv(&m->mt, c, name, cin, cout, k, stride, (k - 1) / 2, groups, bias, std);
 }
 
 static kd_status add_step(mobilenet *m, conv_step *s, const char *prefix, const char *conv,
