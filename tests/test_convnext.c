@@ -212,6 +212,26 @@ static void test_macs(const char *provider, int64_t timm_macs)
     kt_model_close(&m);
 }
 
+/* DataParallel checkpoints ("module.<name>") load through the filter. */
+static void test_filter(void)
+{
+    const char *name = "convnext_atto's filter drops DataParallel's module. prefix";
+    kt_model m;
+    if (!kt_model_open(&m, "convnext_atto", "{}", KD_F32, 1, NULL)) {
+        kt_fail(name, "%s", kd_last_error());
+        return;
+    }
+    kd_weight_fix fix = {sizeof fix, "module.stem.0.weight", NULL, false};
+    kd_status st = m.vt->filter_weight(m.self, &fix);
+    kd_weight_fix plain = {sizeof plain, "stem.0.weight", NULL, false};
+    if (st == KD_OK)
+        st = m.vt->filter_weight(m.self, &plain);
+    kt_check(st == KD_OK && strcmp(fix.name, "stem.0.weight") == 0 && strcmp(plain.name, "stem.0.weight") == 0 &&
+                 !fix.drop && !fix.value,
+             name, "%s -> %s", "module.stem.0.weight", st == KD_OK ? fix.name : kd_last_error());
+    kt_model_close(&m);
+}
+
 int main(void)
 {
     test_init("convnext_atto");
@@ -223,6 +243,7 @@ int main(void)
     test_errors();
     test_macs("convnext_atto", 547332480LL);
     test_macs("convnext_tiny", 4455531264LL);
+    test_filter();
     kt_plugins_close();
     return kt_finish();
 }

@@ -302,6 +302,26 @@ static void test_macs(const char *provider, int64_t timm_macs)
     kt_model_close(&m);
 }
 
+/* DataParallel checkpoints ("module.<name>") load through the filter. */
+static void test_filter(void)
+{
+    const char *name = "mobilenetv3_small_100's filter drops DataParallel's module. prefix";
+    kt_model m;
+    if (!kt_model_open(&m, "mobilenetv3_small_100", "{}", KD_F32, 1, NULL)) {
+        kt_fail(name, "%s", kd_last_error());
+        return;
+    }
+    kd_weight_fix fix = {sizeof fix, "module.conv_stem.weight", NULL, false};
+    kd_status st = m.vt->filter_weight(m.self, &fix);
+    kd_weight_fix plain = {sizeof plain, "conv_stem.weight", NULL, false};
+    if (st == KD_OK)
+        st = m.vt->filter_weight(m.self, &plain);
+    kt_check(st == KD_OK && strcmp(fix.name, "conv_stem.weight") == 0 && strcmp(plain.name, "conv_stem.weight") == 0 &&
+                 !fix.drop && !fix.value,
+             name, "%s -> %s", "module.conv_stem.weight", st == KD_OK ? fix.name : kd_last_error());
+    kt_model_close(&m);
+}
+
 int main(void)
 {
     test_init("mobilenetv2_100");
@@ -317,6 +337,7 @@ int main(void)
     test_macs("mobilenetv2_100", 300774272LL);
     test_macs("mobilenetv3_large_100", 216589760LL);
     test_macs("mobilenetv3_small_100", 56510400LL);
+    test_filter();
     kt_plugins_close();
     return kt_finish();
 }
