@@ -128,7 +128,7 @@ typedef struct mobilenet {
     kd_tensor *fc_weight, *fc_bias;
     kd_tap_info taps[MAX_TAPS];
     int n_taps;
-    char tap_names[MAX_STAGES][16];
+    char tap_names[MAX_STAGES][24];
 } mobilenet;
 
 /* ------------------------------------------------------------ building */
