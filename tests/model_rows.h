@@ -10,7 +10,9 @@
  *     F64_GRAD_RTOL);
  *   - one train-mode step (no drop-path, no dropout) gives timm's logits,
  *     the gradients of the first and last layers' parameters and of the
- *     input, and its buffers after the step;
+ *     input, and its buffers after the step (in f32, of a model with
+ *     ReLU-family kinks, only the last layer's gradients: rounding can
+ *     flip a kink's branch before them; f64 compares them all);
  *   - forward_from every tap gives the rest of the forward.
  *
  * Keep rows cheap (the whole table runs in one timm process): reduced

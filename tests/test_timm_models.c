@@ -282,8 +282,24 @@ static void check_eval(const kt_model_row *row, const kt_model *m, const kd_safe
     }
 }
 
+/* Whether the f32 gradient of `name` ("input" or a parameter) is one
+ * rounding cannot flip to another branch of a ReLU-family kink (the
+ * reference's f32_grads list): in a model with kinks only the last
+ * module's are; f64 compares them all. */
+static bool rounding_robust(const kd_safetensors *f, const char *name)
+{
+    const char *list = kd_safetensors_metadata(f, "f32_grads");
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == 0))
+            return true;
+    }
+    return false;
+}
+
 /* One train-mode step: logits, the gradients timm wrote (first and last
- * layers, input) and the buffers after it. */
+ * layers, input) and the buffers after it. In f32, only the gradients no
+ * rounding can flip (see rounding_robust). */
 static void check_train(const kt_model *m, const kd_safetensors *f, kd_tensor *x, char *bad,
                         size_t size)
 {
@@ -302,8 +318,9 @@ static void check_train(const kt_model *m, const kd_safetensors *f, kd_tensor *x
     }
     expect_close(logits, f, "train64.logits", tol_for(f, "train64.logits", dt), "train logits",
                  bad, size);
-    expect_close(x->grad, f, "grad64.input", tol_for(f, "grad64.input", dt), "input gradient",
-                 bad, size);
+    if (dt == KD_F64 || rounding_robust(f, "input"))
+        expect_close(x->grad, f, "grad64.input", tol_for(f, "grad64.input", dt),
+                     "input gradient", bad, size);
     int grads = 0, want_grads = -1; /* grad64.input is not a parameter */
     for (int i = 0; i < kd_safetensors_count(f); i++)
         want_grads += strncmp(kd_safetensors_at(f, i)->name, "grad64.", 7) == 0;
@@ -318,7 +335,8 @@ static void check_train(const kt_model *m, const kd_safetensors *f, kd_tensor *x
             if (!kd_safetensors_find(f, key))
                 continue;
             grads++;
-            expect_close(nt->tensor->grad, f, key, tol_for(f, key, dt), what, bad, size);
+            if (dt == KD_F64 || rounding_robust(f, nt->name))
+                expect_close(nt->tensor->grad, f, key, tol_for(f, key, dt), what, bad, size);
         } else if (nt->tensor->dtype == KD_I64) {
             kd_tensor *ref = load(f, key, KD_I64);
             if (!ref || kt_max_abs_diff(nt->tensor, ref) != 0)
@@ -400,8 +418,9 @@ static void run_row(const kt_model_row *row, int id, const char *dir)
             kt_check(!bad[0], name, "%s", bad);
         }
         bad[0] = 0;
-        snprintf(name, sizeof name, "%s: %s train step (logits, first/last layer and input "
-                 "gradients, buffers) matches timm", label, dn);
+        bool all_grads = dt == KD_F64 || rounding_robust(f, "input");
+        snprintf(name, sizeof name, "%s: %s train step (logits, %s gradients, buffers) matches "
+                 "timm", label, dn, all_grads ? "first/last layer and input" : "last layer");
         check_train(&m, f, kd_safetensors_load(f, "input", dt), bad, sizeof bad);
         kt_check(!bad[0], name, "%s", bad);
         kd_scope_end();
