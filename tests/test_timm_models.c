@@ -27,6 +27,9 @@ static const kt_full_keys *const KEY_TABLES[] = {
 };
 #define N_TABLES(t) ((int)(sizeof(t) / sizeof((t)[0])))
 
+/* Key names and architectures change across timm versions. */
+#define TIMM_VERSION "0.9.16"
+
 /* PyTorch's own f32 error against f64 is the yardstick for a case that
  * loses digits (train-mode BN over a few values, deep eval stacks): the
  * port may be this many times further off, or 1e-4 relative, whichever
@@ -380,6 +383,13 @@ static void run_row(const kt_model_row *row, int id, const char *dir)
     kd_safetensors *f = NULL;
     if (kd_safetensors_open(path, &f) != KD_OK) {
         kt_fail(label, "%s", kd_last_error());
+        return;
+    }
+    const char *version = kd_safetensors_metadata(f, "timm_version");
+    if (!version || strcmp(version, TIMM_VERSION) != 0) {
+        kt_fail(label, "the reference ran timm %s; the table holds the ports to timm "
+                TIMM_VERSION " (scripts/setup installs it)", version ? version : "?");
+        kd_safetensors_close(f);
         return;
     }
     for (int d = 0; d < 2; d++) {
