@@ -18,7 +18,6 @@
  * names; NCHW), "pre_logits" (the normalised pooled vector), "logits". Tap
  * t is the output of segment t; a forward from tap t runs segments t+1..
  * and stops after the last wanted tap. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
