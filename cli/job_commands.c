@@ -165,7 +165,7 @@ int kd_command_job(const char *command, int argc, char **argv)
                    job->n_losses == 1 ? "" : "es", (long long)job->epochs);
         kd_session_close(s);
     } else if (st == KD_OK && which == RUN) {
-        kd_run_options o = {a.resume};
+        kd_run_options o = {.resume = a.resume};
         st = run_with_signals(job, &o, &stopped);
     } else if (st == KD_OK && which == EVAL) {
         kd_eval_result r;

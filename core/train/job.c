@@ -23,7 +23,8 @@ static const char *const split_keys[] = {"dataset",  "transforms", "batch_transf
 static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
 static const char *const student_keys[] = {"model", "weights"};
 static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};
-static const char *const optim_keys[] = {"name", "lr"};
+static const char *const optim_keys[] = {"name", "lr", "clip_grad_norm", "clip_grad_value",
+                                         "accumulate_steps"};
 static const char *const schedule_keys[] = {"name", "epochs"};
 static const char *const name_keys[] = {"name"};
 static const char *const eval_keys[] = {"every_epochs"};
@@ -402,6 +403,15 @@ static kd_status parse_job(kd_job *job)
         st = kd_error(KD_ERR_INVALID, "optim.lr: missing (the base learning rate)");
     if (st == KD_OK)
         st = get_number(obj, "lr", "optim", 0.0, 0.0, &job->lr);
+    if (st == KD_OK)
+        st = get_number(obj, "clip_grad_norm", "optim", 0.0, 0.0, &job->clip_grad_norm);
+    if (st == KD_OK)
+        st = get_number(obj, "clip_grad_value", "optim", 0.0, 0.0, &job->clip_grad_value);
+    if (st == KD_OK && job->clip_grad_norm > 0 && job->clip_grad_value > 0)
+        st = kd_error(KD_ERR_INVALID, "optim.clip_grad_value: %g, but optim.clip_grad_norm is "
+                      "%g too (clip by one of them)", job->clip_grad_value, job->clip_grad_norm);
+    if (st == KD_OK)
+        st = get_integer(obj, "accumulate_steps", "optim", 1, 1, 1000000, &job->accumulate_steps);
 
     obj = json_object_get(root, "schedule");
     if (st == KD_OK && !obj)

@@ -14,7 +14,8 @@
  *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false, ...},
  *     "student": {"model": "resnet20", "weights": null, ...},
  *     "losses":  [{"name": "ce", "weight": 1.0, "weight_warmup_epochs": 0, ...}],
- *     "optim":   {"name": "sgd", "lr": 0.05, ...},
+ *     "optim":   {"name": "sgd", "lr": 0.05, "clip_grad_norm": 0, "clip_grad_value": 0,
+ *                 "accumulate_steps": 1, ...},
  *     "schedule": {"name": "cosine", "epochs": 30, ...},
  *     "eval": {"every_epochs": 1}, "checkpoint": {"every_epochs": 1, "keep": 2},
  *     "log": {"every_steps": 50}
@@ -24,6 +25,21 @@
  * tensors in: "float32", or "float64" for runs checked step by step
  * against a float64 reference (tests/test_recipe_steps). Data comes out of
  * the transforms in float32 and is converted once per batch.
+ *
+ * optim's host keys: "clip_grad_norm" scales all gradients together so
+ * their global L2 norm is at most this (torch's clip_grad_norm_), or
+ * "clip_grad_value" clamps each gradient element to +-this
+ * (clip_grad_value_); 0 (the default) is off, and a job sets at most one.
+ * Either applies to the summed gradients of a whole accumulation cycle,
+ * just before the optimizer step, and the train lines of metrics.jsonl then
+ * carry "grad_norm" (before clipping). "accumulate_steps" is how many
+ * micro-batches of data.train.batch_size make one optimizer step: each
+ * micro-batch's loss is divided by the cycle's length, so the gradient is
+ * the mean over the cycle, as for one batch that many times larger. A
+ * cycle never spans two epochs: the last one of an epoch may be shorter
+ * (its losses divided by its own length, as timm does). The schedule,
+ * "step" in the logs and checkpoints, and the losses' `step` count
+ * optimizer steps; randomness is keyed by micro-batch.
  *
  * "..." are the plugin's own parameters. Relative paths are relative to the
  * working directory. Every error names the job file and the JSON path.
@@ -90,6 +106,8 @@ typedef struct kd_job {
     const kd_registry_entry *optim;
     kd_params *optim_params;
     double lr;
+    double clip_grad_norm, clip_grad_value; /* 0: off */
+    int64_t accumulate_steps;               /* micro-batches per optimizer step */
     const kd_registry_entry *schedule;
     kd_params *schedule_params;
     int64_t epochs;

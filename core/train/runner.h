@@ -10,11 +10,17 @@
 #define KD_CORE_RUNNER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "job.h"
 
 typedef struct kd_run_options {
     bool resume; /* continue from the newest checkpoint of the output folder */
+    /* > 0: stop as if asked to (checkpoint, *stopped) once the run has
+     * trained this many batches in all, counted from its start across
+     * resumes: a stop at a chosen batch, inside an accumulation cycle or
+     * not (tests/test_grad_steps). */
+    int64_t stop_at_batch;
 } kd_run_options;
 
 /* Trains the job's student. After kd_run_request_stop() it finishes the

@@ -372,12 +372,18 @@ static int64_t train_samples(const kd_session *s)
     return s->job->train.subset ? s->job->train.subset : s->train.info.length;
 }
 
-int64_t kd_session_steps_per_epoch(const kd_session *s)
+int64_t kd_session_batches_per_epoch(const kd_session *s)
 {
     int64_t n = train_samples(s);
     int64_t b = s->job->train.batch_size;
-    int64_t steps = s->job->train.drop_last ? n / b : (n + b - 1) / b;
-    return steps > 0 ? steps : 1;
+    int64_t batches = s->job->train.drop_last ? n / b : (n + b - 1) / b;
+    return batches > 0 ? batches : 1;
+}
+
+int64_t kd_session_steps_per_epoch(const kd_session *s)
+{
+    int64_t a = s->job->accumulate_steps;
+    return (kd_session_batches_per_epoch(s) + a - 1) / a;
 }
 
 static kd_status check_logits(const kd_session *s, const kd_tap_shape *student,
@@ -833,12 +839,16 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     const kd_data_run *d = s->train.vt ? &s->train : &s->val;
     int64_t batch = job->train.batch_size;
     fprintf(out, "job: %s\n", job->file);
+    char accumulated[64] = "";
+    if (job->accumulate_steps > 1)
+        snprintf(accumulated, sizeof accumulated, " x %lld accumulated",
+                 (long long)job->accumulate_steps);
     if (s->train.vt)
         fprintf(out, "data.train: %s, %lld of %lld samples, %dx%dx%d after %d transforms, batch "
-                "%lld, %lld steps per epoch, %lld epochs\n", job->train.dataset->name,
+                "%lld%s, %lld steps per epoch, %lld epochs\n", job->train.dataset->name,
                 (long long)(job->train.subset ? job->train.subset : s->train.info.length),
                 (long long)s->train.info.length, d->channels, d->height, d->width,
-                job->train.n_transforms, (long long)batch,
+                job->train.n_transforms, (long long)batch, accumulated,
                 (long long)kd_session_steps_per_epoch(s), (long long)job->epochs);
     if (s->val.vt)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,

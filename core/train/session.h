@@ -86,7 +86,10 @@ typedef enum kd_session_mode {
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out);
 void kd_session_close(kd_session *s);
 
-/* Batches per training epoch of data.train. */
+/* Batches per training epoch of data.train (micro-batches when the job
+ * accumulates), and optimizer steps per epoch: accumulation cycles, the
+ * last one of an epoch possibly shorter. */
+int64_t kd_session_batches_per_epoch(const kd_session *s);
 int64_t kd_session_steps_per_epoch(const kd_session *s);
 
 /* The whole training state for checkpoints: the student, each loss that
