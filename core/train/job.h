@@ -18,7 +18,8 @@
  *                 "accumulate_steps": 1, ...},
  *     "schedule": {"name": "cosine", "epochs": 30, ...},
  *     "eval": {"every_epochs": 1}, "checkpoint": {"every_epochs": 1, "keep": 2},
- *     "log": {"every_steps": 50}
+ *     "log": {"every_steps": 50},
+ *     "ema": {"decay": 0.9998, "warmup": false, ...}
  *   }
  *
  * "dtype" is what the models, losses and optimizer compute and keep their
@@ -91,6 +92,23 @@ typedef struct kd_job_loss {
     double weight_warmup_epochs; /* weight ramps linearly from 0 over these */
 } kd_job_loss;
 
+/* An exponential moving average of the student's weights, as timm's
+ * ModelEmaV3: after optimizer step t (from 1), every floating tensor of
+ * the student (parameters and, unless exclude_buffers, buffers; other
+ * tensors are copied) moves toward the student's by 1 - d, where d is 0
+ * for t <= update_after_step + 1 (a copy), else decay, or with warmup
+ * 1 - (1 + t'/warmup_gamma)^-warmup_power clamped to [min_decay, decay],
+ * t' = t - update_after_step - 1. Evaluated alongside the student,
+ * checkpointed as "ema.*", written by `export --ema`. */
+typedef struct kd_job_ema {
+    bool present;
+    double decay, min_decay;
+    int64_t update_after_step;
+    bool warmup;
+    double warmup_gamma, warmup_power;
+    bool exclude_buffers; /* buffers copied, not averaged */
+} kd_job_ema;
+
 typedef struct kd_job {
     char *file;
     json_t *root;
@@ -112,6 +130,7 @@ typedef struct kd_job {
     kd_params *schedule_params;
     int64_t epochs;
     int64_t eval_every, checkpoint_every, checkpoint_keep, log_every;
+    kd_job_ema ema;
 } kd_job;
 
 /* Reads `file`, applies the overrides ("a.b=v", "losses[1].weight=2"; v

@@ -14,6 +14,7 @@
 #include <kdengine/kdengine.h>
 
 #include "checkpoint.h"
+#include "ema.h"
 #include "grad_clip.h"
 #include "runner.h"
 #include "session.h"
@@ -164,15 +165,19 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
     return st;
 }
 
-kd_status kd_export(const kd_job *job, const char *weights, const char *out_path)
+kd_status kd_export(const kd_job *job, const char *weights, bool ema, const char *out_path)
 {
+    if (ema && !weights)
+        return kd_error(KD_ERR_INVALID, "export --ema: needs --weights, a checkpoint of a run "
+                        "with \"ema\"");
     kd_session *s;
     kd_status st = kd_session_open(job, KD_SESSION_WEIGHTS, &s);
     if (st != KD_OK)
         return st;
     if (weights)
-        st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors,
-                             s->student.vt->filter_weight, s->student.self);
+        st = kd_weights_load_group(weights, ema ? "ema." : "student.", ema ? "ema" : "student",
+                                   s->student.n_tensors, s->student.tensors,
+                                   s->student.vt->filter_weight, s->student.self);
     if (st == KD_OK) {
         kd_tensor_group g = {"", s->student.n_tensors, s->student.tensors};
         st = kd_checkpoint_save(out_path, 1, &g, NULL);
@@ -238,6 +243,7 @@ static kd_status parse_state(const char *path, const char *text, run_state *r)
 typedef struct run {
     const kd_job *job;
     kd_eval_result last_eval; /* samples 0 until an evaluation ran */
+    kd_eval_result last_ema;  /* the EMA's, with the job's "ema" */
     kd_session *s;
     kd_loader *train, *val;
     run_state st;
@@ -615,9 +621,12 @@ static kd_status optimizer_step(run *r, double lr)
     else if (job->clip_grad_value > 0 &&
              (st = kd_grad_norm(s->n_params, s->params, &r->grad_norm)) == KD_OK)
         st = kd_clip_grad_value(s->n_params, s->params, job->clip_grad_value);
-    if (st != KD_OK)
-        return kd_error_wrap(st, "step %lld", (long long)r->st.step);
-    return s->optim_vt->step(s->optim, lr);
+    if (st == KD_OK)
+        st = s->optim_vt->step(s->optim, lr);
+    if (st == KD_OK && s->ema.vt)
+        st = kd_ema_update(&job->ema, s->ema.n_tensors, s->ema.tensors, s->student.tensors,
+                           kd_ema_decay(&job->ema, r->st.step + 1));
+    return st == KD_OK ? st : kd_error_wrap(st, "step %lld", (long long)r->st.step);
 }
 
 /* Every term of every loss, as the losses named them:
@@ -683,6 +692,19 @@ static kd_status run_eval(run *r, json_t **line)
     *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:I}", "type", "eval", "epoch",
                       (json_int_t)r->st.epoch, "step", (json_int_t)r->st.step, "top1", e.top1,
                       "top5", e.top5, "loss", e.loss, "samples", (json_int_t)e.samples);
+    if (r->s->ema.vt) {
+        kd_eval_result a;
+        st = evaluate_model(&r->s->ema, r->val, &a);
+        if (st != KD_OK)
+            return kd_error_wrap(st, "evaluation of the EMA after epoch %lld",
+                                 (long long)r->st.epoch);
+        r->last_ema = a;
+        fprintf(stderr, "eval epoch %lld (EMA): top-1 %.2f%%, top-5 %.2f%%, loss %.4f\n",
+                (long long)r->st.epoch, a.top1, a.top5, a.loss);
+        json_object_set_new(*line, "ema_top1", json_real(a.top1));
+        json_object_set_new(*line, "ema_top5", json_real(a.top5));
+        json_object_set_new(*line, "ema_loss", json_real(a.loss));
+    }
     if (best) {
         char path[4200];
         snprintf(path, sizeof path, "%s/best.safetensors", r->job->output);
@@ -972,6 +994,8 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
             json_object_set_new(summary, "top1", json_real(r.last_eval.top1));
             json_object_set_new(summary, "top5", json_real(r.last_eval.top5));
         }
+        if (summary && r.last_ema.samples)
+            json_object_set_new(summary, "ema_top1", json_real(r.last_ema.top1));
         write_metrics(&r, summary);
     }
     if (r.metrics)

@@ -45,7 +45,8 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
 
 /* Writes the student's tensors from `weights` (NULL: the job's student
  * weights, or the student as the job's seed initialises it) under their
- * state_dict names to out_path (safetensors, atomic). */
-kd_status kd_export(const kd_job *job, const char *weights, const char *out_path);
+ * state_dict names to out_path (safetensors, atomic). With ema, the
+ * checkpoint `weights`' EMA of the student instead. */
+kd_status kd_export(const kd_job *job, const char *weights, bool ema, const char *out_path);
 
 #endif

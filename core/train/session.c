@@ -626,6 +626,20 @@ static kd_status freeze(kd_model_run *m, bool eval_only)
                                             m->spec->entry->name);
 }
 
+/* A second instance of the student holding its average, starting as a
+ * copy of the student (weights loaded): timm's ModelEmaV3 deep-copies the
+ * model. */
+static kd_status open_ema(kd_session *s)
+{
+    kd_status st = open_model(s->job, &s->job->student, ROLE_STUDENT, &s->ema);
+    for (int i = 0; st == KD_OK && i < s->ema.n_tensors; i++) {
+        kd_tensor *t = s->ema.tensors[i].tensor;
+        kd_tensor_set_requires_grad(t, false);
+        st = kd_tensor_copy_(t, s->student.tensors[i].tensor);
+    }
+    return st == KD_OK ? st : kd_error_wrap(st, "ema");
+}
+
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out)
 {
     *out = NULL;
@@ -695,6 +709,8 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
             st = open_batch_transforms(s);
         if (st == KD_OK)
             st = open_optimizer(s);
+        if (st == KD_OK && job->ema.present)
+            st = open_ema(s);
     }
     if (st != KD_OK) {
         kd_session_close(s);
@@ -722,6 +738,7 @@ void kd_session_close(kd_session *s)
     free(s->losses);
     close_model(&s->teacher);
     close_model(&s->student);
+    close_model(&s->ema);
     close_data(&s->train);
     close_data(&s->val);
     free(s->student_shapes);
@@ -733,7 +750,7 @@ void kd_session_close(kd_session *s)
 
 kd_status kd_session_groups(const kd_session *s, kd_tensor_group **out, int *n_out)
 {
-    kd_tensor_group *g = calloc((size_t)s->n_losses + 2, sizeof *g);
+    kd_tensor_group *g = calloc((size_t)s->n_losses + 3, sizeof *g);
     *out = g;
     *n_out = 0;
     if (!g)
@@ -746,6 +763,8 @@ kd_status kd_session_groups(const kd_session *s, kd_tensor_group **out, int *n_o
                                        s->losses[i].tensors};
     if (s->n_optim_state)
         g[n++] = (kd_tensor_group){"optim.", s->n_optim_state, s->optim_state};
+    if (s->ema.vt)
+        g[n++] = (kd_tensor_group){"ema.", s->ema.n_tensors, s->ema.tensors};
     *n_out = n;
     return KD_OK;
 }
