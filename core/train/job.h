@@ -40,7 +40,9 @@
  * cycle never spans two epochs: the last one of an epoch may be shorter
  * (its losses divided by its own length, as timm does). The schedule,
  * "step" in the logs and checkpoints, and the losses' `step` count
- * optimizer steps; randomness is keyed by micro-batch.
+ * optimizer steps; randomness is keyed by micro-batch. A train line's
+ * "loss" is the cycle's mean, its "terms" and "loss_terms" the cycle's last
+ * micro-batch's.
  *
  * "..." are the plugin's own parameters. Relative paths are relative to the
  * working directory. Every error names the job file and the JSON path.

@@ -918,8 +918,17 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     int64_t val_batch = job->val.batch_size;
     int64_t student = student_image * batch, teacher = teacher_image * batch,
             evaluation = eval_image * val_batch;
-    int64_t total = 2 * param_bytes + state_bytes + input_bytes + max3(student, teacher, evaluation);
+    /* the EMA: a second copy of the student's tensors */
+    int64_t ema_bytes = 0;
+    for (int i = 0; i < s->ema.n_tensors; i++)
+        ema_bytes += (int64_t)kd_dtype_size(s->ema.tensors[i].tensor->dtype) *
+                     kd_tensor_numel(s->ema.tensors[i].tensor);
+    int64_t total = 2 * param_bytes + state_bytes + ema_bytes + input_bytes +
+                    max3(student, teacher, evaluation);
     double mib = 1024.0 * 1024.0;
+    if (ema_bytes)
+        fprintf(out, "ema: decay %g%s, %.1f MiB\n", job->ema.decay,
+                job->ema.warmup ? " with warm-up" : "", (double)ema_bytes / mib);
     fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
             "optimizer state %.1f MiB, batches %.1f MiB, then the largest of: student step "
             "%.1f MiB (batch %lld), teacher forward %.1f MiB, evaluation %.1f MiB (batch %lld); "
