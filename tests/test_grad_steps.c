@@ -423,10 +423,19 @@ int main(void)
         test_accumulation();
         test_resume("resume inside a cycle (mlp, float64, batch 6 of 8) ends bit for bit",
                     "acc-resume", "acc", "float64", 32, MLP, ADAMW_CLIP, 4, 6, 1, 4);
-        bool stopped;
+        bool stopped, again;
+        /* 3 batches into a cycle of 4, then resumed accumulating 2 */
+        kd_status st = run_job("changed", "float64", 32, MLP, ADAMW_CLIP, 4, false, 7, &stopped);
+        if (st == KD_OK)
+            st = run_job("changed", "float64", 32, MLP, ADAMW_CLIP, 2, true, 0, &again);
+        kt_check(stopped && st == KD_ERR_INVALID &&
+                     strstr(kd_last_error(), "taken after batch 3 of an accumulation cycle, "
+                                             "but optim.accumulate_steps is 2"),
+                 "resume refuses a cycle the job's accumulate_steps cannot finish", "%s",
+                 kd_last_error());
         const char *resnet = "{\"model\": \"resnet8\", \"num_classes\": 10, \"in_chans\": 1}";
         const char *sgd_value = "\"name\": \"sgd\", \"lr\": 0.05, \"clip_grad_value\": 0.01";
-        kd_status st = run_job("bn", "float32", 16, resnet, sgd_value, 3, false, 0, &stopped);
+        st = run_job("bn", "float32", 16, resnet, sgd_value, 3, false, 0, &stopped);
         kt_check(st == KD_OK, "accumulate 3 x 16 with batch norm and clipping by value", "%s",
                  kd_last_error());
         /* 16 batches an epoch: cycles of 3, the last of 1, 6 steps an

@@ -715,6 +715,16 @@ static kd_status run_eval(run *r, json_t **line)
 
 /* ---------------------------------------------------------------- the loop */
 
+/* The length of the accumulation cycle the next batch belongs to: cycles
+ * start at the epoch's start and every accumulate_steps batches, and the
+ * last one ends with the epoch. */
+static int64_t cycle_length(const run *r)
+{
+    int64_t start = r->st.batch - r->st.cycle;
+    int64_t left = r->batches_per_epoch - start;
+    return left < r->job->accumulate_steps ? left : r->job->accumulate_steps;
+}
+
 static kd_status resume(run *r)
 {
     char **names;
@@ -736,6 +746,11 @@ static kd_status resume(run *r)
     if (st == KD_OK)
         st = parse_state(path, state, &r->st);
     free(state);
+    /* a job that changed accumulate_steps cannot finish the saved cycle */
+    if (st == KD_OK && r->st.cycle > 0 && r->st.cycle >= cycle_length(r))
+        st = kd_error(KD_ERR_INVALID, "%s: taken after batch %lld of an accumulation cycle, "
+                      "but optim.accumulate_steps is %lld", path, (long long)r->st.cycle,
+                      (long long)r->job->accumulate_steps);
     if (st == KD_OK && r->st.cycle > 0)
         st = load_gradients(r, path);
     if (st == KD_OK) {
@@ -777,16 +792,6 @@ static double window_rate(const progress *p, double now)
 {
     double dt = now - p->window_t;
     return (double)p->window_images / (dt > 1e-9 ? dt : 1e-9);
-}
-
-/* The length of the accumulation cycle the next batch belongs to: cycles
- * start at the epoch's start and every accumulate_steps batches, and the
- * last one ends with the epoch. */
-static int64_t cycle_length(const run *r)
-{
-    int64_t start = r->st.batch - r->st.cycle;
-    int64_t left = r->batches_per_epoch - start;
-    return left < r->job->accumulate_steps ? left : r->job->accumulate_steps;
 }
 
 /* One batch in its scope, and the optimizer step when it ends a cycle;
