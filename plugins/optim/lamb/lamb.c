@@ -109,7 +109,7 @@ static kd_status lamb_create(const kd_create_args *args, const kd_tensor_list *p
     int n = params ? params->n : 0;
     if (n < 1 || !params->items)
         return kd_error(KD_ERR_INVALID, "lamb: no parameters to optimise (n = %d)", n);
-    int64_t largest = 0;
+    int64_t largest = 1; /* scratch of at least one element */
     for (int i = 0; i < n; i++) {
         kd_status st = check_param(i, kd_tensor_list_at(params, i), params);
         if (st != KD_OK)
