@@ -404,6 +404,31 @@ static void test_lamb_example(void)
     free(out);
 }
 
+/* Jobs whose gradient keys make no sense are refused at load, by path. */
+static void test_refused(void)
+{
+    static const struct {
+        const char *optim, *want;
+    } cases[] = {
+        {"\"name\": \"sgd\", \"lr\": 0.1, \"clip_grad_norm\": 1, \"clip_grad_value\": 0.5",
+         "optim.clip_grad_value: 0.5, but optim.clip_grad_norm is 1 too"},
+        {"\"name\": \"sgd\", \"lr\": 0.1, \"clip_grad_norm\": -1",
+         "optim.clip_grad_norm: -1 must be at least 0"},
+    };
+    for (int i = 0; i < 2; i++) {
+        char text[8192], path[256];
+        snprintf(text, sizeof text, job_template, "float32", dir, "refused", kt_plugin_dir(),
+                 mlp_dir, 32, MLP, cases[i].optim, 1);
+        snprintf(path, sizeof path, "%s/refused.json", dir);
+        kt_write_file(path, text, strlen(text));
+        kd_job *job = NULL;
+        kd_status st = kd_job_load(path, 0, NULL, &job);
+        kd_job_free(job);
+        kt_check(st == KD_ERR_INVALID && strstr(kd_last_error(), cases[i].want),
+                 cases[i].want, "status %s: %s", kd_status_name(st), kd_last_error());
+    }
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/kdgrad.XXXXXX");
@@ -444,6 +469,7 @@ int main(void)
         test_resume("resume inside a cycle (resnet8 with BN, float32, batch 20) ends bit for bit",
                     "bn-resume", "bn", "float32", 16, resnet, sgd_value, 3, 20, 7, 12);
         test_lamb_example();
+        test_refused();
     }
     kt_plugins_close();
     kt_remove_tree(dir);
