@@ -936,7 +936,12 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
             (double)input_bytes / mib, (double)student / mib, (long long)batch,
             (double)teacher / mib, (double)evaluation / mib, (long long)val_batch,
             (double)total / mib);
-    fprintf(out, "optim: %s, lr %g; schedule: %s over %lld epochs\n", job->optim->name, job->lr,
-            job->schedule->name, (long long)job->epochs);
+    char clip[64] = "";
+    if (job->clip_grad_norm > 0 || job->clip_grad_value > 0)
+        snprintf(clip, sizeof clip, ", gradients clipped by %s %g",
+                 job->clip_grad_norm > 0 ? "norm" : "value",
+                 job->clip_grad_norm > 0 ? job->clip_grad_norm : job->clip_grad_value);
+    fprintf(out, "optim: %s, lr %g%s; schedule: %s over %lld epochs\n", job->optim->name,
+            job->lr, clip, job->schedule->name, (long long)job->epochs);
     return KD_OK;
 }
