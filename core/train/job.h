@@ -42,7 +42,12 @@
  * "step" in the logs and checkpoints, and the losses' `step` count
  * optimizer steps; randomness is keyed by micro-batch. A train line's
  * "loss" is the cycle's mean, its "terms" and "loss_terms" the cycle's last
- * micro-batch's.
+ * micro-batch's. A run stopped inside a cycle (SIGINT) checkpoints the
+ * gradients summed so far ("grad.*") and --resume finishes the cycle
+ * exactly (runner.c); the job may not change accumulate_steps in between.
+ *
+ * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,
+ * warmup_gamma, warmup_power, exclude_buffers, as timm's ModelEmaV3.
  *
  * "..." are the plugin's own parameters. Relative paths are relative to the
  * working directory. Every error names the job file and the JSON path.
