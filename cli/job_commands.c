@@ -15,7 +15,7 @@ typedef struct job_args {
     const char *file;
     int n_sets;
     const char **sets;
-    bool resume, json, teacher;
+    bool resume, json, teacher, ema;
     const char *weights, *out;
 } job_args;
 
@@ -52,14 +52,16 @@ static const char *const usages[] = {
     "  --teacher       evaluate the teacher instead (with its weights)\n"
     "  --json          print the result as JSON\n",
 
-    "usage: kdengine export JOB.json --out FILE [--weights CHECKPOINT] [--set ...]\n"
+    "usage: kdengine export JOB.json --out FILE [--weights CHECKPOINT] [--ema] [--set ...]\n"
     "\n"
     "Writes the student's weights alone, with their state_dict names, as\n"
     "safetensors that PyTorch's load_state_dict accepts.\n"
     "\n"
     "  --weights CHECKPOINT  a kdengine checkpoint or a state_dict; default: the\n"
     "                        student's \"weights\", or without them the student as\n"
-    "                        the job's seed initialises it (the start of a run)\n",
+    "                        the job's seed initialises it (the start of a run)\n"
+    "  --ema                 the checkpoint's moving average of the student (a run\n"
+    "                        with \"ema\") instead of the student\n",
 };
 
 enum { VALIDATE, PLAN, RUN, EVAL, EXPORT };
@@ -109,6 +111,8 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
             a->json = true;
         } else if (!strcmp(o, "--teacher") && which == EVAL) {
             a->teacher = true;
+        } else if (!strcmp(o, "--ema") && which == EXPORT) {
+            a->ema = true;
         } else if (!strcmp(o, "--weights") && has_value && (which == EVAL || which == EXPORT)) {
             a->weights = argv[++i];
         } else if (!strcmp(o, "--out") && has_value && which == EXPORT) {
@@ -165,7 +169,7 @@ int kd_command_job(const char *command, int argc, char **argv)
                    job->n_losses == 1 ? "" : "es", (long long)job->epochs);
         kd_session_close(s);
     } else if (st == KD_OK && which == RUN) {
-        kd_run_options o = {a.resume};
+        kd_run_options o = {.resume = a.resume};
         st = run_with_signals(job, &o, &stopped);
     } else if (st == KD_OK && which == EVAL) {
         kd_eval_result r;
@@ -179,7 +183,7 @@ int kd_command_job(const char *command, int argc, char **argv)
                    a.teacher ? "teacher" : "student", r.top1, r.top5, r.loss,
                    (long long)r.samples);
     } else if (st == KD_OK && which == EXPORT) {
-        st = kd_export(job, a.weights, a.out);
+        st = kd_export(job, a.weights, a.ema, a.out);
         if (st == KD_OK)
             printf("wrote %s\n", a.out);
     }

@@ -235,13 +235,24 @@ static kd_status load_filtered(const kd_safetensors *f, const char *path, const 
 kd_status kd_weights_load(const char *path, const char *what, int n,
                           const kd_named_tensor *list, kd_weight_filter_fn filter, void *model)
 {
+    return kd_weights_load_group(path, "student.", what, n, list, filter, model);
+}
+
+kd_status kd_weights_load_group(const char *path, const char *group, const char *what, int n,
+                                const kd_named_tensor *list, kd_weight_filter_fn filter,
+                                void *model)
+{
     kd_safetensors *f;
     kd_status st = kd_safetensors_open(path, &f);
     if (st != KD_OK)
         return kd_error_wrap(st, "%s weights", what);
-    /* a kdengine checkpoint keeps the student under "student." */
     bool checkpoint = kd_safetensors_metadata(f, STATE_KEY) != NULL;
-    kd_tensor_group g = {checkpoint ? "student." : "", n, list};
+    if (!checkpoint && strcmp(group, "student.") != 0) {
+        kd_safetensors_close(f);
+        return kd_error(KD_ERR_INVALID, "%s: not a kdengine checkpoint, so it has no %s* "
+                        "tensors", path, group);
+    }
+    kd_tensor_group g = {checkpoint ? group : "", n, list};
     st = filter ? load_filtered(f, path, g.prefix, n, list, filter, model)
                 : load_groups(f, path, 1, &g);
     kd_safetensors_close(f);

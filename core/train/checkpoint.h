@@ -41,5 +41,10 @@ kd_status kd_checkpoint_load(const char *path, int n_groups, const kd_tensor_gro
 typedef kd_status (*kd_weight_filter_fn)(void *model, kd_weight_fix *fix);
 kd_status kd_weights_load(const char *path, const char *what, int n,
                           const kd_named_tensor *list, kd_weight_filter_fn filter, void *model);
+/* The same from another group of a checkpoint ("ema."): a plain
+ * state_dict file has only the student's. */
+kd_status kd_weights_load_group(const char *path, const char *group, const char *what, int n,
+                                const kd_named_tensor *list, kd_weight_filter_fn filter,
+                                void *model);
 
 #endif

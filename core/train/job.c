@@ -15,7 +15,7 @@
 static const char *const top_keys[] = {"seed",   "threads", "dtype",    "output",
                                        "plugin_dirs", "data", "teacher", "student",
                                        "losses", "optim",   "schedule", "eval",
-                                       "checkpoint", "log", "comment"};
+                                       "checkpoint", "log", "ema", "comment"};
 static const char *const data_keys[] = {"train", "val"};
 static const char *const split_keys[] = {"dataset",  "transforms", "batch_transforms",
                                          "batch_size", "workers",  "prefetch",
@@ -23,12 +23,16 @@ static const char *const split_keys[] = {"dataset",  "transforms", "batch_transf
 static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
 static const char *const student_keys[] = {"model", "weights"};
 static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};
-static const char *const optim_keys[] = {"name", "lr"};
+static const char *const optim_keys[] = {"name", "lr", "clip_grad_norm", "clip_grad_value",
+                                         "accumulate_steps"};
 static const char *const schedule_keys[] = {"name", "epochs"};
 static const char *const name_keys[] = {"name"};
 static const char *const eval_keys[] = {"every_epochs"};
 static const char *const checkpoint_keys[] = {"every_epochs", "keep"};
 static const char *const log_keys[] = {"every_steps"};
+static const char *const ema_keys[] = {"decay",        "min_decay",    "update_after_step",
+                                       "warmup",       "warmup_gamma", "warmup_power",
+                                       "exclude_buffers"};
 #define COUNT(a) ((int)(sizeof(a) / sizeof(a)[0]))
 
 static void join_path(char *buf, size_t size, const char *path, const char *key)
@@ -350,6 +354,33 @@ static kd_status parse_section(const json_t *root, const char *key, int n,
     return st == KD_OK ? check_keys(*out, key, n, known) : st;
 }
 
+/* "ema": timm's ModelEmaV3 options; absent or null: no EMA. */
+static kd_status parse_ema(const json_t *root, kd_job_ema *e)
+{
+    const json_t *obj;
+    kd_status st = parse_section(root, "ema", COUNT(ema_keys), ema_keys, &obj);
+    e->present = obj != NULL;
+    if (st == KD_OK)
+        st = get_number(obj, "decay", "ema", 0.9998, 0.0, &e->decay);
+    if (st == KD_OK)
+        st = get_number(obj, "min_decay", "ema", 0.0, 0.0, &e->min_decay);
+    if (st == KD_OK && (e->decay > 1 || e->min_decay > e->decay))
+        st = kd_error(KD_ERR_INVALID, "ema: decay %g and min_decay %g must satisfy "
+                      "0 <= min_decay <= decay <= 1", e->decay, e->min_decay);
+    if (st == KD_OK)
+        st = get_integer(obj, "update_after_step", "ema", 0, 0, INT64_MAX,
+                         &e->update_after_step);
+    if (st == KD_OK)
+        st = get_bool(obj, "warmup", "ema", false, &e->warmup);
+    if (st == KD_OK)
+        st = get_number(obj, "warmup_gamma", "ema", 1.0, 1e-12, &e->warmup_gamma);
+    if (st == KD_OK)
+        st = get_number(obj, "warmup_power", "ema", 2.0 / 3.0, 1e-12, &e->warmup_power);
+    if (st == KD_OK)
+        st = get_bool(obj, "exclude_buffers", "ema", false, &e->exclude_buffers);
+    return st;
+}
+
 static kd_status parse_job(kd_job *job)
 {
     const json_t *root = job->root;
@@ -402,6 +433,15 @@ static kd_status parse_job(kd_job *job)
         st = kd_error(KD_ERR_INVALID, "optim.lr: missing (the base learning rate)");
     if (st == KD_OK)
         st = get_number(obj, "lr", "optim", 0.0, 0.0, &job->lr);
+    if (st == KD_OK)
+        st = get_number(obj, "clip_grad_norm", "optim", 0.0, 0.0, &job->clip_grad_norm);
+    if (st == KD_OK)
+        st = get_number(obj, "clip_grad_value", "optim", 0.0, 0.0, &job->clip_grad_value);
+    if (st == KD_OK && job->clip_grad_norm > 0 && job->clip_grad_value > 0)
+        st = kd_error(KD_ERR_INVALID, "optim.clip_grad_value: %g, but optim.clip_grad_norm is "
+                      "%g too (clip by one of them)", job->clip_grad_value, job->clip_grad_norm);
+    if (st == KD_OK)
+        st = get_integer(obj, "accumulate_steps", "optim", 1, 1, 1000000, &job->accumulate_steps);
 
     obj = json_object_get(root, "schedule");
     if (st == KD_OK && !obj)
@@ -431,6 +471,8 @@ static kd_status parse_job(kd_job *job)
         st = parse_section(root, "log", COUNT(log_keys), log_keys, &obj);
     if (st == KD_OK)
         st = get_integer(obj, "every_steps", "log", 50, 1, 1000000000, &job->log_every);
+    if (st == KD_OK)
+        st = parse_ema(root, &job->ema);
     if (st == KD_OK && job->eval_every > 0 && !job->val.present)
         st = kd_error(KD_ERR_INVALID, "eval.every_epochs: %lld, but there is no data.val "
                       "(add one, or set eval.every_epochs to 0)",

@@ -14,16 +14,40 @@
  *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false, ...},
  *     "student": {"model": "resnet20", "weights": null, ...},
  *     "losses":  [{"name": "ce", "weight": 1.0, "weight_warmup_epochs": 0, ...}],
- *     "optim":   {"name": "sgd", "lr": 0.05, ...},
+ *     "optim":   {"name": "sgd", "lr": 0.05, "clip_grad_norm": 0, "clip_grad_value": 0,
+ *                 "accumulate_steps": 1, ...},
  *     "schedule": {"name": "cosine", "epochs": 30, ...},
  *     "eval": {"every_epochs": 1}, "checkpoint": {"every_epochs": 1, "keep": 2},
- *     "log": {"every_steps": 50}
+ *     "log": {"every_steps": 50},
+ *     "ema": {"decay": 0.9998, "warmup": false, ...}
  *   }
  *
  * "dtype" is what the models, losses and optimizer compute and keep their
  * tensors in: "float32", or "float64" for runs checked step by step
  * against a float64 reference (tests/test_recipe_steps). Data comes out of
  * the transforms in float32 and is converted once per batch.
+ *
+ * optim's host keys: "clip_grad_norm" scales all gradients together so
+ * their global L2 norm is at most this (torch's clip_grad_norm_), or
+ * "clip_grad_value" clamps each gradient element to +-this
+ * (clip_grad_value_); 0 (the default) is off, and a job sets at most one.
+ * Either applies to the summed gradients of a whole accumulation cycle,
+ * just before the optimizer step, and the train lines of metrics.jsonl then
+ * carry "grad_norm" (before clipping). "accumulate_steps" is how many
+ * micro-batches of data.train.batch_size make one optimizer step: each
+ * micro-batch's loss is divided by the cycle's length, so the gradient is
+ * the mean over the cycle, as for one batch that many times larger. A
+ * cycle never spans two epochs: the last one of an epoch may be shorter
+ * (its losses divided by its own length, as timm does). The schedule,
+ * "step" in the logs and checkpoints, and the losses' `step` count
+ * optimizer steps; randomness is keyed by micro-batch. A train line's
+ * "loss" is the cycle's mean, its "terms" and "loss_terms" the cycle's last
+ * micro-batch's. A run stopped inside a cycle (SIGINT) checkpoints the
+ * gradients summed so far ("grad.*") and --resume finishes the cycle
+ * exactly (runner.c); the job may not change accumulate_steps in between.
+ *
+ * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,
+ * warmup_gamma, warmup_power, exclude_buffers, as timm's ModelEmaV3.
  *
  * "..." are the plugin's own parameters. Relative paths are relative to the
  * working directory. Every error names the job file and the JSON path.
@@ -75,6 +99,23 @@ typedef struct kd_job_loss {
     double weight_warmup_epochs; /* weight ramps linearly from 0 over these */
 } kd_job_loss;
 
+/* An exponential moving average of the student's weights, as timm's
+ * ModelEmaV3: after optimizer step t (from 1), every floating tensor of
+ * the student (parameters and, unless exclude_buffers, buffers; other
+ * tensors are copied) moves toward the student's by 1 - d, where d is 0
+ * for t <= update_after_step + 1 (a copy), else decay, or with warmup
+ * 1 - (1 + t'/warmup_gamma)^-warmup_power clamped to [min_decay, decay],
+ * t' = t - update_after_step - 1. Evaluated alongside the student,
+ * checkpointed as "ema.*", written by `export --ema`. */
+typedef struct kd_job_ema {
+    bool present;
+    double decay, min_decay;
+    int64_t update_after_step;
+    bool warmup;
+    double warmup_gamma, warmup_power;
+    bool exclude_buffers; /* buffers copied, not averaged */
+} kd_job_ema;
+
 typedef struct kd_job {
     char *file;
     json_t *root;
@@ -90,10 +131,13 @@ typedef struct kd_job {
     const kd_registry_entry *optim;
     kd_params *optim_params;
     double lr;
+    double clip_grad_norm, clip_grad_value; /* 0: off */
+    int64_t accumulate_steps;               /* micro-batches per optimizer step */
     const kd_registry_entry *schedule;
     kd_params *schedule_params;
     int64_t epochs;
     int64_t eval_every, checkpoint_every, checkpoint_keep, log_every;
+    kd_job_ema ema;
 } kd_job;
 
 /* Reads `file`, applies the overrides ("a.b=v", "losses[1].weight=2"; v

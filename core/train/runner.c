@@ -14,6 +14,8 @@
 #include <kdengine/kdengine.h>
 
 #include "checkpoint.h"
+#include "ema.h"
+#include "grad_clip.h"
 #include "runner.h"
 #include "session.h"
 
@@ -163,15 +165,19 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
     return st;
 }
 
-kd_status kd_export(const kd_job *job, const char *weights, const char *out_path)
+kd_status kd_export(const kd_job *job, const char *weights, bool ema, const char *out_path)
 {
+    if (ema && !weights)
+        return kd_error(KD_ERR_INVALID, "export --ema: needs --weights, a checkpoint of a run "
+                        "with \"ema\"");
     kd_session *s;
     kd_status st = kd_session_open(job, KD_SESSION_WEIGHTS, &s);
     if (st != KD_OK)
         return st;
     if (weights)
-        st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors,
-                             s->student.vt->filter_weight, s->student.self);
+        st = kd_weights_load_group(weights, ema ? "ema." : "student.", ema ? "ema" : "student",
+                                   s->student.n_tensors, s->student.tensors,
+                                   s->student.vt->filter_weight, s->student.self);
     /* the class names travel from the run's checkpoint to the export */
     char *classes = NULL;
     if (st == KD_OK && weights)
@@ -187,8 +193,15 @@ kd_status kd_export(const kd_job *job, const char *weights, const char *out_path
 
 /* ---------------------------------------------------------------- run state */
 
+/* Where the run stands. `batch` counts the epoch's (micro-)batches and
+ * `step` the run's optimizer steps; with accumulation a step takes
+ * `accumulate_steps` batches, and `micro` (the run's batches, which key
+ * the per-batch random streams) and `cycle` (batches summed into the
+ * gradients since the last step) say where inside a cycle the run is. */
 typedef struct run_state {
-    int64_t epoch, batch, step; /* where the next step starts */
+    int64_t epoch, batch, step; /* where the next batch starts */
+    int64_t micro, cycle;
+    double cycle_loss; /* the cycle's batch losses, summed */
     double best_top1;
     int64_t best_epoch;
     double elapsed_s; /* training time before this process */
@@ -198,11 +211,13 @@ typedef struct run_state {
 
 static char *state_json(const run_state *r)
 {
-    json_t *o = json_pack("{s:I, s:I, s:I, s:f, s:I, s:f, s:f, s:I}", "epoch", (json_int_t)r->epoch,
-                          "batch", (json_int_t)r->batch, "step", (json_int_t)r->step,
-                          "best_top1", r->best_top1, "best_epoch", (json_int_t)r->best_epoch,
-                          "elapsed_s", r->elapsed_s, "loss_sum", r->loss_sum, "loss_count",
-                          (json_int_t)r->loss_count);
+    json_t *o = json_pack("{s:I, s:I, s:I, s:f, s:I, s:f, s:f, s:I, s:I, s:I, s:f}", "epoch",
+                          (json_int_t)r->epoch, "batch", (json_int_t)r->batch, "step",
+                          (json_int_t)r->step, "best_top1", r->best_top1, "best_epoch",
+                          (json_int_t)r->best_epoch, "elapsed_s", r->elapsed_s, "loss_sum",
+                          r->loss_sum, "loss_count", (json_int_t)r->loss_count, "micro",
+                          (json_int_t)r->micro, "cycle", (json_int_t)r->cycle, "cycle_loss",
+                          r->cycle_loss);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;
@@ -212,30 +227,37 @@ static kd_status parse_state(const char *path, const char *text, run_state *r)
 {
     json_error_t jerr;
     json_t *o = text ? json_loads(text, 0, &jerr) : NULL;
-    json_int_t epoch, batch, step, best_epoch, loss_count;
-    double best, elapsed, loss_sum;
-    int bad = !o || json_unpack(o, "{s:I, s:I, s:I, s:F, s:I, s:F, s:F, s:I}", "epoch", &epoch,
-                                "batch", &batch, "step", &step, "best_top1", &best, "best_epoch",
-                                &best_epoch, "elapsed_s", &elapsed, "loss_sum", &loss_sum,
-                                "loss_count", &loss_count);
+    json_int_t epoch, batch, step, best_epoch, loss_count, micro = -1, cycle = 0;
+    double best, elapsed, loss_sum, cycle_loss = 0;
+    /* micro, cycle and cycle_loss came with accumulation: a checkpoint
+     * from before it was taken between steps, one batch each. */
+    int bad = !o || json_unpack(o, "{s:I, s:I, s:I, s:F, s:I, s:F, s:F, s:I, s?I, s?I, s?F}",
+                                "epoch", &epoch, "batch", &batch, "step", &step, "best_top1",
+                                &best, "best_epoch", &best_epoch, "elapsed_s", &elapsed,
+                                "loss_sum", &loss_sum, "loss_count", &loss_count, "micro",
+                                &micro, "cycle", &cycle, "cycle_loss", &cycle_loss);
     json_decref(o);
     if (bad)
         return kd_error(KD_ERR_FORMAT, "%s: no readable kdengine state (not a checkpoint of a "
                         "run?)", path);
-    *r = (run_state){epoch, batch, step, best, best_epoch, elapsed, loss_sum, loss_count};
+    *r = (run_state){epoch, batch, step, micro < 0 ? step : micro, cycle, cycle_loss, best,
+                     best_epoch, elapsed, loss_sum, loss_count};
     return KD_OK;
 }
 
 typedef struct run {
     const kd_job *job;
     kd_eval_result last_eval; /* samples 0 until an evaluation ran */
+    kd_eval_result last_ema;  /* the EMA's, with the job's "ema" */
     kd_session *s;
     kd_loader *train, *val;
     run_state st;
     char ckpt_dir[4096];
     FILE *metrics;
     bool tty;
-    int64_t steps_per_epoch;
+    int64_t batches_per_epoch, steps_per_epoch;
+    int64_t stop_at_batch; /* kd_run_options.stop_at_batch */
+    double grad_norm;      /* of the last step, when the job clips */
     char *classes;                     /* JSON array of class names, or NULL */
     int64_t train_skipped, val_skipped; /* the datasets' skipped() so far */
 } run;
@@ -284,17 +306,77 @@ static void free_names(char **names, int n)
     free(names);
 }
 
+/* A checkpoint taken inside an accumulation cycle also holds the
+ * gradients summed so far, as "grad.<parameter>" (parameters without one
+ * have none), so a resume continues the cycle exactly: the batches already
+ * summed changed the model's buffers (BN statistics), so replaying them
+ * could not. */
 static kd_status save_checkpoint(run *r, const char *path)
 {
-    kd_tensor_group *groups;
+    kd_tensor_group *groups, *all = NULL;
+    kd_named_tensor *grads = NULL;
     int n;
     kd_status st = kd_session_groups(r->s, &groups, &n);
+    if (st == KD_OK && r->st.cycle > 0) {
+        const kd_session *s = r->s;
+        all = malloc(((size_t)n + 1) * sizeof *all);
+        grads = malloc(((size_t)s->n_params + 1) * sizeof *grads);
+        int k = 0;
+        for (int i = 0; grads && i < s->n_params; i++)
+            if (s->params[i].tensor->grad)
+                grads[k++] = (kd_named_tensor){s->params[i].name, s->params[i].tensor->grad,
+                                               KD_TENSOR_BUFFER};
+        if (all && grads) {
+            memcpy(all, groups, (size_t)n * sizeof *all);
+            all[n++] = (kd_tensor_group){"grad.", k, grads};
+            free(groups);
+            groups = all;
+            all = NULL;
+        } else {
+            st = kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+        }
+    }
     char *state = st == KD_OK ? state_json(&r->st) : NULL;
     if (st == KD_OK)
         st = state ? kd_checkpoint_save(path, n, groups, state, r->classes)
                    : kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
     free(state);
     free(groups);
+    free(all);
+    free(grads);
+    return st;
+}
+
+/* The gradients a checkpoint taken inside a cycle holds: every
+ * "grad.<name>" must be a parameter's, with its shape. */
+static kd_status load_gradients(const run *r, const char *path)
+{
+    kd_safetensors *f = NULL;
+    kd_status st = kd_safetensors_open(path, &f);
+    int expected = 0, found = 0;
+    for (int i = 0; st == KD_OK && i < kd_safetensors_count(f); i++)
+        expected += strncmp(kd_safetensors_at(f, i)->name, "grad.", 5) == 0;
+    for (int i = 0; st == KD_OK && i < r->s->n_params; i++) {
+        kd_tensor *p = r->s->params[i].tensor;
+        char name[1024];
+        snprintf(name, sizeof name, "grad.%s", r->s->params[i].name);
+        kd_tensor_zero_grad(p);
+        if (!kd_safetensors_find(f, name))
+            continue;
+        kd_tensor *g = kd_tensor_keep(kd_safetensors_load(f, name, p->dtype));
+        if (!g || !kd_tensor_same_shape(g, p)) {
+            kd_tensor_free(g);
+            st = kd_error(g ? KD_ERR_FORMAT : kd_last_status(), "%s: %s does not match the "
+                          "parameter's shape", path, name);
+            break;
+        }
+        p->grad = g;
+        found++;
+    }
+    if (st == KD_OK && found != expected)
+        st = kd_error(KD_ERR_FORMAT, "%s: %d gradients name no parameter of this job", path,
+                      expected - found);
+    kd_safetensors_close(f);
     return st;
 }
 
@@ -424,7 +506,7 @@ static kd_status batch_transforms(run *r, kd_batch_args *ba)
     const kd_session *s = r->s;
     for (int i = 0; i < s->n_batch_transforms; i++) {
         ba->rng = kd_rng_make(r->job->seed, STREAM_BATCH << 8 | (uint64_t)i,
-                              (uint64_t)r->st.step);
+                              (uint64_t)r->st.micro);
         kd_status st = s->btvt[i]->apply(s->btself[i], ba);
         if (st != KD_OK)
             return kd_error_wrap(st, "data.train.batch_transforms[%d]", i);
@@ -450,7 +532,7 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
     }
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args ta = {sizeof ta, images, r->job->teacher.train_bn,
-                          kd_rng_make(r->job->seed, STREAM_TEACHER, (uint64_t)r->st.step),
+                          kd_rng_make(r->job->seed, STREAM_TEACHER, (uint64_t)r->st.micro),
                           m->want, m->out};
     st = m->vt->forward(m->self, &ta);
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
@@ -467,11 +549,14 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
     return st == KD_OK ? st : kd_error_wrap(st, "teacher forward");
 }
 
-static kd_status train_step(run *r, const kd_batch *b, double lr, step_losses *t)
+/* The forward and backward of one batch: its gradients are added to
+ * those of the cycle's earlier batches (zeroed when a cycle starts), its
+ * loss divided by the cycle's length `cycle`. */
+static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_losses *t)
 {
     kd_session *s = r->s;
     const kd_job *job = r->job;
-    double epoch_pos = (double)r->st.epoch + (double)r->st.batch / (double)r->steps_per_epoch;
+    double epoch_pos = (double)r->st.epoch + (double)r->st.batch / (double)r->batches_per_epoch;
     kd_batch_args ba = {.size = sizeof ba, .images = b->images, .labels = b->labels,
                         .num_classes = s->num_classes};
     kd_status st = batch_transforms(r, &ba);
@@ -485,7 +570,7 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_losses *t
         return st;
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
     kd_forward_args sa = {sizeof sa, images, true,
-                          kd_rng_make(job->seed, STREAM_STUDENT, (uint64_t)r->st.step),
+                          kd_rng_make(job->seed, STREAM_STUDENT, (uint64_t)r->st.micro),
                           s->student.want, s->student.out};
     st = s->student.vt->forward(s->student.self, &sa);
     if (st != KD_OK)
@@ -501,7 +586,7 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_losses *t
         kd_loss_args la = {sizeof la, l->student_in, l->needs.n_teacher ? l->teacher_in : NULL,
                            b->labels, ba.soft_targets, b->indices, r->st.epoch, r->st.step, true,
                            kd_rng_make(job->seed, STREAM_LOSS << 8 | (uint64_t)i,
-                                       (uint64_t)r->st.step)};
+                                       (uint64_t)r->st.micro)};
         kd_loss_result *res = &t->results[i];
         *res = (kd_loss_result){.size = sizeof *res};
         st = l->vt->forward(l->self, &la, res);
@@ -523,12 +608,32 @@ static kd_status train_step(run *r, const kd_batch *b, double lr, step_losses *t
     t->total = kd_tensor_get(total, 0);
     if (!isfinite(t->total))
         return non_finite(r, t);
-    for (int i = 0; i < s->n_params; i++)
-        kd_tensor_zero_grad(s->params[i].tensor);
-    st = kd_backward(total);
+    if (r->st.cycle == 0)
+        for (int i = 0; i < s->n_params; i++)
+            kd_tensor_zero_grad(s->params[i].tensor);
+    if (cycle > 1 && !(total = kd_mul_scalar(total, 1.0 / (double)cycle)))
+        return kd_error_wrap(kd_last_status(), "scaling the loss for accumulation");
+    return kd_backward(total);
+}
+
+/* The end of a cycle: clipping (after the all-reduce that data-parallel
+ * runs will add here, on the summed gradients), then the optimizer. */
+static kd_status optimizer_step(run *r, double lr)
+{
+    const kd_job *job = r->job;
+    kd_session *s = r->s;
+    kd_status st = KD_OK;
+    if (job->clip_grad_norm > 0)
+        st = kd_clip_grad_norm(s->n_params, s->params, job->clip_grad_norm, &r->grad_norm);
+    else if (job->clip_grad_value > 0 &&
+             (st = kd_grad_norm(s->n_params, s->params, &r->grad_norm)) == KD_OK)
+        st = kd_clip_grad_value(s->n_params, s->params, job->clip_grad_value);
     if (st == KD_OK)
         st = s->optim_vt->step(s->optim, lr);
-    return st;
+    if (st == KD_OK && s->ema.vt)
+        st = kd_ema_update(&job->ema, s->ema.n_tensors, s->ema.tensors, s->student.tensors,
+                           kd_ema_decay(&job->ema, r->st.step + 1));
+    return st == KD_OK ? st : kd_error_wrap(st, "step %lld", (long long)r->st.step);
 }
 
 /* Every term of every loss, as the losses named them:
@@ -570,7 +675,7 @@ static void print_progress(run *r, const step_losses *t, double lr, double ips, 
     double avg = r->st.loss_count ? r->st.loss_sum / (double)r->st.loss_count : t->total;
     fprintf(stderr, "%sepoch %lld/%lld step %lld/%lld loss %.4f%s lr %.5g %.0f img/s ETA %s%s",
             r->tty ? "\r\033[K" : "", (long long)r->st.epoch + 1, (long long)r->job->epochs,
-            (long long)r->st.batch, (long long)r->steps_per_epoch, avg, terms, lr, ips, eta,
+            (long long)r->st.batch, (long long)r->batches_per_epoch, avg, terms, lr, ips, eta,
             r->tty && !final_line ? "" : "\n");
     fflush(stderr);
 }
@@ -611,6 +716,19 @@ static kd_status run_eval(run *r, json_t **line)
     *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:I}", "type", "eval", "epoch",
                       (json_int_t)r->st.epoch, "step", (json_int_t)r->st.step, "top1", e.top1,
                       "top5", e.top5, "loss", e.loss, "samples", (json_int_t)e.samples);
+    if (r->s->ema.vt) {
+        kd_eval_result a;
+        st = evaluate_model(&r->s->ema, r->val, &a);
+        if (st != KD_OK)
+            return kd_error_wrap(st, "evaluation of the EMA after epoch %lld",
+                                 (long long)r->st.epoch);
+        r->last_ema = a;
+        fprintf(stderr, "eval epoch %lld (EMA): top-1 %.2f%%, top-5 %.2f%%, loss %.4f\n",
+                (long long)r->st.epoch, a.top1, a.top5, a.loss);
+        json_object_set_new(*line, "ema_top1", json_real(a.top1));
+        json_object_set_new(*line, "ema_top5", json_real(a.top5));
+        json_object_set_new(*line, "ema_loss", json_real(a.loss));
+    }
     if (best) {
         char path[4200];
         snprintf(path, sizeof path, "%s/best.safetensors", r->job->output);
@@ -620,6 +738,16 @@ static kd_status run_eval(run *r, json_t **line)
 }
 
 /* ---------------------------------------------------------------- the loop */
+
+/* The length of the accumulation cycle the next batch belongs to: cycles
+ * start at the epoch's start and every accumulate_steps batches, and the
+ * last one ends with the epoch. */
+static int64_t cycle_length(const run *r)
+{
+    int64_t start = r->st.batch - r->st.cycle;
+    int64_t left = r->batches_per_epoch - start;
+    return left < r->job->accumulate_steps ? left : r->job->accumulate_steps;
+}
 
 static kd_status resume(run *r)
 {
@@ -642,12 +770,20 @@ static kd_status resume(run *r)
     if (st == KD_OK)
         st = parse_state(path, state, &r->st);
     free(state);
+    /* a job that changed accumulate_steps cannot finish the saved cycle */
+    if (st == KD_OK && r->st.cycle > 0 && r->st.cycle >= cycle_length(r))
+        st = kd_error(KD_ERR_INVALID, "%s: taken after batch %lld of an accumulation cycle, "
+                      "but optim.accumulate_steps is %lld", path, (long long)r->st.cycle,
+                      (long long)r->job->accumulate_steps);
+    if (st == KD_OK && r->st.cycle > 0)
+        st = load_gradients(r, path);
     if (st == KD_OK) {
         char metrics[4200];
         snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", r->job->output);
         st = trim_metrics(metrics, r->st.step);
-        fprintf(stderr, "resuming from %s: epoch %lld, batch %lld, step %lld\n", path,
-                (long long)r->st.epoch + 1, (long long)r->st.batch, (long long)r->st.step);
+        fprintf(stderr, "resuming from %s: epoch %lld, batch %lld, step %lld%s\n", path,
+                (long long)r->st.epoch + 1, (long long)r->st.batch, (long long)r->st.step,
+                r->st.cycle > 0 ? " (inside an accumulation cycle)" : "");
     }
     return st;
 }
@@ -704,26 +840,41 @@ static double window_rate(const progress *p, double now)
     return (double)p->window_images / (dt > 1e-9 ? dt : 1e-9);
 }
 
-/* One step in its scope; what the logs and progress line show is read
- * before the scope ends, and only on the steps that show it. */
-static kd_status run_step(run *r, const kd_batch *b, double lr, step_losses *t, progress *p)
+/* One batch in its scope, and the optimizer step when it ends a cycle;
+ * what the logs and progress line show is read before the scope ends, and
+ * only on the steps that show it. */
+static kd_status run_batch(run *r, const kd_batch *b, double lr, step_losses *t, progress *p)
 {
     const kd_job *job = r->job;
     kd_scope_begin();
-    kd_status st = train_step(r, b, lr, t);
+    int64_t cycle = cycle_length(r);
+    bool cycle_end = r->st.cycle + 1 == cycle;
+    kd_status st = train_batch(r, b, cycle, t);
+    if (st == KD_OK && cycle_end)
+        st = optimizer_step(r, lr);
     if (st != KD_OK) {
         kd_scope_end();
         return st;
     }
-    r->st.step++;
+    r->st.micro++;
     r->st.batch++;
+    r->st.cycle++;
+    r->st.cycle_loss += t->total;
     r->st.loss_sum += t->total;
     r->st.loss_count++;
     p->window_images += b->labels->shape[0];
+    if (!cycle_end) {
+        kd_scope_end();
+        return KD_OK;
+    }
+    double cycle_loss = r->st.cycle_loss / (double)r->st.cycle;
+    r->st.step++;
+    r->st.cycle = 0;
+    r->st.cycle_loss = 0;
     double now = now_s();
     bool log_now = r->st.step % job->log_every == 0;
     bool draw_now = log_now || (r->tty && now - p->last_draw > 0.25);
-    bool epoch_end = r->st.batch == r->steps_per_epoch;
+    bool epoch_end = r->st.batch == r->batches_per_epoch;
     if (draw_now || epoch_end)
         read_values(r->s, t);
     if (draw_now) {
@@ -736,8 +887,11 @@ static kd_status run_step(run *r, const kd_batch *b, double lr, step_losses *t, 
     if (log_now) {
         json_t *line = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "type", "train",
                                  "epoch", (json_int_t)r->st.epoch, "step",
-                                 (json_int_t)r->st.step, "lr", lr, "loss", t->total, "loss_avg",
-                                 r->st.loss_sum / (double)r->st.loss_count, "img_per_s", p->ips);
+                                 (json_int_t)r->st.step, "lr", lr, "loss", cycle_loss,
+                                 "loss_avg", r->st.loss_sum / (double)r->st.loss_count,
+                                 "img_per_s", p->ips);
+        if (job->clip_grad_norm > 0 || job->clip_grad_value > 0)
+            json_object_set_new(line, "grad_norm", json_real(r->grad_norm));
         json_t *weighted = json_object();
         for (int i = 0; i < r->s->n_losses; i++)
             json_object_set_new(weighted, r->s->losses[i].spec->path, json_real(t->value[i]));
@@ -749,6 +903,13 @@ static kd_status run_step(run *r, const kd_batch *b, double lr, step_losses *t, 
     }
     kd_scope_end();
     return KD_OK;
+}
+
+/* A stop the CLI's signal handler asked for, or the caller's
+ * stop_at_batch. */
+static bool should_stop(const run *r)
+{
+    return stop_requested || (r->stop_at_batch > 0 && r->st.micro >= r->stop_at_batch);
 }
 
 static kd_status train_epochs(run *r, bool *stopped)
@@ -768,7 +929,7 @@ static kd_status train_epochs(run *r, bool *stopped)
         p.window_images = 0;
         p.ips = 0;
         double lr = 0;
-        while (st == KD_OK && !stop_requested) {
+        while (st == KD_OK && !should_stop(r)) {
             kd_batch b;
             bool done;
             st = kd_loader_next(r->train, &b, &done);
@@ -776,12 +937,12 @@ static kd_status train_epochs(run *r, bool *stopped)
                 break;
             st = s->sched_vt->lr_at(s->sched, r->st.step, &lr);
             if (st == KD_OK)
-                st = run_step(r, &b, lr, &terms, &p);
+                st = run_batch(r, &b, lr, &terms, &p);
         }
         r->st.elapsed_s = elapsed_before + (now_s() - p.t_start);
         if (st != KD_OK)
             break;
-        if (stop_requested) {
+        if (should_stop(r)) {
             char path[4200];
             st = checkpoint_step(r, path, sizeof path);
             if (st == KD_OK)
@@ -839,8 +1000,11 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
         st = open_loader(&r.s->train, job->seed, &r.train);
     if (st == KD_OK && r.s->val.vt)
         st = open_loader(&r.s->val, job->seed, &r.val);
-    if (st == KD_OK)
-        r.steps_per_epoch = kd_loader_batches_per_epoch(r.train);
+    if (st == KD_OK) {
+        r.batches_per_epoch = kd_loader_batches_per_epoch(r.train);
+        r.steps_per_epoch = kd_session_steps_per_epoch(r.s);
+        r.stop_at_batch = options ? options->stop_at_batch : 0;
+    }
     if (st == KD_OK && options && options->resume)
         st = resume(&r);
     if (st == KD_OK)
@@ -864,17 +1028,21 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
             st = kd_error(KD_ERR_IO, "%s: %s", metrics_path, strerror(errno));
     }
     if (st == KD_OK) {
-        fprintf(stderr, "%s: %s%s%s -> %s, %lld epochs x %lld steps, batch %lld, %d threads "
+        char accumulated[64] = "";
+        if (job->accumulate_steps > 1)
+            snprintf(accumulated, sizeof accumulated, " x %lld accumulated",
+                     (long long)job->accumulate_steps);
+        fprintf(stderr, "%s: %s%s%s -> %s, %lld epochs x %lld steps, batch %lld%s, %d threads "
                 "(ready in %.1f s)\n", job->file, job->teacher.present ? job->teacher.entry->name : "",
                 job->teacher.present ? " teaches " : "training ", job->student.entry->name,
                 job->output, (long long)job->epochs, (long long)r.steps_per_epoch,
-                (long long)job->train.batch_size, kd_num_threads(), now_s() - t0);
+                (long long)job->train.batch_size, accumulated, kd_num_threads(), now_s() - t0);
         kd_memory_peak_reset(KD_CPU);
         st = train_epochs(&r, stopped);
     }
     int64_t peak = kd_memory_stats_of(KD_CPU).peak_bytes;
     if (st == KD_OK && !*stopped) {
-        double img = (double)r.st.step * (double)job->train.batch_size;
+        double img = (double)r.st.micro * (double)job->train.batch_size;
         fprintf(stderr, "done: %lld steps in %.1f s (%.0f img/s)", (long long)r.st.step,
                 r.st.elapsed_s, r.st.elapsed_s > 0 ? img / r.st.elapsed_s : 0.0);
         if (r.st.best_epoch >= 0)
@@ -891,6 +1059,8 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
             json_object_set_new(summary, "top1", json_real(r.last_eval.top1));
             json_object_set_new(summary, "top5", json_real(r.last_eval.top5));
         }
+        if (summary && r.last_ema.samples)
+            json_object_set_new(summary, "ema_top1", json_real(r.last_ema.top1));
         write_metrics(&r, summary);
     }
     if (r.metrics)

@@ -10,11 +10,17 @@
 #define KD_CORE_RUNNER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "job.h"
 
 typedef struct kd_run_options {
     bool resume; /* continue from the newest checkpoint of the output folder */
+    /* > 0: stop as if asked to (checkpoint, *stopped) once the run has
+     * trained this many batches in all, counted from its start across
+     * resumes: a stop at a chosen batch, inside an accumulation cycle or
+     * not (tests/test_grad_steps). */
+    int64_t stop_at_batch;
 } kd_run_options;
 
 /* Trains the job's student. After kd_run_request_stop() it finishes the
@@ -39,7 +45,8 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
 
 /* Writes the student's tensors from `weights` (NULL: the job's student
  * weights, or the student as the job's seed initialises it) under their
- * state_dict names to out_path (safetensors, atomic). */
-kd_status kd_export(const kd_job *job, const char *weights, const char *out_path);
+ * state_dict names to out_path (safetensors, atomic). With ema, the
+ * checkpoint `weights`' EMA of the student instead. */
+kd_status kd_export(const kd_job *job, const char *weights, bool ema, const char *out_path);
 
 #endif

@@ -374,12 +374,18 @@ static int64_t train_samples(const kd_session *s)
     return s->job->train.subset ? s->job->train.subset : s->train.info.length;
 }
 
-int64_t kd_session_steps_per_epoch(const kd_session *s)
+int64_t kd_session_batches_per_epoch(const kd_session *s)
 {
     int64_t n = train_samples(s);
     int64_t b = s->job->train.batch_size;
-    int64_t steps = s->job->train.drop_last ? n / b : (n + b - 1) / b;
-    return steps > 0 ? steps : 1;
+    int64_t batches = s->job->train.drop_last ? n / b : (n + b - 1) / b;
+    return batches > 0 ? batches : 1;
+}
+
+int64_t kd_session_steps_per_epoch(const kd_session *s)
+{
+    int64_t a = s->job->accumulate_steps;
+    return (kd_session_batches_per_epoch(s) + a - 1) / a;
 }
 
 static kd_status check_logits(const kd_session *s, const kd_tap_shape *student,
@@ -622,6 +628,20 @@ static kd_status freeze(kd_model_run *m, bool eval_only)
                                             m->spec->entry->name);
 }
 
+/* A second instance of the student holding its average, starting as a
+ * copy of the student (weights loaded): timm's ModelEmaV3 deep-copies the
+ * model. */
+static kd_status open_ema(kd_session *s)
+{
+    kd_status st = open_model(s->job, &s->job->student, ROLE_STUDENT, &s->ema);
+    for (int i = 0; st == KD_OK && i < s->ema.n_tensors; i++) {
+        kd_tensor *t = s->ema.tensors[i].tensor;
+        kd_tensor_set_requires_grad(t, false);
+        st = kd_tensor_copy_(t, s->student.tensors[i].tensor);
+    }
+    return st == KD_OK ? st : kd_error_wrap(st, "ema");
+}
+
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out)
 {
     *out = NULL;
@@ -698,6 +718,8 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
             st = open_batch_transforms(s);
         if (st == KD_OK)
             st = open_optimizer(s);
+        if (st == KD_OK && job->ema.present)
+            st = open_ema(s);
     }
     if (st != KD_OK) {
         kd_session_close(s);
@@ -725,6 +747,7 @@ void kd_session_close(kd_session *s)
     free(s->losses);
     close_model(&s->teacher);
     close_model(&s->student);
+    close_model(&s->ema);
     close_data(&s->train);
     close_data(&s->val);
     free(s->student_shapes);
@@ -736,7 +759,7 @@ void kd_session_close(kd_session *s)
 
 kd_status kd_session_groups(const kd_session *s, kd_tensor_group **out, int *n_out)
 {
-    kd_tensor_group *g = calloc((size_t)s->n_losses + 2, sizeof *g);
+    kd_tensor_group *g = calloc((size_t)s->n_losses + 3, sizeof *g);
     *out = g;
     *n_out = 0;
     if (!g)
@@ -749,6 +772,8 @@ kd_status kd_session_groups(const kd_session *s, kd_tensor_group **out, int *n_o
                                        s->losses[i].tensors};
     if (s->n_optim_state)
         g[n++] = (kd_tensor_group){"optim.", s->n_optim_state, s->optim_state};
+    if (s->ema.vt)
+        g[n++] = (kd_tensor_group){"ema.", s->ema.n_tensors, s->ema.tensors};
     *n_out = n;
     return KD_OK;
 }
@@ -842,12 +867,16 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     const kd_data_run *d = s->train.vt ? &s->train : &s->val;
     int64_t batch = job->train.batch_size;
     fprintf(out, "job: %s\n", job->file);
+    char accumulated[64] = "";
+    if (job->accumulate_steps > 1)
+        snprintf(accumulated, sizeof accumulated, " x %lld accumulated",
+                 (long long)job->accumulate_steps);
     if (s->train.vt)
         fprintf(out, "data.train: %s, %lld of %lld samples, %dx%dx%d after %d transforms, batch "
-                "%lld, %lld steps per epoch, %lld epochs\n", job->train.dataset->name,
+                "%lld%s, %lld steps per epoch, %lld epochs\n", job->train.dataset->name,
                 (long long)(job->train.subset ? job->train.subset : s->train.info.length),
                 (long long)s->train.info.length, d->channels, d->height, d->width,
-                job->train.n_transforms, (long long)batch,
+                job->train.n_transforms, (long long)batch, accumulated,
                 (long long)kd_session_steps_per_epoch(s), (long long)job->epochs);
     if (s->val.vt)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
@@ -898,8 +927,17 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     int64_t val_batch = job->val.batch_size;
     int64_t student = student_image * batch, teacher = teacher_image * batch,
             evaluation = eval_image * val_batch;
-    int64_t total = 2 * param_bytes + state_bytes + input_bytes + max3(student, teacher, evaluation);
+    /* the EMA: a second copy of the student's tensors */
+    int64_t ema_bytes = 0;
+    for (int i = 0; i < s->ema.n_tensors; i++)
+        ema_bytes += (int64_t)kd_dtype_size(s->ema.tensors[i].tensor->dtype) *
+                     kd_tensor_numel(s->ema.tensors[i].tensor);
+    int64_t total = 2 * param_bytes + state_bytes + ema_bytes + input_bytes +
+                    max3(student, teacher, evaluation);
     double mib = 1024.0 * 1024.0;
+    if (ema_bytes)
+        fprintf(out, "ema: decay %g%s, %.1f MiB\n", job->ema.decay,
+                job->ema.warmup ? " with warm-up" : "", (double)ema_bytes / mib);
     fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
             "optimizer state %.1f MiB, batches %.1f MiB, then the largest of: student step "
             "%.1f MiB (batch %lld), teacher forward %.1f MiB, evaluation %.1f MiB (batch %lld); "
@@ -907,8 +945,13 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
             (double)input_bytes / mib, (double)student / mib, (long long)batch,
             (double)teacher / mib, (double)evaluation / mib, (long long)val_batch,
             (double)total / mib);
-    fprintf(out, "optim: %s, lr %g; schedule: %s over %lld epochs\n", job->optim->name, job->lr,
-            job->schedule->name, (long long)job->epochs);
+    char clip[64] = "";
+    if (job->clip_grad_norm > 0 || job->clip_grad_value > 0)
+        snprintf(clip, sizeof clip, ", gradients clipped by %s %g",
+                 job->clip_grad_norm > 0 ? "norm" : "value",
+                 job->clip_grad_norm > 0 ? job->clip_grad_norm : job->clip_grad_value);
+    fprintf(out, "optim: %s, lr %g%s; schedule: %s over %lld epochs\n", job->optim->name,
+            job->lr, clip, job->schedule->name, (long long)job->epochs);
     return KD_OK;
 }
 

@@ -54,6 +54,7 @@ typedef struct kd_data_run {
 typedef struct kd_session {
     const kd_job *job;
     kd_model_run teacher, student; /* teacher.vt NULL without a teacher */
+    kd_model_run ema;              /* the student's average (job "ema"), or vt NULL */
     int n_losses;
     kd_loss_run *losses;
     kd_data_run train, val; /* val.vt NULL without data.val */
@@ -92,11 +93,15 @@ void kd_session_close(kd_session *s);
  * callback; *json is NULL when it has not. */
 kd_status kd_session_classes_json(const kd_session *s, char **json);
 
-/* Batches per training epoch of data.train. */
+/* Batches per training epoch of data.train (micro-batches when the job
+ * accumulates), and optimizer steps per epoch: accumulation cycles, the
+ * last one of an epoch possibly shorter. */
+int64_t kd_session_batches_per_epoch(const kd_session *s);
 int64_t kd_session_steps_per_epoch(const kd_session *s);
 
 /* The whole training state for checkpoints: the student, each loss that
- * owns tensors, the optimizer; *groups is malloc'd (the caller frees it). */
+ * owns tensors, the optimizer, the EMA; *groups is malloc'd (the caller
+ * frees it). */
 typedef struct kd_tensor_group kd_tensor_group;
 kd_status kd_session_groups(const kd_session *s, kd_tensor_group **groups, int *n);
 
