@@ -188,7 +188,7 @@ static kd_status save_and_restore(const kt_optim_case *c, case_run *r, const cha
     for (int i = 0; copy && i < state.n; i++)
         copy[i] = *kd_tensor_list_at(&state, i);
     kd_tensor_group g = {"optim.", state.n, copy};
-    st = copy ? kd_checkpoint_save(path, 1, &g, NULL)
+    st = copy ? kd_checkpoint_save(path, 1, &g, NULL, NULL)
               : kd_error(KD_ERR_NOMEM, "out of memory");
     free(copy);
     if (st != KD_OK)
