@@ -23,8 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <kdengine/ops.h>
-#include <kdengine/plugin.h>
+#include "../common/model_parts.h"
 
 #define LN_EPS 1e-5
 #define PATCH 4
@@ -46,16 +45,14 @@ static const swin_arch ARCHS[] = {
 };
 #define N_ARCHS ((int)(sizeof ARCHS / sizeof ARCHS[0]))
 
-typedef struct affine {
-    kd_tensor *weight, *bias; /* bias NULL: none */
-} affine;
-
 typedef struct swin_block {
     int dim, heads, res;   /* the map is res x res */
     int window, shift;     /* after clamping to the map */
     int padded;            /* res rounded up to whole windows */
     double drop_path;
-    affine norm1, qkv, proj, norm2, fc1, fc2;
+    mp_norm norm1, norm2;
+    mp_linear qkv, proj;
+    mp_mlp mlp;
     kd_tensor *bias_table; /* [(2w-1)^2, heads] */
     kd_tensor *bias_index; /* I64 [w^4]: table row of (query, key); not a weight */
     kd_tensor *mask;       /* [windows, 1, w^2, w^2] for shifted blocks, else NULL */
@@ -71,17 +68,16 @@ typedef struct segment {
 
 typedef struct swin {
     const swin_arch *arch;
-    uint64_t seed;
-    kd_dtype dtype;
     int in_chans, num_classes, img_size, window;
     double drop_rate, drop_path_rate;
     int depths[STAGES];
-    affine embed, embed_norm, merge_norm[STAGES], final_norm, head;
-    kd_tensor *merge_reduction[STAGES]; /* stages 1..3 */
+    mp_tensors tensors;
+    mp_patch_embed embed;
+    mp_norm embed_norm, merge_norm[STAGES], final_norm;
+    kd_tensor *merge_reduction[STAGES]; /* stages 1..3, no bias */
+    mp_linear head;
     swin_block *blocks;
     int n_blocks;
-    kd_named_tensor *named;
-    int n_named, cap_named;
     segment *segments;
     kd_tap_info *taps;
     char **tap_names;
@@ -91,93 +87,11 @@ typedef struct swin {
 
 /* ------------------------------------------------------------ parameters */
 
-static kd_tensor *add_tensor(swin *m, uint32_t flags, int ndim, const int64_t *shape,
-                             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-/* A zero tensor owned by the model, listed under the formatted name. */
-static kd_tensor *add_tensor(swin *m, uint32_t flags, int ndim, const int64_t *shape,
-                             const char *fmt, ...)
+/* timm's ViT init: Linear weights N(0, 0.02) truncated at +-2 std, biases 0;
+ * the relative position tables N(0, 0.02) too. */
+static kd_status add_linear(swin *m, mp_linear *l, const char *prefix, int in, int out)
 {
-    if (m->n_named == m->cap_named) {
-        int cap = m->cap_named ? 2 * m->cap_named : 128;
-        kd_named_tensor *grown = realloc(m->named, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            kd_error(KD_ERR_NOMEM, "%s: out of host memory", m->arch->name);
-            return NULL;
-        }
-        m->named = grown;
-        m->cap_named = cap;
-    }
-    char name[96];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    char *owned = strdup(name);
-    kd_tensor *t = owned ? kd_tensor_keep(kd_tensor_zeros(m->dtype, KD_CPU, ndim, shape)) : NULL;
-    if (!t) {
-        free(owned);
-        kd_error(KD_ERR_NOMEM, "%s: out of host memory for %s", m->arch->name, name);
-        return NULL;
-    }
-    kd_tensor_set_requires_grad(t, (flags & KD_TENSOR_PARAM) != 0);
-    m->named[m->n_named++] = (kd_named_tensor){owned, t, flags};
-    return t;
-}
-
-/* Draws from the tensor's own stream (its position in the list), in
- * float32 whatever the dtype, so a float64 model starts from the float32
- * one's weights. Normal: Box-Muller on pairs; uniform: in [-scale, scale). */
-static kd_status init_random(swin *m, kd_tensor *t, double scale, bool normal)
-{
-    kd_rng rng = kd_rng_make(m->seed, 0, (uint64_t)m->n_named);
-    int64_t n = kd_tensor_numel(t);
-    float *u = malloc((size_t)(n + 1) * sizeof *u);
-    if (!u)
-        return kd_error(KD_ERR_NOMEM, "%s: out of host memory", m->arch->name);
-    kd_rng_fill_uniformf(&rng, 0, u, (n + 1) & ~(int64_t)1);
-    if (normal) {
-        for (int64_t j = 0; j < n; j += 2) {
-            float radius = (float)scale * sqrtf(-2.0f * logf(1.0f - u[j]));
-            float angle = 6.2831853f * u[j + 1];
-            u[j] = radius * cosf(angle);
-            u[j + 1] = radius * sinf(angle);
-        }
-    } else {
-        for (int64_t j = 0; j < n; j++)
-            u[j] = (float)((2.0 * u[j] - 1.0) * scale);
-    }
-    kd_tensor *draws = kd_tensor_from_data(KD_F32, t->ndim, t->shape, u);
-    kd_status st = draws ? kd_tensor_copy_(t, draws) : kd_last_status();
-    kd_tensor_free(draws);
-    free(u);
-    return st;
-}
-
-/* timm's ViT init: weight ~ N(0, 0.02) (truncated at +-2, never reached),
- * bias 0. Biases and norms are exempt from weight decay. */
-static kd_status add_linear(swin *m, affine *l, int in, int out, bool bias, const char *prefix)
-{
-    l->weight = add_tensor(m, KD_TENSOR_PARAM, 2, (int64_t[]){out, in}, "%s.weight", prefix);
-    if (!l->weight)
-        return KD_ERR_NOMEM;
-    kd_status st = init_random(m, l->weight, 0.02, true);
-    if (st == KD_OK && bias) {
-        l->bias = add_tensor(m, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, 1, (int64_t[]){out},
-                             "%s.bias", prefix);
-        st = l->bias ? KD_OK : KD_ERR_NOMEM;
-    }
-    return st;
-}
-
-static kd_status add_norm(swin *m, affine *n, int dim, const char *prefix)
-{
-    const uint32_t flags = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY;
-    n->weight = add_tensor(m, flags, 1, (int64_t[]){dim}, "%s.weight", prefix);
-    n->bias = add_tensor(m, flags, 1, (int64_t[]){dim}, "%s.bias", prefix);
-    if (!n->weight || !n->bias)
-        return KD_ERR_NOMEM;
-    return kd_tensor_fill_(n->weight, 1.0);
+    return mp_add_linear(&m->tensors, l, prefix, in, out, MP_TRUNC_NORMAL, 0.02, MP_ZEROS, 0);
 }
 
 /* The table row of each (query, key) pair of a w x w window:
@@ -246,32 +160,32 @@ static kd_status add_block(swin *m, swin_block *b, int stage, int j, int dim, in
     char name[96];
     kd_status st;
     snprintf(name, sizeof name, "%s.norm1", p);
-    if ((st = add_norm(m, &b->norm1, dim, name)) != KD_OK)
+    if ((st = mp_add_norm(&m->tensors, &b->norm1, name, dim)) != KD_OK)
         return st;
-    b->bias_table = add_tensor(m, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, 2,
-                               (int64_t[]){table_rows, heads},
-                               "%s.attn.relative_position_bias_table", p);
-    if (!b->bias_table || (st = init_random(m, b->bias_table, 0.02, true)) != KD_OK)
-        return b->bias_table ? st : KD_ERR_NOMEM;
+    b->bias_table = mp_add(&m->tensors, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, MP_TRUNC_NORMAL,
+                           0.02, 2, (int64_t[]){table_rows, heads},
+                           "%s.attn.relative_position_bias_table", p);
+    if (!b->bias_table)
+        return kd_last_status();
     snprintf(name, sizeof name, "%s.attn.qkv", p);
-    if ((st = add_linear(m, &b->qkv, dim, 3 * dim, true, name)) != KD_OK)
+    if ((st = add_linear(m, &b->qkv, name, dim, 3 * dim)) != KD_OK)
         return st;
     snprintf(name, sizeof name, "%s.attn.proj", p);
-    if ((st = add_linear(m, &b->proj, dim, dim, true, name)) != KD_OK)
+    if ((st = add_linear(m, &b->proj, name, dim, dim)) != KD_OK)
         return st;
     snprintf(name, sizeof name, "%s.norm2", p);
-    if ((st = add_norm(m, &b->norm2, dim, name)) != KD_OK)
+    if ((st = mp_add_norm(&m->tensors, &b->norm2, name, dim)) != KD_OK)
         return st;
     snprintf(name, sizeof name, "%s.mlp.fc1", p);
-    if ((st = add_linear(m, &b->fc1, dim, 4 * dim, true, name)) != KD_OK)
+    if ((st = add_linear(m, &b->mlp.fc1, name, dim, 4 * dim)) != KD_OK)
         return st;
     snprintf(name, sizeof name, "%s.mlp.fc2", p);
-    if ((st = add_linear(m, &b->fc2, 4 * dim, dim, true, name)) != KD_OK)
+    if ((st = add_linear(m, &b->mlp.fc2, name, 4 * dim, dim)) != KD_OK)
         return st;
     b->bias_index = relative_index(b->window);
     if (!b->bias_index)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", m->arch->name);
-    if (b->shift && !(b->mask = shift_mask(b, m->dtype)))
+    if (b->shift && !(b->mask = shift_mask(b, m->tensors.dtype)))
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", m->arch->name);
     return KD_OK;
 }
@@ -315,16 +229,16 @@ static kd_status build(swin *m)
     /* torch's Conv2d default (timm leaves the patch embedding to it):
      * uniform in +-1/sqrt(fan_in) for weight and bias. */
     double bound = 1.0 / sqrt((double)m->in_chans * PATCH * PATCH);
-    m->embed.weight = add_tensor(m, KD_TENSOR_PARAM, 4, (int64_t[]){c, m->in_chans, PATCH, PATCH},
-                                 "patch_embed.proj.weight");
-    kd_status st = m->embed.weight ? init_random(m, m->embed.weight, bound, false) : KD_ERR_NOMEM;
-    if (st == KD_OK) {
-        m->embed.bias = add_tensor(m, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, 1, (int64_t[]){c},
-                                   "patch_embed.proj.bias");
-        st = m->embed.bias ? init_random(m, m->embed.bias, bound, false) : KD_ERR_NOMEM;
-    }
+    m->embed.patch = PATCH;
+    m->embed.weight = mp_add(&m->tensors, KD_TENSOR_PARAM, MP_UNIFORM, bound, 4,
+                             (int64_t[]){c, m->in_chans, PATCH, PATCH}, "patch_embed.proj.weight");
+    m->embed.bias = m->embed.weight
+                        ? mp_add(&m->tensors, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, MP_UNIFORM,
+                                 bound, 1, (int64_t[]){c}, "patch_embed.proj.bias")
+                        : NULL;
+    kd_status st = m->embed.bias ? KD_OK : kd_last_status();
     if (st == KD_OK)
-        st = add_norm(m, &m->embed_norm, c, "patch_embed.norm");
+        st = mp_add_norm(&m->tensors, &m->embed_norm, "patch_embed.norm", c);
     int res = m->img_size / PATCH, reduction = PATCH;
     if (st == KD_OK)
         st = add_tap(m, (segment){SEG_EMBED, 0, 0, false}, c, reduction, KD_LAYOUT_NHWC, "patch_embed");
@@ -333,13 +247,15 @@ static kd_status build(swin *m)
         if (s > 0) {
             char name[64];
             snprintf(name, sizeof name, "layers.%d.downsample.norm", s);
-            if ((st = add_norm(m, &m->merge_norm[s], 4 * c, name)) != KD_OK)
+            if ((st = mp_add_norm(&m->tensors, &m->merge_norm[s], name, 4 * c)) != KD_OK)
                 break;
-            affine reduction_layer = {0};
-            snprintf(name, sizeof name, "layers.%d.downsample.reduction", s);
-            if ((st = add_linear(m, &reduction_layer, 4 * c, 2 * c, false, name)) != KD_OK)
+            m->merge_reduction[s] = mp_add(&m->tensors, KD_TENSOR_PARAM, MP_TRUNC_NORMAL, 0.02, 2,
+                                           (int64_t[]){2 * c, 4 * c},
+                                           "layers.%d.downsample.reduction.weight", s);
+            if (!m->merge_reduction[s]) {
+                st = kd_last_status();
                 break;
-            m->merge_reduction[s] = reduction_layer.weight;
+            }
             c *= 2;
             res /= 2;
             reduction *= 2;
@@ -359,9 +275,9 @@ static kd_status build(swin *m)
     }
     m->n_blocks = k;
     if (st == KD_OK)
-        st = add_norm(m, &m->final_norm, c, "norm");
+        st = mp_add_norm(&m->tensors, &m->final_norm, "norm", c);
     if (st == KD_OK)
-        st = add_linear(m, &m->head, c, m->num_classes, true, "head.fc");
+        st = add_linear(m, &m->head, "head.fc", c, m->num_classes);
     if (st == KD_OK)
         st = add_tap(m, (segment){SEG_NORM, 0, 0, false}, c, reduction, KD_LAYOUT_NHWC, "norm");
     if (st == KD_OK)
@@ -380,13 +296,9 @@ static void swin_destroy(void *self)
         kd_tensor_free(m->blocks[i].bias_index);
         kd_tensor_free(m->blocks[i].mask);
     }
-    for (int i = 0; i < m->n_named; i++) {
-        kd_tensor_free(m->named[i].tensor);
-        free((char *)m->named[i].name);
-    }
+    mp_tensors_free(&m->tensors);
     for (int i = 0; i < m->n_taps; i++)
         free(m->tap_names[i]);
-    free(m->named);
     free(m->blocks);
     free(m->segments);
     free(m->taps);
@@ -408,8 +320,7 @@ static kd_status swin_create(const swin_arch *a, const kd_create_args *args, voi
     if (!m)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name);
     m->arch = a;
-    m->seed = args->seed;
-    m->dtype = args->dtype;
+    m->tensors = (mp_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
     m->in_chans = (int)kd_params_integer(p, "in_chans");
     m->num_classes = (int)kd_params_integer(p, "num_classes");
     m->img_size = (int)kd_params_integer(p, "img_size");
@@ -448,7 +359,7 @@ static kd_status swin_create(const swin_arch *a, const kd_create_args *args, voi
 static kd_status swin_tensors(void *self, kd_tensor_list *out)
 {
     swin *m = self;
-    KD_LIST_SET(out, m->named, m->n_named);
+    KD_LIST_SET(out, m->tensors.items, m->tensors.n);
     return KD_OK;
 }
 
@@ -461,11 +372,11 @@ static kd_status swin_taps(void *self, kd_tap_list *out)
 
 /* --------------------------------------------------------------- forward */
 
-static kd_tensor *linear(kd_tensor *x, const affine *l) { return kd_linear(x, l->weight, l->bias); }
+static kd_tensor *linear(kd_tensor *x, const mp_linear *l) { return mp_linear_forward(l, x); }
 
-static kd_tensor *layer_norm(kd_tensor *x, const affine *n)
+static kd_tensor *layer_norm(kd_tensor *x, const mp_norm *n)
 {
-    return kd_layer_norm(x, n->weight, n->bias, LN_EPS);
+    return mp_norm_forward(n, x, LN_EPS);
 }
 
 /* [B, P, P, C] (P whole windows of w) -> [B, nW, w*w, C], windows row-major. */
@@ -536,7 +447,7 @@ static kd_tensor *block_forward(const swin_block *b, kd_tensor *x, bool training
 {
     kd_tensor *a = window_attention(b, layer_norm(x, &b->norm1));
     x = kd_add(x, kd_drop_path(a, b->drop_path, training, rng));
-    kd_tensor *mlp = linear(kd_gelu(linear(layer_norm(x, &b->norm2), &b->fc1)), &b->fc2);
+    kd_tensor *mlp = mp_mlp_forward(&b->mlp, layer_norm(x, &b->norm2));
     return kd_add(x, kd_drop_path(mlp, b->drop_path, training, rng));
 }
 
@@ -558,7 +469,7 @@ static kd_tensor *run_segment(swin *m, int t, kd_tensor *x, bool training, kd_rn
     switch (seg->kind) {
     case SEG_EMBED: {
         kd_conv2d_params p = {{PATCH, PATCH}, {0, 0}, {1, 1}, 1};
-        y = kd_conv2d(x, m->embed.weight, m->embed.bias, &p);
+        y = kd_conv2d(x, m->embed.weight, m->embed.bias, &p); /* NHWC, not tokens */
         y = layer_norm(kd_permute(y, (const int[]){0, 2, 3, 1}), &m->embed_norm);
         break;
     }
@@ -610,9 +521,10 @@ static kd_status check_args(const swin *m, const kd_forward_args *args, const ch
         return kd_error(KD_ERR_INVALID, "%s: %s needs an input, want and taps", m->arch->name,
                         what);
     const kd_tensor *x = args->input;
-    if (x->dtype != m->dtype || x->device != KD_CPU)
+    if (x->dtype != m->tensors.dtype || x->device != KD_CPU)
         return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes %s CPU tensors, got %s on device %d",
-                        m->arch->name, what, kd_dtype_name(m->dtype), kd_dtype_name(x->dtype),
+                        m->arch->name, what, kd_dtype_name(m->tensors.dtype),
+                        kd_dtype_name(x->dtype),
                         (int)x->device);
     return KD_OK;
 }
@@ -666,9 +578,9 @@ static kd_status swin_forward_from(void *self, int from, const kd_forward_args *
 
 static const kd_named_tensor *find_tensor(const swin *m, const char *name)
 {
-    for (int i = 0; i < m->n_named; i++)
-        if (!strcmp(m->named[i].name, name))
-            return &m->named[i];
+    for (int i = 0; i < m->tensors.n; i++)
+        if (!strcmp(m->tensors.items[i].name, name))
+            return &m->tensors.items[i];
     return NULL;
 }
 
@@ -695,9 +607,7 @@ static kd_status swin_filter_weight(void *self, kd_weight_fix *fix)
 {
     swin *m = self;
     char *renamed = m->renamed;
-    static const char module[] = "module.";
-    if (!strncmp(fix->name, module, sizeof module - 1))
-        fix->name += sizeof module - 1;
+    mp_strip_module_prefix(fix);
     if (ends_with(fix->name, "relative_position_index") || ends_with(fix->name, ".attn_mask")) {
         fix->drop = true;
         return KD_OK;
