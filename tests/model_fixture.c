@@ -1,20 +1,18 @@
-/* Model instances in tests (model_fixture.h). */
-#include "model_fixture.h"
-
+/* Model plugin instances in tests (see model_fixture.h). */
 #include <string.h>
 
-#include "plugin_fixture.h"
+#include "model_fixture.h"
 
-bool kt_model_open(kt_model *m, const char *provider, const char *params_json, uint64_t seed,
-                   kd_dtype dtype, kd_status *st)
+bool kt_model_open(kt_model *m, const char *provider, const char *params_json, kd_dtype dtype,
+                   uint64_t seed, kd_status *st)
 {
     memset(m, 0, sizeof *m);
     const kd_vtable_header *h = NULL;
     const kd_registry_entry *e = kt_provider(KD_KIND_MODEL, provider, &h);
     kd_params *p = e ? kt_params(e, params_json) : NULL;
-    kd_status s = KD_ERR_INVALID;
     if (!p) {
-        kd_error(s, "no provider %s, or its params %s do not validate", provider, params_json);
+        kd_status s = kd_error(KD_ERR_INVALID, "no provider %s, or its params %s do not "
+                               "validate", provider, params_json);
         if (st)
             *st = s;
         return false;
@@ -22,7 +20,7 @@ bool kt_model_open(kt_model *m, const char *provider, const char *params_json, u
     m->vt = (const kd_model_vtable *)h;
     kd_create_args args = kt_create_args(e, p, seed);
     args.dtype = dtype;
-    s = m->vt->create(&args, &m->self);
+    kd_status s = m->vt->create(&args, &m->self);
     kd_params_free(p);
     kd_tensor_list tl = {0};
     kd_tap_list taps = {0};
@@ -31,9 +29,9 @@ bool kt_model_open(kt_model *m, const char *provider, const char *params_json, u
     if (s == KD_OK)
         s = m->vt->taps(m->self, &taps);
     if (s == KD_OK && (tl.elem_size != sizeof(kd_named_tensor) ||
-                       taps.elem_size != sizeof(kd_tap_info) || taps.n > KT_MODEL_MAX_TAPS))
-        s = kd_error(KD_ERR_FORMAT, "%s: list elements of another size, or too many taps",
-                     provider);
+                       taps.elem_size != sizeof(kd_tap_info) || taps.n > KT_MAX_TAPS))
+        s = kd_error(KD_ERR_FORMAT, "%s: list elements of another size, or over %d taps",
+                     provider, KT_MAX_TAPS);
     if (st)
         *st = s;
     if (s != KD_OK) {
@@ -62,23 +60,32 @@ int kt_model_tap(const kt_model *m, const char *name)
     return -1;
 }
 
-kd_tensor *kt_model_tensor(const kt_model *m, const char *name)
+const kd_named_tensor *kt_model_tensor(const kt_model *m, const char *name)
 {
     for (int i = 0; i < m->n_tensors; i++)
         if (strcmp(m->tensors[i].name, name) == 0)
-            return m->tensors[i].tensor;
+            return &m->tensors[i];
     return NULL;
 }
 
 kd_status kt_model_run(const kt_model *m, int from, kd_tensor *input, bool training,
-                       uint64_t rng_step, const bool *want, kd_tensor **taps)
+                       const bool *want, kd_tensor **taps)
 {
-    bool all[KT_MODEL_MAX_TAPS];
-    for (int i = 0; i < KT_MODEL_MAX_TAPS; i++) {
+    bool all[KT_MAX_TAPS];
+    for (int i = 0; i < m->n_taps; i++) {
         all[i] = true;
         taps[i] = NULL;
     }
-    kd_forward_args a = {sizeof a, input, training, kd_rng_make(0, 0, rng_step),
-                         want ? want : all, taps};
+    kd_forward_args a = {sizeof a, input, training, kd_rng_make(0, 0, 0), want ? want : all,
+                         taps};
     return from < 0 ? m->vt->forward(m->self, &a) : m->vt->forward_from(m->self, from, &a);
+}
+
+int64_t kt_model_params(const kt_model *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].flags & KD_TENSOR_PARAM)
+            n += kd_tensor_numel(m->tensors[i].tensor);
+    return n;
 }

@@ -1,12 +1,12 @@
-/* A model plugin instance in a test: created through the real registry
- * (plugin_fixture.h) with JSON parameters, its tensors and taps at hand,
- * and forward / forward_from with any set of wanted taps. */
+/* A model plugin instance in tests: created through the real registry
+ * with JSON parameters, its tensor and tap lists at hand, and forward /
+ * forward_from with every tap or a chosen set wanted. */
 #ifndef KD_TEST_MODEL_FIXTURE_H
 #define KD_TEST_MODEL_FIXTURE_H
 
-#include <kdengine/kdengine.h>
+#include "plugin_fixture.h"
 
-#define KT_MODEL_MAX_TAPS 80
+#define KT_MAX_TAPS 32
 
 typedef struct kt_model {
     const kd_model_vtable *vt;
@@ -16,19 +16,19 @@ typedef struct kt_model {
     const kd_tap_info *taps;
 } kt_model;
 
-/* Creates `provider` with params_json (validated against its manifest),
- * the seed and dtype, on the CPU; false with the message in
- * kd_last_error() and the status in *st (when given). */
-bool kt_model_open(kt_model *m, const char *provider, const char *params_json, uint64_t seed,
-                   kd_dtype dtype, kd_status *st);
+/* Creates `provider` with params_json in `dtype` on the CPU; false with
+ * the message in kd_last_error() (and the status in *st when given). */
+bool kt_model_open(kt_model *m, const char *provider, const char *params_json, kd_dtype dtype,
+                   uint64_t seed, kd_status *st);
 void kt_model_close(kt_model *m);
-/* -1 when the model has no such tap / tensor. */
+/* -1 when the model has no such tap. */
 int kt_model_tap(const kt_model *m, const char *name);
-kd_tensor *kt_model_tensor(const kt_model *m, const char *name);
-/* forward (from < 0) or forward_from(from) with the rng keyed (0, 0,
- * rng_step); want NULL wants every tap. taps[] gets KT_MODEL_MAX_TAPS
- * entries, NULL where not filled. */
+const kd_named_tensor *kt_model_tensor(const kt_model *m, const char *name);
+/* forward (from < 0) or forward_from(from); want NULL wants every tap.
+ * taps[] receives the outputs (scope-owned). */
 kd_status kt_model_run(const kt_model *m, int from, kd_tensor *input, bool training,
-                       uint64_t rng_step, const bool *want, kd_tensor **taps);
+                       const bool *want, kd_tensor **taps);
+/* Trainable parameters' element count. */
+int64_t kt_model_params(const kt_model *m);
 
 #endif

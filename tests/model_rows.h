@@ -6,7 +6,8 @@
  *     of timm's state_dict (names, shapes, order) and loads them by name;
  *   - its eval-mode logits and taps match timm's in f32 (relative norm
  *     error within max(1e-4, KT_TORCH_ERROR_FACTOR x PyTorch's own f32
- *     error against f64)) and in f64 (1e-9);
+ *     error against f64)) and in f64 (1e-9; gradients 1e-7, see
+ *     F64_GRAD_RTOL);
  *   - one train-mode step (no drop-path, no dropout) gives timm's logits,
  *     the gradients of the first and last layers' parameters and of the
  *     input, and its buffers after the step;
@@ -15,7 +16,10 @@
  * Keep rows cheap (the whole table runs in one timm process): reduced
  * depths with the real key names, small inputs. A family's rows live in
  * tests/models/rows_<family>.c; the full-size models are held to the
- * committed key lists of tests/parity/timm_keys/ (KT_FULL_KEYS rows). */
+ * committed key lists of tests/parity/timm_keys/ (kt_full_keys rows).
+ *
+ * Leave drop-path and dropout at 0 in `params` (timm's kwargs may set
+ * them: the reference turns them off for the train step). */
 #ifndef KD_TEST_MODEL_ROWS_H
 #define KD_TEST_MODEL_ROWS_H
 
@@ -63,5 +67,9 @@ extern const kt_full_keys kt_full_keys_vit[];
 extern const kt_refused_start kt_refused_starts_vit[];
 extern const kt_model_row kt_model_rows_mixer[];
 extern const kt_full_keys kt_full_keys_mixer[];
+extern const kt_model_row kt_model_rows_mobilenet[];
+extern const kt_full_keys kt_full_keys_mobilenet[];
+extern const kt_model_row kt_model_rows_convnext[];
+extern const kt_full_keys kt_full_keys_convnext[];
 
 #endif

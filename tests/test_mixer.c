@@ -26,7 +26,7 @@ static void test_taps(void)
 {
     const char *name = "mixer_s16 taps: names, channels, layouts";
     kt_model m;
-    if (!kt_model_open(&m, "mixer_s16_224", SMALL "}", 1, KD_F32, NULL)) {
+    if (!kt_model_open(&m, "mixer_s16_224", SMALL "}", KD_F32, 1, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         return;
     }
@@ -51,7 +51,7 @@ static void test_init(void)
 {
     const char *name = "mixer_b16 init follows timm's";
     kt_model m;
-    if (!kt_model_open(&m, "mixer_b16_224", "{\"depth\": 1}", 2, KD_F32, NULL)) {
+    if (!kt_model_open(&m, "mixer_b16_224", "{\"depth\": 1}", KD_F32, 2, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         return;
     }
@@ -101,7 +101,7 @@ static void test_forward_paths(void)
 {
     const char *name = "mixer_s16 drop-path follows the rng; forward_from pre_logits";
     kt_model m;
-    if (!kt_model_open(&m, "mixer_s16_224", SMALL ", \"drop_path_rate\": 0.4}", 3, KD_F32,
+    if (!kt_model_open(&m, "mixer_s16_224", SMALL ", \"drop_path_rate\": 0.4}", KD_F32, 3,
                        NULL)) {
         kt_fail(name, "%s", kd_last_error());
         return;
@@ -109,17 +109,17 @@ static void test_forward_paths(void)
     kd_scope_begin();
     bool prev = kd_set_grad_enabled(false);
     /* the zero head would hide every difference in the logits */
-    kd_tensor_fill_(kt_model_tensor(&m, "head.weight"), 0.25);
-    kd_tensor *x = images(4, 3, 32, 7), *e[KT_MODEL_MAX_TAPS], *a[KT_MODEL_MAX_TAPS];
-    kd_tensor *b[KT_MODEL_MAX_TAPS], *from[KT_MODEL_MAX_TAPS];
+    kd_tensor_fill_(kt_model_tensor(&m, "head.weight")->tensor, 0.25);
+    kd_tensor *x = images(4, 3, 32, 7), *e[KT_MAX_TAPS], *a[KT_MAX_TAPS];
+    kd_tensor *b[KT_MAX_TAPS], *from[KT_MAX_TAPS];
     int last = m.n_taps - 1, pre = kt_model_tap(&m, "pre_logits");
-    kd_status st = kt_model_run(&m, -1, x, false, 0, NULL, e);
+    kd_status st = kt_model_run(&m, -1, x, false, NULL, e);
     if (st == KD_OK)
-        st = kt_model_run(&m, -1, x, true, 1, NULL, a);
+        st = kt_model_run(&m, -1, x, true, NULL, a);
     if (st == KD_OK)
-        st = kt_model_run(&m, -1, x, true, 1, NULL, b);
+        st = kt_model_run(&m, -1, x, true, NULL, b);
     if (st == KD_OK)
-        st = kt_model_run(&m, pre, e[pre], false, 0, NULL, from);
+        st = kt_model_run(&m, pre, e[pre], false, NULL, from);
     char bad[160] = "";
     if (st != KD_OK)
         snprintf(bad, sizeof bad, "%s", kd_last_error());
@@ -144,26 +144,26 @@ static void expect_error(const char *name, kd_status st, const char *needle)
 static void test_errors(void)
 {
     kt_model m;
-    if (!kt_model_open(&m, "mixer_s16_224", SMALL ", \"in_chans\": 1}", 1, KD_F32, NULL)) {
+    if (!kt_model_open(&m, "mixer_s16_224", SMALL ", \"in_chans\": 1}", KD_F32, 1, NULL)) {
         kt_fail("mixer errors", "%s", kd_last_error());
         return;
     }
     kd_scope_begin();
-    kd_tensor *taps[KT_MODEL_MAX_TAPS];
-    kd_status st = kt_model_run(&m, -1, images(2, 1, 28, 1), false, 0, NULL, taps);
+    kd_tensor *taps[KT_MAX_TAPS];
+    kd_status st = kt_model_run(&m, -1, images(2, 1, 28, 1), false, NULL, taps);
     expect_error("an image of another size is refused", st,
                  "mixer_s16_224: input [2, 1, 28, 28] is not [N, 1, 32, 32] images");
     st = kt_model_run(&m, kt_model_tap(&m, "stem"),
-                      kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 17, 512}), false, 0,
+                      kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 17, 512}), false,
                       NULL, taps);
     expect_error("forward_from stem with another token count", st,
                  "forward_from stem: input [2, 17, 512] is not [N, 16, 512]");
-    st = kt_model_run(&m, m.n_taps - 1, images(2, 1, 32, 1), false, 0, NULL, taps);
+    st = kt_model_run(&m, m.n_taps - 1, images(2, 1, 32, 1), false, NULL, taps);
     expect_error("forward_from the logits", st, "forward_from tap 5 is out of range");
     kd_scope_end();
     kt_model_close(&m);
     kd_status s;
-    kt_model_open(&m, "mixer_b16_224", "{\"drop_path_rate\": 1.0}", 1, KD_F32, &s);
+    kt_model_open(&m, "mixer_b16_224", "{\"drop_path_rate\": 1.0}", KD_F32, 1, &s);
     kt_check(s == KD_ERR_INVALID, "drop_path_rate 1 fails the schema", "status %s",
              kd_status_name(s));
 }

@@ -25,7 +25,7 @@ static void test_taps(void)
 {
     const char *name = "deit_tiny_distilled taps: names, channels, layouts, prefix tokens";
     kt_model m;
-    if (!kt_model_open(&m, DISTILLED, SMALL "}", 1, KD_F32, NULL)) {
+    if (!kt_model_open(&m, DISTILLED, SMALL "}", KD_F32, 1, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         return;
     }
@@ -56,7 +56,7 @@ static kd_tensor *head_of(const kt_model *m, const char *head, kd_tensor *normed
     snprintf(b, sizeof b, "%s.bias", head);
     kd_tensor *tok = kd_reshape(kd_slice(normed, 1, i, i + 1, 1), 2,
                                 (int64_t[]){normed->shape[0], normed->shape[2]});
-    return kd_linear(tok, kt_model_tensor(m, w), kt_model_tensor(m, b));
+    return kd_linear(tok, kt_model_tensor(m, w)->tensor, kt_model_tensor(m, b)->tensor);
 }
 
 /* Training with distilled_training: "logits" is the class head alone and
@@ -71,18 +71,18 @@ static void test_distilled_heads(void)
         snprintf(name, sizeof name, "deit_tiny_distilled heads, distilled_training %s",
                  k == 0 ? "true" : "false");
         kt_model m;
-        if (!kt_model_open(&m, DISTILLED, modes[k], 3, KD_F64, NULL)) {
+        if (!kt_model_open(&m, DISTILLED, modes[k], KD_F64, 3, NULL)) {
             kt_fail(name, "%s", kd_last_error());
             continue;
         }
         kd_scope_begin();
         bool prev = kd_set_grad_enabled(false);
-        kd_tensor *x = images(KD_F64, 3, 3, 32, 4), *taps[KT_MODEL_MAX_TAPS];
+        kd_tensor *x = images(KD_F64, 3, 3, 32, 4), *taps[KT_MAX_TAPS];
         int norm = kt_model_tap(&m, "norm"), dist = kt_model_tap(&m, "logits_dist");
         int logits = kt_model_tap(&m, "logits"), pre = kt_model_tap(&m, "pre_logits");
         char bad[200] = "";
         for (int training = 0; training < 2 && !bad[0]; training++) {
-            if (kt_model_run(&m, -1, x, training, 0, NULL, taps) != KD_OK) {
+            if (kt_model_run(&m, -1, x, training, NULL, taps) != KD_OK) {
                 snprintf(bad, sizeof bad, "%s", kd_last_error());
                 break;
             }
@@ -132,7 +132,7 @@ static void resize_case_run(int c, const char *dir)
     kd_safetensors *f = NULL;
     kt_model m;
     if (kd_safetensors_open(path, &f) != KD_OK ||
-        !kt_model_open(&m, rc->provider, params, 1, KD_F32, NULL)) {
+        !kt_model_open(&m, rc->provider, params, KD_F32, 1, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         kd_safetensors_close(f);
         return;
@@ -142,7 +142,7 @@ static void resize_case_run(int c, const char *dir)
     kd_tensor *want = kd_safetensors_load(f, "want", KD_F32);
     kd_weight_fix fix = {sizeof fix, "module.pos_embed", src, false};
     kd_status st = m.vt->filter_weight(m.self, &fix);
-    kd_tensor *mine = kt_model_tensor(&m, "pos_embed");
+    kd_tensor *mine = kt_model_tensor(&m, "pos_embed")->tensor;
     char bad[200] = "";
     if (st != KD_OK)
         snprintf(bad, sizeof bad, "%s", kd_last_error());
@@ -200,33 +200,47 @@ static void test_resize(void)
 
 /* ---------------------------------------- stochastic layers, stopping */
 
+/* forward with every tap wanted and the rng of step `step`. */
+static kd_status run_rng(const kt_model *m, int from, kd_tensor *input, bool training,
+                         uint64_t step, const bool *want, kd_tensor **taps)
+{
+    bool all[KT_MAX_TAPS];
+    for (int i = 0; i < m->n_taps; i++) {
+        all[i] = true;
+        taps[i] = NULL;
+    }
+    kd_forward_args a = {sizeof a, input, training, kd_rng_make(0, 0, step), want ? want : all,
+                         taps};
+    return from < 0 ? m->vt->forward(m->self, &a) : m->vt->forward_from(m->self, from, &a);
+}
+
 /* Without dropout and drop-path a ViT has nothing that differs in
  * training; with them, a step's draws come from its rng alone. */
 static void test_stochastic(void)
 {
     const char *name = "deit_tiny: training equals eval at rate 0; drop-path draws follow the rng";
     kt_model plain, dropping;
-    if (!kt_model_open(&plain, "deit_tiny_patch16_224", SMALL "}", 5, KD_F32, NULL) ||
+    if (!kt_model_open(&plain, "deit_tiny_patch16_224", SMALL "}", KD_F32, 5, NULL) ||
         !kt_model_open(&dropping, "deit_tiny_patch16_224",
-                       SMALL ", \"drop_path_rate\": 0.5, \"drop_rate\": 0.3}", 5, KD_F32, NULL)) {
+                       SMALL ", \"drop_path_rate\": 0.5, \"drop_rate\": 0.3}", KD_F32, 5, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         kt_model_close(&plain);
         return;
     }
     kd_scope_begin();
     bool prev = kd_set_grad_enabled(false);
-    kd_tensor *x = images(KD_F32, 4, 3, 32, 6), *e[KT_MODEL_MAX_TAPS], *t[KT_MODEL_MAX_TAPS];
-    kd_tensor *a[KT_MODEL_MAX_TAPS], *b[KT_MODEL_MAX_TAPS], *c[KT_MODEL_MAX_TAPS];
+    kd_tensor *x = images(KD_F32, 4, 3, 32, 6), *e[KT_MAX_TAPS], *t[KT_MAX_TAPS];
+    kd_tensor *a[KT_MAX_TAPS], *b[KT_MAX_TAPS], *c[KT_MAX_TAPS];
     int last = plain.n_taps - 1;
-    kd_status st = kt_model_run(&plain, -1, x, false, 0, NULL, e);
+    kd_status st = kt_model_run(&plain, -1, x, false, NULL, e);
     if (st == KD_OK)
-        st = kt_model_run(&plain, -1, x, true, 0, NULL, t);
+        st = kt_model_run(&plain, -1, x, true, NULL, t);
     if (st == KD_OK)
-        st = kt_model_run(&dropping, -1, x, true, 1, NULL, a);
+        st = run_rng(&dropping, -1, x, true, 1, NULL, a);
     if (st == KD_OK)
-        st = kt_model_run(&dropping, -1, x, true, 1, NULL, b);
+        st = run_rng(&dropping, -1, x, true, 1, NULL, b);
     if (st == KD_OK)
-        st = kt_model_run(&dropping, -1, x, true, 2, NULL, c);
+        st = run_rng(&dropping, -1, x, true, 2, NULL, c);
     char bad[160] = "";
     if (st != KD_OK)
         snprintf(bad, sizeof bad, "%s", kd_last_error());
@@ -247,16 +261,16 @@ static void test_early_stop(void)
 {
     const char *name = "deit_tiny stops after the last wanted tap";
     kt_model m;
-    if (!kt_model_open(&m, "deit_tiny_patch16_224", SMALL "}", 1, KD_F32, NULL)) {
+    if (!kt_model_open(&m, "deit_tiny_patch16_224", SMALL "}", KD_F32, 1, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         return;
     }
     kd_scope_begin();
-    bool want[KT_MODEL_MAX_TAPS] = {false};
+    bool want[KT_MAX_TAPS] = {false};
     int b0 = kt_model_tap(&m, "blocks.0");
     want[b0] = true;
-    kd_tensor *taps[KT_MODEL_MAX_TAPS];
-    kd_status st = kt_model_run(&m, -1, images(KD_F32, 2, 3, 32, 1), false, 0, want, taps);
+    kd_tensor *taps[KT_MAX_TAPS];
+    kd_status st = kt_model_run(&m, -1, images(KD_F32, 2, 3, 32, 1), false, want, taps);
     bool ok = st == KD_OK && taps[b0] && taps[b0]->ndim == 3 && taps[b0]->shape[1] == 17 &&
               taps[b0]->shape[2] == 192 && !taps[b0 + 1] && !taps[m.n_taps - 1];
     kt_check(ok, name, "%s", st != KD_OK ? kd_last_error() : "later taps were filled");
@@ -288,9 +302,9 @@ static void test_init(void)
     const char *name = "deit_small_distilled init follows timm's";
     kt_model m, same, other;
     const char *p = "{\"depth\": 2}";
-    if (!kt_model_open(&m, "deit_small_distilled_patch16_224", p, 8, KD_F32, NULL) ||
-        !kt_model_open(&same, "deit_small_distilled_patch16_224", p, 8, KD_F32, NULL) ||
-        !kt_model_open(&other, "deit_small_distilled_patch16_224", p, 9, KD_F32, NULL)) {
+    if (!kt_model_open(&m, "deit_small_distilled_patch16_224", p, KD_F32, 8, NULL) ||
+        !kt_model_open(&same, "deit_small_distilled_patch16_224", p, KD_F32, 8, NULL) ||
+        !kt_model_open(&other, "deit_small_distilled_patch16_224", p, KD_F32, 9, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         kt_model_close(&m);
         kt_model_close(&same);
@@ -338,23 +352,23 @@ static void expect_error(const char *name, kd_status st, const char *needle)
 static void test_errors(void)
 {
     kt_model m;
-    if (!kt_model_open(&m, DISTILLED, SMALL "}", 1, KD_F32, NULL)) {
+    if (!kt_model_open(&m, DISTILLED, SMALL "}", KD_F32, 1, NULL)) {
         kt_fail("vit errors", "%s", kd_last_error());
         return;
     }
     kd_scope_begin();
-    kd_tensor *taps[KT_MODEL_MAX_TAPS];
-    kd_status st = kt_model_run(&m, -1, images(KD_F32, 2, 3, 48, 1), false, 0, NULL, taps);
+    kd_tensor *taps[KT_MAX_TAPS];
+    kd_status st = kt_model_run(&m, -1, images(KD_F32, 2, 3, 48, 1), false, NULL, taps);
     expect_error("an image of another size is refused", st,
                  DISTILLED ": input [2, 3, 48, 48] is not [N, 3, 32, 32] images");
     int pre = kt_model_tap(&m, "pre_logits");
-    st = kt_model_run(&m, pre, kd_tensor_zeros(KD_F32, KD_CPU, 2, (int64_t[]){2, 192}), false, 0,
+    st = kt_model_run(&m, pre, kd_tensor_zeros(KD_F32, KD_CPU, 2, (int64_t[]){2, 192}), false,
                       NULL, taps);
     expect_error("a distilled model refuses forward_from pre_logits", st,
                  "forward_from pre_logits: the heads of a distilled model");
     int b1 = kt_model_tap(&m, "blocks.1");
     st = kt_model_run(&m, b1, kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 16, 192}), false,
-                      0, NULL, taps);
+                      NULL, taps);
     expect_error("forward_from blocks.1 without the prefix tokens", st,
                  "forward_from blocks.1: input [2, 16, 192] is not [N, 18, 192]");
     kd_tensor *pe = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){1, 12, 192});
@@ -364,7 +378,7 @@ static void test_errors(void)
     kd_scope_end();
     kt_model_close(&m);
     kd_status s;
-    kt_model_open(&m, "deit_tiny_patch16_224", "{\"img_size\": 8}", 1, KD_F32, &s);
+    kt_model_open(&m, "deit_tiny_patch16_224", "{\"img_size\": 8}", KD_F32, 1, &s);
     expect_error("img_size below patch_size", s, "img_size 8 must be at least patch_size 16");
 }
 
@@ -376,7 +390,7 @@ static void test_macs(void)
 {
     const char *name = "deit_tiny counts timm's multiply-adds at 224 (attention included)";
     kt_model m;
-    if (!kt_model_open(&m, "deit_tiny_patch16_224", "{}", 1, KD_F32, NULL)) {
+    if (!kt_model_open(&m, "deit_tiny_patch16_224", "{}", KD_F32, 1, NULL)) {
         kt_fail(name, "%s", kd_last_error());
         return;
     }
@@ -385,9 +399,9 @@ static void test_macs(void)
     const int64_t t = 197, d = 192, p = 196;
     int64_t block = t * d * 3 * d + 3 * t * t * (64 + 64) + t * d * d + 2 * t * d * 4 * d;
     int64_t want = p * d * 3 * 16 * 16 + 12 * block + d * 1000;
-    kd_tensor *taps[KT_MODEL_MAX_TAPS];
+    kd_tensor *taps[KT_MAX_TAPS];
     kd_macs_take();
-    kd_status st = kt_model_run(&m, -1, images(KD_F32, 1, 3, 224, 2), false, 0, NULL, taps);
+    kd_status st = kt_model_run(&m, -1, images(KD_F32, 1, 3, 224, 2), false, NULL, taps);
     int64_t macs = kd_macs_take();
     kt_check(st == KD_OK && macs == want && fabs((double)macs / 1.26e9 - 1) < 0.01, name,
              "%s: %lld multiply-adds, want %lld (timm 1.26e9)",

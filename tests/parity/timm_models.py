@@ -12,9 +12,10 @@ CASES.json is a list of cases:
 For each case it writes OUT_DIR/<id>.safetensors holding
   w.<name>        every state_dict tensor under its timm name (f32; the
                   BN counters int64), with what random init leaves trivial
-                  (constant tensors: BN statistics and affine, layer-scale
-                  gammas, zero biases) randomised, so a port that ignores
-                  any of them fails;
+                  (constant tensors: BN affine, layer-scale gammas, zero
+                  biases) randomised and BN running statistics calibrated
+                  to the activations, then perturbed, so a port that
+                  ignores any of them fails;
   input           the f32 input, drawn so that the train-mode f64 forward
                   has no kinked activation input near its kink (see
                   kinks_clear);

@@ -68,7 +68,7 @@ typedef struct vit {
     mp_config cfg;
     bool distilled_training;
     int n_prefix, n_tokens; /* prefix tokens, and all tokens */
-    mp_tensors params;
+    model_tensors params;
     kd_tensor *cls_token, *pos_embed, *dist_token;
     mp_patch_embed patch_embed;
     vit_block *blocks;
@@ -130,7 +130,7 @@ static kd_status build(vit *v)
 {
     const vit_arch *a = v->arch;
     const mp_config *c = &v->cfg;
-    mp_tensors *l = &v->params;
+    model_tensors *l = &v->params;
     const int64_t d = a->dim;
     const uint32_t token = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY; /* timm's no_weight_decay */
     v->cls_token = mp_add(l, token, MP_NORMAL, 1e-6, 3, (int64_t[]){1, 1, d}, "cls_token");
@@ -186,7 +186,7 @@ static void vit_destroy(void *self)
     vit *v = self;
     if (!v)
         return;
-    mp_tensors_free(&v->params);
+    mt_free(&v->params);
     free(v->blocks);
     free(v);
 }
@@ -207,7 +207,7 @@ static kd_status vit_create(const kd_create_args *args, void **self)
     v->distilled_training = a->distilled && kd_params_boolean(args->params, "distilled_training");
     v->n_prefix = a->distilled ? 2 : 1;
     v->n_tokens = v->n_prefix + cfg.grid * cfg.grid;
-    v->params = (mp_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
+    v->params = (model_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
     st = build(v);
     if (st != KD_OK) {
         vit_destroy(v);
