@@ -100,24 +100,26 @@ static kd_status add_block(vit *v, int i)
 {
     vit_block *b = &v->blocks[i];
     int d = v->arch->dim;
-    char p[64];
-    kd_status st;
-#define TRY(call)                                                                                  \
-    if ((st = (call)) != KD_OK)                                                                    \
+    char n1[48], qkv[48], proj[48], n2[48], fc1[48], fc2[48];
+    snprintf(n1, sizeof n1, "blocks.%d.norm1", i);
+    snprintf(qkv, sizeof qkv, "blocks.%d.attn.qkv", i);
+    snprintf(proj, sizeof proj, "blocks.%d.attn.proj", i);
+    snprintf(n2, sizeof n2, "blocks.%d.norm2", i);
+    snprintf(fc1, sizeof fc1, "blocks.%d.mlp.fc1", i);
+    snprintf(fc2, sizeof fc2, "blocks.%d.mlp.fc2", i);
+    kd_status st = mp_add_norm(&v->params, &b->norm1, n1, d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->qkv, qkv, d, 3 * d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->proj, proj, d, d);
+    if (st == KD_OK)
+        st = mp_add_norm(&v->params, &b->norm2, n2, d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->mlp.fc1, fc1, d, 4 * d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->mlp.fc2, fc2, 4 * d, d);
+    if (st != KD_OK)
         return st;
-    snprintf(p, sizeof p, "blocks.%d.norm1", i);
-    TRY(mp_add_norm(&v->params, &b->norm1, p, d));
-    snprintf(p, sizeof p, "blocks.%d.attn.qkv", i);
-    TRY(add_vit_linear(v, &b->qkv, p, d, 3 * d));
-    snprintf(p, sizeof p, "blocks.%d.attn.proj", i);
-    TRY(add_vit_linear(v, &b->proj, p, d, d));
-    snprintf(p, sizeof p, "blocks.%d.norm2", i);
-    TRY(mp_add_norm(&v->params, &b->norm2, p, d));
-    snprintf(p, sizeof p, "blocks.%d.mlp.fc1", i);
-    TRY(add_vit_linear(v, &b->mlp.fc1, p, d, 4 * d));
-    snprintf(p, sizeof p, "blocks.%d.mlp.fc2", i);
-    TRY(add_vit_linear(v, &b->mlp.fc2, p, 4 * d, d));
-#undef TRY
     /* stochastic depth grows linearly over the blocks, from 0 */
     int n = v->cfg.depth;
     b->drop_path = n > 1 ? v->cfg.drop_path_rate * i / (n - 1) : 0.0;
