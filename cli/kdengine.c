@@ -7,6 +7,7 @@
 #include <kdengine/kdengine.h>
 
 #include "../core/registry.h"
+#include "forward_command.h"
 #include "job_commands.h"
 
 static void usage(FILE *out)
@@ -20,6 +21,7 @@ static void usage(FILE *out)
             "  plan JOB      models, FLOPs, taps and memory of a job\n"
             "  eval JOB      top-1/top-5 of the student (or teacher) on data.val\n"
             "  export JOB    the student's weights alone, as safetensors\n"
+            "  forward MODEL|JOB  run a model on an input; write its taps\n"
             "  plugins       list the providers the installed plugins declare\n"
             "  version       print the version and what this build contains\n"
             "\n"
@@ -159,6 +161,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "plugins") == 0)
         return command_plugins(argc - 2, argv + 2);
+    if (strcmp(argv[1], "forward") == 0)
+        return kd_command_forward(argc - 2, argv + 2);
     int rc = kd_command_job(argv[1], argc - 2, argv + 2);
     if (rc >= 0)
         return rc;

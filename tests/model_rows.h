@@ -71,5 +71,9 @@ extern const kt_model_row kt_model_rows_mobilenet[];
 extern const kt_full_keys kt_full_keys_mobilenet[];
 extern const kt_model_row kt_model_rows_convnext[];
 extern const kt_full_keys kt_full_keys_convnext[];
+extern const kt_model_row kt_model_rows_swin[];
+extern const kt_full_keys kt_full_keys_swin[];
+extern const kt_model_row kt_model_rows_beit[];
+extern const kt_full_keys kt_full_keys_beit[];
 
 #endif

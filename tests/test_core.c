@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../core/backend/cpu/conv2d.h"
 #include "../core/internal.h"
 #include "harness.h"
 
@@ -386,6 +387,40 @@ static void test_errors(void)
     kt_check(strcmp(kd_status_name(KD_ERR_IO), "i/o error") == 0, "status.names", "names");
 }
 
+#ifdef KD_HAVE_DNNL
+/* A teacher and a student need more convolution primitives than the 48 the
+ * cache once held; cycling through 200 problems (5 of them blocked-layout
+ * 3x3 ones, which need reorders through the scratch buffer) twice must
+ * create each primitive once. */
+static void test_conv_primitive_cache(void)
+{
+    enum { PROBLEMS = 200 };
+    kd_conv2d_dnnl_stats before, after;
+    kd_conv2d_dnnl_stats_get(&before);
+    kd_status st = KD_OK;
+    for (int pass = 0; pass < 2 && st == KD_OK; pass++)
+        for (int i = 0; i < PROBLEMS && st == KD_OK; i++) {
+            kd_scope_begin();
+            int k = i % 40 < 5 ? 3 : 1, c = 8 + i % 40;
+            int64_t xs[4] = {1 + i / 40, c, 6, 6}, ws[4] = {16, c, k, k};
+            kd_tensor *x = kd_tensor_zeros(KD_F32, KD_CPU, 4, xs);
+            kd_tensor *w = kd_tensor_zeros(KD_F32, KD_CPU, 4, ws);
+            kd_conv2d_params p = {{1, 1}, {k / 2, k / 2}, {1, 1}, 1};
+            if (!kd_conv2d(x, w, NULL, &p))
+                st = kd_last_status();
+            kd_scope_end();
+        }
+    kd_conv2d_dnnl_stats_get(&after);
+    kt_check(st == KD_OK && after.created - before.created == PROBLEMS &&
+                 after.calls - before.calls == 2 * PROBLEMS && after.evicted == before.evicted,
+             "conv.dnnl_cache_holds_200", "status %d (%s): %lld created, %lld calls, %lld evicted",
+             (int)st, kd_last_error(), (long long)(after.created - before.created),
+             (long long)(after.calls - before.calls), (long long)(after.evicted - before.evicted));
+    kt_check(after.scratch_bytes > 0, "conv.dnnl_scratch_shared",
+             "no reorder went through the scratch buffer");
+}
+#endif
+
 static void test_mac_count(void)
 {
     kd_scope_begin();
@@ -402,25 +437,23 @@ static void test_mac_count(void)
     int64_t mm = kd_macs_take();
     kd_linear(a, kd_transpose(b, 0, 1), NULL);
     int64_t lin = kd_macs_take();
+    int64_t qs[4] = {2, 3, 5, 4}, ks[4] = {2, 3, 6, 4}, vs[4] = {2, 3, 6, 7};
+    kd_scaled_dot_product_attention(kd_tensor_zeros(KD_F32, KD_CPU, 4, qs),
+                                    kd_tensor_zeros(KD_F32, KD_CPU, 4, ks),
+                                    kd_tensor_zeros(KD_F32, KD_CPU, 4, vs), NULL, 0.5);
+    int64_t attn = kd_macs_take();
     kd_alloc_bytes_take();
     kd_relu(x);
     int64_t other = kd_macs_take();
     int64_t bytes = kd_alloc_bytes_take();
     kt_check(bytes == 4 * 3 * 8 * 8, "runtime.alloc_bytes", "relu of 192 floats made %lld bytes",
              (long long)bytes);
-    /* conv: 4x8x8 outputs of 3x3x3 products; matmul and linear: 2x7 of 5 */
-    kt_check(conv == 256 * 27 && mm == 70 && lin == 70 && other == 0, "runtime.mac_count",
-             "conv %lld, matmul %lld, linear %lld, relu %lld", (long long)conv, (long long)mm,
-             (long long)lin, (long long)other);
-    /* attention: q k^T (2 x 3x5 of 4) and p v (2 x 3x6 of 5) */
-    kd_tensor *q = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 3, 4});
-    kd_tensor *k = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 5, 4});
-    kd_tensor *v = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 5, 6});
-    kd_macs_take();
-    kd_scaled_dot_product_attention(q, k, v, NULL, 0.5);
-    int64_t attn = kd_macs_take();
-    kt_check(attn == 2 * 3 * 5 * (4 + 6), "runtime.mac_count_attention", "attention %lld",
-             (long long)attn);
+    /* conv: 4x8x8 outputs of 3x3x3 products; matmul and linear: 2x7 of 5;
+     * attention: 6 entries of 5x6 scores of 4 and 5x7 outputs of 6 */
+    kt_check(conv == 256 * 27 && mm == 70 && lin == 70 && attn == 6 * (30 * 4 + 35 * 6) &&
+                 other == 0,
+             "runtime.mac_count", "conv %lld, matmul %lld, linear %lld, attention %lld, relu %lld",
+             (long long)conv, (long long)mm, (long long)lin, (long long)attn, (long long)other);
     kd_scope_end();
 }
 
@@ -437,5 +470,8 @@ int main(void)
     test_dropout_rng();
     test_errors();
     test_mac_count();
+#ifdef KD_HAVE_DNNL
+    test_conv_primitive_cache();
+#endif
     return kt_finish();
 }

@@ -367,6 +367,75 @@ static void test_distill(void)
     free(out);
 }
 
+/* kdengine forward: a job's teacher and the same model named on the command
+ * line give the same logits; bad requests are named. */
+static void test_forward(void)
+{
+    char path[256], *out = NULL;
+    kd_scope_begin();
+    kd_rng rng = kd_rng_make(5, 0, 0);
+    int64_t shape[4] = {2, 1, 8, 8}, flat[2] = {2, 64};
+    kd_tensor *x = kt_uniform(KD_F32, 4, shape, &rng, -1, 1);
+    kd_tensor *x2 = kt_uniform(KD_F32, 2, flat, &rng, -1, 1);
+    const char *input = "input", *other = "other";
+    snprintf(path, sizeof path, "%s/x.safetensors", dir);
+    bool ok = kd_safetensors_save(path, 1, &input, &x, 0, NULL) == KD_OK;
+    snprintf(path, sizeof path, "%s/x2.safetensors", dir);
+    ok = ok && kd_safetensors_save(path, 1, &other, &x2, 0, NULL) == KD_OK;
+    kd_scope_end();
+    int rc = kdengine(&out, "forward kd.json --teacher --input x.safetensors --taps all "
+                            "--out t.safetensors");
+    kt_check(ok && rc == 0 && has(out, "stage2") && has(out, "logits                   f32    "
+                                                                "[2, 4]"),
+             "forward: a job's teacher, every tap", "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+    rc = kdengine(&out, "forward resnet8 --params '{\"num_classes\": 4, \"in_chans\": 1}' "
+                        "--weights teacher.safetensors --input x.safetensors --out m.safetensors "
+                        "--plugin-dir %s", kt_plugin_dir());
+    free(out);
+    char a[256], b[256];
+    snprintf(a, sizeof a, "%s/t.safetensors", dir);
+    snprintf(b, sizeof b, "%s/m.safetensors", dir);
+    kd_safetensors *ft = NULL, *fm = NULL;
+    kd_scope_begin();
+    bool same = rc == 0 && kd_safetensors_open(a, &ft) == KD_OK &&
+                kd_safetensors_open(b, &fm) == KD_OK && kd_safetensors_count(fm) == 1;
+    kd_tensor *lt = same ? kd_safetensors_load(ft, "logits", KD_F32) : NULL;
+    kd_tensor *lm = same ? kd_safetensors_load(fm, "logits", KD_F32) : NULL;
+    same = lt && lm && kt_max_abs_diff(lt, lm) == 0;
+    kd_scope_end();
+    kd_safetensors_close(ft);
+    kd_safetensors_close(fm);
+    kt_check(same, "forward: MODEL --weights equals the job's teacher", "exit %d", rc);
+
+    static const struct {
+        const char *name, *args, *want;
+        int rc;
+    } bad[] = {
+        {"forward: an unknown tap lists the model's", "kd.json --taps stage9",
+         "no tap 'stage9' (it has: stem, stage1", 1},
+        {"forward: no tensor of that name", "kd.json --input-key nope", "no tensor named 'nope'",
+         1},
+        {"forward: an input of the wrong rank", "kd.json --input x2.safetensors",
+         "has 2 dimensions", 1},
+        {"forward: --teacher needs a job", "resnet8 --teacher", "--teacher goes with a JOB.json",
+         2},
+        {"forward: a misspelt model parameter", "resnet8 --params '{\"num_clases\": 4}'",
+         "did you mean num_classes?", 1},
+        {"forward: no teacher in the job", "sup.json --teacher", "the job has no teacher", 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        bool job = strstr(bad[i].args, ".json") != NULL;
+        rc = kdengine(&out, "forward %s %s --out bad.safetensors %s %s", bad[i].args,
+                      strstr(bad[i].args, "--input ") ? "" : "--input x.safetensors",
+                      job ? "" : "--plugin-dir", job ? "" : kt_plugin_dir());
+        kt_check(rc == bad[i].rc && has(out, bad[i].want), bad[i].name,
+                 "exit %d, want %d and \"%s\" in: %s", rc, bad[i].rc, bad[i].want,
+                 out ? out : "(none)");
+        free(out);
+    }
+}
+
 /* SIGINT mid-run writes a checkpoint; --resume ends where an uninterrupted
  * run ends. */
 static void test_interrupt(void)
@@ -692,6 +761,7 @@ int main(void)
     test_run();
     test_validate();
     test_distill();
+    test_forward();
     test_abi2_parts();
     test_frozen_teacher();
     test_weight_filter();

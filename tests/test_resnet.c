@@ -591,6 +591,69 @@ static void parity_case_run(int c, const char *dir)
     kd_safetensors_close(f);
 }
 
+/* `kdengine forward` on the case's weights (as a state_dict file) and input,
+ * in float64: every tap equals the reference's f64 taps up to their
+ * rounding to f32 in the fixture (2^-24 relative), so the command, its
+ * weight loading and its output file are checked end to end. */
+static void forward_cli_case(int c, const char *dir)
+{
+    const parity_case *pc = &CASES[c];
+    char name[128], weights[256], input[256], out_path[256], key[160];
+    snprintf(name, sizeof name, "%s: kdengine forward --dtype float64 writes torch's taps",
+             pc->provider);
+    snprintf(key, sizeof key, "%s/case%d.safetensors", dir, c);
+    snprintf(weights, sizeof weights, "%s/weights%d.safetensors", dir, c);
+    snprintf(input, sizeof input, "%s/input%d.safetensors", dir, c);
+    snprintf(out_path, sizeof out_path, "%s/forward%d.safetensors", dir, c);
+    kd_safetensors *f = NULL, *o = NULL;
+    char bad[320] = "";
+    if (kd_safetensors_open(key, &f) != KD_OK) {
+        kt_fail(name, "%s", kd_last_error());
+        return;
+    }
+    kd_scope_begin();
+    int n = kd_safetensors_count(f), n_w = 0;
+    const char **names = calloc((size_t)n, sizeof *names);
+    kd_tensor **ws = calloc((size_t)n, sizeof *ws);
+    for (int i = 0; names && ws && i < n; i++) {
+        const kd_safetensors_entry *e = kd_safetensors_at(f, i);
+        if (strncmp(e->name, "w.", 2) == 0) {
+            names[n_w] = e->name + 2;
+            ws[n_w++] = kd_safetensors_load(f, e->name, (kd_dtype)e->dtype);
+        }
+    }
+    kd_tensor *x = kd_safetensors_load(f, "input", KD_F32);
+    const char *input_name = "input";
+    if (!names || !ws || kd_safetensors_save(weights, n_w, names, ws, 0, NULL) != KD_OK ||
+        kd_safetensors_save(input, 1, &input_name, &x, 0, NULL) != KD_OK)
+        snprintf(bad, sizeof bad, "writing the inputs: %s", kd_last_error());
+    char cmd[2048], *text = NULL;
+    snprintf(cmd, sizeof cmd, "KDENGINE_PLUGIN_PATH=%s %s/kdengine forward %s --params "
+             "'{\"num_classes\": %d, \"in_chans\": %d}' --weights %s --input %s --taps all "
+             "--dtype float64 --out %s 2>&1", kt_plugin_dir(), KD_BUILDDIR, pc->provider,
+             pc->num_classes, pc->in_chans, weights, input, out_path);
+    int rc = bad[0] ? 0 : kt_run_command(cmd, &text);
+    if (!bad[0] && (rc != 0 || kd_safetensors_open(out_path, &o) != KD_OK))
+        snprintf(bad, sizeof bad, "exit %d: %s", rc, text ? text : kd_last_error());
+    for (int i = 0; !bad[0] && i < kd_safetensors_count(o); i++) {
+        const char *tap = kd_safetensors_at(o, i)->name;
+        snprintf(key, sizeof key, "eval.%s", tap);
+        compare(kd_safetensors_load(o, tap, KD_F64), f, key, 0, 2e-7, bad, sizeof bad);
+    }
+    if (!bad[0] && kd_safetensors_count(o) != 7)
+        snprintf(bad, sizeof bad, "%d taps written, not 7", kd_safetensors_count(o));
+    kt_check(!bad[0], name, "%s", bad);
+    free(text);
+    free(names);
+    free(ws);
+    kd_scope_end();
+    kd_safetensors_close(o);
+    kd_safetensors_close(f);
+    unlink(weights);
+    unlink(input);
+    unlink(out_path);
+}
+
 static bool torch_available(void)
 {
     char cmd[512];
@@ -623,6 +686,7 @@ static void parity(void)
         test_keys(dir);
         for (int c = 0; c < N_CASES; c++)
             parity_case_run(c, dir);
+        forward_cli_case(N_CASES - 1, dir);
     }
     char path[256];
     snprintf(path, sizeof path, "%s/keys.json", dir);

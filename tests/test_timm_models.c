@@ -21,6 +21,8 @@ static const kt_model_row *const TABLES[] = {
     kt_model_rows_convnext,
     kt_model_rows_vit,
     kt_model_rows_mixer,
+    kt_model_rows_swin,
+    kt_model_rows_beit,
 };
 static const kt_full_keys *const KEY_TABLES[] = {
     kt_full_keys_resnet,
@@ -28,6 +30,8 @@ static const kt_full_keys *const KEY_TABLES[] = {
     kt_full_keys_convnext,
     kt_full_keys_vit,
     kt_full_keys_mixer,
+    kt_full_keys_swin,
+    kt_full_keys_beit,
 };
 #define N_TABLES(t) ((int)(sizeof(t) / sizeof((t)[0])))
 

@@ -39,13 +39,13 @@ static kd_status attention_backward(kd_node *node, kd_tensor *g)
     kd_tensor *gv = gk ? kd_tensor_empty_like(v) : NULL;
     if (!gv)
         return KD_ERR_NOMEM;
-    kd_cpu_attention_backward(dt, &ad, kd_tensor_data(q), kd_tensor_data(k), kd_tensor_data(v),
-                              kd_tensor_data(p), kd_tensor_data(gc), scale, kd_tensor_data(ds),
-                              qin->requires_grad ? kd_tensor_data(gq) : NULL,
-                              kin->requires_grad ? kd_tensor_data(gk) : NULL,
-                              vin->requires_grad ? kd_tensor_data(gv) : NULL);
-    kd_status st = KD_OK;
-    if (qin->requires_grad)
+    kd_status st = kd_cpu_attention_backward(
+        dt, &ad, kd_tensor_data(q), kd_tensor_data(k), kd_tensor_data(v), kd_tensor_data(p),
+        kd_tensor_data(gc), scale, kd_tensor_data(ds),
+        qin->requires_grad ? kd_tensor_data(gq) : NULL,
+        kin->requires_grad ? kd_tensor_data(gk) : NULL,
+        vin->requires_grad ? kd_tensor_data(gv) : NULL);
+    if (st == KD_OK && qin->requires_grad)
         st = kd_grad_accumulate_take(qin, gq);
     if (st == KD_OK && kin->requires_grad)
         st = kd_grad_accumulate_take(kin, gk);
@@ -123,10 +123,11 @@ kd_tensor *kd_scaled_dot_product_attention(kd_tensor *q, kd_tensor *k, kd_tensor
     int64_t bst[KD_MAX_DIMS];
     if (bc)
         kd_broadcast_strides(bc, q->ndim, score_shape, bst);
-    kd_cpu_attention_forward(dt, &ad, kd_tensor_data(qc), kd_tensor_data(kc), kd_tensor_data(vc),
-                             bc ? kd_tensor_data(bc) : NULL, bst, scale, kd_tensor_data(p),
-                             kd_tensor_data(out));
-    kd_macs_add(ad.b * ad.l * ad.s * (ad.d + ad.dv)); /* q k^T, then p v */
+    if (kd_cpu_attention_forward(dt, &ad, kd_tensor_data(qc), kd_tensor_data(kc),
+                                 kd_tensor_data(vc), bc ? kd_tensor_data(bc) : NULL, bst, scale,
+                                 kd_tensor_data(p), kd_tensor_data(out)) != KD_OK)
+        return NULL;
+    kd_macs_add(ad.b * ad.l * ad.s * (ad.d + ad.dv));
     kd_tensor *inputs[4] = {q, k, v, bias};
     kd_node *node;
     if (kd_record(op, attention_backward, out, bias ? 4 : 3, inputs, &node) != KD_OK)

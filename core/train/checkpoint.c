@@ -8,6 +8,7 @@
 #include <kdengine/safetensors.h>
 
 #define STATE_KEY "kdengine.state"
+#define CLASSES_KEY "kdengine.classes"
 
 static char *join(const char *prefix, const char *name)
 {
@@ -21,7 +22,7 @@ static char *join(const char *prefix, const char *name)
 }
 
 kd_status kd_checkpoint_save(const char *path, int n_groups, const kd_tensor_group *groups,
-                             const char *state_json)
+                             const char *state_json, const char *classes_json)
 {
     int total = 0;
     for (int g = 0; g < n_groups; g++)
@@ -38,9 +39,18 @@ kd_status kd_checkpoint_save(const char *path, int n_groups, const kd_tensor_gro
                 st = kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
         }
     if (st == KD_OK) {
-        const char *meta[2] = {STATE_KEY, state_json};
-        st = kd_safetensors_save(path, total, (const char *const *)names, tensors,
-                                 state_json ? 1 : 0, meta);
+        const char *meta[4];
+        int n_meta = 0;
+        if (state_json) {
+            meta[2 * n_meta] = STATE_KEY;
+            meta[2 * n_meta++ + 1] = state_json;
+        }
+        if (classes_json) {
+            meta[2 * n_meta] = CLASSES_KEY;
+            meta[2 * n_meta++ + 1] = classes_json;
+        }
+        st = kd_safetensors_save(path, total, (const char *const *)names, tensors, n_meta,
+                                 meta);
     }
     for (int i = 0; names && i < total; i++)
         free(names[i]);
@@ -236,4 +246,18 @@ kd_status kd_weights_load(const char *path, const char *what, int n,
                 : load_groups(f, path, 1, &g);
     kd_safetensors_close(f);
     return st == KD_OK ? st : kd_error_wrap(st, "%s weights", what);
+}
+
+kd_status kd_checkpoint_classes(const char *path, char **classes_json)
+{
+    *classes_json = NULL;
+    kd_safetensors *f;
+    kd_status st = kd_safetensors_open(path, &f);
+    if (st != KD_OK)
+        return st;
+    const char *classes = kd_safetensors_metadata(f, CLASSES_KEY);
+    if (classes && !(*classes_json = strdup(classes)))
+        st = kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
+    kd_safetensors_close(f);
+    return st;
 }

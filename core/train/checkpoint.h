@@ -18,8 +18,15 @@ typedef struct kd_tensor_group {
     const kd_named_tensor *list;
 } kd_tensor_group;
 
+/* classes_json (may be NULL): the data set's class names, a JSON array in
+ * class order, kept in the metadata key "kdengine.classes" so that a
+ * checkpoint, best.safetensors and exported weights say what their logits
+ * mean. */
 kd_status kd_checkpoint_save(const char *path, int n_groups, const kd_tensor_group *groups,
-                             const char *state_json);
+                             const char *state_json, const char *classes_json);
+/* *classes_json: a malloc'd copy of the file's "kdengine.classes", NULL
+ * when it has none. */
+kd_status kd_checkpoint_classes(const char *path, char **classes_json);
 /* Copies the file's tensors into the groups' tensors; *state_json (may be
  * NULL) gets a malloc'd copy of the state text, NULL when the file has
  * none. */

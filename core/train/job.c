@@ -283,7 +283,7 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
 static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job_model *out)
 {
     const json_t *obj = json_object_get(job->root, path);
-    out->path = teacher ? "teacher" : "student";
+    out->path = path;
     if (!obj || json_is_null(obj))
         return teacher ? KD_OK : kd_error(KD_ERR_INVALID, "student: missing (the model to train)");
     out->present = true;
@@ -598,6 +598,34 @@ kd_status kd_job_load(const char *file, int n_sets, const char *const *sets, kd_
     if (st != KD_OK) {
         if (job->root)
             kd_error_wrap(st, "%s", file);
+        kd_job_free(job);
+        return st;
+    }
+    *out = job;
+    return KD_OK;
+}
+
+kd_status kd_job_one_model(const char *label, json_t *model, kd_dtype dtype, uint64_t seed,
+                           int n_dirs, const char *const *dirs, kd_job **out)
+{
+    *out = NULL;
+    kd_job *job = calloc(1, sizeof *job);
+    if (!job || !(job->file = strdup(label)) || !(job->root = json_object())) {
+        json_decref(model);
+        kd_job_free(job);
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", label);
+    }
+    job->dtype = dtype;
+    job->seed = seed;
+    job->output = "";
+    kd_status st = json_object_set_new(job->root, "model", model) == 0
+                       ? kd_registry_new(&job->registry)
+                       : kd_error(KD_ERR_NOMEM, "%s: out of memory", label);
+    if (st == KD_OK)
+        st = kd_registry_scan_default(job->registry, n_dirs, dirs);
+    if (st == KD_OK)
+        st = parse_model(job, "model", false, &job->student);
+    if (st != KD_OK) {
         kd_job_free(job);
         return st;
     }

@@ -103,6 +103,15 @@ typedef struct kd_job {
 kd_status kd_job_load(const char *file, int n_sets, const char *const *sets, kd_job **out);
 void kd_job_free(kd_job *job);
 
+/* A job holding only a student: `model` is what a job's "student" object
+ * holds ({"model": NAME, "weights": FILE, ...its parameters}), checked the
+ * same way (messages call it "model"); it runs in `dtype`, seeded by
+ * `seed`, with the built-in plugin dirs, $KDENGINE_PLUGIN_PATH and `dirs`.
+ * For commands that run one model without a job file (kdengine forward);
+ * `label` stands for the job file. Takes ownership of `model`. */
+kd_status kd_job_one_model(const char *label, json_t *model, kd_dtype dtype, uint64_t seed,
+                           int n_dirs, const char *const *dirs, kd_job **out);
+
 /* Whether the output folder can be made (or exists) and written: a probe
  * folder is made and removed in it, or in its deepest existing parent. */
 kd_status kd_job_check_output(const kd_job *job);

@@ -172,10 +172,15 @@ kd_status kd_export(const kd_job *job, const char *weights, const char *out_path
     if (weights)
         st = kd_weights_load(weights, "student", s->student.n_tensors, s->student.tensors,
                              s->student.vt->filter_weight, s->student.self);
+    /* the class names travel from the run's checkpoint to the export */
+    char *classes = NULL;
+    if (st == KD_OK && weights)
+        st = kd_checkpoint_classes(weights, &classes);
     if (st == KD_OK) {
         kd_tensor_group g = {"", s->student.n_tensors, s->student.tensors};
-        st = kd_checkpoint_save(out_path, 1, &g, NULL);
+        st = kd_checkpoint_save(out_path, 1, &g, NULL, classes);
     }
+    free(classes);
     kd_session_close(s);
     return st;
 }
@@ -231,6 +236,8 @@ typedef struct run {
     FILE *metrics;
     bool tty;
     int64_t steps_per_epoch;
+    char *classes;                     /* JSON array of class names, or NULL */
+    int64_t train_skipped, val_skipped; /* the datasets' skipped() so far */
 } run;
 
 static int compare_names(const void *a, const void *b)
@@ -284,7 +291,7 @@ static kd_status save_checkpoint(run *r, const char *path)
     kd_status st = kd_session_groups(r->s, &groups, &n);
     char *state = st == KD_OK ? state_json(&r->st) : NULL;
     if (st == KD_OK)
-        st = state ? kd_checkpoint_save(path, n, groups, state)
+        st = state ? kd_checkpoint_save(path, n, groups, state, r->classes)
                    : kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
     free(state);
     free(groups);
@@ -568,6 +575,20 @@ static void print_progress(run *r, const step_losses *t, double lr, double ips, 
     fflush(stderr);
 }
 
+/* Says how many unreadable samples a dataset replaced since *seen (its
+ * skip policy), when any. */
+static void report_skipped(const kd_data_run *d, int64_t *seen, const char *when)
+{
+    if (!d->vt || !d->vt->skipped)
+        return;
+    int64_t now = d->vt->skipped(d->self);
+    if (now > *seen)
+        fprintf(stderr, "%s: %s: %lld unreadable sample%s skipped (replaced by the next "
+                "readable one; see the messages above)\n",
+                when, d->spec->path, (long long)(now - *seen), now - *seen == 1 ? "" : "s");
+    *seen = now;
+}
+
 static kd_status run_eval(run *r, json_t **line)
 {
     kd_eval_result e;
@@ -575,6 +596,9 @@ static kd_status run_eval(run *r, json_t **line)
     kd_status st = evaluate_model(&r->s->student, r->val, &e);
     if (st != KD_OK)
         return kd_error_wrap(st, "evaluation after epoch %lld", (long long)r->st.epoch);
+    char when[64];
+    snprintf(when, sizeof when, "eval epoch %lld", (long long)r->st.epoch);
+    report_skipped(&r->s->val, &r->val_skipped, when);
     r->last_eval = e;
     bool best = e.top1 > r->st.best_top1;
     if (best) {
@@ -640,6 +664,28 @@ static kd_status write_job_copy(const kd_job *job)
     if (f && fclose(f) != 0 && st == KD_OK)
         st = kd_error(KD_ERR_IO, "%s: %s", path, strerror(errno));
     free(text);
+    return st;
+}
+
+/* classes.json in the output folder: the class names in index order and
+ * the class-to-index mapping (torchvision's class_to_idx). */
+static kd_status write_classes(const kd_job *job, const char *classes)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/classes.json", job->output);
+    json_t *names = json_loads(classes, 0, NULL);
+    json_t *to_index = json_object();
+    for (size_t i = 0; names && to_index && i < json_array_size(names); i++)
+        json_object_set_new(to_index, json_string_value(json_array_get(names, i)),
+                            json_integer((json_int_t)i));
+    json_t *doc = names && to_index ? json_pack("{s:O, s:O}", "classes", names,
+                                                "class_to_idx", to_index) : NULL;
+    kd_status st = KD_OK;
+    if (!doc || json_dump_file(doc, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER) != 0)
+        st = kd_error(KD_ERR_IO, "%s: cannot write the class names", path);
+    json_decref(doc);
+    json_decref(to_index);
+    json_decref(names);
     return st;
 }
 
@@ -747,6 +793,9 @@ static kd_status train_epochs(run *r, bool *stopped)
         if (p.window_images > 0)
             p.ips = window_rate(&p, now_s());
         print_progress(r, &terms, lr, p.ips, 0, true);
+        char when[64];
+        snprintf(when, sizeof when, "epoch %lld", (long long)r->st.epoch + 1);
+        report_skipped(&s->train, &r->train_skipped, when);
         /* the epoch is done: the state now points at the next one */
         r->st.epoch++;
         r->st.batch = 0;
@@ -796,6 +845,17 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
         st = resume(&r);
     if (st == KD_OK)
         st = write_job_copy(job);
+    if (st == KD_OK)
+        st = kd_session_classes_json(r.s, &r.classes);
+    if (st == KD_OK && r.classes)
+        st = write_classes(job, r.classes);
+    if (st == KD_OK) {
+        /* what the session's probe of sample 0 skipped is not an epoch's */
+        if (r.s->train.vt->skipped)
+            r.train_skipped = r.s->train.vt->skipped(r.s->train.self);
+        if (r.s->val.vt && r.s->val.vt->skipped)
+            r.val_skipped = r.s->val.vt->skipped(r.s->val.self);
+    }
     char metrics_path[4200];
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", job->output);
     if (st == KD_OK) {
@@ -838,5 +898,6 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
     kd_loader_free(r.train);
     kd_loader_free(r.val);
     kd_session_close(r.s);
+    free(r.classes);
     return st;
 }

@@ -2,6 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include <kdengine/kdengine.h>
 
 #include "checkpoint.h"
@@ -628,8 +630,15 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         return kd_error(KD_ERR_NOMEM, "session: out of memory");
     s->job = job;
     kd_status st = KD_OK;
-    if (mode == KD_SESSION_WEIGHTS) {
-        st = open_model(job, &job->student, ROLE_STUDENT, &s->student);
+    if (mode == KD_SESSION_WEIGHTS || mode == KD_SESSION_TEACHER_WEIGHTS) {
+        bool teacher = mode == KD_SESSION_TEACHER_WEIGHTS;
+        if (teacher && !job->teacher.present)
+            st = kd_error(KD_ERR_INVALID, "teacher: missing (the job has no teacher)");
+        else
+            st = open_model(job, teacher ? &job->teacher : &job->student,
+                            teacher ? ROLE_TEACHER : ROLE_STUDENT, &s->student);
+        if (st == KD_OK && teacher)
+            st = freeze(&s->student, false);
         if (st != KD_OK) {
             kd_session_close(s);
             return st;
@@ -901,4 +910,27 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     fprintf(out, "optim: %s, lr %g; schedule: %s over %lld epochs\n", job->optim->name, job->lr,
             job->schedule->name, (long long)job->epochs);
     return KD_OK;
+}
+
+kd_status kd_session_classes_json(const kd_session *s, char **json)
+{
+    *json = NULL;
+    const kd_data_run *d = s->train.vt ? &s->train : &s->val;
+    if (!d->vt || !d->vt->class_name)
+        return KD_OK;
+    json_t *names = json_array();
+    kd_status st = names ? KD_OK : kd_error(KD_ERR_NOMEM, "class names: out of memory");
+    for (int c = 0; st == KD_OK && c < d->info.num_classes; c++) {
+        const char *name = d->vt->class_name(d->self, c);
+        if (!name)
+            st = kd_error(KD_ERR_INVALID, "%s.dataset: class %d has no name (class_name "
+                          "returned NULL)", d->spec->path, c);
+        else if (json_array_append_new(names, json_string(name)) != 0)
+            st = kd_error(KD_ERR_INVALID, "%s.dataset: the name of class %d is not UTF-8 text",
+                          d->spec->path, c);
+    }
+    if (st == KD_OK && !(*json = json_dumps(names, JSON_COMPACT)))
+        st = kd_error(KD_ERR_NOMEM, "class names: out of memory");
+    json_decref(names);
+    return st;
 }

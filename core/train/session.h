@@ -80,11 +80,17 @@ typedef enum kd_session_mode {
     KD_SESSION_TRAIN,   /* everything */
     KD_SESSION_STUDENT, /* the student and data.val only (eval, export) */
     KD_SESSION_TEACHER, /* the teacher as the model, data.val (eval) */
-    KD_SESSION_WEIGHTS  /* the student alone, no data (export) */
+    KD_SESSION_WEIGHTS, /* the student alone, no data (export, forward) */
+    KD_SESSION_TEACHER_WEIGHTS /* the teacher alone as the model, no data */
 } kd_session_mode;
 
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out);
 void kd_session_close(kd_session *s);
+
+/* The class names of data.train (else data.val) as a compact JSON array in
+ * class order, malloc'd, when its dataset has the optional class_name
+ * callback; *json is NULL when it has not. */
+kd_status kd_session_classes_json(const kd_session *s, char **json);
 
 /* Batches per training epoch of data.train. */
 int64_t kd_session_steps_per_epoch(const kd_session *s);

@@ -37,6 +37,16 @@ kd_status kd_conv2d_dnnl_backward_data(const kd_conv2d_geom *g, const float *gy,
                                        float *gx);
 kd_status kd_conv2d_dnnl_backward_weights(const kd_conv2d_geom *g, const float *x,
                                           const float *gy, float *gw, float *gbias);
+
+/* What the primitive cache holds and has done, for tests and benchmarks. */
+typedef struct kd_conv2d_dnnl_stats {
+    int64_t calls;         /* convolutions run */
+    int64_t created;       /* primitives made (a miss) */
+    int64_t evicted;       /* entries dropped to make room */
+    int64_t entries;       /* live entries now */
+    size_t scratch_bytes;  /* the shared reorder buffer's size */
+} kd_conv2d_dnnl_stats;
+void kd_conv2d_dnnl_stats_get(kd_conv2d_dnnl_stats *out);
 #endif
 
 #endif

@@ -2,19 +2,25 @@
  * weights (with the bias gradient).
  *
  * Creating a oneDNN primitive costs far more than running a small one, so
- * primitives live in a small cache keyed by the whole problem, behind one
- * mutex that is also held while they run (their reorder buffers are part of
- * the cache entry). One engine and one stream serve every call. Tensors stay
- * in plain NCHW / OIHW; where the primitive prefers a blocked layout the
- * entry holds reorders to and from it. */
+ * primitives live in a cache keyed by the whole problem (batch size
+ * included), behind one mutex that is also held while they run. The cache
+ * grows to hold a teacher's and a student's every convolution in all three
+ * directions (a ResNet-50 teacher with a MobileNet student needs a few
+ * hundred entries); past CACHE_MAX it evicts the least recently used. An
+ * entry holds no activation memory: where the primitive prefers a blocked
+ * layout, its reorders run through one scratch buffer shared by all entries
+ * (the lock serialises them), so the cache costs JIT code, not copies of
+ * activations. One engine and one stream serve every call. Tensors stay in
+ * plain NCHW / OIHW. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <dnnl.h>
-#include <dnnl_debug.h>
 
 #include "conv2d.h"
+#include "dnnl_context.h"
 
 typedef enum conv_kind {
     CONV_FORWARD_TRAINING,
@@ -30,36 +36,44 @@ typedef struct conv_key {
 } conv_key;
 
 /* One tensor argument: memory over the caller's plain buffer and, when the
- * primitive wants another layout, its own memory and the reorder between
+ * primitive wants another layout, memory in that layout (placed in the
+ * scratch buffer at `offset` when the entry runs) and the reorder between
  * the two (plain -> inner for inputs, inner -> plain for outputs). */
 typedef struct conv_arg {
     int arg;
     bool output;
     dnnl_memory_t user, inner;
     dnnl_primitive_t reorder;
+    size_t offset;
 } conv_arg;
 
 #define CONV_MAX_ARGS 4
-#define CACHE_SIZE 48
+#define CACHE_MAX 1024
+#define SCRATCH_ALIGN 64
 
 typedef struct conv_entry {
     conv_key key;
-    uint64_t last_use; /* 0: the slot is free */
+    uint64_t hash;
+    uint64_t last_use;
     dnnl_primitive_t prim;
     int nargs;
     conv_arg args[CONV_MAX_ARGS];
+    size_t scratch_bytes; /* what its inner memories need together */
 } conv_entry;
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
 static uint64_t use_clock;
-static conv_entry cache[CACHE_SIZE];
+static conv_entry *cache;
+static int cache_len, cache_cap;
+static kd_conv2d_dnnl_stats stats;
+static void *scratch;
+static size_t scratch_size;
 
 static kd_status dnnl_fail(const char *what, dnnl_status_t s)
 {
-    return kd_error(s == dnnl_out_of_memory ? KD_ERR_NOMEM : KD_ERR_UNSUPPORTED,
-                    "conv2d: oneDNN %s failed: %s", what, dnnl_status2str(s));
+    return kd_dnnl_fail("conv2d", what, s);
 }
 
 static void entry_release(conv_entry *e)
@@ -138,8 +152,11 @@ static dnnl_status_t arg_init(conv_entry *e, const_dnnl_primitive_desc_t pd, int
     dnnl_status_t s = dnnl_memory_create(&a->user, plain, engine, DNNL_MEMORY_NONE);
     if (s || !want || dnnl_memory_desc_equal(want, plain))
         return s;
-    if ((s = dnnl_memory_create(&a->inner, want, engine, DNNL_MEMORY_ALLOCATE)))
+    if ((s = dnnl_memory_create(&a->inner, want, engine, DNNL_MEMORY_NONE)))
         return s;
+    a->offset = e->scratch_bytes;
+    size_t bytes = dnnl_memory_desc_get_size(want);
+    e->scratch_bytes += (bytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
     dnnl_primitive_desc_t rpd;
     s = output ? dnnl_reorder_primitive_desc_create(&rpd, want, engine, plain, engine, NULL)
                : dnnl_reorder_primitive_desc_create(&rpd, plain, engine, want, engine, NULL);
@@ -208,39 +225,93 @@ static dnnl_status_t entry_create(conv_entry *e, const conv_key *key)
     return s;
 }
 
-/* The cached entry for key, made (evicting the least recently used) when
- * missing. Called with the lock held. */
-static kd_status entry_get(const conv_key *key, conv_entry **out)
+/* FNV-1a over the key's bytes (keys are zeroed before they are filled). */
+static uint64_t key_hash(const conv_key *key)
 {
-    dnnl_status_t s;
-    if (!engine) {
-        if ((s = dnnl_engine_create(&engine, dnnl_cpu, 0)))
-            return dnnl_fail("engine creation", s);
-        if ((s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags))) {
-            dnnl_engine_destroy(engine);
-            engine = NULL;
-            return dnnl_fail("stream creation", s);
-        }
+    const unsigned char *b = (const unsigned char *)key;
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < sizeof *key; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+/* A slot for a new entry: a fresh one while the cache may grow, else the
+ * least recently used, released. */
+static kd_status entry_slot(conv_entry **out)
+{
+    if (cache_len == cache_cap && cache_cap < CACHE_MAX) {
+        int cap = cache_cap ? 2 * cache_cap : 64;
+        if (cap > CACHE_MAX)
+            cap = CACHE_MAX;
+        conv_entry *grown = realloc(cache, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return kd_error(KD_ERR_NOMEM, "conv2d: no memory for %d oneDNN cache entries", cap);
+        memset(grown + cache_cap, 0, (size_t)(cap - cache_cap) * sizeof *grown);
+        cache = grown;
+        cache_cap = cap;
+    }
+    if (cache_len < cache_cap) {
+        *out = &cache[cache_len++];
+        return KD_OK;
     }
     conv_entry *victim = &cache[0];
-    for (int i = 0; i < CACHE_SIZE; i++) {
+    for (int i = 1; i < cache_len; i++)
+        if (cache[i].last_use < victim->last_use)
+            victim = &cache[i];
+    if (victim->last_use)
+        stats.evicted++;
+    entry_release(victim);
+    *out = victim;
+    return KD_OK;
+}
+
+/* The cached entry for key, made when missing. Called with the lock held. */
+static kd_status entry_get(const conv_key *key, conv_entry **out)
+{
+    kd_status st = kd_dnnl_context("conv2d", &engine, &stream);
+    if (st != KD_OK)
+        return st;
+    uint64_t hash = key_hash(key);
+    for (int i = 0; i < cache_len; i++) {
         conv_entry *e = &cache[i];
-        if (e->last_use && memcmp(&e->key, key, sizeof *key) == 0) {
+        if (e->hash == hash && memcmp(&e->key, key, sizeof *key) == 0) {
             e->last_use = ++use_clock;
             *out = e;
             return KD_OK;
         }
-        if (e->last_use < victim->last_use)
-            victim = e;
     }
-    entry_release(victim);
-    victim->key = *key;
-    if ((s = entry_create(victim, key))) {
-        entry_release(victim);
+    conv_entry *e = NULL;
+    if ((st = entry_slot(&e)) != KD_OK)
+        return st;
+    e->key = *key;
+    e->hash = hash;
+    dnnl_status_t s = entry_create(e, key);
+    if (s) {
+        entry_release(e);
+        /* Free the slot: the last one is handed back, one in the middle
+         * keeps last_use 0 and is the next one evicted. */
+        if (e == &cache[cache_len - 1])
+            cache_len--;
         return dnnl_fail("primitive creation", s);
     }
-    victim->last_use = ++use_clock;
-    *out = victim;
+    stats.created++;
+    e->last_use = ++use_clock;
+    *out = e;
+    return KD_OK;
+}
+
+/* Makes the scratch buffer at least `bytes` long. */
+static kd_status scratch_reserve(size_t bytes)
+{
+    if (bytes <= scratch_size)
+        return KD_OK;
+    void *p = aligned_alloc(SCRATCH_ALIGN, bytes);
+    if (!p)
+        return kd_error(KD_ERR_NOMEM, "conv2d: no memory for %zu bytes of oneDNN reorder scratch",
+                        bytes);
+    free(scratch);
+    scratch = p;
+    scratch_size = bytes;
     return KD_OK;
 }
 
@@ -252,6 +323,9 @@ static dnnl_status_t entry_run(conv_entry *e, void *const *buffers)
     for (int i = 0; i < e->nargs; i++) {
         conv_arg *a = &e->args[i];
         if ((s = dnnl_memory_set_data_handle(a->user, buffers[i])))
+            return s;
+        if (a->inner &&
+            (s = dnnl_memory_set_data_handle(a->inner, (char *)scratch + a->offset)))
             return s;
         args[i] = (dnnl_exec_arg_t){a->arg, a->inner ? a->inner : a->user};
         if (a->reorder && !a->output) {
@@ -284,7 +358,10 @@ static kd_status run(const kd_conv2d_geom *g, conv_kind kind, bool with_bias,
     pthread_mutex_lock(&cache_lock);
     conv_entry *e = NULL;
     kd_status st = entry_get(&key, &e);
+    if (st == KD_OK)
+        st = scratch_reserve(e->scratch_bytes);
     if (st == KD_OK) {
+        stats.calls++;
         dnnl_status_t s = entry_run(e, buffers);
         if (s)
             st = dnnl_fail("execution", s);
@@ -315,4 +392,15 @@ kd_status kd_conv2d_dnnl_backward_weights(const kd_conv2d_geom *g, const float *
 {
     void *buffers[4] = {(void *)x, (void *)gy, gw, gbias};
     return run(g, CONV_BACKWARD_WEIGHTS, gbias != NULL, buffers);
+}
+
+void kd_conv2d_dnnl_stats_get(kd_conv2d_dnnl_stats *out)
+{
+    pthread_mutex_lock(&cache_lock);
+    *out = stats;
+    out->entries = 0;
+    for (int i = 0; i < cache_len; i++)
+        out->entries += cache[i].last_use != 0;
+    out->scratch_bytes = scratch_size;
+    pthread_mutex_unlock(&cache_lock);
 }

@@ -191,14 +191,14 @@ void kd_cpu_cdist_input_grad(kd_dtype dt, bool for_b, const void *w, const void 
 
 /* p = softmax(q k^T * scale + bias), out = p v. bias (may be NULL) is read
  * through broadcast strides over p's shape. */
-void kd_cpu_attention_forward(kd_dtype dt, const kd_attn_dims *ad, const void *q, const void *k,
-                              const void *v, const void *bias, const int64_t *bias_strides,
-                              double scale, void *p, void *out);
+kd_status kd_cpu_attention_forward(kd_dtype dt, const kd_attn_dims *ad, const void *q,
+                                   const void *k, const void *v, const void *bias,
+                                   const int64_t *bias_strides, double scale, void *p, void *out);
 /* From p and the output gradient g: ds (the scores' gradient, always) and
  * gq, gk, gv (each may be NULL). */
-void kd_cpu_attention_backward(kd_dtype dt, const kd_attn_dims *ad, const void *q,
-                               const void *k, const void *v, const void *p, const void *g,
-                               double scale, void *ds, void *gq, void *gk, void *gv);
+kd_status kd_cpu_attention_backward(kd_dtype dt, const kd_attn_dims *ad, const void *q,
+                                    const void *k, const void *v, const void *p, const void *g,
+                                    double scale, void *ds, void *gq, void *gk, void *gv);
 
 /* --- unary.c: n contiguous elements --- */
 

@@ -1,6 +1,6 @@
-/* What the token-based model plugins (vit, mixer) share on top of
+/* What the token-based model plugins (vit, mixer, beit) share on top of
  * model_tensors.h: timm's weight initialisations as one call per tensor,
- * and the layers both families are made of (linear, LayerNorm, the
+ * and the layers these families are made of (linear, LayerNorm, the
  * two-layer GELU MLP, the patch embedding), written with SDK ops.
  *
  * Ownership: the model_tensors list owns the tensors and names. */

@@ -458,6 +458,15 @@ typedef struct kd_dataset_vtable {
     /* optional */
     /* Every sample's class, labels[length], without decoding images. */
     kd_status (*labels)(void *self, int64_t *labels);
+    /* optional, appended within ABI 2 (a vtable without them reads NULL) */
+    /* The name of class `index` (0 <= index < num_classes), owned by the
+     * instance: the host writes the class-to-index mapping into the run
+     * folder (classes.json) and into exported weights' metadata. */
+    const char *(*class_name)(void *self, int index);
+    /* How many get() calls since create() returned another sample in
+     * place of an unreadable one (a dataset's documented skip policy);
+     * the host reports the growth at each epoch's end. Thread-safe. */
+    int64_t (*skipped)(void *self);
 } kd_dataset_vtable;
 
 typedef struct kd_transform_vtable {
