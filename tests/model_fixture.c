@@ -71,18 +71,12 @@ const kd_named_tensor *kt_model_tensor(const kt_model *m, const char *name)
 kd_status kt_model_run(const kt_model *m, int from, kd_tensor *input, bool training,
                        const bool *want, kd_tensor **taps)
 {
-    return kt_model_run_step(m, from, input, training, 0, want, taps);
-}
-
-kd_status kt_model_run_step(const kt_model *m, int from, kd_tensor *input, bool training,
-                            uint64_t rng_step, const bool *want, kd_tensor **taps)
-{
     bool all[KT_MAX_TAPS];
     for (int i = 0; i < m->n_taps; i++) {
         all[i] = true;
         taps[i] = NULL;
     }
-    kd_forward_args a = {sizeof a, input, training, kd_rng_make(0, 0, rng_step), want ? want : all,
+    kd_forward_args a = {sizeof a, input, training, kd_rng_make(0, 0, 0), want ? want : all,
                          taps};
     return from < 0 ? m->vt->forward(m->self, &a) : m->vt->forward_from(m->self, from, &a);
 }

@@ -25,13 +25,9 @@ void kt_model_close(kt_model *m);
 int kt_model_tap(const kt_model *m, const char *name);
 const kd_named_tensor *kt_model_tensor(const kt_model *m, const char *name);
 /* forward (from < 0) or forward_from(from); want NULL wants every tap.
- * taps[] receives the outputs (scope-owned). The rng is keyed (0, 0, 0). */
+ * taps[] receives the outputs (scope-owned). */
 kd_status kt_model_run(const kt_model *m, int from, kd_tensor *input, bool training,
                        const bool *want, kd_tensor **taps);
-/* The same with the rng keyed (0, 0, rng_step): another step's drop-path
- * and dropout draws. */
-kd_status kt_model_run_step(const kt_model *m, int from, kd_tensor *input, bool training,
-                            uint64_t rng_step, const bool *want, kd_tensor **taps);
 /* Trainable parameters' element count. */
 int64_t kt_model_params(const kt_model *m);
 

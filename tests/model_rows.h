@@ -10,9 +10,7 @@
  *     F64_GRAD_RTOL);
  *   - one train-mode step (no drop-path, no dropout) gives timm's logits,
  *     the gradients of the first and last layers' parameters and of the
- *     input, and its buffers after the step (in f32, of a model with
- *     ReLU-family kinks, only the last layer's gradients: rounding can
- *     flip a kink's branch before them; f64 compares them all);
+ *     input, and its buffers after the step;
  *   - forward_from every tap gives the rest of the forward.
  *
  * Keep rows cheap (the whole table runs in one timm process): reduced
@@ -69,14 +67,13 @@ extern const kt_full_keys kt_full_keys_vit[];
 extern const kt_refused_start kt_refused_starts_vit[];
 extern const kt_model_row kt_model_rows_mixer[];
 extern const kt_full_keys kt_full_keys_mixer[];
-extern const kt_model_row kt_model_rows_swin[];
-extern const kt_full_keys kt_full_keys_swin[];
-extern const kt_model_row kt_model_rows_beit[];
-extern const kt_full_keys kt_full_keys_beit[];
-
 extern const kt_model_row kt_model_rows_mobilenet[];
 extern const kt_full_keys kt_full_keys_mobilenet[];
 extern const kt_model_row kt_model_rows_convnext[];
 extern const kt_full_keys kt_full_keys_convnext[];
+extern const kt_model_row kt_model_rows_swin[];
+extern const kt_full_keys kt_full_keys_swin[];
+extern const kt_model_row kt_model_rows_beit[];
+extern const kt_full_keys kt_full_keys_beit[];
 
 #endif

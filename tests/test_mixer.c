@@ -113,13 +113,13 @@ static void test_forward_paths(void)
     kd_tensor *x = images(4, 3, 32, 7), *e[KT_MAX_TAPS], *a[KT_MAX_TAPS];
     kd_tensor *b[KT_MAX_TAPS], *from[KT_MAX_TAPS];
     int last = m.n_taps - 1, pre = kt_model_tap(&m, "pre_logits");
-    kd_status st = kt_model_run_step(&m, -1, x, false, 0, NULL, e);
+    kd_status st = kt_model_run(&m, -1, x, false, NULL, e);
     if (st == KD_OK)
-        st = kt_model_run_step(&m, -1, x, true, 1, NULL, a);
+        st = kt_model_run(&m, -1, x, true, NULL, a);
     if (st == KD_OK)
-        st = kt_model_run_step(&m, -1, x, true, 1, NULL, b);
+        st = kt_model_run(&m, -1, x, true, NULL, b);
     if (st == KD_OK)
-        st = kt_model_run_step(&m, pre, e[pre], false, 0, NULL, from);
+        st = kt_model_run(&m, pre, e[pre], false, NULL, from);
     char bad[160] = "";
     if (st != KD_OK)
         snprintf(bad, sizeof bad, "%s", kd_last_error());
@@ -150,15 +150,15 @@ static void test_errors(void)
     }
     kd_scope_begin();
     kd_tensor *taps[KT_MAX_TAPS];
-    kd_status st = kt_model_run_step(&m, -1, images(2, 1, 28, 1), false, 0, NULL, taps);
+    kd_status st = kt_model_run(&m, -1, images(2, 1, 28, 1), false, NULL, taps);
     expect_error("an image of another size is refused", st,
                  "mixer_s16_224: input [2, 1, 28, 28] is not [N, 1, 32, 32] images");
-    st = kt_model_run_step(&m, kt_model_tap(&m, "stem"),
-                      kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 17, 512}), false, 0,
+    st = kt_model_run(&m, kt_model_tap(&m, "stem"),
+                      kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 17, 512}), false,
                       NULL, taps);
     expect_error("forward_from stem with another token count", st,
                  "forward_from stem: input [2, 17, 512] is not [N, 16, 512]");
-    st = kt_model_run_step(&m, m.n_taps - 1, images(2, 1, 32, 1), false, 0, NULL, taps);
+    st = kt_model_run(&m, m.n_taps - 1, images(2, 1, 32, 1), false, NULL, taps);
     expect_error("forward_from the logits", st, "forward_from tap 5 is out of range");
     kd_scope_end();
     kt_model_close(&m);

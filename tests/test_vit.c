@@ -82,7 +82,7 @@ static void test_distilled_heads(void)
         int logits = kt_model_tap(&m, "logits"), pre = kt_model_tap(&m, "pre_logits");
         char bad[200] = "";
         for (int training = 0; training < 2 && !bad[0]; training++) {
-            if (kt_model_run_step(&m, -1, x, training, 0, NULL, taps) != KD_OK) {
+            if (kt_model_run(&m, -1, x, training, NULL, taps) != KD_OK) {
                 snprintf(bad, sizeof bad, "%s", kd_last_error());
                 break;
             }
@@ -200,6 +200,20 @@ static void test_resize(void)
 
 /* ---------------------------------------- stochastic layers, stopping */
 
+/* forward with every tap wanted and the rng of step `step`. */
+static kd_status run_rng(const kt_model *m, int from, kd_tensor *input, bool training,
+                         uint64_t step, const bool *want, kd_tensor **taps)
+{
+    bool all[KT_MAX_TAPS];
+    for (int i = 0; i < m->n_taps; i++) {
+        all[i] = true;
+        taps[i] = NULL;
+    }
+    kd_forward_args a = {sizeof a, input, training, kd_rng_make(0, 0, step), want ? want : all,
+                         taps};
+    return from < 0 ? m->vt->forward(m->self, &a) : m->vt->forward_from(m->self, from, &a);
+}
+
 /* Without dropout and drop-path a ViT has nothing that differs in
  * training; with them, a step's draws come from its rng alone. */
 static void test_stochastic(void)
@@ -218,15 +232,15 @@ static void test_stochastic(void)
     kd_tensor *x = images(KD_F32, 4, 3, 32, 6), *e[KT_MAX_TAPS], *t[KT_MAX_TAPS];
     kd_tensor *a[KT_MAX_TAPS], *b[KT_MAX_TAPS], *c[KT_MAX_TAPS];
     int last = plain.n_taps - 1;
-    kd_status st = kt_model_run_step(&plain, -1, x, false, 0, NULL, e);
+    kd_status st = kt_model_run(&plain, -1, x, false, NULL, e);
     if (st == KD_OK)
-        st = kt_model_run_step(&plain, -1, x, true, 0, NULL, t);
+        st = kt_model_run(&plain, -1, x, true, NULL, t);
     if (st == KD_OK)
-        st = kt_model_run_step(&dropping, -1, x, true, 1, NULL, a);
+        st = run_rng(&dropping, -1, x, true, 1, NULL, a);
     if (st == KD_OK)
-        st = kt_model_run_step(&dropping, -1, x, true, 1, NULL, b);
+        st = run_rng(&dropping, -1, x, true, 1, NULL, b);
     if (st == KD_OK)
-        st = kt_model_run_step(&dropping, -1, x, true, 2, NULL, c);
+        st = run_rng(&dropping, -1, x, true, 2, NULL, c);
     char bad[160] = "";
     if (st != KD_OK)
         snprintf(bad, sizeof bad, "%s", kd_last_error());
@@ -256,7 +270,7 @@ static void test_early_stop(void)
     int b0 = kt_model_tap(&m, "blocks.0");
     want[b0] = true;
     kd_tensor *taps[KT_MAX_TAPS];
-    kd_status st = kt_model_run_step(&m, -1, images(KD_F32, 2, 3, 32, 1), false, 0, want, taps);
+    kd_status st = kt_model_run(&m, -1, images(KD_F32, 2, 3, 32, 1), false, want, taps);
     bool ok = st == KD_OK && taps[b0] && taps[b0]->ndim == 3 && taps[b0]->shape[1] == 17 &&
               taps[b0]->shape[2] == 192 && !taps[b0 + 1] && !taps[m.n_taps - 1];
     kt_check(ok, name, "%s", st != KD_OK ? kd_last_error() : "later taps were filled");
@@ -344,17 +358,17 @@ static void test_errors(void)
     }
     kd_scope_begin();
     kd_tensor *taps[KT_MAX_TAPS];
-    kd_status st = kt_model_run_step(&m, -1, images(KD_F32, 2, 3, 48, 1), false, 0, NULL, taps);
+    kd_status st = kt_model_run(&m, -1, images(KD_F32, 2, 3, 48, 1), false, NULL, taps);
     expect_error("an image of another size is refused", st,
                  DISTILLED ": input [2, 3, 48, 48] is not [N, 3, 32, 32] images");
     int pre = kt_model_tap(&m, "pre_logits");
-    st = kt_model_run_step(&m, pre, kd_tensor_zeros(KD_F32, KD_CPU, 2, (int64_t[]){2, 192}), false, 0,
+    st = kt_model_run(&m, pre, kd_tensor_zeros(KD_F32, KD_CPU, 2, (int64_t[]){2, 192}), false,
                       NULL, taps);
     expect_error("a distilled model refuses forward_from pre_logits", st,
                  "forward_from pre_logits: the heads of a distilled model");
     int b1 = kt_model_tap(&m, "blocks.1");
-    st = kt_model_run_step(&m, b1, kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 16, 192}), false,
-                      0, NULL, taps);
+    st = kt_model_run(&m, b1, kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){2, 16, 192}), false,
+                      NULL, taps);
     expect_error("forward_from blocks.1 without the prefix tokens", st,
                  "forward_from blocks.1: input [2, 16, 192] is not [N, 18, 192]");
     kd_tensor *pe = kd_tensor_zeros(KD_F32, KD_CPU, 3, (int64_t[]){1, 12, 192});
@@ -387,7 +401,7 @@ static void test_macs(void)
     int64_t want = p * d * 3 * 16 * 16 + 12 * block + d * 1000;
     kd_tensor *taps[KT_MAX_TAPS];
     kd_macs_take();
-    kd_status st = kt_model_run_step(&m, -1, images(KD_F32, 1, 3, 224, 2), false, 0, NULL, taps);
+    kd_status st = kt_model_run(&m, -1, images(KD_F32, 1, 3, 224, 2), false, NULL, taps);
     int64_t macs = kd_macs_take();
     kt_check(st == KD_OK && macs == want && fabs((double)macs / 1.26e9 - 1) < 0.01, name,
              "%s: %lld multiply-adds, want %lld (timm 1.26e9)",

@@ -52,7 +52,7 @@ typedef struct beit_block {
 typedef struct beit {
     const beit_arch *arch;
     mp_config cfg;
-    mp_tensors tensors;
+    model_tensors tensors;
     kd_tensor *cls_token;
     mp_patch_embed patch_embed;
     beit_block blocks[MAX_DEPTH];
@@ -118,7 +118,7 @@ static void add_tap(beit *m, tap_kind kind, int block, int channels, kd_tap_layo
  * scaled by 0.001; the patch embedding keeps torch's Conv2d default. */
 static kd_status add_block(beit *m, beit_block *b, int l, int d, int table_rows)
 {
-    mp_tensors *t = &m->tensors;
+    model_tensors *t = &m->tensors;
     const uint32_t no_decay = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY;
     double rescaled = 0.02 / sqrt(2.0 * (l + 1));
     char p[64];
@@ -163,7 +163,7 @@ static kd_status add_block(beit *m, beit_block *b, int l, int d, int table_rows)
 static kd_status build(beit *m)
 {
     const mp_config *c = &m->cfg;
-    mp_tensors *t = &m->tensors;
+    model_tensors *t = &m->tensors;
     int d = m->arch->dim, grid = c->grid;
     m->n_tokens = grid * grid + 1;
     m->cls_token = mp_add(t, KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY, MP_TRUNC_NORMAL, 0.02, 3,
@@ -214,7 +214,7 @@ static void beit_destroy(void *self)
         return;
     kd_tensor_free(m->bias_index);
     kd_tensor_free(m->zero_bias);
-    mp_tensors_free(&m->tensors);
+    mt_free(&m->tensors);
     free(m);
 }
 
@@ -225,7 +225,7 @@ static kd_status beit_create(const beit_arch *a, const kd_create_args *args, voi
     if (!m)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name);
     m->arch = a;
-    m->tensors = (mp_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
+    m->tensors = (model_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
     kd_status st = mp_read_config(a->name, args, &m->cfg);
     if (st == KD_OK && m->cfg.depth > MAX_DEPTH)
         st = kd_error(KD_ERR_INVALID, "%s: depth %d is more than %d", a->name, m->cfg.depth,

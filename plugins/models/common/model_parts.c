@@ -4,63 +4,32 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------- weights */
 
-/* w[i] ~ N(0, 1) by Box-Muller on pairs of uniform draws from the start
- * of rng's stream, both outputs kept, a chunk of whole Philox blocks at a
- * time. */
-static void fill_std_normal(float *w, int64_t n, const kd_rng *rng)
+/* Redraws every value of t beyond +-bound from a second stream of the
+ * tensor's, one normal draw at a time, rounded to float32 as the first
+ * draws are. */
+static void redraw_beyond(const model_tensors *l, kd_tensor *t, int index, double std,
+                          double bound)
 {
-    enum { CHUNK = 1024 };
-    float u[CHUNK];
-    for (int64_t i = 0; i < n; i += CHUNK) {
-        int64_t m = n - i < CHUNK ? n - i : CHUNK;
-        kd_rng_fill_uniformf(rng, (uint64_t)i, u, (m + 1) & ~(int64_t)1);
-        for (int64_t j = 0; j < m; j += 2) {
-            float radius = sqrtf(-2.0f * logf(1.0f - u[j]));
-            float angle = 6.2831853f * u[j + 1];
-            w[i + j] = radius * cosf(angle);
-            if (j + 1 < m)
-                w[i + j + 1] = radius * sinf(angle);
-        }
+    kd_rng rng = kd_rng_make(l->seed, 1, (uint64_t)index);
+    int64_t n = kd_tensor_numel(t);
+    float *f = t->dtype == KD_F32 ? kd_tensor_data(t) : NULL;
+    double *d = t->dtype == KD_F64 ? kd_tensor_data(t) : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        double v = f ? f[i] : d[i];
+        while (fabs(v) > bound)
+            v = (float)(kd_rng_normal(&rng) * std);
+        if (f)
+            f[i] = (float)v;
+        else
+            d[i] = v;
     }
 }
 
-/* Fills n float32 draws of `init` from the stream keyed by `index`. */
-static void fill(float *w, int64_t n, mp_init init, double scale, uint64_t seed, uint64_t index)
-{
-    kd_rng rng = kd_rng_make(seed, 0, index);
-    switch (init) {
-    case MP_ZEROS:
-    case MP_ONES:
-        for (int64_t i = 0; i < n; i++)
-            w[i] = init == MP_ONES ? 1.0f : 0.0f;
-        return;
-    case MP_UNIFORM:
-        kd_rng_fill_uniformf(&rng, 0, w, n);
-        for (int64_t i = 0; i < n; i++)
-            w[i] = (float)((2.0 * w[i] - 1.0) * scale);
-        return;
-    case MP_NORMAL:
-    case MP_TRUNC_NORMAL:
-        fill_std_normal(w, n, &rng);
-        if (init == MP_TRUNC_NORMAL) {
-            /* redraws come from a second stream, one value at a time */
-            kd_rng redraw = kd_rng_make(seed, 1, index);
-            for (int64_t i = 0; i < n; i++)
-                while (fabsf(w[i]) > 2.0f)
-                    w[i] = (float)kd_rng_normal(&redraw);
-        }
-        for (int64_t i = 0; i < n; i++)
-            w[i] = (float)(w[i] * scale);
-        return;
-    }
-}
-
-kd_tensor *mp_add(mp_tensors *l, uint32_t flags, mp_init init, double scale, int ndim,
+kd_tensor *mp_add(model_tensors *l, uint32_t flags, mp_init init, double scale, int ndim,
                   const int64_t *shape, const char *fmt, ...)
 {
     char name[128];
@@ -68,53 +37,35 @@ kd_tensor *mp_add(mp_tensors *l, uint32_t flags, mp_init init, double scale, int
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        kd_named_tensor *grown = realloc(l->items, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            kd_error(KD_ERR_NOMEM, "%s: out of host memory for %s", l->model, name);
-            return NULL;
-        }
-        l->items = grown;
-        l->cap = cap;
+    int index = l->n;
+    kd_tensor *t = mt_add(l, flags, l->dtype, ndim, shape, "%s", name);
+    if (!t)
+        return NULL;
+    kd_status st = KD_OK;
+    switch (init) {
+    case MP_ZEROS:
+        break;
+    case MP_ONES:
+        st = kd_tensor_fill_(t, 1.0);
+        break;
+    case MP_UNIFORM:
+        st = mt_init_uniform(l, t, index, scale);
+        break;
+    case MP_NORMAL:
+    case MP_TRUNC_NORMAL:
+        st = mt_init_normal(l, t, index, scale);
+        if (st == KD_OK && init == MP_TRUNC_NORMAL)
+            redraw_beyond(l, t, index, scale, 2 * scale);
+        break;
     }
-    char *owned = strdup(name);
-    kd_tensor *t = owned ? kd_tensor_empty(l->dtype, KD_CPU, ndim, shape) : NULL;
-    kd_tensor *draws = t && l->dtype != KD_F32 ? kd_tensor_empty(KD_F32, KD_CPU, ndim, shape) : t;
-    if (!draws) {
-        kd_tensor_free(t);
-        free(owned);
-        kd_error(KD_ERR_NOMEM, "%s: out of host memory for %s", l->model, name);
+    if (st != KD_OK) {
+        kd_error_wrap(st, "%s: initialising %s", l->owner, name);
         return NULL;
     }
-    fill(kd_tensor_data(draws), kd_tensor_numel(t), init, scale, l->seed, (uint64_t)l->n);
-    if (draws != t) {
-        kd_status st = kd_tensor_copy_(t, draws);
-        kd_tensor_free(draws);
-        if (st != KD_OK) {
-            kd_tensor_free(t);
-            free(owned);
-            kd_error_wrap(st, "%s: %s", l->model, name);
-            return NULL;
-        }
-    }
-    kd_tensor_set_requires_grad(t, (flags & KD_TENSOR_PARAM) != 0);
-    l->items[l->n++] = (kd_named_tensor){owned, t, flags};
     return t;
 }
 
-void mp_tensors_free(mp_tensors *l)
-{
-    for (int i = 0; i < l->n; i++) {
-        kd_tensor_free(l->items[i].tensor);
-        free((char *)l->items[i].name);
-    }
-    free(l->items);
-    l->items = NULL;
-    l->n = l->cap = 0;
-}
-
-kd_status mp_add_linear(mp_tensors *l, mp_linear *lin, const char *prefix, int in, int out,
+kd_status mp_add_linear(model_tensors *l, mp_linear *lin, const char *prefix, int in, int out,
                         mp_init w_init, double w_scale, mp_init b_init, double b_scale)
 {
     const int64_t w_shape[2] = {out, in}, b_shape = out;
@@ -125,7 +76,7 @@ kd_status mp_add_linear(mp_tensors *l, mp_linear *lin, const char *prefix, int i
     return lin->bias ? KD_OK : kd_last_status();
 }
 
-kd_status mp_add_norm(mp_tensors *l, mp_norm *norm, const char *prefix, int dim)
+kd_status mp_add_norm(model_tensors *l, mp_norm *norm, const char *prefix, int dim)
 {
     const int64_t shape = dim;
     const uint32_t flags = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY;

@@ -1,10 +1,9 @@
-/* What the token-based model plugins (vit, mixer) share: the list of
- * named parameters a model exposes, timm's weight initialisations, and the
- * layers both families are made of (linear, LayerNorm, the two-layer GELU
- * MLP, the patch embedding), written with SDK ops.
+/* What the token-based model plugins (vit, mixer, beit) share on top of
+ * model_tensors.h: timm's weight initialisations as one call per tensor,
+ * and the layers these families are made of (linear, LayerNorm, the
+ * two-layer GELU MLP, the patch embedding), written with SDK ops.
  *
- * Ownership: a model_tensors list owns its tensors and names; parameters
- * are made outside any scope and freed by mp_tensors_free. */
+ * Ownership: the model_tensors list owns the tensors and names. */
 #ifndef KD_MODEL_PARTS_H
 #define KD_MODEL_PARTS_H
 
@@ -13,6 +12,8 @@
 
 #include <kdengine/ops.h>
 #include <kdengine/plugin.h>
+
+#include "model_tensors.h"
 
 /* How a new tensor starts. Draws are float32 whatever the model's dtype,
  * so a float64 model starts from the float32 model's weights. */
@@ -24,22 +25,12 @@ typedef enum mp_init {
     MP_UNIFORM,      /* U(-scale, scale) */
 } mp_init;
 
-typedef struct mp_tensors {
-    const char *model; /* provider name, for messages */
-    uint64_t seed;
-    kd_dtype dtype;
-    kd_named_tensor *items;
-    int n, cap;
-} mp_tensors;
-
 /* A new tensor of the list's dtype, named by fmt, initialised from its
- * own random stream (its position in the list), so a weight does not
- * depend on the draws of the ones before it. NULL on failure (message
- * set). PARAM tensors require grad. */
-kd_tensor *mp_add(mp_tensors *l, uint32_t flags, mp_init init, double scale, int ndim,
+ * own random stream (its position in the list, as mt_init_* key it).
+ * NULL on failure (message set). PARAM tensors require grad. */
+kd_tensor *mp_add(model_tensors *l, uint32_t flags, mp_init init, double scale, int ndim,
                   const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
-void mp_tensors_free(mp_tensors *l);
 
 typedef struct mp_linear {
     kd_tensor *weight, *bias; /* [out, in], [out] */
@@ -56,10 +47,10 @@ typedef struct mp_mlp {
 } mp_mlp;
 
 /* "<prefix>.weight" [out, in] and "<prefix>.bias" [out]. */
-kd_status mp_add_linear(mp_tensors *l, mp_linear *lin, const char *prefix, int in, int out,
+kd_status mp_add_linear(model_tensors *l, mp_linear *lin, const char *prefix, int in, int out,
                         mp_init w_init, double w_scale, mp_init b_init, double b_scale);
 /* A LayerNorm's weight (ones) and bias (zeros). */
-kd_status mp_add_norm(mp_tensors *l, mp_norm *norm, const char *prefix, int dim);
+kd_status mp_add_norm(model_tensors *l, mp_norm *norm, const char *prefix, int dim);
 
 kd_tensor *mp_linear_forward(const mp_linear *lin, kd_tensor *x);
 kd_tensor *mp_norm_forward(const mp_norm *norm, kd_tensor *x, double eps);

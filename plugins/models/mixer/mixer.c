@@ -47,7 +47,7 @@ typedef struct mixer {
     const mixer_arch *arch;
     mp_config cfg;
     int n_tokens;
-    mp_tensors params;
+    model_tensors params;
     mp_patch_embed stem;
     mixer_block *blocks;
     mp_norm norm;
@@ -104,7 +104,7 @@ static kd_status add_block(mixer *m, int i)
 static kd_status build(mixer *m)
 {
     const mp_config *c = &m->cfg;
-    mp_tensors *l = &m->params;
+    model_tensors *l = &m->params;
     const int64_t d = m->arch->dim;
     int p = c->patch_size;
     /* lecun normal: truncated at 2 std, scaled so the kept part has std
@@ -147,7 +147,7 @@ static void mixer_destroy(void *self)
     mixer *m = self;
     if (!m)
         return;
-    mp_tensors_free(&m->params);
+    mt_free(&m->params);
     free(m->blocks);
     free(m);
 }
@@ -166,7 +166,7 @@ static kd_status mixer_create(const kd_create_args *args, void **self)
     m->arch = a;
     m->cfg = cfg;
     m->n_tokens = cfg.grid * cfg.grid;
-    m->params = (mp_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
+    m->params = (model_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
     st = build(m);
     if (st != KD_OK) {
         mixer_destroy(m);

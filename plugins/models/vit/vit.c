@@ -68,7 +68,7 @@ typedef struct vit {
     mp_config cfg;
     bool distilled_training;
     int n_prefix, n_tokens; /* prefix tokens, and all tokens */
-    mp_tensors params;
+    model_tensors params;
     kd_tensor *cls_token, *pos_embed, *dist_token;
     mp_patch_embed patch_embed;
     vit_block *blocks;
@@ -100,24 +100,26 @@ static kd_status add_block(vit *v, int i)
 {
     vit_block *b = &v->blocks[i];
     int d = v->arch->dim;
-    char p[64];
-    kd_status st;
-#define TRY(call)                                                                                  \
-    if ((st = (call)) != KD_OK)                                                                    \
+    char n1[48], qkv[48], proj[48], n2[48], fc1[48], fc2[48];
+    snprintf(n1, sizeof n1, "blocks.%d.norm1", i);
+    snprintf(qkv, sizeof qkv, "blocks.%d.attn.qkv", i);
+    snprintf(proj, sizeof proj, "blocks.%d.attn.proj", i);
+    snprintf(n2, sizeof n2, "blocks.%d.norm2", i);
+    snprintf(fc1, sizeof fc1, "blocks.%d.mlp.fc1", i);
+    snprintf(fc2, sizeof fc2, "blocks.%d.mlp.fc2", i);
+    kd_status st = mp_add_norm(&v->params, &b->norm1, n1, d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->qkv, qkv, d, 3 * d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->proj, proj, d, d);
+    if (st == KD_OK)
+        st = mp_add_norm(&v->params, &b->norm2, n2, d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->mlp.fc1, fc1, d, 4 * d);
+    if (st == KD_OK)
+        st = add_vit_linear(v, &b->mlp.fc2, fc2, 4 * d, d);
+    if (st != KD_OK)
         return st;
-    snprintf(p, sizeof p, "blocks.%d.norm1", i);
-    TRY(mp_add_norm(&v->params, &b->norm1, p, d));
-    snprintf(p, sizeof p, "blocks.%d.attn.qkv", i);
-    TRY(add_vit_linear(v, &b->qkv, p, d, 3 * d));
-    snprintf(p, sizeof p, "blocks.%d.attn.proj", i);
-    TRY(add_vit_linear(v, &b->proj, p, d, d));
-    snprintf(p, sizeof p, "blocks.%d.norm2", i);
-    TRY(mp_add_norm(&v->params, &b->norm2, p, d));
-    snprintf(p, sizeof p, "blocks.%d.mlp.fc1", i);
-    TRY(add_vit_linear(v, &b->mlp.fc1, p, d, 4 * d));
-    snprintf(p, sizeof p, "blocks.%d.mlp.fc2", i);
-    TRY(add_vit_linear(v, &b->mlp.fc2, p, 4 * d, d));
-#undef TRY
     /* stochastic depth grows linearly over the blocks, from 0 */
     int n = v->cfg.depth;
     b->drop_path = n > 1 ? v->cfg.drop_path_rate * i / (n - 1) : 0.0;
@@ -130,7 +132,7 @@ static kd_status build(vit *v)
 {
     const vit_arch *a = v->arch;
     const mp_config *c = &v->cfg;
-    mp_tensors *l = &v->params;
+    model_tensors *l = &v->params;
     const int64_t d = a->dim;
     const uint32_t token = KD_TENSOR_PARAM | KD_TENSOR_NO_DECAY; /* timm's no_weight_decay */
     v->cls_token = mp_add(l, token, MP_NORMAL, 1e-6, 3, (int64_t[]){1, 1, d}, "cls_token");
@@ -186,7 +188,7 @@ static void vit_destroy(void *self)
     vit *v = self;
     if (!v)
         return;
-    mp_tensors_free(&v->params);
+    mt_free(&v->params);
     free(v->blocks);
     free(v);
 }
@@ -207,7 +209,7 @@ static kd_status vit_create(const kd_create_args *args, void **self)
     v->distilled_training = a->distilled && kd_params_boolean(args->params, "distilled_training");
     v->n_prefix = a->distilled ? 2 : 1;
     v->n_tokens = v->n_prefix + cfg.grid * cfg.grid;
-    v->params = (mp_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
+    v->params = (model_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
     st = build(v);
     if (st != KD_OK) {
         vit_destroy(v);
