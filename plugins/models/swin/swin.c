@@ -71,7 +71,7 @@ typedef struct swin {
     int in_chans, num_classes, img_size, window;
     double drop_rate, drop_path_rate;
     int depths[STAGES];
-    mp_tensors tensors;
+    model_tensors tensors;
     mp_patch_embed embed;
     mp_norm embed_norm, merge_norm[STAGES], final_norm;
     kd_tensor *merge_reduction[STAGES]; /* stages 1..3, no bias */
@@ -296,7 +296,7 @@ static void swin_destroy(void *self)
         kd_tensor_free(m->blocks[i].bias_index);
         kd_tensor_free(m->blocks[i].mask);
     }
-    mp_tensors_free(&m->tensors);
+    mt_free(&m->tensors);
     for (int i = 0; i < m->n_taps; i++)
         free(m->tap_names[i]);
     free(m->blocks);
@@ -320,7 +320,7 @@ static kd_status swin_create(const swin_arch *a, const kd_create_args *args, voi
     if (!m)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name);
     m->arch = a;
-    m->tensors = (mp_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
+    m->tensors = (model_tensors){a->name, args->seed, args->dtype, NULL, 0, 0};
     m->in_chans = (int)kd_params_integer(p, "in_chans");
     m->num_classes = (int)kd_params_integer(p, "num_classes");
     m->img_size = (int)kd_params_integer(p, "img_size");
