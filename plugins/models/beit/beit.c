@@ -63,7 +63,7 @@ typedef struct beit {
     int n_tokens;
     tap_kind kinds[MAX_TAPS];
     int block_of[MAX_TAPS];
-    char names[MAX_TAPS][16];
+    char names[MAX_TAPS][24]; /* "blocks." and any int */
     kd_tap_info taps[MAX_TAPS];
     int n_taps;
 } beit;
