@@ -1,0 +1,76 @@
+"""Reads a kdengine report page the way a browser's parser would and says
+what test_report checks: every tag closed in order, nothing fetched or run
+(no script, no src/href, no url()), and each curve's polyline.
+
+usage: check_page.py PAGE.html
+Prints "error WHAT" per problem, then "curve SERIES RUN POINTS INSIDE STROKE"
+per polyline (INSIDE: 1 when every point lies in its chart's plot area),
+then "text" lines with the text of headings, tables, legends and the
+jobs (newlines as spaces). Exit 0 when it parsed.
+"""
+import sys
+from html.parser import HTMLParser
+
+VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr"}
+# the plot rectangle of cli/report_svg.c: x 72..540, y 34..254
+PLOT = (72.0, 540.0, 34.0, 254.0)
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.curves, self.texts = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.check(tag, attrs)
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.check(tag, attrs)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append("</%s> closes <%s>" % (tag, self.stack[-1] if self.stack else "nothing"))
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if data.strip() and self.stack and self.stack[-1] in ("td", "text", "li", "h2", "h3", "pre"):
+            self.texts.append(data.strip())
+
+    def check(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            self.errors.append("a <script> element")
+        for name in ("src", "href"):
+            if name in a:
+                self.errors.append("<%s %s=%r> fetches" % (tag, name, a[name]))
+        if "url(" in (a.get("style") or ""):
+            self.errors.append("<%s> style fetches a url()" % tag)
+        if tag == "polyline":
+            points = [tuple(map(float, p.split(","))) for p in a.get("points", "").split()]
+            inside = all(PLOT[0] - 0.01 <= x <= PLOT[1] + 0.01 and PLOT[2] - 0.01 <= y <= PLOT[3] + 0.01
+                         for x, y in points)
+            self.curves.append((a.get("data-series"), a.get("data-run"), len(points), int(inside),
+                                a.get("stroke")))
+
+
+def main():
+    text = open(sys.argv[1], encoding="utf-8").read()
+    page = Page()
+    page.feed(text)
+    page.close()
+    if "url(" in text:
+        page.errors.append("url() in the page")
+    if page.stack:
+        page.errors.append("unclosed: " + " ".join(page.stack))
+    for e in page.errors:
+        print("error", e)
+    for c in page.curves:
+        print("curve %s %s %d %d %s" % c)
+    for t in page.texts:
+        print("text", t.replace("\n", " "))
+
+
+main()
