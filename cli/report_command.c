@@ -14,6 +14,7 @@
 
 #include "report_command.h"
 #include "report_html.h"
+#include "report_json.h"
 #include "report_metrics.h"
 #include "report_text.h"
 
@@ -36,7 +37,7 @@ enum { MAX_FACTS = 16 };
 typedef struct loaded_run {
     char *folder; /* absolute */
     report_metrics metrics;
-    char *job_json;
+    report_text job_json;
     char job_problem[600];
     report_fact facts[MAX_FACTS];
     int n_facts;
@@ -69,7 +70,7 @@ static char *path_in(const char *folder, const char *name)
     return path;
 }
 
-/* job.json pretty-printed, or why there is none in job_problem. */
+/* job.json for people, or why there is none in job_problem. */
 static kd_status load_job(loaded_run *run, json_t **job)
 {
     *job = NULL;
@@ -79,9 +80,10 @@ static kd_status load_job(loaded_run *run, json_t **job)
     json_error_t jerr;
     *job = json_load_file(path, 0, &jerr);
     if (*job) {
-        run->job_json = json_dumps(*job, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        report_json_pretty(&run->job_json, *job);
         free(path);
-        return run->job_json ? KD_OK : kd_error(KD_ERR_NOMEM, "%s: out of memory", run->folder);
+        return !run->job_json.failed ? KD_OK
+                                     : kd_error(KD_ERR_NOMEM, "%s: out of memory", run->folder);
     }
     struct stat sb;
     if (stat(path, &sb) != 0)
@@ -215,7 +217,7 @@ static void free_run(loaded_run *run)
 {
     free(run->folder);
     report_metrics_free(&run->metrics);
-    free(run->job_json);
+    report_text_free(&run->job_json);
     for (int i = 0; i < run->n_facts; i++)
         free(run->facts[i].value);
 }
@@ -261,10 +263,13 @@ static kd_status make_report(int n_runs, char **args, const char *out_path, bool
     for (int r = 0; st == KD_OK && r < n_runs; r++) {
         labels[r] = label_of(args[r]);
         st = labels[r] ? load_run(args[r], &runs[r]) : kd_error(KD_ERR_NOMEM, "out of memory");
-        views[r] = (report_run_view){.label = labels[r], .folder = runs[r].folder,
-                                     .metrics = &runs[r].metrics, .job_json = runs[r].job_json,
+        views[r] = (report_run_view){.label = labels[r],
+                                     .folder = runs[r].folder,
+                                     .metrics = &runs[r].metrics,
+                                     .job_json = runs[r].job_json.data,
                                      .job_problem = runs[r].job_problem,
-                                     .facts = runs[r].facts, .n_facts = runs[r].n_facts};
+                                     .facts = runs[r].facts,
+                                     .n_facts = runs[r].n_facts};
     }
     report_text page = {0};
     if (st == KD_OK) {

@@ -18,6 +18,7 @@
 
 #include "harness.h"
 #include "plugin_fixture.h"
+#include "../cli/report_json.h"
 #include "../cli/report_svg.h"
 #include "../cli/report_text.h"
 
@@ -239,7 +240,8 @@ static void test_one_run(void)
     kt_check(p.parsed, "report: the page parses, tags closed, nothing fetched or run", "%s",
              p.raw ? p.raw : "(no output)");
     check_curves("report: each curve has a point per metrics line", &p, 0, "a");
-    kt_check(has(p.raw, "\"model\": \"resnet8\"") && has(p.raw, "\"every_steps\": 1"),
+    kt_check(has(p.raw, "\"model\": \"resnet8\"") && has(p.raw, "\"every_steps\": 1") &&
+                 has(p.raw, "\"mean\": [0.4]"),
              "report: the job is on the page", "%s", p.raw ? p.raw : "(none)");
     kt_check(has(p.raw, "text 18 steps in ") && has(p.raw, "text 2 kept, the last at step 18"),
              "report: the environment table is on the page", "%s", p.raw ? p.raw : "(none)");
@@ -377,6 +379,31 @@ static void test_escaping(void)
     report_text_free(&t);
 }
 
+/* Numbers in the fewest digits that read back, strings escaped as JSON,
+ * arrays of plain values on one line. */
+static void test_job_text(void)
+{
+    const char *json = "{\"lr\": 0.4, \"third\": 0.3333333333333333, \"big\": 1e300, "
+                       "\"n\": 12, \"mean\": [0.485, 0.456], \"s\": \"a\\\"b\\\\c\\n\", "
+                       "\"list\": [{\"name\": \"ce\"}, []], \"empty\": {}, \"ok\": true, "
+                       "\"none\": null}";
+    const char *want = "{\n  \"lr\": 0.4,\n  \"third\": 0.3333333333333333,\n  \"big\": 1e+300,\n"
+                       "  \"n\": 12,\n  \"mean\": [0.485, 0.456],\n  \"s\": \"a\\\"b\\\\c\\u000a\",\n"
+                       "  \"list\": [\n    {\n      \"name\": \"ce\"\n    },\n    []\n  ],\n"
+                       "  \"empty\": {},\n  \"ok\": true,\n  \"none\": null\n}";
+    json_t *v = json_loads(json, 0, NULL);
+    report_text t = {0};
+    if (v)
+        report_json_pretty(&t, v);
+    json_t *back = t.data ? json_loads(t.data, 0, NULL) : NULL;
+    kt_check(v && !t.failed && t.data && !strcmp(t.data, want) && json_equal(v, back),
+             "report_json: the job for people, and it reads back the same", "%s",
+             t.data ? t.data : "(null)");
+    json_decref(back);
+    json_decref(v);
+    report_text_free(&t);
+}
+
 /* One point, a flat line: finite coordinates in the plot, ticks around. */
 static void test_degenerate_chart(void)
 {
@@ -397,6 +424,7 @@ static void test_degenerate_chart(void)
 int main(void)
 {
     test_escaping();
+    test_job_text();
     test_degenerate_chart();
     snprintf(dir, sizeof dir, "/tmp/kdreport.XXXXXX");
     if (!mkdtemp(dir)) {
