@@ -39,6 +39,7 @@ typedef struct loaded_run {
     report_metrics metrics;
     report_text job_json;
     char job_problem[600];
+    report_text losses;
     report_fact facts[MAX_FACTS];
     int n_facts;
 } loaded_run;
@@ -95,6 +96,25 @@ static kd_status load_job(loaded_run *run, json_t **job)
     fprintf(stderr, "warning: %s: %s\n", path, run->job_problem);
     free(path);
     return KD_OK;
+}
+
+/* Which loss each "losses[i]" of the metrics is: its name and weight. */
+static kd_status loss_names(loaded_run *run, json_t *job)
+{
+    json_t *losses = json_object_get(job, "losses");
+    size_t i;
+    json_t *loss;
+    json_array_foreach(losses, i, loss) {
+        const char *name = json_string_value(json_object_get(loss, "name"));
+        json_t *weight = json_object_get(loss, "weight");
+        report_text_printf(&run->losses, "%slosses[%zu] %s", i ? ", " : "", i,
+                           name ? name : "(unnamed)");
+        if (json_is_number(weight))
+            report_text_printf(&run->losses, " x%g", json_number_value(weight));
+    }
+    if (!run->losses.data)
+        report_text_append(&run->losses, job ? "none in job.json" : "(no job.json)");
+    return run->losses.failed ? kd_error(KD_ERR_NOMEM, "%s: out of memory", run->folder) : KD_OK;
 }
 
 static double file_mib(const char *folder, const char *name)
@@ -208,6 +228,8 @@ static kd_status load_run(const char *arg, loaded_run *run)
     if (st == KD_OK)
         st = load_job(run, &job);
     if (st == KD_OK)
+        st = loss_names(run, job);
+    if (st == KD_OK)
         st = environment_facts(run, job);
     json_decref(job);
     return st;
@@ -218,6 +240,7 @@ static void free_run(loaded_run *run)
     free(run->folder);
     report_metrics_free(&run->metrics);
     report_text_free(&run->job_json);
+    report_text_free(&run->losses);
     for (int i = 0; i < run->n_facts; i++)
         free(run->facts[i].value);
 }
@@ -268,6 +291,7 @@ static kd_status make_report(int n_runs, char **args, const char *out_path, bool
                                      .metrics = &runs[r].metrics,
                                      .job_json = runs[r].job_json.data,
                                      .job_problem = runs[r].job_problem,
+                                     .losses = runs[r].losses.data,
                                      .facts = runs[r].facts,
                                      .n_facts = runs[r].n_facts};
     }

@@ -46,7 +46,8 @@ static section section_of(const char *series)
 static void runs_table(report_text *out, int n_runs, const report_run_view *runs)
 {
     report_text_append(out, "<h2>Runs</h2>\n<table>\n<tr><th></th><th>run</th><th>folder</th>"
-                            "<th>lines plotted</th><th>last step</th><th>skipped lines</th>"
+                            "<th>losses</th><th>lines plotted</th><th>last step</th>"
+                            "<th>skipped lines</th>"
                             "</tr>\n");
     for (int r = 0; r < n_runs; r++) {
         const report_metrics *m = runs[r].metrics;
@@ -59,6 +60,8 @@ static void runs_table(report_text *out, int n_runs, const report_run_view *runs
         report_text_escaped(out, runs[r].label);
         report_text_append(out, "</td><td>");
         report_text_escaped(out, runs[r].folder);
+        report_text_append(out, "</td><td>");
+        report_text_escaped(out, runs[r].losses);
         report_text_printf(out, "</td><td>%lld</td><td>", (long long)m->lines_used);
         if (last >= 0)
             report_text_printf(out, "%lld", last);

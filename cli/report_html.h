@@ -22,6 +22,7 @@ typedef struct report_run_view {
     const report_metrics *metrics;
     const char *job_json;    /* job.json pretty-printed, or NULL */
     const char *job_problem; /* why job_json is NULL */
+    const char *losses;      /* "losses[0] ce, losses[1] kd x0.5": the series' names */
     const report_fact *facts;
     int n_facts;
 } report_run_view;

@@ -271,8 +271,9 @@ static void test_side_by_side(void)
                  has(p.raw, "text a (not logged)"),
              "report: a series one run lacks is drawn for the other, legend says so", "%s",
              p.raw ? p.raw : "(none)");
-    kt_check(has(p.raw, "text a\n") && has(p.raw, "text b\n"),
-             "report: the legend names each run", "%s", p.raw ? p.raw : "(none)");
+    kt_check(has(p.raw, "text a\n") && has(p.raw, "text b\n") &&
+                 has(p.raw, "text losses[0] ce x0.5, losses[1] kd\n"),
+             "report: the legend names each run, the table its losses", "%s", p.raw ? p.raw : "(none)");
     free_page(&p);
 }
 
