@@ -3,8 +3,9 @@ what test_report checks: every tag closed in order, nothing fetched or run
 (no script, no src/href, no url()), and each curve's polyline.
 
 usage: check_page.py PAGE.html
-Prints "error WHAT" per problem, then "curve SERIES RUN POINTS INSIDE STROKE"
-per polyline (INSIDE: 1 when every point lies in its chart's plot area),
+Prints "error WHAT" per problem, then "curve SERIES RUN POINTS INSIDE STROKE
+SECTION" per polyline (INSIDE: 1 when every point lies in its chart's plot
+area; SECTION: the <h2> above it),
 then "text" lines with the text of headings, tables, legends and the
 jobs (newlines as spaces). Exit 0 when it parsed.
 """
@@ -20,6 +21,7 @@ class Page(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.stack, self.errors, self.curves, self.texts = [], [], [], []
+        self.section = ""
 
     def handle_starttag(self, tag, attrs):
         self.check(tag, attrs)
@@ -38,6 +40,8 @@ class Page(HTMLParser):
     def handle_data(self, data):
         if data.strip() and self.stack and self.stack[-1] in ("td", "text", "li", "h2", "h3", "pre"):
             self.texts.append(data.strip())
+        if self.stack and self.stack[-1] == "h2":
+            self.section = data.strip()
 
     def check(self, tag, attrs):
         a = dict(attrs)
@@ -53,7 +57,7 @@ class Page(HTMLParser):
             inside = all(PLOT[0] - 0.01 <= x <= PLOT[1] + 0.01 and PLOT[2] - 0.01 <= y <= PLOT[3] + 0.01
                          for x, y in points)
             self.curves.append((a.get("data-series"), a.get("data-run"), len(points), int(inside),
-                                a.get("stroke")))
+                                a.get("stroke"), self.section))
 
 
 def main():
@@ -68,7 +72,7 @@ def main():
     for e in page.errors:
         print("error", e)
     for c in page.curves:
-        print("curve %s %s %d %d %s" % c)
+        print("curve %s %s %d %d %s %s" % c)
     for t in page.texts:
         print("text", t.replace("\n", " "))
 
