@@ -279,7 +279,8 @@ static void test_side_by_side(void)
              p.raw ? p.raw : "(none)");
     kt_check(has(p.raw, "text a\n") && has(p.raw, "text b\n") &&
                  has(p.raw, "text losses[0] ce x0.5, losses[1] kd\n"),
-             "report: the legend names each run, the table its losses", "%s", p.raw ? p.raw : "(none)");
+             "report: the legend names each run, the table its losses", "%s",
+             p.raw ? p.raw : "(none)");
     free_page(&p);
 }
 

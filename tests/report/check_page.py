@@ -12,6 +12,7 @@ jobs (newlines as spaces). Exit 0 when it parsed.
 import sys
 from html.parser import HTMLParser
 
+TEXT_TAGS = ("td", "text", "li", "h2", "h3", "pre")
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr"}
 # the plot rectangle of cli/report_svg.c: x 72..540, y 34..254
 PLOT = (72.0, 540.0, 34.0, 254.0)
@@ -33,12 +34,13 @@ class Page(HTMLParser):
 
     def handle_endtag(self, tag):
         if not self.stack or self.stack[-1] != tag:
-            self.errors.append("</%s> closes <%s>" % (tag, self.stack[-1] if self.stack else "nothing"))
+            open_tag = self.stack[-1] if self.stack else "nothing"
+            self.errors.append("</%s> closes <%s>" % (tag, open_tag))
             return
         self.stack.pop()
 
     def handle_data(self, data):
-        if data.strip() and self.stack and self.stack[-1] in ("td", "text", "li", "h2", "h3", "pre"):
+        if data.strip() and self.stack and self.stack[-1] in TEXT_TAGS:
             self.texts.append(data.strip())
         if self.stack and self.stack[-1] == "h2":
             self.section = data.strip()
@@ -54,8 +56,8 @@ class Page(HTMLParser):
             self.errors.append("<%s> style fetches a url()" % tag)
         if tag == "polyline":
             points = [tuple(map(float, p.split(","))) for p in a.get("points", "").split()]
-            inside = all(PLOT[0] - 0.01 <= x <= PLOT[1] + 0.01 and PLOT[2] - 0.01 <= y <= PLOT[3] + 0.01
-                         for x, y in points)
+            inside = all(PLOT[0] - 0.01 <= x <= PLOT[1] + 0.01 and
+                         PLOT[2] - 0.01 <= y <= PLOT[3] + 0.01 for x, y in points)
             self.curves.append((a.get("data-series"), a.get("data-run"), len(points), int(inside),
                                 a.get("stroke"), self.section))
 
