@@ -12,19 +12,19 @@ static kd_status out_of_memory(const char *path)
     return kd_error(KD_ERR_NOMEM, "%s: out of memory", path);
 }
 
-static bool grow(void **items, int *cap, int need, size_t item_size)
+/* items with room for `need` of them, or NULL (items untouched) when
+ * memory runs out. */
+static void *room_for(void *items, int *cap, int need, size_t item_size)
 {
     if (need <= *cap)
-        return true;
+        return items;
     int cap2 = *cap ? *cap * 2 : 16;
     while (cap2 < need)
         cap2 *= 2;
-    void *p = realloc(*items, (size_t)cap2 * item_size);
-    if (!p)
-        return false;
-    *items = p;
-    *cap = cap2;
-    return true;
+    void *grown = realloc(items, (size_t)cap2 * item_size);
+    if (grown)
+        *cap = cap2;
+    return grown;
 }
 
 static bool warn(report_metrics *m, const char *path, int64_t line, const char *fmt, ...)
@@ -37,11 +37,13 @@ static bool warn(report_metrics *m, const char *path, int64_t line, const char *
     va_end(ap);
     int head = snprintf(NULL, 0, "%s:%lld: ", path, (long long)line);
     char *text = what >= 0 && head >= 0 ? malloc((size_t)head + (size_t)what + 1) : NULL;
-    if (!text || !grow((void **)&m->warnings, &m->cap_warnings, m->n_warnings + 1,
-                       sizeof *m->warnings)) {
+    char **warnings = text ? room_for(m->warnings, &m->cap_warnings, m->n_warnings + 1,
+                                      sizeof *warnings) : NULL;
+    if (!warnings) {
         free(text);
         return false;
     }
+    m->warnings = warnings;
     snprintf(text, (size_t)head + 1, "%s:%lld: ", path, (long long)line);
     va_start(ap, fmt);
     vsnprintf(text + head, (size_t)what + 1, fmt, ap);
@@ -65,8 +67,10 @@ static report_series *series_named(report_metrics *m, const char *name)
     report_series *found = (report_series *)report_metrics_find(m, name);
     if (found)
         return found;
-    if (!grow((void **)&m->series, &m->cap_series, m->n_series + 1, sizeof *m->series))
+    report_series *all = room_for(m->series, &m->cap_series, m->n_series + 1, sizeof *all);
+    if (!all)
         return NULL;
+    m->series = all;
     report_series *s = &m->series[m->n_series];
     *s = (report_series){.name = strdup(name)};
     if (!s->name)
