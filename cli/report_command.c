@@ -154,13 +154,39 @@ static kd_status checkpoint_fact(loaded_run *run)
     return add_fact(run, "checkpoints", "%d kept, the last at step %lld", count, last);
 }
 
+/* classes.json: how many classes the dataset named, first and last. */
+static kd_status classes_fact(loaded_run *run)
+{
+    char *path = path_in(run->folder, "classes.json");
+    if (!path)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", run->folder);
+    struct stat sb;
+    bool present = stat(path, &sb) == 0;
+    json_error_t jerr;
+    json_t *doc = present ? json_load_file(path, 0, &jerr) : NULL;
+    free(path);
+    json_t *names = json_object_get(doc, "classes");
+    size_t n = json_array_size(names);
+    const char *first = json_string_value(json_array_get(names, 0));
+    const char *last = n ? json_string_value(json_array_get(names, n - 1)) : NULL;
+    kd_status st;
+    if (!present)
+        st = add_fact(run, "classes.json", "none (the dataset names no classes)");
+    else if (!first || !last)
+        st = add_fact(run, "classes.json", "unreadable or without a \"classes\" list of names");
+    else
+        st = add_fact(run, "classes.json", "%zu classes, \"%s\" to \"%s\"", n, first, last);
+    json_decref(doc);
+    return st;
+}
+
 /* Where and how the run ran, as far as its folder says: the job's threads,
- * seed and device, the summary line the runner writes at the end, the
+ * seed and dtype, the summary line the runner writes at the end, the
  * files it left. */
 static kd_status environment_facts(loaded_run *run, json_t *job)
 {
     kd_status st = KD_OK;
-    static const char *const job_keys[] = {"threads", "seed", "device"};
+    static const char *const job_keys[] = {"threads", "seed", "dtype"};
     for (size_t i = 0; st == KD_OK && job && i < sizeof job_keys / sizeof *job_keys; i++) {
         json_t *v = json_object_get(job, job_keys[i]);
         char *text = v ? json_dumps(v, JSON_ENCODE_ANY) : NULL;
@@ -199,6 +225,8 @@ static kd_status environment_facts(loaded_run *run, json_t *job)
                            : add_fact(run, "best.safetensors", "none");
     if (st == KD_OK)
         st = checkpoint_fact(run);
+    if (st == KD_OK)
+        st = classes_fact(run);
     return st;
 }
 

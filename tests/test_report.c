@@ -361,6 +361,10 @@ static void test_new_fields(void)
     char path[512];
     snprintf(path, sizeof path, "%s/later/metrics.jsonl", dir);
     kt_write_file(path, lines, sizeof lines - 1);
+    static const char classes[] = "{\"classes\": [\"cat\", \"dog\", \"emu\"], "
+                                  "\"class_to_idx\": {\"cat\": 0, \"dog\": 1, \"emu\": 2}}";
+    snprintf(path, sizeof path, "%s/later/classes.json", dir);
+    kt_write_file(path, classes, sizeof classes - 1);
     char *out = NULL;
     int rc = kdengine(&out, "report later");
     free(out);
@@ -372,8 +376,11 @@ static void test_new_fields(void)
                  !strcmp(train->section, "Accuracy") && teacher && teacher->points == 2 &&
                  !strcmp(teacher->section, "Accuracy") && lr &&
                  !strcmp(lr->section, "Learning rate") && loss &&
-                 !strcmp(loss->section, "Losses"),
-             "report: train and teacher top-1 are charted under Accuracy when logged",
+                 !strcmp(loss->section, "Losses") &&
+                 has(p.raw, "text 3 classes, \"cat\" to \"emu\"\n") &&
+                 has(p.raw, "text none: the run has not finished (or was stopped)\n"),
+             "report: train and teacher top-1 charted under Accuracy when logged; classes, "
+             "no summary",
              "exit %d: %s", rc, p.raw ? p.raw : "(none)");
     free_page(&p);
 }
