@@ -295,12 +295,19 @@ static kd_status write_page(const char *path, const report_text *page)
     return st;
 }
 
-/* The folder as the user named it, without trailing slashes. */
-static char *label_of(const char *arg)
+/* The folder as the user named it, without trailing slashes; "." and
+ * ".." say nothing in a legend, so those are named by the folder's own
+ * name (absolute: the run is loaded). */
+static char *label_of(const char *arg, const char *absolute)
 {
     char *label = strdup(arg);
     for (size_t n = label ? strlen(label) : 0; n > 1 && label[n - 1] == '/'; n--)
         label[n - 1] = '\0';
+    if (label && (!strcmp(label, ".") || !strcmp(label, ".."))) {
+        free(label);
+        const char *slash = strrchr(absolute, '/');
+        label = strdup(slash && slash[1] ? slash + 1 : absolute);
+    }
     return label;
 }
 
@@ -312,8 +319,10 @@ static kd_status make_report(int n_runs, char **args, const char *out_path, bool
     kd_status st = runs && views && labels ? KD_OK
                                            : kd_error(KD_ERR_NOMEM, "report: out of memory");
     for (int r = 0; st == KD_OK && r < n_runs; r++) {
-        labels[r] = label_of(args[r]);
-        st = labels[r] ? load_run(args[r], &runs[r]) : kd_error(KD_ERR_NOMEM, "out of memory");
+        st = load_run(args[r], &runs[r]);
+        labels[r] = st == KD_OK ? label_of(args[r], runs[r].folder) : NULL;
+        if (st == KD_OK && !labels[r])
+            st = kd_error(KD_ERR_NOMEM, "%s: out of memory", args[r]);
         views[r] = (report_run_view){.label = labels[r],
                                      .folder = runs[r].folder,
                                      .metrics = &runs[r].metrics,

@@ -252,6 +252,18 @@ static void test_one_run(void)
     kt_check(has(p.raw, "text 18 steps in ") && has(p.raw, "text 2 kept, the last at step 18"),
              "report: the environment table is on the page", "%s", p.raw ? p.raw : "(none)");
     free_page(&p);
+
+    /* `kdengine report .` inside the run: named by its folder, not "." */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s/a && %s/kdengine report . --out ../dot.html 2>&1", dir,
+             KD_BUILDDIR);
+    rc = kt_run_command(cmd, &out);
+    free(out);
+    p = read_page("dot.html");
+    kt_check(rc == 0 && has(p.raw, "text a\n") && !has(p.raw, "text .\n"),
+             "report: the run \".\" is named by its folder", "exit %d: %s", rc,
+             p.raw ? p.raw : "(none)");
+    free_page(&p);
 }
 
 static void test_side_by_side(void)
