@@ -268,8 +268,11 @@ static void test_one_run(void)
 
 static void test_side_by_side(void)
 {
-    char *out = NULL;
-    int rc = kdengine(&out, "report a b/ --out two.html --open 2>/dev/null");
+    char *out = NULL, cmd[1024];
+    /* stdout alone: the path, for `xdg-open "$(kdengine report ... --open)"` */
+    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine report a b/ --out two.html --open "
+             "2>/dev/null", dir, KD_BUILDDIR);
+    int rc = kt_run_command(cmd, &out);
     char want[512];
     snprintf(want, sizeof want, "%s/two.html\n", dir);
     kt_check(rc == 0 && out && !strcmp(out, want), "report --open: prints the page's path",
