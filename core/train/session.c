@@ -567,6 +567,29 @@ static kd_status service_all_gather(void *host, kd_tensor *t, kd_tensor **out)
     return t ? KD_OK : kd_error(KD_ERR_INVALID, "all_gather: NULL tensor");
 }
 
+static kd_status service_pipeline_fingerprint(void *host, const char **json)
+{
+    return kd_session_fingerprint(host, json);
+}
+
+static kd_status service_replay_views(void *host, int64_t epochs)
+{
+    kd_session *s = host;
+    if (epochs < 1)
+        return kd_error(KD_ERR_INVALID, "replay_views: %lld epochs", (long long)epochs);
+    if (s->view_epochs && s->view_epochs != epochs)
+        return kd_error(KD_ERR_INVALID, "replay_views: one loss asked for views cycling over "
+                        "%lld epochs, another over %lld", (long long)s->view_epochs,
+                        (long long)epochs);
+    s->view_epochs = epochs;
+    return KD_OK;
+}
+
+int64_t kd_session_view_epoch(const kd_session *s, int64_t epoch)
+{
+    return s->view_epochs > 0 ? epoch % s->view_epochs : epoch;
+}
+
 static void init_services(kd_session *s)
 {
     s->services = (kd_host_services){
@@ -580,6 +603,8 @@ static void init_services(kd_session *s)
         .forward_from = service_forward_from,
         .all_reduce = service_all_reduce,
         .all_gather = service_all_gather,
+        .pipeline_fingerprint = service_pipeline_fingerprint,
+        .replay_views = service_replay_views,
     };
 }
 
@@ -731,6 +756,7 @@ void kd_session_close(kd_session *s)
     free(s->teacher_shapes);
     free(s->optim_state);
     free(s->train_labels);
+    free(s->fingerprint);
     free(s);
 }
 
