@@ -9,6 +9,7 @@
 #include "../core/registry.h"
 #include "forward_command.h"
 #include "job_commands.h"
+#include "label_command.h"
 
 static void usage(FILE *out)
 {
@@ -22,6 +23,7 @@ static void usage(FILE *out)
             "  eval JOB      top-1/top-5 of the student (or teacher) on data.val\n"
             "  export JOB    the student's weights alone, as safetensors\n"
             "  forward MODEL|JOB  run a model on an input; write its taps\n"
+            "  label JOB     store the teacher's top-k soft labels of every view (fkd)\n"
             "  plugins       list the providers the installed plugins declare\n"
             "  version       print the version and what this build contains\n"
             "\n"
@@ -163,6 +165,8 @@ int main(int argc, char **argv)
         return command_plugins(argc - 2, argv + 2);
     if (strcmp(argv[1], "forward") == 0)
         return kd_command_forward(argc - 2, argv + 2);
+    if (strcmp(argv[1], "label") == 0)
+        return kd_command_label(argc - 2, argv + 2);
     int rc = kd_command_job(argv[1], argc - 2, argv + 2);
     if (rc >= 0)
         return rc;
