@@ -14,6 +14,7 @@
  *   labelled epochs; a changed transform or teacher is refused naming what
  *   differs; a truncated shard stops training with its name, and `label`
  *   says so and writes it again, byte for byte as before. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -482,6 +483,80 @@ static void test_label(void)
                  "view of its step", "kdmix.json", "storemix", 1, 4);
 }
 
+/* The loss's value, through the real plugin bound by a session of the fkd
+ * job, against FKD's recovery of the target computed here in double: the
+ * f32 loss of O(1) terms over 4 classes is within 1e-5 (a few ulps of
+ * each log-softmax term). Epoch 2 reads epoch 0's row (2 labelled). */
+static void check_loss_value(const char *name, const char *rest)
+{
+    char path[256], set[64], why[256] = "";
+    snprintf(path, sizeof path, "%s/fkd.json", dir);
+    snprintf(set, sizeof set, "losses[0].rest=%s", rest);
+    const char *sets[] = {set};
+    kd_job *job = NULL;
+    kd_session *s = NULL;
+    kd_label_index index = {0};
+    kd_label_shard shard[2];
+    memset(shard, 0, sizeof shard);
+    kd_status st = kd_job_load(path, 1, sets, &job);
+    if (st == KD_OK)
+        st = kd_session_open(job, KD_SESSION_TRAIN, &s);
+    snprintf(path, sizeof path, "%s/store", dir);
+    if (st == KD_OK)
+        st = kd_label_index_load(path, &index);
+    for (int e = 0; st == KD_OK && e < 2; e++)
+        st = kd_label_shard_load(path, &index, e, &shard[e]);
+    bool ok = st == KD_OK;
+    kd_rng rng = kd_rng_make(11, 0, 0);
+    int64_t zshape[2] = {5, 4}, rows[5] = {0, 17, 42, 95, 60};
+    for (int epoch = 0; ok && epoch < 3; epoch++) {
+        kd_scope_begin();
+        kd_tensor *z = kt_uniform(KD_F32, 2, zshape, &rng, -3, 3);
+        kd_tensor *idx = kd_tensor_from_data(KD_I64, 1, (int64_t[]){5}, rows);
+        kd_loss_run *l = &s->losses[0];
+        kd_loss_args la = {sizeof la, &z, NULL, NULL, NULL, idx, epoch, 0, true,
+                           kd_rng_make(0, 0, 0)};
+        kd_loss_result res = {.size = sizeof res};
+        st = l->vt->forward(l->self, &la, &res);
+        double want = 0;
+        const kd_label_shard *sh = &shard[epoch % 2];
+        for (int i = 0; st == KD_OK && i < 5; i++) {
+            double t[4], zr[4], mx = -1e300, lse = 0, sum = 0;
+            for (int c = 0; c < 4; c++)
+                mx = (zr[c] = kd_tensor_get(z, i * 4 + c)) > mx ? zr[c] : mx;
+            for (int c = 0; c < 4; c++)
+                lse += exp(zr[c] - mx);
+            lse = mx + log(lse);
+            const int32_t *ci = sh->indices + rows[i] * 3;
+            const uint16_t *cv = sh->values + rows[i] * 3;
+            for (int j = 0; j < 3; j++)
+                sum += kd_f16_to_f32(cv[j]);
+            for (int c = 0; c < 4; c++)
+                t[c] = strcmp(rest, "renorm") ? (1 - sum) / (4 - 3) : 0.0;
+            for (int j = 0; j < 3; j++)
+                t[ci[j]] = strcmp(rest, "renorm") ? kd_f16_to_f32(cv[j])
+                                                  : kd_f16_to_f32(cv[j]) / sum;
+            for (int c = 0; c < 4; c++)
+                want -= t[c] * (zr[c] - lse) / 5.0;
+        }
+        double got = st == KD_OK ? kd_tensor_get(res.loss, 0) : NAN;
+        if (st != KD_OK || !(fabs(got - want) <= 1e-5)) {
+            ok = false;
+            snprintf(why, sizeof why, "epoch %d: loss %.9g, want %.9g: %s", epoch, got, want,
+                     st == KD_OK ? "" : kd_last_error());
+        }
+        kd_scope_end();
+    }
+    if (st != KD_OK && !why[0])
+        snprintf(why, sizeof why, "%s", kd_last_error());
+    kt_check(ok, name, "%s", why);
+    kd_label_shard_free(&shard[0]);
+    kd_label_shard_free(&shard[1]);
+    kd_label_index_free(&index);
+    kd_session_close(s);
+    kd_job_free(job);
+}
+
 static void test_train(void)
 {
     char *out = NULL;
@@ -494,6 +569,9 @@ static void test_train(void)
              "fkd: a student trains from the stored labels, without a teacher, cycling past "
              "the 2 labelled epochs", "exit %d: %s", rc, out);
     free(out);
+    check_loss_value("fkd: the loss is FKD's soft cross-entropy with marginal smoothing of "
+                     "the stored top-3 (epoch 3 reads epoch 1's labels)", "smoothing");
+    check_loss_value("fkd: rest=renorm scales the stored top-3 to sum to 1", "renorm");
 
     rc = kdengine(&out, "validate fkd.json --set data.train.transforms[0].padding=2");
     kt_check(rc == 1 && has(out, "was labelled from another pipeline: "
