@@ -7,6 +7,7 @@
 #include <kdengine/kdengine.h>
 
 #include "checkpoint.h"
+#include "label_store.h"
 #include "session.h"
 
 /* Seeds of the instances: the job's seed mixed with a role number, so the
@@ -882,6 +883,14 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     kd_status st = KD_OK;
     if (s->teacher.vt)
         st = print_model(out, "teacher", &s->teacher, d, false, &teacher_image);
+    if (st == KD_OK && s->teacher.vt && s->train.vt) {
+        /* what `kdengine label` would store, at its default top-k */
+        kd_label_layout l = {train_samples(s), s->num_classes < 10 ? s->num_classes : 10,
+                             s->num_classes, kd_label_index_bytes(s->num_classes)};
+        fprintf(out, "  label store (kdengine label, top-%d): %d bytes per view, %.2f MiB per "
+                "epoch of %lld samples\n", l.top_k, l.top_k * (2 + l.index_bytes),
+                (double)kd_label_shard_size(&l) / (1024.0 * 1024.0), (long long)l.samples);
+    }
     if (st == KD_OK)
         st = print_model(out, "student", &s->student, d, true, &student_image);
     if (st == KD_OK && s->val.vt && job->eval_every > 0)
