@@ -175,7 +175,7 @@ static kd_status resume_index(const char *dir, json_t *fingerprint,
     if (!kd_label_fingerprint_equal(index->fingerprint, fingerprint, NULL, why, sizeof why))
         return kd_error(KD_ERR_INVALID, "%s holds labels of another pipeline or teacher (%s); "
                         "label into a new folder", dir, why);
-    if (memcmp(&index->layout, layout, sizeof *layout) != 0)
+    if (!kd_label_layout_equal(&index->layout, layout))
         return kd_error(KD_ERR_INVALID, "%s holds top-%d labels of %d classes for %lld samples; "
                         "this job makes top-%d of %d for %lld", dir, index->layout.top_k,
                         index->layout.num_classes, (long long)index->layout.samples,

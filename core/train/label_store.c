@@ -9,6 +9,12 @@
 
 #include "label_store.h"
 
+bool kd_label_layout_equal(const kd_label_layout *a, const kd_label_layout *b)
+{
+    return a->samples == b->samples && a->top_k == b->top_k &&
+           a->num_classes == b->num_classes && a->index_bytes == b->index_bytes;
+}
+
 int kd_label_index_bytes(int num_classes) { return num_classes <= 32767 ? 2 : 4; }
 
 int64_t kd_label_shard_size(const kd_label_layout *l)

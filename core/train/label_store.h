@@ -82,6 +82,9 @@ typedef struct kd_label_index {
     uint64_t *shard_checksums;
 } kd_label_index;
 
+/* Whether two layouts are the same, field by field. */
+bool kd_label_layout_equal(const kd_label_layout *a, const kd_label_layout *b);
+
 /* 2 when class indices fit in an i16, else 4. */
 int kd_label_index_bytes(int num_classes);
 
