@@ -7,6 +7,7 @@
 
 #include "../core/train/job.h"
 #include "../core/train/label.h"
+#include "../core/train/label_store.h"
 #include "label_command.h"
 
 static const char usage[] =
@@ -36,7 +37,7 @@ int kd_command_label(int argc, char **argv)
     const char *file = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     int n_sets = 0;
-    long long epochs = 0, top_k = 10;
+    long long epochs = 0, top_k = KD_LABEL_DEFAULT_TOP_K;
     kd_label_options o = {0};
     if (!sets) {
         fprintf(stderr, "kdengine label: out of memory\n");

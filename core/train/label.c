@@ -147,9 +147,11 @@ static kd_status label_epoch(labeller *l, int64_t epoch, kd_label_shard *shard, 
         }
     }
     kd_set_grad_enabled(saved);
+    double dt = now_s() - t0;
     if (st == KD_OK && progress)
-        fprintf(progress, "%slabel epoch %lld: %lld views in %.1f s\n", tty ? "\r\033[K" : "",
-                (long long)epoch + 1, (long long)images, now_s() - t0);
+        fprintf(progress, "%slabel epoch %lld: %lld views in %.1f s (%.0f img/s)\n",
+                tty ? "\r\033[K" : "", (long long)epoch + 1, (long long)images, dt,
+                (double)images / (dt > 1e-9 ? dt : 1e-9));
     return st;
 }
 

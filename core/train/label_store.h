@@ -53,6 +53,7 @@
 #define KD_LABEL_VERSION 1
 #define KD_LABEL_HEADER_BYTES 48
 #define KD_LABEL_INDEX_FILE "index.json"
+#define KD_LABEL_DEFAULT_TOP_K 10 /* `kdengine label` without --top-k */
 
 /* What every shard of a store shares. */
 typedef struct kd_label_layout {

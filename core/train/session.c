@@ -885,7 +885,9 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
         st = print_model(out, "teacher", &s->teacher, d, false, &teacher_image);
     if (st == KD_OK && s->teacher.vt && s->train.vt) {
         /* what `kdengine label` would store, at its default top-k */
-        kd_label_layout l = {train_samples(s), s->num_classes < 10 ? s->num_classes : 10,
+        int k = s->num_classes < KD_LABEL_DEFAULT_TOP_K ? s->num_classes
+                                                        : KD_LABEL_DEFAULT_TOP_K;
+        kd_label_layout l = {train_samples(s), k,
                              s->num_classes, kd_label_index_bytes(s->num_classes)};
         fprintf(out, "  label store (kdengine label, top-%d): %d bytes per view, %.2f MiB per "
                 "epoch of %lld samples\n", l.top_k, l.top_k * (2 + l.index_bytes),

@@ -210,7 +210,9 @@ static kd_status fkd_forward(void *self, const kd_loss_args *args, kd_loss_resul
         f->target = grown;
         f->target_rows = n;
     }
-    kd_tensor *rows = kd_contiguous(args->indices);
+    kd_tensor *rows = args->indices->device == KD_CPU
+                          ? kd_contiguous(args->indices)
+                          : kd_tensor_to_device(args->indices, KD_CPU);
     if (!rows)
         return kd_error_wrap(kd_last_status(), "fkd: sample indices");
     const int64_t *at = kd_tensor_data(rows);
@@ -221,6 +223,8 @@ static kd_status fkd_forward(void *self, const kd_loss_args *args, kd_loss_resul
     int64_t shape[2] = {n, c};
     bool grad = kd_set_grad_enabled(false);
     kd_tensor *target = kd_tensor_from_data(KD_F64, 2, shape, f->target);
+    if (target && z->device != KD_CPU)
+        target = kd_tensor_to_device(target, z->device);
     if (target && z->dtype != KD_F64)
         target = kd_cast(target, z->dtype);
     kd_set_grad_enabled(grad);
