@@ -463,6 +463,11 @@ static void test_label(void)
     kt_check(rc == 0, "setup: a resnet8 teacher trains", "exit %d: %s", rc, out);
     free(out);
     write_job("kd.json", "kd", "", teacher_json, "{\"name\": \"kd\"}", 3);
+    rc = kdengine(&out, "plan kd.json");
+    kt_check(rc == 0 && has(out, "label store (kdengine label, top-4): 16 bytes per view"),
+             "plan: the label store's size per view (top-10 clipped to the 4 classes)",
+             "exit %d: %s", rc, out);
+    free(out);
     rc = kdengine(&out, "label kd.json --epochs 2 --out store --top-k 3");
     kt_check(rc == 0 && has(out, "label epoch 2: 96 views") && has(out, "(new)"),
              "label: two epochs into a new store", "exit %d: %s", rc, out);
