@@ -512,6 +512,11 @@ static void check_loss_value(const char *name, const char *rest)
     for (int e = 0; st == KD_OK && e < 2; e++)
         st = kd_label_shard_load(path, &index, e, &shard[e]);
     bool ok = st == KD_OK;
+    if (ok && strcmp(rest, "smoothing") == 0)
+        kt_check(s->view_epochs == 2 && kd_session_view_epoch(s, 2) == 0 &&
+                     kd_session_view_epoch(s, 3) == 1,
+                 "fkd: at bind it asks the host to replay the 2 labelled epochs' views",
+                 "view_epochs %lld", (long long)s->view_epochs);
     kd_rng rng = kd_rng_make(11, 0, 0);
     int64_t zshape[2] = {5, 4}, rows[5] = {0, 17, 42, 95, 60};
     for (int epoch = 0; ok && epoch < 3; epoch++) {
