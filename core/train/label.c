@@ -1,5 +1,6 @@
 /* `kdengine label`: a teacher's top-k soft labels for every training view. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -110,6 +111,10 @@ static kd_status label_batch(labeller *l, const kd_batch *b, int64_t step, kd_la
     const int64_t *rows = kd_tensor_data(b->indices);
     const kd_label_layout *lay = &shard->layout;
     for (int64_t i = 0; i < b->labels->shape[0]; i++) {
+        for (int c = 0; c < lay->num_classes; c++)
+            if (!isfinite(p[i * lay->num_classes + c]))
+                return kd_error(KD_ERR_INVALID, "teacher forward: the softmax of sample %lld "
+                                "is not finite (class %d)", (long long)rows[i], c);
         size_t at = (size_t)(rows[i] * lay->top_k);
         top_k(p + i * lay->num_classes, lay->num_classes, lay->top_k, shard->indices + at,
               shard->values + at);

@@ -248,7 +248,7 @@ kd_status kd_label_shard_load(const char *dir, const kd_label_index *index, int6
     unsigned char *bytes;
     size_t len;
     kd_status st = read_file(path, &bytes, &len);
-    if (st == KD_OK && (int64_t)len == index->shard_bytes[epoch] && len >= 48 &&
+    if (st == KD_OK && (int64_t)len == index->shard_bytes[epoch] && len >= KD_LABEL_HEADER_BYTES &&
         get_le(bytes + 40, 8) != index->shard_checksums[epoch])
         st = kd_error(KD_ERR_FORMAT, "%s: its checksum is not the one the index recorded "
                       "(replaced after labelling?)", path);
