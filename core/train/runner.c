@@ -923,7 +923,7 @@ static kd_status train_epochs(run *r, bool *stopped)
     step_losses terms = {0};
     kd_status st = step_losses_init(&terms, s->n_losses);
     while (st == KD_OK && r->st.epoch < job->epochs) {
-        st = kd_loader_start(r->train, r->st.epoch, r->st.batch);
+        st = kd_loader_start(r->train, kd_session_view_epoch(s, r->st.epoch), r->st.batch);
         p.window_t = now_s();
         p.last_draw = 0;
         p.window_images = 0;

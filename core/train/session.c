@@ -7,6 +7,7 @@
 #include <kdengine/kdengine.h>
 
 #include "checkpoint.h"
+#include "label_store.h"
 #include "session.h"
 
 /* Seeds of the instances: the job's seed mixed with a role number, so the
@@ -573,6 +574,29 @@ static kd_status service_all_gather(void *host, kd_tensor *t, kd_tensor **out)
     return t ? KD_OK : kd_error(KD_ERR_INVALID, "all_gather: NULL tensor");
 }
 
+static kd_status service_pipeline_fingerprint(void *host, const char **json)
+{
+    return kd_session_fingerprint(host, json);
+}
+
+static kd_status service_replay_views(void *host, int64_t epochs)
+{
+    kd_session *s = host;
+    if (epochs < 1)
+        return kd_error(KD_ERR_INVALID, "replay_views: %lld epochs", (long long)epochs);
+    if (s->view_epochs && s->view_epochs != epochs)
+        return kd_error(KD_ERR_INVALID, "replay_views: one loss asked for views cycling over "
+                        "%lld epochs, another over %lld", (long long)s->view_epochs,
+                        (long long)epochs);
+    s->view_epochs = epochs;
+    return KD_OK;
+}
+
+int64_t kd_session_view_epoch(const kd_session *s, int64_t epoch)
+{
+    return s->view_epochs > 0 ? epoch % s->view_epochs : epoch;
+}
+
 static void init_services(kd_session *s)
 {
     s->services = (kd_host_services){
@@ -586,6 +610,8 @@ static void init_services(kd_session *s)
         .forward_from = service_forward_from,
         .all_reduce = service_all_reduce,
         .all_gather = service_all_gather,
+        .pipeline_fingerprint = service_pipeline_fingerprint,
+        .replay_views = service_replay_views,
     };
 }
 
@@ -754,6 +780,7 @@ void kd_session_close(kd_session *s)
     free(s->teacher_shapes);
     free(s->optim_state);
     free(s->train_labels);
+    free(s->fingerprint);
     free(s);
 }
 
@@ -885,6 +912,16 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     kd_status st = KD_OK;
     if (s->teacher.vt)
         st = print_model(out, "teacher", &s->teacher, d, false, &teacher_image);
+    if (st == KD_OK && s->teacher.vt && s->train.vt) {
+        /* what `kdengine label` would store, at its default top-k */
+        int k = s->num_classes < KD_LABEL_DEFAULT_TOP_K ? s->num_classes
+                                                        : KD_LABEL_DEFAULT_TOP_K;
+        kd_label_layout l = {train_samples(s), k,
+                             s->num_classes, kd_label_index_bytes(s->num_classes)};
+        fprintf(out, "  label store (kdengine label, top-%d): %d bytes per view, %.2f MiB per "
+                "epoch of %lld samples\n", l.top_k, l.top_k * (2 + l.index_bytes),
+                (double)kd_label_shard_size(&l) / (1024.0 * 1024.0), (long long)l.samples);
+    }
     if (st == KD_OK)
         st = print_model(out, "student", &s->student, d, true, &student_image);
     if (st == KD_OK && s->val.vt && job->eval_every > 0)

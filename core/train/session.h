@@ -75,6 +75,9 @@ typedef struct kd_session {
     void *sched;
     kd_host_services services; /* what losses get at bind */
     int64_t *train_labels;     /* filled on the first train_labels call */
+    char *fingerprint;         /* made on the first kd_session_fingerprint */
+    int64_t view_epochs;       /* > 0: epoch e replays epoch e % view_epochs's
+                                  views (a loss asked, replay_views) */
 } kd_session;
 
 typedef enum kd_session_mode {
@@ -109,6 +112,17 @@ kd_status kd_session_groups(const kd_session *s, kd_tensor_group **groups, int *
  * it); `who` names the plugin in messages. */
 kd_status kd_session_copy_tensors(const kd_tensor_list *l, const char *who,
                                   kd_named_tensor **out);
+
+/* The fingerprint of what decides data.train's views and the teacher's
+ * outputs on them (kd_host_services.pipeline_fingerprint documents its
+ * keys), as compact JSON text the session owns; made on the first call
+ * (fingerprint.c). */
+kd_status kd_session_fingerprint(kd_session *s, const char **json);
+
+/* The epoch whose views (order, augmentations) the loader makes in
+ * training epoch `epoch`: itself, or epoch % view_epochs once a loss asked
+ * for replay. */
+int64_t kd_session_view_epoch(const kd_session *s, int64_t epoch);
 
 /* Prints `kdengine plan`: models, parameters, MACs, taps per loss, memory. */
 kd_status kd_session_plan(kd_session *s, FILE *out);

@@ -365,6 +365,21 @@ typedef struct kd_host_services {
     /* [world_size * N, ...] of every process's t, in rank order
      * (scope-owned; one process: t itself). */
     kd_status (*all_gather)(void *host, kd_tensor *t, kd_tensor **out);
+    /* appended within ABI 2: read them when KD_HAS_FIELD says so */
+    /* What decides data.train's views and the teacher's outputs on them,
+     * as compact JSON text owned by the host (made on the first call):
+     * {"data": {dataset, samples, dataset_length, transforms,
+     * batch_transforms (names and every parameter), image [C, H, W]},
+     * "seed", "batching" {batch_size, shuffle, drop_last} when batches
+     * mix samples (batch transforms, a train-BN teacher), "teacher"
+     * {model, params, weights (a hash of the file), train_bn, dtype} when
+     * the job has one}. A loss reading stored per-view data (fkd) checks
+     * it against what the data was made with. */
+    kd_status (*pipeline_fingerprint)(void *host, const char **json);
+    /* From bind() on, epoch e of training replays the views (sample order
+     * and augmentations) of epoch e % epochs, so such a loss can cycle
+     * through the `epochs` it has. */
+    kd_status (*replay_views)(void *host, int64_t epochs);
 } kd_host_services;
 
 /* What bind() receives once before training: the taps the loss reads, in
