@@ -1,9 +1,7 @@
 /* `kdengine label`: a teacher's top-k soft labels for every training view. */
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -11,38 +9,17 @@
 #include <kdengine/kdengine.h>
 
 #include "../loader.h"
+#include "dirs.h"
 #include "label.h"
 #include "label_store.h"
 #include "session.h"
-
-/* The per-step stream words runner.c keys the teacher's and the batch
- * transforms' rngs with: a view must come out as training makes it. */
-#define STREAM_TEACHER 0x54454143ull /* "TEAC" */
-#define STREAM_BATCH 0x42415443ull   /* "BATC" */
+#include "streams.h"
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static kd_status make_dirs(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return kd_error(KD_ERR_INVALID, "%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return kd_error(KD_ERR_IO, "%s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return kd_error(KD_ERR_IO, "%s: %s", buf, strerror(errno));
-    return KD_OK;
 }
 
 /* The K most probable classes of one row, most probable first; a class
@@ -83,7 +60,7 @@ static kd_status label_batch(labeller *l, const kd_batch *b, int64_t step, kd_la
                         .num_classes = s->num_classes};
     kd_status st = KD_OK;
     for (int i = 0; st == KD_OK && i < s->n_batch_transforms; i++) {
-        ba.rng = kd_rng_make(l->job->seed, STREAM_BATCH << 8 | (uint64_t)i, (uint64_t)step);
+        ba.rng = kd_rng_make(l->job->seed, KD_STREAM_BATCH << 8 | (uint64_t)i, (uint64_t)step);
         st = s->btvt[i]->apply(s->btself[i], &ba);
         if (st != KD_OK)
             st = kd_error_wrap(st, "data.train.batch_transforms[%d]", i);
@@ -95,7 +72,7 @@ static kd_status label_batch(labeller *l, const kd_batch *b, int64_t step, kd_la
     kd_tensor *images = ba.images->dtype == m->dtype ? ba.images : kd_cast(ba.images, m->dtype);
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args ta = {sizeof ta, images, l->job->teacher.train_bn,
-                          kd_rng_make(l->job->seed, STREAM_TEACHER, (uint64_t)step), l->want,
+                          kd_rng_make(l->job->seed, KD_STREAM_TEACHER, (uint64_t)step), l->want,
                           m->out};
     st = images ? m->vt->forward(m->self, &ta) : kd_error_wrap(kd_last_status(), "input");
     kd_tensor *logits = st == KD_OK ? m->out[m->logits] : NULL;
@@ -216,7 +193,7 @@ static kd_status label_all(labeller *l, const kd_label_options *o, FILE *progres
                               kd_label_index_bytes(classes)};
     kd_label_index index = {0};
     if (st == KD_OK)
-        st = make_dirs(o->out);
+        st = kd_make_dirs(o->out);
     if (st == KD_OK)
         st = resume_index(o->out, fingerprint, &layout, &index, progress);
     json_decref(fingerprint);

@@ -16,14 +16,12 @@
 #include "checkpoint.h"
 #include "ema.h"
 #include "grad_clip.h"
+#include "dirs.h"
 #include "runner.h"
 #include "session.h"
+#include "streams.h"
 
 /* Stream words of the per-step rngs handed to models and losses. */
-#define STREAM_STUDENT 0x53545544ull /* "STUD" */
-#define STREAM_TEACHER 0x54454143ull /* "TEAC" */
-#define STREAM_LOSS 0x4C4F5353ull    /* "LOSS" */
-#define STREAM_BATCH 0x42415443ull   /* "BATC" */
 
 static volatile sig_atomic_t stop_requested;
 
@@ -34,24 +32,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static kd_status make_dir(const char *path)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return kd_error(KD_ERR_INVALID, "%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return kd_error(KD_ERR_IO, "%s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return kd_error(KD_ERR_IO, "%s: %s", buf, strerror(errno));
-    return KD_OK;
 }
 
 static kd_status open_loader(const kd_data_run *d, uint64_t seed, kd_loader **out)
@@ -505,7 +485,7 @@ static kd_status batch_transforms(run *r, kd_batch_args *ba)
 {
     const kd_session *s = r->s;
     for (int i = 0; i < s->n_batch_transforms; i++) {
-        ba->rng = kd_rng_make(r->job->seed, STREAM_BATCH << 8 | (uint64_t)i,
+        ba->rng = kd_rng_make(r->job->seed, KD_STREAM_BATCH << 8 | (uint64_t)i,
                               (uint64_t)r->st.micro);
         kd_status st = s->btvt[i]->apply(s->btself[i], ba);
         if (st != KD_OK)
@@ -532,7 +512,7 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
     }
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args ta = {sizeof ta, images, r->job->teacher.train_bn,
-                          kd_rng_make(r->job->seed, STREAM_TEACHER, (uint64_t)r->st.micro),
+                          kd_rng_make(r->job->seed, KD_STREAM_TEACHER, (uint64_t)r->st.micro),
                           m->want, m->out};
     st = m->vt->forward(m->self, &ta);
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
@@ -570,7 +550,7 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
         return st;
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
     kd_forward_args sa = {sizeof sa, images, true,
-                          kd_rng_make(job->seed, STREAM_STUDENT, (uint64_t)r->st.micro),
+                          kd_rng_make(job->seed, KD_STREAM_STUDENT, (uint64_t)r->st.micro),
                           s->student.want, s->student.out};
     st = s->student.vt->forward(s->student.self, &sa);
     if (st != KD_OK)
@@ -585,7 +565,7 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
             l->teacher_in[k] = s->teacher.out[l->teacher_taps[k]];
         kd_loss_args la = {sizeof la, l->student_in, l->needs.n_teacher ? l->teacher_in : NULL,
                            b->labels, ba.soft_targets, b->indices, r->st.epoch, r->st.step, true,
-                           kd_rng_make(job->seed, STREAM_LOSS << 8 | (uint64_t)i,
+                           kd_rng_make(job->seed, KD_STREAM_LOSS << 8 | (uint64_t)i,
                                        (uint64_t)r->st.micro)};
         kd_loss_result *res = &t->results[i];
         *res = (kd_loss_result){.size = sizeof *res};
@@ -995,7 +975,7 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
     double t0 = now_s();
     kd_status st = kd_session_open(job, KD_SESSION_TRAIN, &r.s);
     if (st == KD_OK)
-        st = make_dir(r.ckpt_dir);
+        st = kd_make_dirs(r.ckpt_dir);
     if (st == KD_OK)
         st = open_loader(&r.s->train, job->seed, &r.train);
     if (st == KD_OK && r.s->val.vt)
