@@ -15,6 +15,7 @@
 #include "../core/train/ema.h"
 #include "../core/train/runner.h"
 #include "harness.h"
+#include "job_fixture.h"
 #include "plugin_fixture.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
@@ -196,18 +197,6 @@ static const char *const job_template =
     "  \"ema\": %s\n"
     "}\n";
 
-static int kdengine(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int kdengine(char **out, const char *fmt, ...)
-{
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine %s 2>&1", dir, KD_BUILDDIR, args);
-    return kt_run_command(cmd, out);
-}
-
 static void write_job(const char *name, const char *ema)
 {
     char text[8192], path[256];
@@ -251,7 +240,7 @@ static void test_runs(void)
 {
     char *out = NULL, a[512], b[512], why[256] = "";
     write_job("ema", "{\"decay\": 0.9, \"warmup\": true}");
-    int rc = kdengine(&out, "run ema.json");
+    int rc = kt_kdengine(dir, &out, "run ema.json");
     kt_check(rc == 0 && strstr(out, "(EMA): top-1"), "ema: evaluated alongside the student",
              "exit %d: %s", rc, out ? out : "");
     free(out);
@@ -269,11 +258,11 @@ static void test_runs(void)
 
     snprintf(a, sizeof a, "%s/ema/checkpoints/step-000000008.safetensors", dir);
     snprintf(b, sizeof b, "%s/ema-export.safetensors", dir);
-    rc = kdengine(&out, "export ema.json --weights %s --ema --out %s", a, b);
+    rc = kt_kdengine(dir, &out, "export ema.json --weights %s --ema --out %s", a, b);
     free(out);
     kt_check(rc == 0 && same_group(a, "ema.", b, "", why, sizeof why),
              "ema: export --ema writes the checkpoint's EMA", "exit %d: %s", rc, why);
-    rc = kdengine(&out, "export ema.json --ema --out %s", b);
+    rc = kt_kdengine(dir, &out, "export ema.json --ema --out %s", b);
     kt_check(rc != 0 && out && strstr(out, "--ema: needs --weights"),
              "ema: export --ema without a checkpoint is refused", "exit %d: %s", rc,
              out ? out : "");
@@ -299,13 +288,13 @@ static void test_runs(void)
 
     /* Decay 0 copies the student on every step. */
     write_job("copy", "{\"decay\": 0}");
-    rc = kdengine(&out, "run copy.json");
+    rc = kt_kdengine(dir, &out, "run copy.json");
     free(out);
     snprintf(a, sizeof a, "%s/copy/checkpoints/step-000000008.safetensors", dir);
     kt_check(rc == 0 && same_group(a, "ema.", a, "student.", why, sizeof why),
              "ema: decay 0 equals the student", "exit %d: %s", rc, why);
     write_job("bad", "{\"decay\": 1.5}");
-    rc = kdengine(&out, "validate bad.json");
+    rc = kt_kdengine(dir, &out, "validate bad.json");
     kt_check(rc != 0 && out && strstr(out, "ema: decay 1.5 and min_decay 0 must satisfy"),
              "ema: a decay above 1 is refused", "exit %d: %s", rc, out ? out : "");
     free(out);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "job_fixture.h"
 #include "plugin_fixture.h"
 #include "../core/loader.h"
 #include "../core/train/job.h"
@@ -255,50 +256,6 @@ static void test_fingerprint_diff(void)
 
 /* ---------------------------------------------------------------- through the CLI */
 
-static bool write_idx(const char *path, int ndims, const uint32_t *dims, const uint8_t *data,
-                      size_t n)
-{
-    size_t header = 4 + 4 * (size_t)ndims;
-    uint8_t *buf = malloc(header + n);
-    if (!buf)
-        return false;
-    buf[0] = buf[1] = 0;
-    buf[2] = 0x08;
-    buf[3] = (uint8_t)ndims;
-    for (int i = 0; i < ndims; i++)
-        for (int b = 0; b < 4; b++)
-            buf[4 + 4 * i + b] = (uint8_t)(dims[i] >> (24 - 8 * b));
-    memcpy(buf + header, data, n);
-    bool ok = kt_write_file(path, buf, header + n);
-    free(buf);
-    return ok;
-}
-
-/* 4 classes, one bright quadrant each, plus noise (as test_job). */
-static bool write_data(const char *name, uint32_t count, uint64_t seed)
-{
-    uint8_t *images = malloc((size_t)count * 64), *labels = malloc(count);
-    kd_rng rng = kd_rng_make(seed, 7, 0);
-    for (uint32_t i = 0; images && labels && i < count; i++) {
-        labels[i] = (uint8_t)(i % 4);
-        for (int y = 0; y < 8; y++)
-            for (int x = 0; x < 8; x++) {
-                int q = (y >= 4) * 2 + (x >= 4);
-                int v = (q == labels[i] ? 160 : 40) + (int)kd_rng_below(&rng, 80);
-                images[i * 64 + (uint32_t)(y * 8 + x)] = (uint8_t)v;
-            }
-    }
-    char path[256];
-    uint32_t idims[3] = {count, 8, 8}, ldims[1] = {count};
-    snprintf(path, sizeof path, "%s/%s-images.idx", dir, name);
-    bool ok = images && labels && write_idx(path, 3, idims, images, (size_t)count * 64);
-    snprintf(path, sizeof path, "%s/%s-labels.idx", dir, name);
-    ok = ok && write_idx(path, 1, ldims, labels, count);
-    free(images);
-    free(labels);
-    return ok;
-}
-
 static const char *const job_template =
     "{\n"
     "  \"seed\": 5, \"threads\": 1, \"output\": \"%s/%s\",\n"
@@ -333,18 +290,6 @@ static void write_job(const char *file, const char *output, const char *batch_tr
              batch_transforms, dir, dir, teacher, losses, epochs);
     snprintf(path, sizeof path, "%s/%s", dir, file);
     kt_write_file(path, text, strlen(text));
-}
-
-static int kdengine(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int kdengine(char **out, const char *fmt, ...)
-{
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine %s 2>&1", dir, KD_BUILDDIR, args);
-    return kt_run_command(cmd, out);
 }
 
 /* The classes of one row of probabilities by descending value (ties: the
@@ -459,29 +404,29 @@ static void test_label(void)
     char *out = NULL;
     /* a teacher that learnt something, so its labels are not uniform */
     write_job("teacher.json", "teacher", "", "", "{\"name\": \"ce\"}", 2);
-    int rc = kdengine(&out, "run teacher.json");
+    int rc = kt_kdengine(dir, &out, "run teacher.json");
     kt_check(rc == 0, "setup: a resnet8 teacher trains", "exit %d: %s", rc, out);
     free(out);
     write_job("kd.json", "kd", "", teacher_json, "{\"name\": \"kd\"}", 3);
-    rc = kdengine(&out, "plan kd.json");
+    rc = kt_kdengine(dir, &out, "plan kd.json");
     kt_check(rc == 0 && has(out, "label store (kdengine label, top-4): 16 bytes per view"),
              "plan: the label store's size per view (top-10 clipped to the 4 classes)",
              "exit %d: %s", rc, out);
     free(out);
-    rc = kdengine(&out, "label kd.json --epochs 2 --out store --top-k 3");
+    rc = kt_kdengine(dir, &out, "label kd.json --epochs 2 --out store --top-k 3");
     kt_check(rc == 0 && has(out, "label epoch 2: 96 views") && has(out, "(new)"),
              "label: two epochs into a new store", "exit %d: %s", rc, out);
     free(out);
     check_online("label: every stored top-3 row equals the teacher's softmax recomputed "
                  "through the same loader (bit for bit)", "kd.json", "store", 2, 3);
-    rc = kdengine(&out, "label kd.json --epochs 2 --out store --top-k 3");
+    rc = kt_kdengine(dir, &out, "label kd.json --epochs 2 --out store --top-k 3");
     kt_check(rc == 0 && has(out, "all 2 epochs are labelled already"),
              "label: a rerun of a complete store does nothing", "exit %d: %s", rc, out);
     free(out);
 
     write_job("kdmix.json", "kdmix", "\"batch_transforms\": [{\"name\": \"mixup\"}],",
               teacher_json, "{\"name\": \"kd\"}", 1);
-    rc = kdengine(&out, "label kdmix.json --epochs 1 --out storemix --top-k 4");
+    rc = kt_kdengine(dir, &out, "label kdmix.json --epochs 1 --out storemix --top-k 4");
     kt_check(rc == 0, "label: a pipeline with mixup", "exit %d: %s", rc, out);
     free(out);
     check_online("label: with mixup, each stored row is the teacher's output on the mixed "
@@ -573,7 +518,7 @@ static void test_train(void)
     write_job("fkd.json", "fkd", "", "",
               "{\"name\": \"fkd\", \"labels\": \"store\"}, {\"name\": \"ce\", \"weight\": 0.5}",
               3);
-    int rc = kdengine(&out, "run fkd.json");
+    int rc = kt_kdengine(dir, &out, "run fkd.json");
     kt_check(rc == 0 && has(out, "training resnet8") && has(out, "done: 18 steps") &&
                  has(out, "eval epoch 3"),
              "fkd: a student trains from the stored labels, without a teacher, cycling past "
@@ -583,25 +528,25 @@ static void test_train(void)
                      "the stored top-3 (epoch 3 reads epoch 1's labels)", "smoothing");
     check_loss_value("fkd: rest=renorm scales the stored top-3 to sum to 1", "renorm");
 
-    rc = kdengine(&out, "validate fkd.json --set data.train.transforms[0].padding=2");
+    rc = kt_kdengine(dir, &out, "validate fkd.json --set data.train.transforms[0].padding=2");
     kt_check(rc == 1 && has(out, "was labelled from another pipeline: "
                                  "data.transforms[0].params.padding: 1 in the store, 2 in "
                                  "this job"),
              "fkd: a changed transform is refused, naming the parameter", "exit %d: %s", rc,
              out);
     free(out);
-    rc = kdengine(&out, "validate fkd.json --set seed=6");
+    rc = kt_kdengine(dir, &out, "validate fkd.json --set seed=6");
     kt_check(rc == 1 && has(out, "seed: 5 in the store, 6 in this job"),
              "fkd: another seed is refused", "exit %d: %s", rc, out);
     free(out);
-    rc = kdengine(&out, "validate fkd.json --set data.train.subset=64");
+    rc = kt_kdengine(dir, &out, "validate fkd.json --set data.train.subset=64");
     kt_check(rc == 1 && has(out, "for 96 samples; this job has 4 classes and 64 training"),
              "fkd: a subset of the labelled data is refused", "exit %d: %s", rc, out);
     free(out);
 
     write_job("fkdmix.json", "fkdmix", "\"batch_transforms\": [{\"name\": \"mixup\"}],", "",
               "{\"name\": \"fkd\", \"labels\": \"storemix\"}", 2);
-    rc = kdengine(&out, "run fkdmix.json");
+    rc = kt_kdengine(dir, &out, "run fkdmix.json");
     kt_check(rc == 1 && has(out, "epoch 2 is past the 1 epochs in storemix") &&
                  has(out, "batch transforms"),
              "fkd: with mixup, a run longer than the labelled epochs stops, saying why",
@@ -609,9 +554,9 @@ static void test_train(void)
     free(out);
 
     /* a teacher with other weights may not continue a store */
-    rc = kdengine(&out, "export teacher.json --out other.safetensors");
+    rc = kt_kdengine(dir, &out, "export teacher.json --out other.safetensors");
     free(out);
-    rc = rc ? rc : kdengine(&out, "label kd.json --epochs 3 --out store --top-k 3 "
+    rc = rc ? rc : kt_kdengine(dir, &out, "label kd.json --epochs 3 --out store --top-k 3 "
                                   "--set teacher.weights=other.safetensors");
     kt_check(rc == 1 && has(out, "holds labels of another pipeline or teacher") &&
                  has(out, "teacher.weights: \"fnv1a64:"),
@@ -630,11 +575,11 @@ static void test_truncated(void)
         free(whole);
         return;
     }
-    int rc = kdengine(&out, "run fkd.json --set output=fkd2");
+    int rc = kt_kdengine(dir, &out, "run fkd.json --set output=fkd2");
     kt_check(rc == 1 && has(out, "store/epoch-00001.labels: truncated"),
              "fkd: a truncated shard stops training, naming the file", "exit %d: %s", rc, out);
     free(out);
-    rc = kdengine(&out, "label kd.json --epochs 2 --out store --top-k 3");
+    rc = kt_kdengine(dir, &out, "label kd.json --epochs 2 --out store --top-k 3");
     size_t again_len;
     unsigned char *again = kt_read_file(path, &again_len);
     kt_check(rc == 0 && has(out, "epoch-00001.labels: truncated") &&
@@ -663,7 +608,7 @@ int main(void)
     test_damage();
     test_fuzz();
     test_fingerprint_diff();
-    if (!write_data("train", 96, 1) || !write_data("val", 64, 2)) {
+    if (!kt_write_quadrants(dir, "train", 96, 1) || !kt_write_quadrants(dir, "val", 64, 2)) {
         kt_fail("setup", "cannot write the synthetic data");
         return kt_finish();
     }

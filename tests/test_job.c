@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "job_fixture.h"
 #include "plugin_fixture.h"
 #include "../core/train/job.h"
 #include "../core/train/session.h"
@@ -23,50 +24,6 @@
 static char dir[64];
 
 static bool has(const char *text, const char *part) { return text && strstr(text, part); }
-
-static bool write_idx(const char *path, int ndims, const uint32_t *dims, const uint8_t *data,
-                      size_t n)
-{
-    size_t header = 4 + 4 * (size_t)ndims;
-    uint8_t *buf = malloc(header + n);
-    if (!buf)
-        return false;
-    buf[0] = buf[1] = 0;
-    buf[2] = 0x08;
-    buf[3] = (uint8_t)ndims;
-    for (int i = 0; i < ndims; i++)
-        for (int b = 0; b < 4; b++)
-            buf[4 + 4 * i + b] = (uint8_t)(dims[i] >> (24 - 8 * b));
-    memcpy(buf + header, data, n);
-    bool ok = kt_write_file(path, buf, header + n);
-    free(buf);
-    return ok;
-}
-
-/* 4 classes, one bright quadrant each, plus noise. */
-static bool write_data(const char *name, uint32_t count, uint64_t seed)
-{
-    uint8_t *images = malloc((size_t)count * 64), *labels = malloc(count);
-    kd_rng rng = kd_rng_make(seed, 7, 0);
-    for (uint32_t i = 0; images && labels && i < count; i++) {
-        labels[i] = (uint8_t)(i % 4);
-        for (int y = 0; y < 8; y++)
-            for (int x = 0; x < 8; x++) {
-                int q = (y >= 4) * 2 + (x >= 4);
-                int v = (q == labels[i] ? 160 : 40) + (int)kd_rng_below(&rng, 80);
-                images[i * 64 + (uint32_t)(y * 8 + x)] = (uint8_t)v;
-            }
-    }
-    char path[256];
-    uint32_t idims[3] = {count, 8, 8}, ldims[1] = {count};
-    snprintf(path, sizeof path, "%s/%s-images.idx", dir, name);
-    bool ok = images && labels && write_idx(path, 3, idims, images, (size_t)count * 64);
-    snprintf(path, sizeof path, "%s/%s-labels.idx", dir, name);
-    ok = ok && write_idx(path, 1, ldims, labels, count);
-    free(images);
-    free(labels);
-    return ok;
-}
 
 /* A supervised job (no teacher) on the synthetic data. */
 static const char *const job_template =
@@ -104,23 +61,10 @@ static void write_job(const char *file, const char *output, int workers, const c
     kt_write_file(path, text, strlen(text));
 }
 
-/* Runs `kdengine ARGS` with stderr folded into the output. */
-static int kdengine(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int kdengine(char **out, const char *fmt, ...)
-{
-    char args[16384], cmd[20480];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine %s 2>&1", dir, KD_BUILDDIR, args);
-    return kt_run_command(cmd, out);
-}
-
 static void expect_invalid(const char *name, const char *args, const char *want)
 {
     char *out = NULL;
-    int rc = kdengine(&out, "validate %s", args);
+    int rc = kt_kdengine(dir, &out, "validate %s", args);
     kt_check(rc == 1 && has(out, want), name, "exit %d, want \"%s\" in: %s", rc, want,
              out ? out : "(none)");
     free(out);
@@ -129,11 +73,11 @@ static void expect_invalid(const char *name, const char *args, const char *want)
 static void test_validate(void)
 {
     char *out = NULL;
-    int rc = kdengine(&out, "validate sup.json");
+    int rc = kt_kdengine(dir, &out, "validate sup.json");
     kt_check(rc == 0 && has(out, "sup.json: ok"), "validate: a good job", "exit %d: %s", rc,
              out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "validate kd.json");
+    rc = kt_kdengine(dir, &out, "validate kd.json");
     kt_check(rc == 0 && has(out, "resnet8 -> resnet8"), "validate: a good KD job", "exit %d: %s",
              rc, out ? out : "(none)");
     free(out);
@@ -205,11 +149,11 @@ static void test_validate(void)
     kt_write_file(path, "\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}       ", 24);
     expect_invalid("validate: a corrupt teacher weights file",
                    "kd.json --set teacher.weights=corrupt.safetensors", "corrupt.safetensors");
-    rc = kdengine(&out, "validate sup.json --set nokey");
+    rc = kt_kdengine(dir, &out, "validate sup.json --set nokey");
     kt_check(rc == 1 && has(out, "--set nokey: expected KEY=VALUE"), "validate: bad --set",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "validate");
+    rc = kt_kdengine(dir, &out, "validate");
     kt_check(rc == 2 && has(out, "no job file"), "validate: no job file is a usage error",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
@@ -243,7 +187,7 @@ static void ckpt_path(char *buf, size_t size, const char *run, int step)
 static void test_run(void)
 {
     char *out = NULL;
-    int rc = kdengine(&out, "run sup.json");
+    int rc = kt_kdengine(dir, &out, "run sup.json");
     bool trained = rc == 0 && has(out, "done: 18 steps") && has(out, "eval epoch 3");
     kt_check(trained, "run: supervised training finishes", "exit %d: %s", rc,
              out ? out : "(none)");
@@ -263,7 +207,7 @@ static void test_run(void)
     free(metrics);
 
     /* the learnt task is easy: the student must do better than chance */
-    rc = kdengine(&out, "eval sup.json --weights sup/best.safetensors --json");
+    rc = kt_kdengine(dir, &out, "eval sup.json --weights sup/best.safetensors --json");
     double top1 = -1;
     const char *p = out ? strstr(out, "\"top1\": ") : NULL;
     if (p)
@@ -274,7 +218,7 @@ static void test_run(void)
 
     /* same job, same seed, same threads: the same bits, with any workers */
     write_job("sup2.json", "sup2", 3, "", "{\"name\": \"ce\"}");
-    rc = kdengine(&out, "run sup2.json");
+    rc = kt_kdengine(dir, &out, "run sup2.json");
     free(out);
     ckpt_path(path, sizeof path, "sup", 18);
     ckpt_path(other, sizeof other, "sup2", 18);
@@ -283,9 +227,9 @@ static void test_run(void)
 
     /* export without weights writes the seed's initial student: a run
      * started from that file ends where the run that drew it ends */
-    rc = kdengine(&out, "export sup.json --out init.safetensors");
+    rc = kt_kdengine(dir, &out, "export sup.json --out init.safetensors");
     free(out);
-    int rc2 = rc == 0 ? kdengine(&out, "run sup.json --set output=sup4 "
+    int rc2 = rc == 0 ? kt_kdengine(dir, &out, "run sup.json --set output=sup4 "
                                        "--set student.weights=init.safetensors")
                       : -1;
     if (rc == 0)
@@ -297,13 +241,13 @@ static void test_run(void)
 
     /* resume from the epoch-1 checkpoint: the same end */
     write_job("sup3.json", "sup3", 1, "", "{\"name\": \"ce\"}");
-    rc = kdengine(&out, "run sup3.json");
+    rc = kt_kdengine(dir, &out, "run sup3.json");
     free(out);
     for (int step = 12; step <= 18; step += 6) {
         ckpt_path(other, sizeof other, "sup3", step);
         unlink(other);
     }
-    rc = kdengine(&out, "run sup3.json --resume");
+    rc = kt_kdengine(dir, &out, "run sup3.json --resume");
     bool resumed = rc == 0 && has(out, "resuming from") && has(out, "step 6");
     free(out);
     ckpt_path(other, sizeof other, "sup3", 18);
@@ -311,7 +255,7 @@ static void test_run(void)
              "run: resumed at an epoch boundary equals uninterrupted", "exit %d: %s", rc, why);
 
     /* export: bare state_dict names, loadable as teacher weights */
-    rc = kdengine(&out, "export sup.json --weights sup/best.safetensors --out teacher.safetensors");
+    rc = kt_kdengine(dir, &out, "export sup.json --weights sup/best.safetensors --out teacher.safetensors");
     free(out);
     snprintf(path, sizeof path, "%s/teacher.safetensors", dir);
     kd_safetensors *f = NULL;
@@ -323,7 +267,7 @@ static void test_run(void)
 
     /* PyTorch's strict load_state_dict takes the file, and the reference
      * model scores the val set as kdengine does with the same weights */
-    rc = kdengine(&out, "eval sup.json --weights teacher.safetensors --json");
+    rc = kt_kdengine(dir, &out, "eval sup.json --weights teacher.safetensors --json");
     p = out ? strstr(out, "\"top1\": ") : NULL;
     double ours = p ? atof(p + 8) : -1;
     free(out);
@@ -348,19 +292,19 @@ static void test_run(void)
 static void test_distill(void)
 {
     char *out = NULL;
-    int rc = kdengine(&out, "eval kd.json --teacher");
+    int rc = kt_kdengine(dir, &out, "eval kd.json --teacher");
     kt_check(rc == 0 && has(out, "teacher: top-1"), "eval: the teacher from its weights",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "plan kd.json");
+    rc = kt_kdengine(dir, &out, "plan kd.json");
     kt_check(rc == 0 && has(out, "reads teacher.logits [16, 4]") && has(out, "MFLOPs per image"),
              "plan: taps, shapes and FLOPs", "exit %d: %s", rc, out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "run kd.json");
+    rc = kt_kdengine(dir, &out, "run kd.json");
     kt_check(rc == 0 && has(out, "resnet8 teaches resnet8") && has(out, "done: 18 steps"),
              "run: distillation finishes", "exit %d: %s", rc, out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "run kd.json --set optim.lr=1e30");
+    rc = kt_kdengine(dir, &out, "run kd.json --set optim.lr=1e30");
     kt_check(rc == 1 && (has(out, "is NaN") || has(out, "is infinite") || has(out, "not finite")),
              "run: a diverging loss stops with the term and step", "exit %d: %s", rc,
              out ? out : "(none)");
@@ -383,13 +327,13 @@ static void test_forward(void)
     snprintf(path, sizeof path, "%s/x2.safetensors", dir);
     ok = ok && kd_safetensors_save(path, 1, &other, &x2, 0, NULL) == KD_OK;
     kd_scope_end();
-    int rc = kdengine(&out, "forward kd.json --teacher --input x.safetensors --taps all "
+    int rc = kt_kdengine(dir, &out, "forward kd.json --teacher --input x.safetensors --taps all "
                             "--out t.safetensors");
     kt_check(ok && rc == 0 && has(out, "stage2") && has(out, "logits                   f32    "
                                                                 "[2, 4]"),
              "forward: a job's teacher, every tap", "exit %d: %s", rc, out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "forward resnet8 --params '{\"num_classes\": 4, \"in_chans\": 1}' "
+    rc = kt_kdengine(dir, &out, "forward resnet8 --params '{\"num_classes\": 4, \"in_chans\": 1}' "
                         "--weights teacher.safetensors --input x.safetensors --out m.safetensors "
                         "--plugin-dir %s", kt_plugin_dir());
     free(out);
@@ -426,7 +370,7 @@ static void test_forward(void)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bool job = strstr(bad[i].args, ".json") != NULL;
-        rc = kdengine(&out, "forward %s %s --out bad.safetensors %s %s", bad[i].args,
+        rc = kt_kdengine(dir, &out, "forward %s %s --out bad.safetensors %s %s", bad[i].args,
                       strstr(bad[i].args, "--input ") ? "" : "--input x.safetensors",
                       job ? "" : "--plugin-dir", job ? "" : kt_plugin_dir());
         kt_check(rc == bad[i].rc && has(out, bad[i].want), bad[i].name,
@@ -444,7 +388,7 @@ static void test_interrupt(void)
     write_job("long2.json", "long2", 0, "", "{\"name\": \"ce\"}");
     char *out = NULL;
     const char *longer = "--set schedule.epochs=60";
-    int rc = kdengine(&out, "run long.json %s", longer);
+    int rc = kt_kdengine(dir, &out, "run long.json %s", longer);
     free(out);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "cd %s && exec %s/kdengine run long2.json %s >long2.log 2>&1", dir,
@@ -468,7 +412,7 @@ static void test_interrupt(void)
                 "the run finished before the signal (machine too fast for this case)");
         return;
     }
-    int rc2 = kdengine(&out, "run long2.json %s --resume", longer);
+    int rc2 = kt_kdengine(dir, &out, "run long2.json %s --resume", longer);
     free(out);
     char a[512], b[512], why[256] = "";
     ckpt_path(a, sizeof a, "long", 360);
@@ -547,7 +491,7 @@ static void test_abi2_parts(void)
     stage_test_plugin(extra, sizeof extra);
     snprintf(dirs, sizeof dirs, "--set plugin_dirs='[\"%s\", \"%s\"]'", kt_plugin_dir(), extra);
 
-    int rc = kdengine(&out, "run kd.json %s --set output=owned --set losses='[{\"name\": "
+    int rc = kt_kdengine(dir, &out, "run kd.json %s --set output=owned --set losses='[{\"name\": "
                       "\"ce\"}, {\"name\": \"owned_scale\"}, {\"name\": \"owned_scale\", "
                       "\"weight\": 3}]'", dirs);
     char ckpt[512];
@@ -561,7 +505,7 @@ static void test_abi2_parts(void)
              out ? out : "(none)");
     free(out);
 
-    rc = kdengine(&out, "run kd.json %s --set output=through --set losses='[{\"name\": "
+    rc = kt_kdengine(dir, &out, "run kd.json %s --set output=through --set losses='[{\"name\": "
                   "\"ce\"}, {\"name\": \"through_teacher\"}]'", dirs);
     char path[256];
     snprintf(path, sizeof path, "%s/through/metrics.jsonl", dir);
@@ -576,13 +520,13 @@ static void test_abi2_parts(void)
     /* blend at lambda 1 is the identity with one-hot soft targets: in
      * float64 the run equals the plain one; at 0.5 it does not */
     const char *f64 = "--set dtype=float64 --set eval.every_epochs=0";
-    rc = kdengine(&out, "run sup.json %s %s --set output=plain", dirs, f64);
+    rc = kt_kdengine(dir, &out, "run sup.json %s %s --set output=plain", dirs, f64);
     free(out);
-    int rc1 = kdengine(&out, "run sup.json %s %s --set output=blend1 "
+    int rc1 = kt_kdengine(dir, &out, "run sup.json %s %s --set output=blend1 "
                        "--set data.train.batch_transforms='[{\"name\": \"blend\", "
                        "\"lambda\": 1}]'", dirs, f64);
     free(out);
-    int rc2 = kdengine(&out, "run sup.json %s %s --set output=blend5 "
+    int rc2 = kt_kdengine(dir, &out, "run sup.json %s %s --set output=blend5 "
                        "--set data.train.batch_transforms='[{\"name\": \"blend\", "
                        "\"lambda\": 0.5}]'", dirs, f64);
     free(out);
@@ -593,7 +537,7 @@ static void test_abi2_parts(void)
              "run: batch transforms replace the images and hand soft targets to the losses",
              "exit %d %d %d; loss at step 8: plain %.12g, blend 1 %.12g, blend 0.5 %.12g", rc,
              rc1, rc2, plain, same, mixed);
-    rc = kdengine(&out, "run sup.json %s --set output=forget --set data.train."
+    rc = kt_kdengine(dir, &out, "run sup.json %s --set output=forget --set data.train."
                   "batch_transforms='[{\"name\": \"blend\", \"forget_soft\": true}]'", dirs);
     kt_check(rc == 1 && has(out, "data.train.batch_transforms[0] (blend) left no soft targets"),
              "run: a batch transform that sets no soft targets is an error naming it",
@@ -680,8 +624,8 @@ static void test_weight_filter(void)
     }
     ok = ok && kd_safetensors_save(renamed, n, (const char *const *)names, tensors, 0, NULL) == KD_OK;
     char *a = NULL, *b = NULL;
-    int ra = kdengine(&a, "eval kd.json --teacher --json");
-    int rb = kdengine(&b, "eval kd.json --teacher --json --weights module.safetensors");
+    int ra = kt_kdengine(dir, &a, "eval kd.json --teacher --json");
+    int rb = kt_kdengine(dir, &b, "eval kd.json --teacher --json --weights module.safetensors");
     kt_check(ok && ra == 0 && rb == 0 && a && b && strcmp(a, b) == 0,
              "weights: a DataParallel checkpoint (module.*) loads through resnet's filter",
              "exit %d %d: %s / %s", ra, rb, a ? a : "(none)", b ? b : "(none)");
@@ -691,7 +635,7 @@ static void test_weight_filter(void)
     tensors[n] = tensors[0];
     ok = ok && kd_safetensors_save(renamed, n + 1, (const char *const *)names, tensors, 0,
                                    NULL) == KD_OK;
-    int rc = kdengine(&a, "eval kd.json --teacher --weights module.safetensors");
+    int rc = kt_kdengine(dir, &a, "eval kd.json --teacher --weights module.safetensors");
     kt_check(ok && rc == 1 && has(a, "unexpected tensor 'module.extra.weight' -> extra.weight"),
              "weights: after the filter, loading is still strict", "exit %d: %s", rc,
              a ? a : "(none)");
@@ -749,7 +693,7 @@ int main(void)
         kt_fail("setup", "mkdtemp failed");
         return kt_finish();
     }
-    if (!write_data("train", 96, 1) || !write_data("val", 64, 2)) {
+    if (!kt_write_quadrants(dir, "train", 96, 1) || !kt_write_quadrants(dir, "val", 64, 2)) {
         kt_fail("setup", "cannot write the synthetic data");
         return kt_finish();
     }

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "harness.h"
+#include "job_fixture.h"
 #include "plugin_fixture.h"
 #include "../cli/report_json.h"
 #include "../cli/report_svg.h"
@@ -25,50 +26,6 @@
 static char dir[64];
 
 static bool has(const char *text, const char *part) { return text && strstr(text, part); }
-
-static bool write_idx(const char *path, int ndims, const uint32_t *dims, const uint8_t *data,
-                      size_t n)
-{
-    size_t header = 4 + 4 * (size_t)ndims;
-    uint8_t *buf = malloc(header + n);
-    if (!buf)
-        return false;
-    buf[0] = buf[1] = 0;
-    buf[2] = 0x08;
-    buf[3] = (uint8_t)ndims;
-    for (int i = 0; i < ndims; i++)
-        for (int b = 0; b < 4; b++)
-            buf[4 + 4 * i + b] = (uint8_t)(dims[i] >> (24 - 8 * b));
-    memcpy(buf + header, data, n);
-    bool ok = kt_write_file(path, buf, header + n);
-    free(buf);
-    return ok;
-}
-
-/* 4 classes, one bright quadrant each, plus noise. */
-static bool write_data(const char *name, uint32_t count, uint64_t seed)
-{
-    uint8_t *images = malloc((size_t)count * 64), *labels = malloc(count);
-    kd_rng rng = kd_rng_make(seed, 7, 0);
-    for (uint32_t i = 0; images && labels && i < count; i++) {
-        labels[i] = (uint8_t)(i % 4);
-        for (int y = 0; y < 8; y++)
-            for (int x = 0; x < 8; x++) {
-                int q = (y >= 4) * 2 + (x >= 4);
-                int v = (q == labels[i] ? 160 : 40) + (int)kd_rng_below(&rng, 80);
-                images[i * 64 + (uint32_t)(y * 8 + x)] = (uint8_t)v;
-            }
-    }
-    char path[256];
-    uint32_t idims[3] = {count, 8, 8}, ldims[1] = {count};
-    snprintf(path, sizeof path, "%s/%s-images.idx", dir, name);
-    bool ok = images && labels && write_idx(path, 3, idims, images, (size_t)count * 64);
-    snprintf(path, sizeof path, "%s/%s-labels.idx", dir, name);
-    ok = ok && write_idx(path, 1, ldims, labels, count);
-    free(images);
-    free(labels);
-    return ok;
-}
 
 /* Three epochs of six steps, every step logged, an eval per epoch. */
 static const char *const job_template =
@@ -102,19 +59,6 @@ static void write_job(const char *output, const char *teacher, const char *losse
              teacher, losses, lr);
     snprintf(path, sizeof path, "%s/%s.json", dir, output);
     kt_write_file(path, text, strlen(text));
-}
-
-/* Runs `kdengine ARGS` in the temp dir with stderr folded into the output. */
-static int kdengine(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int kdengine(char **out, const char *fmt, ...)
-{
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine %s 2>&1", dir, KD_BUILDDIR, args);
-    return kt_run_command(cmd, out);
 }
 
 /* ------------------------------------------------------------ the page */
@@ -229,7 +173,7 @@ static void check_curves(const char *name, const page *p, int run, const char *f
 static void test_one_run(void)
 {
     char *out = NULL;
-    int rc = kdengine(&out, "report a");
+    int rc = kt_kdengine(dir, &out, "report a");
     char path[512];
     snprintf(path, sizeof path, "%s/a/report.html", dir);
     struct stat sb;
@@ -329,7 +273,7 @@ static void test_malformed(void)
         "{\"type\":\"train\",\"epoch\":1,\"step\":4,\"lr\":0.0"; /* 18, truncated */
     snprintf(path, sizeof path, "%s/bad/metrics.jsonl", dir);
     kt_write_file(path, corpus, sizeof corpus - 1);
-    int rc = kdengine(&out, "report bad");
+    int rc = kt_kdengine(dir, &out, "report bad");
     static const int bad_lines[] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 18};
     int missing = 0;
     char why[128] = "";
@@ -381,7 +325,7 @@ static void test_new_fields(void)
     snprintf(path, sizeof path, "%s/later/classes.json", dir);
     kt_write_file(path, classes, sizeof classes - 1);
     char *out = NULL;
-    int rc = kdengine(&out, "report later");
+    int rc = kt_kdengine(dir, &out, "report later");
     free(out);
     page p = read_page("later/report.html");
     const curve *train = find_curve(&p, "train.top1", 0);
@@ -403,7 +347,7 @@ static void test_new_fields(void)
 static void test_bad_folders(void)
 {
     char *out = NULL;
-    int rc = kdengine(&out, "report nosuch");
+    int rc = kt_kdengine(dir, &out, "report nosuch");
     kt_check(rc == 1 && has(out, "nosuch: No such file or directory"),
              "report: a missing run folder is an error naming it", "exit %d: %s", rc,
              out ? out : "(none)");
@@ -411,20 +355,20 @@ static void test_bad_folders(void)
     char cmd[512];
     snprintf(cmd, sizeof cmd, "mkdir -p %s/empty", dir);
     rc = kt_run_command(cmd, NULL);
-    rc = kdengine(&out, "report a empty");
+    rc = kt_kdengine(dir, &out, "report a empty");
     kt_check(rc == 1 && has(out, "empty: no metrics.jsonl in it"),
              "report: an empty run folder is an error naming it", "exit %d: %s", rc,
              out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "report a.json");
+    rc = kt_kdengine(dir, &out, "report a.json");
     kt_check(rc == 1 && has(out, "a.json: not a folder"), "report: a file is not a run folder",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "report");
+    rc = kt_kdengine(dir, &out, "report");
     kt_check(rc == 2 && has(out, "no run folder given"), "report: no folder is a usage error",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
-    rc = kdengine(&out, "report a --out");
+    rc = kt_kdengine(dir, &out, "report a --out");
     kt_check(rc == 2 && has(out, "--out needs a file"), "report: --out without a file",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
@@ -495,18 +439,18 @@ int main(void)
         kt_fail("setup", "mkdtemp failed");
         return kt_finish();
     }
-    if (!write_data("train", 96, 1) || !write_data("val", 64, 2)) {
+    if (!kt_write_quadrants(dir, "train", 96, 1) || !kt_write_quadrants(dir, "val", 64, 2)) {
         kt_fail("setup", "cannot write the synthetic data");
         return kt_finish();
     }
     write_job("a", "", "{\"name\": \"ce\"}", "0.05");
     char *out = NULL;
-    int rc = kdengine(&out, "run a.json");
+    int rc = kt_kdengine(dir, &out, "run a.json");
     bool ran = rc == 0 && has(out, "done: 18 steps");
     kt_check(ran, "setup: run a (supervised) trains", "exit %d: %s", rc, out ? out : "(none)");
     free(out);
     out = NULL;
-    rc = ran ? kdengine(&out, "export a.json --weights a/best.safetensors "
+    rc = ran ? kt_kdengine(dir, &out, "export a.json --weights a/best.safetensors "
                               "--out teacher.safetensors") : 1;
     free(out);
     out = NULL;
@@ -514,7 +458,7 @@ int main(void)
                    "\"weights\": \"teacher.safetensors\"},",
               "{\"name\": \"ce\", \"weight\": 0.5}, {\"name\": \"kd\", \"temperature\": 4}",
               "0.02");
-    rc = rc == 0 ? kdengine(&out, "run b.json") : 1;
+    rc = rc == 0 ? kt_kdengine(dir, &out, "run b.json") : 1;
     bool ran_b = rc == 0 && has(out, "done: 18 steps");
     kt_check(ran_b, "setup: run b (distilled from a) trains", "exit %d: %s", rc,
              out ? out : "(none)");
