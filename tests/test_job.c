@@ -297,8 +297,9 @@ static void test_distill(void)
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
     rc = kt_kdengine(dir, &out, "plan kd.json");
-    kt_check(rc == 0 && has(out, "reads teacher.logits [16, 4]") && has(out, "MFLOPs per image"),
-             "plan: taps, shapes and FLOPs", "exit %d: %s", rc, out ? out : "(none)");
+    kt_check(rc == 0 && has(out, "reads teacher.logits [16, 4]") && has(out, "MFLOPs per image") &&
+                 has(out, "stage2 (NCHW, 32 ch, /2)") && has(out, "pre_logits (NC, 64 ch, /1)"),
+             "plan: taps with layouts, shapes and FLOPs", "exit %d: %s", rc, out ? out : "(none)");
     free(out);
     rc = kt_kdengine(dir, &out, "run kd.json");
     kt_check(rc == 0 && has(out, "resnet8 teaches resnet8") && has(out, "done: 18 steps"),

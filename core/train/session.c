@@ -874,10 +874,17 @@ static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
             (long long)buffers);
     fprintf(out, "  %.2f MFLOPs per image (%lld multiply-adds, %dx%dx%d input)\n",
             2.0 * (double)macs / 1e6, (long long)macs, d->channels, d->height, d->width);
+    static const char *const layouts[] = {"NCHW", "NHWC", "tokens", "NC"};
     fprintf(out, "  taps:");
-    for (int i = 0; i < m->n_taps; i++)
-        fprintf(out, "%s %s (%d ch, /%d)", i ? "," : "", m->taps[i].name, m->taps[i].channels,
-                m->taps[i].reduction);
+    for (int i = 0; i < m->n_taps; i++) {
+        const kd_tap_info *t = &m->taps[i];
+        bool known = t->layout >= KD_LAYOUT_NCHW && t->layout <= KD_LAYOUT_NC;
+        fprintf(out, "%s %s (%s, %d ch, /%d", i ? "," : "", t->name,
+                known ? layouts[t->layout] : "layout ?", t->channels, t->reduction);
+        if (t->layout == KD_LAYOUT_TOKENS && t->prefix_tokens)
+            fprintf(out, ", %d prefix", t->prefix_tokens);
+        fprintf(out, ")");
+    }
     fprintf(out, "\n");
     return KD_OK;
 }
