@@ -144,22 +144,27 @@ typedef struct scalekd_case {
     int t_ndim;
     int64_t t[3];
     int64_t target_c; /* perception: the stage's output channels; 0: none */
+    int64_t fin[3];   /* the final student stage's map; zeros: none */
 } scalekd_case;
 
 static const scalekd_case CASES[] = {
     {"NHWC teacher 4x4x16, student 6x4x4, 4 heads, defaults otherwise",
      "{\"student_tap\": \"s\", \"teacher_tap\": \"tstage\", \"perception\": false, "
-     "\"heads\": 4}", "nhwc", 3, {6, 4, 4}, 3, {4, 4, 16}, 0},
+     "\"heads\": 4}", "nhwc", 3, {6, 4, 4}, 3, {4, 4, 16}, 0, {0, 0, 0}},
     {"NCHW teacher 8x3x3 from a 6x6 student, 2 heads, scale 2, weights 1 and 0.5",
      "{\"student_tap\": \"s\", \"teacher_tap\": \"tstage\", \"perception\": false, "
      "\"heads\": 2, \"softmax_scale\": 2, \"spatial_weight\": 1, \"frequency_weight\": 0.5}",
-     "nchw", 2, {5, 6, 6}, 3, {8, 3, 3}, 0},
+     "nchw", 2, {5, 6, 6}, 3, {8, 3, 3}, 0, {0, 0, 0}},
     {"token teacher (cls + 2x2 grid, 12-d), 3 heads",
      "{\"student_tap\": \"s\", \"teacher_tap\": \"tstage\", \"perception\": false, "
-     "\"heads\": 3}", "tokens:1", 4, {4, 3, 3}, 2, {5, 12}, 0},
+     "\"heads\": 3}", "tokens:1", 4, {4, 3, 3}, 2, {5, 12}, 0, {0, 0, 0}},
     {"perception: NHWC 3x3x8 through the teacher stage to 6 channels, 2 heads",
      "{\"student_tap\": \"s\", \"teacher_tap\": \"tstage\", \"target_tap\": \"tnorm\", "
-     "\"heads\": 2}", "nhwc", 2, {4, 5, 5}, 3, {3, 3, 8}, 6},
+     "\"heads\": 2}", "nhwc", 2, {4, 5, 5}, 3, {3, 3, 8}, 6, {0, 0, 0}},
+    {"two stages: perception, then a 6x3x3 final map queried by the perceived tokens",
+     "{\"student_tap\": \"s\", \"final_student_tap\": \"s4\", \"teacher_tap\": \"tstage\", "
+     "\"target_tap\": \"tnorm\", \"heads\": 2, \"spatial_weight\": 0.5}", "nhwc", 3,
+     {4, 5, 5}, 3, {3, 3, 8}, 6, {6, 3, 3}},
 };
 #define N_CASES (int)(sizeof CASES / sizeof CASES[0])
 
@@ -194,12 +199,13 @@ static kd_status bind_case(const loss *l, const scalekd_case *c, const kd_host_s
 {
     int64_t td[3];
     target_dims(c, td);
-    kd_tap_shape ss = shape_of(3, c->s), ts[2] = {shape_of(c->t_ndim, c->t), shape_of(3, td)};
-    kd_tap_info si = info_of("nchw", c->s[0]),
+    kd_tap_shape ss[2] = {shape_of(3, c->s), shape_of(3, c->fin)},
+                 ts[2] = {shape_of(c->t_ndim, c->t), shape_of(3, td)};
+    kd_tap_info si[2] = {info_of("nchw", c->s[0]), info_of("nchw", c->fin[0])},
                 ti[2] = {info_of(c->layout, c->t[c->t_ndim - 1]), info_of("nhwc", td[2])};
     if (!strcmp(c->layout, "nchw"))
         ti[0].channels = (int)c->t[0];
-    const kd_bind_args args = {sizeof args, &ss, ts, &si, ti, host};
+    const kd_bind_args args = {sizeof args, ss, ts, si, ti, host};
     return l->vt->bind(l->self, &args);
 }
 
@@ -229,10 +235,10 @@ static void zero_param_grads(const kd_tensor_list *list)
 
 /* The loss (and its two terms) with backward when want_grad; NAN with the
  * message in kd_last_error() on failure. */
-static double run_loss(const loss *l, kd_tensor *s, kd_tensor *const *teacher, bool want_grad,
-                       double *terms)
+static double run_loss(const loss *l, kd_tensor *const *s, kd_tensor *const *teacher,
+                       bool want_grad, double *terms)
 {
-    const kd_loss_args args = {sizeof args, &s, teacher, NULL, NULL, NULL, 0, 0, true,
+    const kd_loss_args args = {sizeof args, s, teacher, NULL, NULL, NULL, 0, 0, true,
                                kd_rng_make(0, 0, 0)};
     kd_scope_begin();
     kd_loss_result r = {.size = sizeof r};
@@ -249,7 +255,7 @@ static double run_loss(const loss *l, kd_tensor *s, kd_tensor *const *teacher, b
 
 /* The inputs of a case, made from its seed. */
 typedef struct case_data {
-    kd_tensor *s, *teacher[2], *m;
+    kd_tensor *s[2], *teacher[2], *m; /* s: the student's map and final map */
     stage_host host;
 } case_data;
 
@@ -258,7 +264,8 @@ static void case_data_make(const scalekd_case *c, int index, case_data *d)
     kd_rng rng = kd_rng_make(900 + (uint64_t)index, 1, 0);
     int64_t td[3], md[2] = {c->t[2], c->target_c};
     target_dims(c, td);
-    d->s = batch_of(c->batch, 3, c->s, &rng);
+    d->s[0] = batch_of(c->batch, 3, c->s, &rng);
+    d->s[1] = c->fin[0] ? batch_of(c->batch, 3, c->fin, &rng) : NULL;
     d->teacher[0] = batch_of(c->batch, c->t_ndim, c->t, &rng);
     d->teacher[1] = c->target_c ? batch_of(c->batch, 3, td, &rng) : NULL;
     d->m = c->target_c ? kt_uniform(KD_F64, 2, md, &rng, -0.5, 0.5) : NULL;
@@ -267,7 +274,8 @@ static void case_data_make(const scalekd_case *c, int index, case_data *d)
 
 static void case_data_free(case_data *d)
 {
-    kd_tensor_free(d->s);
+    kd_tensor_free(d->s[0]);
+    kd_tensor_free(d->s[1]);
     kd_tensor_free(d->teacher[0]);
     kd_tensor_free(d->teacher[1]);
     kd_tensor_free(d->m);
@@ -292,14 +300,18 @@ static void run_case(int c, bag *in, bag *mine, char *error, size_t error_size)
     for (int i = 0; i < list.n; i++)
         bag_add(in, kd_tensor_list_at(&list, i)->tensor, "k%d.init.%s", c,
                 kd_tensor_list_at(&list, i)->name);
-    bag_add(in, d.s, "k%d.s", c);
+    bag_add(in, d.s[0], "k%d.s", c);
+    if (d.s[1])
+        bag_add(in, d.s[1], "k%d.fin", c);
     bag_add(in, d.teacher[0], "k%d.t", c);
     if (d.m) {
         bag_add(in, d.teacher[1], "k%d.target", c);
         bag_add(in, d.m, "k%d.stage", c);
     }
     zero_param_grads(&list);
-    kd_tensor_set_requires_grad(d.s, true);
+    for (int i = 0; i < 2; i++)
+        if (d.s[i])
+            kd_tensor_set_requires_grad(d.s[i], true);
     double terms[2] = {NAN, NAN};
     double v = run_loss(&l, d.s, d.teacher, true, terms);
     if (isnan(v))
@@ -314,7 +326,9 @@ static void run_case(int c, bag *in, bag *mine, char *error, size_t error_size)
     bag_add_value(mine, terms[0], key);
     snprintf(key, sizeof key, "k%d.frequency", c);
     bag_add_value(mine, terms[1], key);
-    bag_add(mine, d.s->grad, "k%d.grad.s", c);
+    bag_add(mine, d.s[0]->grad, "k%d.grad.s", c);
+    if (d.s[1])
+        bag_add(mine, d.s[1]->grad, "k%d.grad.fin", c);
     for (int i = 0; i < list.n; i++) {
         const kd_named_tensor *nt = kd_tensor_list_at(&list, i);
         if (nt->flags & KD_TENSOR_PARAM)
@@ -482,8 +496,15 @@ cleanup:
 
 /* ------------------------------------------------------------ gradients */
 
-/* Central differences (step 1e-6) at up to 12 evenly spaced elements of
- * each probe, against the gradient backward left in it. */
+/* Central differences at up to 12 evenly spaced elements of each probe,
+ * against the gradient backward left in it: steps h = 1e-5 and h / 2,
+ * Richardson-combined so the h² truncation cancels (the sharpened
+ * attention's third derivatives are large) while rounding stays at
+ * ~eps · f / h. A ReLU kink
+ * within a step of the probe makes the difference meaningless there; such
+ * an element shows as one-sided slopes that differ by far more than the
+ * curvature allows (1e-3 against ~1e-6 · f''), is counted and passed
+ * over, and at most one in twenty may be. */
 static void test_gradients(int c)
 {
     const scalekd_case *sc = &CASES[c];
@@ -501,24 +522,29 @@ static void test_gradients(int c)
         goto done;
     }
     kd_tensor_list list = loss_tensors(&l);
-    kd_tensor *probe[1 + 2 * 24] = {d.s};
-    const char *labels[1 + 2 * 24] = {"student map"};
-    int n = 1;
+    kd_tensor *probe[2 + 4 * 24] = {d.s[0], d.s[1]};
+    const char *labels[2 + 4 * 24] = {"student map", "final student map"};
+    int n = d.s[1] ? 2 : 1, params = 0;
     for (int i = 0; i < list.n; i++) {
         const kd_named_tensor *nt = kd_tensor_list_at(&list, i);
         if (nt->flags & KD_TENSOR_PARAM) {
             probe[n] = nt->tensor;
             labels[n++] = nt->name;
+            params++;
         }
     }
     zero_param_grads(&list);
-    kd_tensor_set_requires_grad(d.s, true);
-    if (isnan(run_loss(&l, d.s, d.teacher, true, NULL))) {
+    for (int i = 0; i < 2; i++)
+        if (d.s[i])
+            kd_tensor_set_requires_grad(d.s[i], true);
+    double at = run_loss(&l, d.s, d.teacher, true, NULL);
+    if (isnan(at)) {
         kt_fail(name, "%s", kd_last_error());
         goto done;
     }
-    const double h = 1e-6;
+    const double h = 1e-5;
     double worst = 0;
+    int kinks = 0, probed = 0;
     char where[160] = "";
     for (int i = 0; i < n; i++) {
         kd_tensor *t = probe[i];
@@ -526,12 +552,20 @@ static void test_gradients(int c)
         double *x = kd_tensor_data(t);
         for (int64_t e = 0; e < numel; e += stride) {
             double analytic = t->grad ? kd_tensor_get(t->grad, e) : NAN, keep = x[e];
-            x[e] = keep + h;
-            double up = run_loss(&l, d.s, d.teacher, false, NULL);
-            x[e] = keep - h;
-            double down = run_loss(&l, d.s, d.teacher, false, NULL);
+            double f[4]; /* at +h, -h, +h/2, -h/2 */
+            static const double steps[4] = {1, -1, 0.5, -0.5};
+            for (int k = 0; k < 4; k++) {
+                x[e] = keep + steps[k] * h;
+                f[k] = run_loss(&l, d.s, d.teacher, false, NULL);
+            }
             x[e] = keep;
-            double numeric = (up - down) / (2 * h);
+            double wide = (f[0] - f[1]) / (2 * h), narrow = (f[2] - f[3]) / h;
+            double numeric = (4 * narrow - wide) / 3;
+            probed++;
+            if (fabs((f[0] - at) - (at - f[1])) / h > 1e-3 * fmax(1, fabs(numeric))) {
+                kinks++;
+                continue;
+            }
             double err = fabs(analytic - numeric) / fmax(1, fabs(numeric));
             if (!(err <= worst)) {
                 worst = err;
@@ -540,8 +574,11 @@ static void test_gradients(int c)
             }
         }
     }
-    kt_check(n == 1 + 2 * 22 && worst <= FD_TOL, name, "%d probes, worst error %.3g at %s "
-             "(limit %g)", n, worst, where, FD_TOL);
+    /* 22 parameters a projector, 21 without a query table */
+    int want_params = sc->fin[0] ? 2 * 22 + 2 * 21 : 2 * 22;
+    kt_check(params == want_params && worst <= FD_TOL && 20 * kinks <= probed, name,
+             "%d parameters probed, %d of %d elements at a kink, worst error %.3g at %s "
+             "(limit %g)", params, kinks, probed, worst, where, FD_TOL);
 done:
     loss_close(&l);
     case_data_free(&d);
@@ -564,16 +601,16 @@ static void test_bind_errors(void)
     } bad[] = {
         {"bind: a pooled student vector names both taps", "{\"student_tap\": \"pre_logits\", "
          "\"teacher_tap\": \"stage3\", \"perception\": false}", "'pre_logits' [1, 8]",
-         "'stage3'", {NULL, NULL, "nhwc", 1, {8, 1, 1}, 3, {2, 2, 8}, 0}},
+         "'stage3'", {NULL, NULL, "nhwc", 1, {8, 1, 1}, 3, {2, 2, 8}, 0, {0, 0, 0}}},
         {"bind: tokens off a square grid name both taps", "{\"student_tap\": \"stage3\", "
          "\"teacher_tap\": \"blocks.3\", \"perception\": false, \"heads\": 2}", "'stage3'",
-         "'blocks.3' [1, 7, 8]", {NULL, NULL, "tokens:1", 1, {4, 3, 3}, 2, {7, 8}, 0}},
+         "'blocks.3' [1, 7, 8]", {NULL, NULL, "tokens:1", 1, {4, 3, 3}, 2, {7, 8}, 0, {0, 0, 0}}},
         {"bind: heads that do not divide the channels", "{\"student_tap\": \"stage3\", "
          "\"teacher_tap\": \"tstage\", \"perception\": false, \"heads\": 3}", "heads 3",
-         "'tstage'", {NULL, NULL, "nhwc", 1, {4, 3, 3}, 3, {2, 2, 8}, 0}},
+         "'tstage'", {NULL, NULL, "nhwc", 1, {4, 3, 3}, 3, {2, 2, 8}, 0, {0, 0, 0}}},
         {"bind: perception without forward_from", "{\"student_tap\": \"stage3\", "
          "\"teacher_tap\": \"tstage\", \"target_tap\": \"tnorm\", \"heads\": 2}",
-         "forward_from", "'tstage'", {NULL, NULL, "nhwc", 1, {4, 3, 3}, 3, {2, 2, 8}, 4}},
+         "forward_from", "'tstage'", {NULL, NULL, "nhwc", 1, {4, 3, 3}, 3, {2, 2, 8}, 4, {0, 0, 0}}},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         loss l;
@@ -653,7 +690,7 @@ static void test_example(const char *jobdir)
     free(out);
     out = NULL;
     snprintf(args, sizeof args, "run examples/fashion-mnist/scalekd.json --set "
-             "data.train.subset=64 --set data.train.batch_size=32 --set data.val.subset=32 "
+             "data.train.subset=32 --set data.train.batch_size=16 --set data.val.subset=16 "
              "--set schedule.epochs=1 --set log.every_steps=1 --set teacher.weights=%s/teacher"
              ".safetensors --set output=%s/run", jobdir, jobdir);
     rc = kdengine(&out, args);
@@ -668,6 +705,7 @@ int main(void)
     test_gradients(0);
     test_gradients(2);
     test_gradients(3);
+    test_gradients(4);
     test_bind_errors();
     test_tensors();
     char jobdir[] = "/tmp/kdscalekdjob.XXXXXX";

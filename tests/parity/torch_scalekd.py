@@ -42,20 +42,21 @@ DEFAULTS = {"perception": True, "heads": 8, "softmax_scale": 5.0,
             "spatial_weight": 0.08, "frequency_weight": 0.06}
 
 
-def projector(x, w, pre, heads, softmax_scale, qh, qw):
+def projector(x, w, pre, heads, softmax_scale, qh, qw, queries=None):
+    """queries: [B, Ct, qh, qw] input queries, or None for the learned table."""
     g = lambda n: w[f"{pre}.{n}"]  # noqa: E731
     kv = F.conv2d(x, g("conv.weight"), g("conv.bias"), padding=1)
     kv = F.batch_norm(kv, g("bn.running_mean"), g("bn.running_var"), g("bn.weight"),
                       g("bn.bias"), True, 0.1, 1e-5)
     kv = F.relu(kv) + g("pos_embed")
     kv = kv.flatten(2).transpose(1, 2)
-    ct = g("query").shape[1]
-    qmap = g("query").t().reshape(1, ct, qh, qw)
+    ct = g("q.weight").shape[0]
+    qmap = g("query").t().reshape(1, ct, qh, qw) if queries is None else queries
     q_in = F.relu(F.conv2d(qmap, g("query_proj.weight")[:, :, None, None],
                            g("query_proj.bias")))
     q_in = q_in.flatten(2).transpose(1, 2)
     b, d = x.shape[0], ct // heads
-    q = F.linear(q_in, g("q.weight"), g("q.bias")).expand(b, -1, -1)
+    q = F.linear(q_in, g("q.weight"), g("q.bias")).expand(b, -1, -1)  # a table: one for all
     k = F.linear(kv, g("k.weight"), g("k.bias"))
     v = F.linear(kv, g("v.weight"), g("v.bias"))
     split = lambda t: t.reshape(b, t.shape[1], heads, d).permute(0, 2, 1, 3)  # noqa: E731
@@ -117,6 +118,11 @@ def run(key, params, layout, tensors, out):
     for n in trainable:
         w[n].requires_grad_(True)
     x = tensors[f"{key}.s"].clone().requires_grad_(True)
+    fin = tensors.get(f"{key}.fin")
+    inputs = [x]
+    if fin is not None:
+        fin = fin.clone().requires_grad_(True)
+        inputs.append(fin)
     space = tap_as_map(tensors[f"{key}.t"], layout)
     qh, qw = space.shape[2], space.shape[3]
     target = space
@@ -131,13 +137,23 @@ def run(key, params, layout, tensors, out):
         ys.append(y)
     spatial = mimic(ys[0], target)
     frequency = mimic(drop_dc(ys[1]), drop_dc(target))
+    if fin is not None:
+        # s4: the perceived s3 maps are the queries; compared with F_t as they are
+        th, tw = target.shape[2], target.shape[3]
+        y4 = [as_map(projector(fin, w, f"final_{view}", p["heads"], p["softmax_scale"], th, tw,
+                               queries=ys[i]), th, tw)
+              for i, view in enumerate(("spatial", "frequency"))]
+        spatial = spatial + mimic(y4[0], target)
+        frequency = frequency + mimic(drop_dc(y4[1]), drop_dc(target))
     loss = p["spatial_weight"] * spatial + p["frequency_weight"] * frequency
-    grads = torch.autograd.grad(loss, [x] + [w[n] for n in trainable])
+    grads = torch.autograd.grad(loss, inputs + [w[n] for n in trainable])
     out[f"{key}.value"] = loss.detach().reshape(1)
     out[f"{key}.spatial"] = spatial.detach().reshape(1)
     out[f"{key}.frequency"] = frequency.detach().reshape(1)
     out[f"{key}.grad.s"] = grads[0]
-    for n, g in zip(trainable, grads[1:]):
+    if fin is not None:
+        out[f"{key}.grad.fin"] = grads[1]
+    for n, g in zip(trainable, grads[len(inputs):]):
         out[f"{key}.grad.{n}"] = g
     for n, t in w.items():
         if "running_" in n:

@@ -79,6 +79,8 @@ kd_status scalekd_cap_init(scalekd_cap *cap, const scalekd_cap_shape *s, kd_dtyp
         [CAP_FC2_B] = {1, {ct}, 1 / sqrt((double)hid), 0},
     };
     for (int p = 0; p < CAP_TENSORS; p++) {
+        if (p == CAP_QUERY && s->input_queries)
+            continue;
         cap->t[p] = init_tensor(dtype, device, spec[p].ndim, spec[p].shape, spec[p].bound,
                                 spec[p].fill, seed, stream + (uint64_t)p);
         if (!cap->t[p])
@@ -105,7 +107,8 @@ static kd_tensor *split_heads(kd_tensor *x, int heads)
     return kd_permute(kd_reshape(x, 4, (const int64_t[]){b, l, heads, d}), swap);
 }
 
-kd_tensor *scalekd_cap_forward(const scalekd_cap *cap, kd_tensor *x, bool training)
+kd_tensor *scalekd_cap_forward(const scalekd_cap *cap, kd_tensor *x, kd_tensor *queries,
+                               bool training)
 {
     kd_tensor *const *t = cap->t;
     const scalekd_cap_shape *s = &cap->shape;
@@ -115,9 +118,11 @@ kd_tensor *scalekd_cap_forward(const scalekd_cap *cap, kd_tensor *x, bool traini
                                           t[CAP_BN_W], t[CAP_BN_B], t[CAP_BN_MEAN],
                                           t[CAP_BN_VAR], training, BN_MOMENTUM, BN_EPS));
     kv = kd_transpose(kd_flatten(kd_add(kv, t[CAP_POS]), 2, 3), 1, 2); /* [B, HW, Cs] */
-    kd_tensor *q_in = kd_relu(kd_linear(t[CAP_QUERY], t[CAP_QPROJ_W], t[CAP_QPROJ_B]));
-    kd_tensor *q = kd_linear(q_in, t[CAP_Q_W], t[CAP_Q_B]);
-    q = kd_expand(kd_unsqueeze(q, 0), 3, (const int64_t[]){b, len, ct});
+    kd_tensor *table = s->input_queries ? queries : t[CAP_QUERY];
+    kd_tensor *q = kd_linear(kd_relu(kd_linear(table, t[CAP_QPROJ_W], t[CAP_QPROJ_B])),
+                             t[CAP_Q_W], t[CAP_Q_B]);
+    if (!s->input_queries) /* one table for the batch */
+        q = kd_expand(kd_unsqueeze(q, 0), 3, (const int64_t[]){b, len, ct});
     kd_tensor *k = kd_linear(kv, t[CAP_K_W], t[CAP_K_B]);
     kd_tensor *v = kd_linear(kv, t[CAP_V_W], t[CAP_V_B]);
     double scale = s->softmax_scale / sqrt((double)ct / s->heads);

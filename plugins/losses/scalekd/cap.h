@@ -2,7 +2,8 @@
  * [B, Cs, H, W] becomes tokens [B, qh * qw, Ct] in the teacher's space.
  *
  *   kv   = ReLU(BN(conv3x3_pad1_bias(x))) + pos_embed[1, Cs, H, W]
- *   q_in = ReLU(linear(query table [qh * qw, Ct]))
+ *   q_in = ReLU(linear(queries))   a learned table [qh * qw, Ct] shared by
+ *                                  the batch, or input tokens [B, qh * qw, Ct]
  *   A    = softmax(q kᵀ (Ct / heads)^-½ · softmax_scale) per head
  *   o    = LayerNorm(linear(concat_heads(A v)))
  *   out  = o + fc2(ReLU(fc1(o)))          fc1: Ct -> 4 Ct
@@ -29,11 +30,12 @@ typedef struct scalekd_cap_shape {
     int64_t ct, qh, qw; /* the teacher's token space */
     int heads;
     double softmax_scale;
+    bool input_queries; /* no table: forward() takes the queries */
 } scalekd_cap_shape;
 
 typedef struct scalekd_cap {
     scalekd_cap_shape shape;
-    kd_tensor *t[CAP_TENSORS];
+    kd_tensor *t[CAP_TENSORS]; /* t[CAP_QUERY] NULL with input queries */
 } scalekd_cap;
 
 /* Makes the tensors: linear layers and convolutions torch's default
@@ -44,8 +46,9 @@ SCALEKD_HIDDEN kd_status scalekd_cap_init(scalekd_cap *cap, const scalekd_cap_sh
                                          kd_dtype dtype, kd_device device, uint64_t seed,
                                          uint64_t stream);
 SCALEKD_HIDDEN void scalekd_cap_free(scalekd_cap *cap);
-/* x [B, Cs, H, W] -> [B, qh * qw, Ct]; NULL with the op's error set. */
+/* x [B, Cs, H, W] -> [B, qh * qw, Ct]; queries [B, qh * qw, Ct] with
+ * input queries, else NULL. NULL with the op's error set. */
 SCALEKD_HIDDEN kd_tensor *scalekd_cap_forward(const scalekd_cap *cap, kd_tensor *x,
-                                              bool training);
+                                              kd_tensor *queries, bool training);
 
 #endif

@@ -14,6 +14,12 @@
  * forward_from; gradients reach the projectors and the student), and F_t
  * is the teacher's own `target_tap`; without it F_t is `teacher_tap`.
  *
+ * With `final_student_tap` (the paper's last stage, s4, after s3) two more
+ * projectors read that map and take the perceived projections of the first
+ * two as their queries, the spatial one's for the spatial view, and their
+ * outputs are compared with F_t directly; each view's term sums both
+ * stages:
+ *
  *   L = spatial_weight · spatial + frequency_weight · frequency
  *
  * The logit term of the paper is a separate loss of the job (ce + kd). */
@@ -27,6 +33,8 @@
 #define NORM_EPS 1e-12
 
 enum { VIEW_SPATIAL, VIEW_FREQUENCY, VIEWS };
+/* projectors: first stage's views, then the final stage's */
+#define PROJECTORS (2 * VIEWS)
 
 /* How a tap's tensor reads as tokens [B, L, C]. */
 typedef struct token_space {
@@ -37,8 +45,9 @@ typedef struct token_space {
 
 typedef struct scalekd {
     const char *provider;
-    char *student_tap, *teacher_tap, *target_tap;
-    const char *needs_teacher[2];
+    char *student_tap, *final_tap, *teacher_tap, *target_tap;
+    const char *needs_student[2], *needs_teacher[2];
+    bool final; /* a final stage */
     bool perception;
     int heads;
     double softmax_scale, weight[VIEWS];
@@ -47,9 +56,9 @@ typedef struct scalekd {
     kd_dtype dtype;
     const kd_host_services *host;
     token_space space, target;
-    scalekd_cap cap[VIEWS];
-    char names[VIEWS * CAP_TENSORS][48];
-    kd_named_tensor list[VIEWS * CAP_TENSORS];
+    scalekd_cap cap[PROJECTORS];
+    char names[PROJECTORS * CAP_TENSORS][48];
+    kd_named_tensor list[PROJECTORS * CAP_TENSORS];
     int n_list;
     kd_loss_term terms[VIEWS];
 } scalekd;
@@ -59,9 +68,10 @@ static void scalekd_destroy(void *self)
     scalekd *r = self;
     if (!r)
         return;
-    for (int v = 0; v < VIEWS; v++)
+    for (int v = 0; v < PROJECTORS; v++)
         scalekd_cap_free(&r->cap[v]);
     free(r->student_tap);
+    free(r->final_tap);
     free(r->teacher_tap);
     free(r->target_tap);
     free(r);
@@ -76,11 +86,21 @@ static kd_status scalekd_create(const kd_create_args *args, void **self)
     r->student_tap = strdup(kd_params_string(args->params, "student_tap"));
     r->teacher_tap = strdup(kd_params_string(args->params, "teacher_tap"));
     r->target_tap = strdup(kd_params_string(args->params, "target_tap"));
-    if (!r->student_tap || !r->teacher_tap || !r->target_tap) {
+    r->final_tap = strdup(kd_params_string(args->params, "final_student_tap"));
+    if (!r->student_tap || !r->teacher_tap || !r->target_tap || !r->final_tap) {
         scalekd_destroy(r);
         return kd_error(KD_ERR_NOMEM, "%s: out of memory", args->provider);
     }
     r->perception = kd_params_boolean(args->params, "perception");
+    r->final = r->final_tap[0] != 0;
+    if (r->final && !r->perception) {
+        scalekd_destroy(r);
+        return kd_error(KD_ERR_INVALID, "%s: final_student_tap '%s' takes its queries from the "
+                        "perceived projections: it needs perception", args->provider,
+                        kd_params_string(args->params, "final_student_tap"));
+    }
+    r->needs_student[0] = r->student_tap;
+    r->needs_student[1] = r->final_tap;
     r->heads = (int)kd_params_integer(args->params, "heads");
     r->softmax_scale = kd_params_number(args->params, "softmax_scale");
     r->weight[VIEW_SPATIAL] = kd_params_number(args->params, "spatial_weight");
@@ -99,7 +119,7 @@ static kd_status scalekd_create(const kd_create_args *args, void **self)
 static kd_status scalekd_needs(void *self, kd_loss_needs *out)
 {
     scalekd *r = self;
-    *out = (kd_loss_needs){1, (const char *const *)&r->student_tap, r->perception ? 2 : 1,
+    *out = (kd_loss_needs){r->final ? 2 : 1, r->needs_student, r->perception ? 2 : 1,
                            r->needs_teacher};
     return KD_OK;
 }
@@ -147,6 +167,14 @@ static kd_status scalekd_bind(void *self, const kd_bind_args *args)
               token_space_of(&args->teacher[0], &args->teacher_info[0], &r->space);
     int ti = r->perception ? 1 : 0;
     ok = ok && token_space_of(&args->teacher[ti], &args->teacher_info[ti], &r->target);
+    const kd_tap_shape *f = r->final ? &args->student[1] : NULL;
+    if (ok && f && (f->ndim != 4 || args->student_info[1].layout != KD_LAYOUT_NCHW)) {
+        char a[96], b[96];
+        return kd_error(KD_ERR_INVALID, "%s: cannot project student tap '%s' %s onto teacher "
+                        "tap '%s' %s: the student's must be an NCHW map", r->provider,
+                        r->final_tap, tap_shape_str(f, a, sizeof a), r->target_tap,
+                        tap_shape_str(&args->teacher[ti], b, sizeof b));
+    }
     if (!ok) {
         char a[96], b[96];
         return kd_error(KD_ERR_INVALID, "%s: cannot project student tap '%s' %s onto teacher "
@@ -155,10 +183,12 @@ static kd_status scalekd_bind(void *self, const kd_bind_args *args)
                         tap_shape_str(s, a, sizeof a), r->teacher_tap,
                         tap_shape_str(&args->teacher[0], b, sizeof b));
     }
-    if (r->space.c % r->heads)
+    if (r->space.c % r->heads || (r->final && r->target.c % r->heads))
         return kd_error(KD_ERR_INVALID, "%s: heads %d does not divide the %lld channels of "
                         "teacher tap '%s' (student tap '%s')", r->provider, r->heads,
-                        (long long)r->space.c, r->teacher_tap, r->student_tap);
+                        (long long)(r->space.c % r->heads ? r->space.c : r->target.c),
+                        r->space.c % r->heads ? r->teacher_tap : r->target_tap,
+                        r->space.c % r->heads ? r->student_tap : r->final_tap);
     if (r->perception) {
         if (!KD_HAS_FIELD(args, kd_bind_args, host) || !args->host ||
             !KD_HAS_FIELD(args->host, kd_host_services, forward_from) ||
@@ -168,15 +198,21 @@ static kd_status scalekd_bind(void *self, const kd_bind_args *args)
                             "directly", r->provider, r->teacher_tap);
         r->host = args->host;
     }
-    scalekd_cap_shape shape = {s->shape[1], s->shape[2], s->shape[3], r->space.c, r->space.h,
-                               r->space.w, r->heads, r->softmax_scale};
-    static const char *const prefix[VIEWS] = {"spatial", "frequency"};
-    for (int v = 0; v < VIEWS; v++) {
-        kd_status st = scalekd_cap_init(&r->cap[v], &shape, r->dtype, r->device, r->seed,
-                                        (uint64_t)v * CAP_TENSORS);
+    const scalekd_cap_shape shape[2] = {
+        {s->shape[1], s->shape[2], s->shape[3], r->space.c, r->space.h, r->space.w, r->heads,
+         r->softmax_scale, false},
+        {f ? f->shape[1] : 0, f ? f->shape[2] : 0, f ? f->shape[3] : 0, r->target.c,
+         r->target.h, r->target.w, r->heads, r->softmax_scale, true}};
+    static const char *const prefix[PROJECTORS] = {"spatial", "frequency", "final_spatial",
+                                                   "final_frequency"};
+    for (int v = 0; v < (r->final ? PROJECTORS : VIEWS); v++) {
+        kd_status st = scalekd_cap_init(&r->cap[v], &shape[v / VIEWS], r->dtype, r->device,
+                                        r->seed, (uint64_t)v * CAP_TENSORS);
         if (st != KD_OK)
             return kd_error_wrap(st, "%s: the %s projector", r->provider, prefix[v]);
         for (int p = 0; p < CAP_TENSORS; p++) {
+            if (!r->cap[v].t[p])
+                continue; /* an input-queries projector's table */
             char *name = r->names[r->n_list];
             snprintf(name, sizeof r->names[0], "%s.%s", prefix[v], scalekd_cap_part_names[p]);
             bool stat = p == CAP_BN_MEAN || p == CAP_BN_VAR;
@@ -251,11 +287,16 @@ static kd_tensor *mimic(kd_tensor *s, kd_tensor *t)
     return d ? kd_mul_scalar(kd_sum_all(kd_mul(d, d)), 1.0 / (double)s->shape[0]) : NULL;
 }
 
+static kd_tensor *view_term(int v, kd_tensor *y, kd_tensor *ft)
+{
+    return v == VIEW_SPATIAL ? mimic(y, ft) : mimic(without_dc(y), without_dc(ft));
+}
+
 /* The projection of one view, as the target's tokens. */
 static kd_status project(scalekd *r, int v, kd_tensor *s, kd_tensor *teacher_space,
                          bool training, kd_tensor **out)
 {
-    kd_tensor *y = scalekd_cap_forward(&r->cap[v], s, training);
+    kd_tensor *y = scalekd_cap_forward(&r->cap[v], s, NULL, training);
     if (y && r->perception) {
         kd_tensor *in = from_tokens(y, &r->space, teacher_space);
         if (in && in->dtype != teacher_space->dtype)
@@ -284,18 +325,20 @@ static bool shape_is(const kd_tensor *x, int64_t b, int64_t d1, int64_t d2, int6
 }
 
 /* The student's map and the teacher's taps have the shapes bind() saw. */
-static kd_status check_inputs(const scalekd *r, kd_tensor *s, kd_tensor *t, kd_tensor *target)
+static kd_status check_inputs(const scalekd *r, kd_tensor *s, kd_tensor *fin, kd_tensor *t,
+                              kd_tensor *target)
 {
-    const scalekd_cap_shape *c = &r->cap[0].shape;
+    const scalekd_cap_shape *c = &r->cap[0].shape, *cf = &r->cap[VIEWS].shape;
     int64_t b = s ? s->shape[0] : 0;
     bool ok = shape_is(s, b, c->cs, c->h, c->w) && t && target && t->shape[0] == b &&
-              target->shape[0] == b;
+              target->shape[0] == b && (!r->final || shape_is(fin, b, cf->cs, cf->h, cf->w));
     if (ok)
         return KD_OK;
     char a[96], m[96];
-    return kd_error(KD_ERR_INVALID, "%s: student tap '%s' %s and teacher tap '%s' %s differ "
-                    "from the shapes bind() sized the projectors for", r->provider,
-                    r->student_tap, s ? kd_shape_str(s, a, sizeof a) : "(none)", r->teacher_tap,
+    return kd_error(KD_ERR_INVALID, "%s: student tap '%s' %s%s%s and teacher tap '%s' %s "
+                    "differ from the shapes bind() sized the projectors for", r->provider,
+                    r->student_tap, s ? kd_shape_str(s, a, sizeof a) : "(none)",
+                    r->final ? " with " : "", r->final_tap, r->teacher_tap,
                     t ? kd_shape_str(t, m, sizeof m) : "(none)");
 }
 
@@ -306,13 +349,15 @@ static kd_status scalekd_forward(void *self, const kd_loss_args *args, kd_loss_r
         return kd_error(KD_ERR_STATE, "%s: forward() before bind()", r->provider);
     if (!args->student || !args->teacher)
         return kd_error(KD_ERR_INVALID, "%s: needs student and teacher features", r->provider);
-    kd_tensor *s = args->student[0], *t = args->teacher[0];
-    kd_tensor *target = args->teacher[r->perception ? 1 : 0];
-    kd_status st = check_inputs(r, s, t, target);
+    kd_tensor *s = args->student[0], *fin = r->final ? args->student[1] : NULL;
+    kd_tensor *t = args->teacher[0], *target = args->teacher[r->perception ? 1 : 0];
+    kd_status st = check_inputs(r, s, fin, t, target);
     if (st != KD_OK)
         return st;
     if (s->dtype != r->dtype)
         s = kd_cast(s, r->dtype);
+    if (fin && fin->dtype != r->dtype)
+        fin = kd_cast(fin, r->dtype);
     if (target->dtype != r->dtype)
         target = kd_cast(target, r->dtype);
     kd_tensor *ft = to_tokens(target, &r->target), *total = NULL;
@@ -321,7 +366,11 @@ static kd_status scalekd_forward(void *self, const kd_loss_args *args, kd_loss_r
         st = project(r, v, s, t, args->training, &y);
         if (st != KD_OK)
             return st;
-        kd_tensor *d = v == VIEW_SPATIAL ? mimic(y, ft) : mimic(without_dc(y), without_dc(ft));
+        kd_tensor *d = view_term(v, y, ft);
+        if (fin) {
+            kd_tensor *y4 = scalekd_cap_forward(&r->cap[VIEWS + v], fin, y, args->training);
+            d = kd_add(d, view_term(v, y4, ft));
+        }
         kd_tensor *term = kd_mul_scalar(d, r->weight[v]);
         total = total ? kd_add(total, term) : term;
         r->terms[v].value = d;
