@@ -3,8 +3,9 @@
  *   the loss, its spatial and frequency terms, gradients with respect to
  *   the student map and every projector parameter, the running statistics
  *   a step leaves; teacher taps NHWC, NCHW and tokens with a cls token,
- *   and teacher parameter perception through a host forward_from;
- * - f64 central differences through the forward, perception included;
+ *   teacher parameter perception through a host forward_from, and a final
+ *   stage queried by the perceived tokens;
+ * - f64 central differences through the forward, both stages included;
  * - bind errors naming both taps, the tensors' names and flags;
  * - the example job (Swin teacher -> ResNet student) runs a few steps. */
 #include <math.h>

@@ -1,5 +1,5 @@
 /* ScaleKD (Fan et al., NeurIPS 2024): a transformer teacher's knowledge
- * for any student, its feature terms for one student stage. Two
+ * for any student, its feature terms for one or two student stages. Two
  * cross-attention projectors (cap.h) map the student's map into the
  * teacher's token space at tap `teacher_tap`:
  *
@@ -183,12 +183,14 @@ static kd_status scalekd_bind(void *self, const kd_bind_args *args)
                         tap_shape_str(s, a, sizeof a), r->teacher_tap,
                         tap_shape_str(&args->teacher[0], b, sizeof b));
     }
-    if (r->space.c % r->heads || (r->final && r->target.c % r->heads))
-        return kd_error(KD_ERR_INVALID, "%s: heads %d does not divide the %lld channels of "
-                        "teacher tap '%s' (student tap '%s')", r->provider, r->heads,
-                        (long long)(r->space.c % r->heads ? r->space.c : r->target.c),
-                        r->space.c % r->heads ? r->teacher_tap : r->target_tap,
-                        r->space.c % r->heads ? r->student_tap : r->final_tap);
+    /* the final projectors attend in the target's channels */
+    const token_space *attended[2] = {&r->space, r->final ? &r->target : &r->space};
+    const char *pairs[2][2] = {{r->teacher_tap, r->student_tap}, {r->target_tap, r->final_tap}};
+    for (int k = 0; k < 2; k++)
+        if (attended[k]->c % r->heads)
+            return kd_error(KD_ERR_INVALID, "%s: heads %d does not divide the %lld channels of "
+                            "teacher tap '%s' (student tap '%s')", r->provider, r->heads,
+                            (long long)attended[k]->c, pairs[k][0], pairs[k][1]);
     if (r->perception) {
         if (!KD_HAS_FIELD(args, kd_bind_args, host) || !args->host ||
             !KD_HAS_FIELD(args->host, kd_host_services, forward_from) ||
