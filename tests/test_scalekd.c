@@ -698,6 +698,16 @@ static void test_example(const char *jobdir)
     kt_check(rc == 0 && out && strstr(out, "done: 2 steps") && strstr(out, "scalekd "), name,
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
+    out = NULL;
+    snprintf(args, sizeof args, "validate examples/fashion-mnist/scalekd.json --set "
+             "teacher.weights=%s/teacher.safetensors --set losses[2].student_tap=pre_logits",
+             jobdir);
+    rc = kdengine(&out, args);
+    kt_check(rc == 1 && out && strstr(out, "losses[2]") &&
+             strstr(out, "'pre_logits' [1, 64]") && strstr(out, "'blocks.2' [1, 65, 192]"),
+             "validate: a pooled student tap is refused naming both taps and shapes",
+             "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
 }
 
 int main(void)
