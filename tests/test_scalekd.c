@@ -699,6 +699,17 @@ static void test_example(const char *jobdir)
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
     out = NULL;
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s/run/checkpoints/step-000000002.safetensors", jobdir);
+    kd_safetensors *f = NULL;
+    bool saved = kd_safetensors_open(ckpt, &f) == KD_OK &&
+                 kd_safetensors_find(f, "loss.2.spatial.query") &&
+                 kd_safetensors_find(f, "loss.2.final_frequency.q.weight") &&
+                 !kd_safetensors_find(f, "loss.2.final_frequency.query") &&
+                 kd_safetensors_find(f, "loss.2.frequency.bn.running_var");
+    kd_safetensors_close(f);
+    kt_check(saved, "the run's checkpoint holds the four projectors (no table for the final two)",
+             "%s: %s", ckpt, kd_last_error());
     snprintf(args, sizeof args, "validate examples/fashion-mnist/scalekd.json --set "
              "teacher.weights=%s/teacher.safetensors --set losses[2].student_tap=pre_logits",
              jobdir);
