@@ -213,6 +213,13 @@ static void test_validate(void)
     kt_check(rc == 2 && has(out, "no job file"), "validate: no job file is a usage error",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
+    expect_invalid("validate: optim.layer_decay above 1", "sup.json --set optim.layer_decay=1.5",
+                   "optim.layer_decay: 1.5 is more than 1");
+    rc = kdengine(&out, "plan sup.json --set optim.layer_decay=0.65");
+    kt_check(rc == 1 && has(out, "does not number its layers (no layer_id callback)"),
+             "plan: optim.layer_decay on a student without layer ids", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
 }
 
 /* Every tensor of two safetensors files, bit for bit. */
