@@ -606,6 +606,8 @@ static const struct kind_layout {
     int n_required;
     callback_rule required[MAX_REQUIRED];
 } layouts[KD_KIND_COUNT] = {
+    /* optional: forward_from, filter_weight, freeze, layer_id (the last
+     * appended within ABI 2; past an older plugin's size it reads NULL) */
     [KD_KIND_MODEL] = {sizeof(kd_model_vtable), 5,
                        {RULE(kd_model_vtable, create), RULE(kd_model_vtable, destroy),
                         RULE(kd_model_vtable, tensors), RULE(kd_model_vtable, taps),

@@ -157,6 +157,13 @@ static void test_validate(void)
     kt_check(rc == 2 && has(out, "no job file"), "validate: no job file is a usage error",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
+    expect_invalid("validate: optim.layer_decay above 1", "sup.json --set optim.layer_decay=1.5",
+                   "optim.layer_decay: 1.5 is more than 1");
+    rc = kdengine(&out, "plan sup.json --set optim.layer_decay=0.65");
+    kt_check(rc == 1 && has(out, "does not number its layers (no layer_id callback)"),
+             "plan: optim.layer_decay on a student without layer ids", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
 }
 
 /* Every tensor of two safetensors files, bit for bit. */
@@ -687,6 +694,38 @@ static void test_plan_memory(void)
     }
 }
 
+/* optim.layer_decay in real one-epoch runs with a ViT student: decay 1
+ * (every scale 1) trains as a run without it, to the bit; decay 0.5 moves
+ * the patch embedding (layer 0 of 4: lr / 8) elsewhere. */
+static void test_layer_decay_run(void)
+{
+    static const char *const runs[] = {"ld_off", "ld_one", "ld_half"};
+    static const char *const decays[] = {"0", "1", "0.5"};
+    double embed[3], loss[3];
+    int rc[3];
+    for (int i = 0; i < 3; i++) {
+        char *out = NULL;
+        rc[i] = kdengine(&out, "run sup.json --set output=%s --set student='{\"model\": "
+                         "\"deit_tiny_patch16_224\", \"num_classes\": 4, \"in_chans\": 1, "
+                         "\"img_size\": 8, \"patch_size\": 4, \"depth\": 2}' --set "
+                         "optim='{\"name\": \"adamw\", \"lr\": 0.001, \"layer_decay\": "
+                         "%s}' --set schedule.epochs=1", runs[i], decays[i]);
+        if (rc[i] != 0)
+            fprintf(stderr, "%s: %s\n", runs[i], out ? out : "(none)");
+        free(out);
+        char ckpt[512];
+        ckpt_path(ckpt, sizeof ckpt, runs[i], 6);
+        embed[i] = tensor_value(ckpt, "student.patch_embed.proj.weight");
+        loss[i] = logged_loss(runs[i], 4);
+    }
+    kt_check(rc[0] == 0 && rc[1] == 0 && rc[2] == 0 && embed[0] == embed[1] &&
+                 loss[0] == loss[1] && embed[2] != embed[0] && !isnan(embed[0]),
+             "run: optim.layer_decay 1 trains as none, 0.5 otherwise (deit student, adamw)",
+             "exit %d %d %d; patch_embed.proj.weight[0] %.17g %.17g %.17g; loss at step 4 "
+             "%.17g %.17g %.17g", rc[0], rc[1], rc[2], embed[0], embed[1], embed[2], loss[0],
+             loss[1], loss[2]);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/kdjob.XXXXXX");
@@ -705,6 +744,7 @@ int main(void)
               "{\"name\": \"ce\", \"weight\": 0.5}, {\"name\": \"kd\", \"temperature\": 4}");
     test_run();
     test_validate();
+    test_layer_decay_run();
     test_distill();
     test_forward();
     test_abi2_parts();

@@ -24,7 +24,7 @@ static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
 static const char *const student_keys[] = {"model", "weights"};
 static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};
 static const char *const optim_keys[] = {"name", "lr", "clip_grad_norm", "clip_grad_value",
-                                         "accumulate_steps"};
+                                         "accumulate_steps", "layer_decay"};
 static const char *const schedule_keys[] = {"name", "epochs"};
 static const char *const name_keys[] = {"name"};
 static const char *const eval_keys[] = {"every_epochs"};
@@ -442,6 +442,11 @@ static kd_status parse_job(kd_job *job)
                       "%g too (clip by one of them)", job->clip_grad_value, job->clip_grad_norm);
     if (st == KD_OK)
         st = get_integer(obj, "accumulate_steps", "optim", 1, 1, 1000000, &job->accumulate_steps);
+    if (st == KD_OK)
+        st = get_number(obj, "layer_decay", "optim", 0.0, 0.0, &job->layer_decay);
+    if (st == KD_OK && job->layer_decay > 1)
+        st = kd_error(KD_ERR_INVALID, "optim.layer_decay: %g is more than 1 (timm's layer "
+                      "decay shrinks the lr of lower layers; 0 turns it off)", job->layer_decay);
 
     obj = json_object_get(root, "schedule");
     if (st == KD_OK && !obj)

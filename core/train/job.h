@@ -15,7 +15,7 @@
  *     "student": {"model": "resnet20", "weights": null, ...},
  *     "losses":  [{"name": "ce", "weight": 1.0, "weight_warmup_epochs": 0, ...}],
  *     "optim":   {"name": "sgd", "lr": 0.05, "clip_grad_norm": 0, "clip_grad_value": 0,
- *                 "accumulate_steps": 1, ...},
+ *                 "accumulate_steps": 1, "layer_decay": 0, ...},
  *     "schedule": {"name": "cosine", "epochs": 30, ...},
  *     "eval": {"every_epochs": 1}, "checkpoint": {"every_epochs": 1, "keep": 2},
  *     "log": {"every_steps": 50},
@@ -45,6 +45,9 @@
  * micro-batch's. A run stopped inside a cycle (SIGINT) checkpoints the
  * gradients summed so far ("grad.*") and --resume finishes the cycle
  * exactly (runner.c); the job may not change accumulate_steps in between.
+ * "layer_decay" (e.g. 0.65; 0, the default, is off) is timm's layer-wise
+ * lr decay: the student's parameter in layer k of L steps at
+ * lr * layer_decay^(L - 1 - k) (layer_decay.h); a loss's parameters at lr.
  *
  * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,
  * warmup_gamma, warmup_power, exclude_buffers, as timm's ModelEmaV3.
@@ -133,6 +136,7 @@ typedef struct kd_job {
     double lr;
     double clip_grad_norm, clip_grad_value; /* 0: off */
     int64_t accumulate_steps;               /* micro-batches per optimizer step */
+    double layer_decay;                     /* (0, 1], or 0: off (layer_decay.h) */
     const kd_registry_entry *schedule;
     kd_params *schedule_params;
     int64_t epochs;

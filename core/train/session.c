@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "label_store.h"
+#include "layer_decay.h"
 #include "session.h"
 
 /* Seeds of the instances: the job's seed mixed with a role number, so the
@@ -450,12 +451,35 @@ static kd_status collect_params(kd_session *s)
     return KD_OK;
 }
 
+/* With optim.layer_decay, each parameter's lr multiplier in s->params
+ * order: the student's from its layers, the losses' 1. */
+static kd_status collect_lr_scales(kd_session *s)
+{
+    const kd_model_run *m = &s->student;
+    double *all = malloc((size_t)m->n_tensors * sizeof *all);
+    s->lr_scales = calloc((size_t)s->n_params + 1, sizeof *s->lr_scales);
+    kd_status st = all && s->lr_scales ? KD_OK : kd_error(KD_ERR_NOMEM, "optim: out of memory");
+    if (st == KD_OK)
+        st = kd_layer_decay_scales(m->vt, m->self, s->job->student.entry->name, m->n_tensors,
+                                   m->tensors, s->job->layer_decay, all);
+    int k = 0;
+    for (int i = 0; st == KD_OK && i < m->n_tensors; i++)
+        if (m->tensors[i].flags & KD_TENSOR_PARAM)
+            s->lr_scales[k++] = all[i];
+    while (st == KD_OK && k < s->n_params)
+        s->lr_scales[k++] = 1.0;
+    free(all);
+    return st;
+}
+
 static kd_status open_optimizer(kd_session *s)
 {
     const kd_job *job = s->job;
     kd_status st = collect_params(s);
     const kd_vtable_header *h;
     const void *data;
+    if (st == KD_OK && job->layer_decay > 0)
+        st = collect_lr_scales(s);
     if (st == KD_OK)
         st = load_vtable(job, job->optim, &h, &data);
     if (st != KD_OK)
@@ -463,6 +487,7 @@ static kd_status open_optimizer(kd_session *s)
     s->optim_vt = (const kd_optimizer_vtable *)h;
     kd_create_args args = create_args(job, job->optim, data, job->optim_params, ROLE_OPTIM,
                                       job->dtype);
+    args.lr_scales = s->lr_scales;
     kd_tensor_list params;
     KD_LIST_SET(&params, s->params, s->n_params);
     st = s->optim_vt->create(&args, &params, &s->optim);
@@ -768,6 +793,7 @@ void kd_session_close(kd_session *s)
     free(s->btvt);
     free(s->btself);
     free(s->params);
+    free(s->lr_scales);
     for (int i = 0; i < s->n_losses; i++)
         close_loss(&s->losses[i]);
     free(s->losses);

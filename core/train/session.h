@@ -67,6 +67,7 @@ typedef struct kd_session {
     /* trainable tensors: the student's, then the losses' */
     int n_params;
     kd_named_tensor *params;
+    double *lr_scales; /* [n_params] with optim.layer_decay, else NULL */
     const kd_optimizer_vtable *optim_vt;
     void *optim;
     int n_optim_state;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../common/model_parts.h"
+#include "../common/model_layers.h"
 
 #define LN_EPS 1e-6
 #define MAX_DEPTH 64
@@ -377,6 +378,20 @@ static kd_status beit_filter_weight(void *self, kd_weight_fix *fix)
     return KD_OK;
 }
 
+/* timm's Beit.group_matcher: the embeddings, the blocks, then the pooled
+ * norm and the head. */
+static kd_status beit_layer_id(void *self, int index, int *id, int *num_layers)
+{
+    beit *m = self;
+    if (index < 0 || index >= m->tensors.n)
+        return kd_error(KD_ERR_INVALID, "%s: tensor %d of %d has no layer", m->arch->name, index, m->tensors.n);
+    static const char *const stem[] = {"cls_token", "pos_embed", "patch_embed", "rel_pos_bias",
+                                       NULL};
+    static const char *const head[] = {"norm", "fc_norm", "head", NULL};
+    const ml_layers l = {m->arch->name, NULL, 1, &m->cfg.depth, stem, NULL, head};
+    return ml_layer_id(&l, m->tensors.items[index].name, id, num_layers);
+}
+
 /* ------------------------------------------------------------ providers */
 
 static kd_status beit_create_provider(const kd_create_args *args, void **self)
@@ -393,6 +408,7 @@ static const kd_model_vtable beit_vtable = {
     .forward = beit_forward,
     .forward_from = beit_forward_from,
     .filter_weight = beit_filter_weight,
+    .layer_id = beit_layer_id,
 };
 
 static kd_plugin_provider providers[N_ARCHS];

@@ -26,6 +26,7 @@
 #include <kdengine/plugin.h>
 
 #include "../common/model_tensors.h"
+#include "../common/model_layers.h"
 
 #define N_STAGES 4
 #define N_TAPS (N_STAGES + 3)
@@ -399,6 +400,19 @@ static kd_status convnext_filter_weight(void *self, kd_weight_fix *fix)
     return KD_OK;
 }
 
+/* timm's ConvNeXt.group_matcher: the stem, the blocks stage by stage (a
+ * stage's downsample with its first block), then the head (norm, fc). */
+static kd_status convnext_layer_id(void *self, int index, int *id, int *num_layers)
+{
+    convnext *m = self;
+    if (index < 0 || index >= m->mt.n)
+        return kd_error(KD_ERR_INVALID, "%s: tensor %d of %d has no layer", m->arch->name, index, m->mt.n);
+    static const char *const stem[] = {"stem", NULL};
+    static const char *const head[] = {"norm_pre", "head", NULL};
+    const ml_layers l = {m->arch->name, "stages", N_STAGES, m->depths, stem, NULL, head};
+    return ml_layer_id(&l, m->mt.items[index].name, id, num_layers);
+}
+
 /* ------------------------------------------------------------ providers */
 
 static kd_status convnext_create_provider(const kd_create_args *args, void **self)
@@ -415,6 +429,7 @@ static const kd_model_vtable convnext_vtable = {
     .forward = convnext_forward,
     .forward_from = convnext_forward_from,
     .filter_weight = convnext_filter_weight,
+    .layer_id = convnext_layer_id,
 };
 
 static kd_plugin_provider providers[N_ARCHS];

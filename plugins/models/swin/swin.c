@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "../common/model_parts.h"
+#include "../common/model_layers.h"
 
 #define LN_EPS 1e-5
 #define PATCH 4
@@ -631,6 +632,21 @@ static kd_status swin_filter_weight(void *self, kd_weight_fix *fix)
     return KD_OK;
 }
 
+/* timm's SwinTransformer.group_matcher: the patch embedding, the blocks
+ * stage by stage (a stage's patch merging with its first block; the final
+ * norm with the last), then the head. */
+static kd_status swin_layer_id(void *self, int index, int *id, int *num_layers)
+{
+    swin *m = self;
+    if (index < 0 || index >= m->tensors.n)
+        return kd_error(KD_ERR_INVALID, "%s: tensor %d of %d has no layer", m->arch->name, index, m->tensors.n);
+    static const char *const stem[] = {"patch_embed", "absolute_pos_embed", NULL};
+    static const char *const last_block[] = {"norm", NULL};
+    static const char *const head[] = {"head", NULL};
+    const ml_layers l = {m->arch->name, "layers", STAGES, m->depths, stem, last_block, head};
+    return ml_layer_id(&l, m->tensors.items[index].name, id, num_layers);
+}
+
 /* ------------------------------------------------------------ providers */
 
 static kd_status swin_create_provider(const kd_create_args *args, void **self)
@@ -647,6 +663,7 @@ static const kd_model_vtable swin_vtable = {
     .forward = swin_forward,
     .forward_from = swin_forward_from,
     .filter_weight = swin_filter_weight,
+    .layer_id = swin_layer_id,
 };
 
 static kd_plugin_provider providers[N_ARCHS];

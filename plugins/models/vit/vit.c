@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "../common/model_parts.h"
+#include "../common/model_layers.h"
 
 #define LN_EPS 1e-6
 #define MAX_DEPTH 64
@@ -422,6 +423,21 @@ static kd_status vit_filter_weight(void *self, kd_weight_fix *fix)
     return KD_OK;
 }
 
+/* timm's VisionTransformer.group_matcher: the embeddings, then the blocks
+ * (the final norm with the last), then the heads. */
+static kd_status vit_layer_id(void *self, int index, int *id, int *num_layers)
+{
+    vit *v = self;
+    if (index < 0 || index >= v->params.n)
+        return kd_error(KD_ERR_INVALID, "%s: tensor %d of %d has no layer", v->arch->name, index, v->params.n);
+    static const char *const stem[] = {"cls_token", "dist_token", "pos_embed", "patch_embed",
+                                       NULL};
+    static const char *const last_block[] = {"norm", NULL};
+    static const char *const head[] = {"fc_norm", "head", "head_dist", NULL};
+    const ml_layers l = {v->arch->name, NULL, 1, &v->cfg.depth, stem, last_block, head};
+    return ml_layer_id(&l, v->params.items[index].name, id, num_layers);
+}
+
 /* ------------------------------------------------------------ providers */
 
 static const kd_model_vtable vit_vtable = {
@@ -433,6 +449,7 @@ static const kd_model_vtable vit_vtable = {
     .forward = vit_forward,
     .forward_from = vit_forward_from,
     .filter_weight = vit_filter_weight,
+    .layer_id = vit_layer_id,
 };
 
 /* One provider per row of ARCHS, all on one vtable. */

@@ -20,6 +20,7 @@
 typedef struct adam_param {
     kd_tensor *tensor;
     bool decay;
+    double lr_scale; /* layer-wise decay: steps at lr * lr_scale */
     kd_tensor *exp_avg, *exp_avg_sq, *max_exp_avg_sq; /* the last NULL without amsgrad */
     kd_tensor *step;                                  /* i64 [1] */
 } adam_param;
@@ -152,7 +153,12 @@ static kd_status adam_create(const kd_create_args *args, const kd_tensor_list *p
         const kd_named_tensor *named = kd_tensor_list_at(params, i);
         s->params[i].tensor = named->tensor;
         s->params[i].decay = !(honour_flags && (named->flags & KD_TENSOR_NO_DECAY));
-        st = make_state(s, i, named->name);
+        s->params[i].lr_scale = kd_create_args_lr_scale(args, i);
+        if (!(s->params[i].lr_scale >= 0) || !isfinite(s->params[i].lr_scale))
+            st = kd_error(KD_ERR_INVALID, "%s: parameter '%s' has lr scale %g; a finite "
+                          "value >= 0 expected", provider, named->name, s->params[i].lr_scale);
+        if (st == KD_OK)
+            st = make_state(s, i, named->name);
     }
     if (st != KD_OK) {
         adam_destroy(s);
@@ -198,7 +204,7 @@ static kd_status adam_step(void *self, double lr)
         int64_t *step = kd_tensor_data(a->step);
         *step += 1;
         kd_adam_coeffs c = {
-            .lr = lr,
+            .lr = lr * a->lr_scale,
             .beta1 = s->beta1,
             .beta2 = s->beta2,
             .eps = s->eps,

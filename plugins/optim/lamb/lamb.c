@@ -17,6 +17,7 @@
 typedef struct lamb_param {
     kd_tensor *tensor;
     bool decay;
+    double lr_scale; /* layer-wise decay: steps at lr * lr_scale */
     kd_tensor *exp_avg, *exp_avg_sq;
 } lamb_param;
 
@@ -145,7 +146,12 @@ static kd_status lamb_create(const kd_create_args *args, const kd_tensor_list *p
         const kd_named_tensor *named = kd_tensor_list_at(params, i);
         s->params[i].tensor = named->tensor;
         s->params[i].decay = !(honour_flags && (named->flags & KD_TENSOR_NO_DECAY));
-        st = make_state(s, i, named->name);
+        s->params[i].lr_scale = kd_create_args_lr_scale(args, i);
+        if (!(s->params[i].lr_scale >= 0) || !isfinite(s->params[i].lr_scale))
+            st = kd_error(KD_ERR_INVALID, "lamb: parameter '%s' has lr scale %g; a finite "
+                          "value >= 0 expected", named->name, s->params[i].lr_scale);
+        if (st == KD_OK)
+            st = make_state(s, i, named->name);
     }
     if (st == KD_OK)
         s->state[s->n_state++] = (kd_named_tensor){"step", s->step, KD_TENSOR_BUFFER};
@@ -249,9 +255,9 @@ static kd_status lamb_step(void *self, double lr)
         /* timm adapts only decayed parameters unless always_adapt. */
         double ratio = wd != 0 || s->always_adapt ? trust_ratio(s, p, n) : 1.0;
         if (p->dtype == KD_F32)
-            kd_lamb_apply_f32(n, kd_tensor_data(p), s->update, ratio, lr);
+            kd_lamb_apply_f32(n, kd_tensor_data(p), s->update, ratio, lr * l->lr_scale);
         else
-            kd_lamb_apply_f64(n, kd_tensor_data(p), s->update, ratio, lr);
+            kd_lamb_apply_f64(n, kd_tensor_data(p), s->update, ratio, lr * l->lr_scale);
     }
     return KD_OK;
 }

@@ -89,7 +89,7 @@ static kd_status sgd_create(const kd_create_args *args, const kd_tensor_list *pa
     if (st != KD_OK)
         return st;
     const kd_params *p = args->params;
-    const kd_sgd_options opt = {
+    kd_sgd_options opt = {
         .momentum = kd_params_number(p, "momentum"),
         .dampening = kd_params_number(p, "dampening"),
         .weight_decay = kd_params_number(p, "weight_decay"),
@@ -100,7 +100,8 @@ static kd_status sgd_create(const kd_create_args *args, const kd_tensor_list *pa
     sgd_plugin *s = calloc(1, sizeof *s);
     kd_tensor **tensors = malloc((size_t)n * sizeof *tensors);
     bool *no_decay = malloc((size_t)n * sizeof *no_decay);
-    if (!s || !tensors || !no_decay) {
+    double *lr_scale = malloc((size_t)n * sizeof *lr_scale);
+    if (!s || !tensors || !no_decay || !lr_scale) {
         st = kd_error(KD_ERR_NOMEM, "sgd: out of memory for %d parameters", n);
         goto done;
     }
@@ -108,13 +109,16 @@ static kd_status sgd_create(const kd_create_args *args, const kd_tensor_list *pa
         const kd_named_tensor *p = kd_tensor_list_at(params, i);
         tensors[i] = p->tensor;
         no_decay[i] = honour_flags && (p->flags & KD_TENSOR_NO_DECAY);
+        lr_scale[i] = kd_create_args_lr_scale(args, i);
     }
+    opt.lr_scale = lr_scale;
     st = kd_sgd_new(&opt, n, tensors, no_decay, &s->sgd);
     if (st == KD_OK)
         st = name_state(s, params);
 done:
     free(tensors);
     free(no_decay);
+    free(lr_scale);
     if (st != KD_OK) {
         sgd_destroy(s);
         return st;

@@ -17,6 +17,7 @@ struct kd_sgd {
     int n;
     kd_tensor **params;
     bool *no_decay;
+    double *lr_scale; /* [n] */
     kd_tensor **buffers; /* NULL when momentum is 0 */
     kd_tensor *started;  /* u8 [n]; NULL when momentum is 0 */
     char (*state_names)[STATE_NAME_MAX];
@@ -106,6 +107,7 @@ void kd_sgd_free(kd_sgd *s)
     free(s->buffers);
     free(s->state_names);
     free(s->no_decay);
+    free(s->lr_scale);
     free(s->params);
     free(s);
 }
@@ -126,6 +128,10 @@ kd_status kd_sgd_new(const kd_sgd_options *o, int n, kd_tensor *const *params,
     for (int i = 0; i < n; i++)
         if ((st = check_param(i, params[i])) != KD_OK)
             return st;
+    for (int i = 0; o->lr_scale && i < n; i++)
+        if (!(o->lr_scale[i] >= 0) || !isfinite(o->lr_scale[i]))
+            return kd_error(KD_ERR_INVALID, "sgd: parameter %d has lr scale %g; a finite value "
+                            ">= 0 expected", i, o->lr_scale[i]);
 
     kd_sgd *s = calloc(1, sizeof *s);
     if (!s)
@@ -134,8 +140,12 @@ kd_status kd_sgd_new(const kd_sgd_options *o, int n, kd_tensor *const *params,
     s->n = n;
     s->params = malloc((size_t)n * sizeof *s->params);
     s->no_decay = calloc((size_t)n, sizeof *s->no_decay);
-    if (!s->params || !s->no_decay)
+    s->lr_scale = malloc((size_t)n * sizeof *s->lr_scale);
+    if (!s->params || !s->no_decay || !s->lr_scale)
         goto nomem;
+    for (int i = 0; i < n; i++)
+        s->lr_scale[i] = o->lr_scale ? o->lr_scale[i] : 1.0;
+    s->opt.lr_scale = NULL; /* the caller's array: read through s->lr_scale */
     memcpy(s->params, params, (size_t)n * sizeof *s->params);
     if (no_decay)
         memcpy(s->no_decay, no_decay, (size_t)n * sizeof *s->no_decay);
@@ -197,7 +207,7 @@ kd_status kd_sgd_step(kd_sgd *s, double lr)
         if (!p->grad)
             continue;
         kd_sgd_coeffs c = {
-            .lr = lr,
+            .lr = lr * s->lr_scale[i],
             .weight_decay = s->no_decay[i] ? 0.0 : s->opt.weight_decay,
             .momentum = s->opt.momentum,
             .dampening = s->opt.dampening,

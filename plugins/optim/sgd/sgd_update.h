@@ -26,6 +26,9 @@ typedef struct kd_sgd_options {
     double dampening;    /* in [0, 1] */
     double weight_decay; /* >= 0 */
     bool nesterov;       /* needs momentum > 0 and dampening 0, as torch */
+    /* [n]: parameter i steps at lr * lr_scale[i] (layer-wise decay; each
+     * finite and >= 0, copied by kd_sgd_new); NULL: all at lr */
+    const double *lr_scale;
 } kd_sgd_options;
 
 typedef struct kd_sgd kd_sgd;

@@ -187,7 +187,20 @@ typedef struct kd_create_args {
                                   runs checked against a float64 reference */
     const char *provider;      /* the provider's name, as in the manifest */
     const void *provider_data; /* its kd_plugin_provider.user_data */
+    /* appended within ABI 2: read it when KD_HAS_FIELD says so */
+    /* An optimizer's create(): [params->n] learning-rate multipliers, one
+     * per parameter in list order (layer-wise decay, "optim.layer_decay"):
+     * parameter i steps at lr * lr_scales[i], weight decay included, as
+     * timm's param groups with "lr_scale". NULL: every scale is 1. */
+    const double *lr_scales;
 } kd_create_args;
+
+/* Parameter i's learning-rate multiplier from an optimizer's create args:
+ * lr_scales[i] when the host filled it, else 1. */
+static inline double kd_create_args_lr_scale(const kd_create_args *a, int i)
+{
+    return KD_HAS_FIELD(a, kd_create_args, lr_scales) && a->lr_scales ? a->lr_scales[i] : 1.0;
+}
 
 /* --- named tensors: parameters, buffers, state ---
  * Models, losses and optimizers expose what they own as a list of named
@@ -320,6 +333,14 @@ typedef struct kd_model_vtable {
      * batch norms into convolutions). Gradients must still reach the input
      * of forward_from (a loss may backpropagate through the teacher). */
     kd_status (*freeze)(void *self);
+    /* optional, appended within ABI 2 (a vtable without it reads NULL) */
+    /* Layer-wise LR decay: the layer of tensor `index` of tensors() (a
+     * parameter), 0 <= *id < *num_layers, as timm's param_groups_layer_decay
+     * numbers it from the model's group_matcher (0: the stem; the head
+     * last). The host scales parameter i's lr by
+     * decay^(num_layers - 1 - id). A tensor the model cannot place is an
+     * error naming it. */
+    kd_status (*layer_id)(void *self, int index, int *id, int *num_layers);
 } kd_model_vtable;
 
 /* ----------------------------------------------------------------- loss */
