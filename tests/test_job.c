@@ -159,7 +159,7 @@ static void test_validate(void)
     free(out);
     expect_invalid("validate: optim.layer_decay above 1", "sup.json --set optim.layer_decay=1.5",
                    "optim.layer_decay: 1.5 is more than 1");
-    rc = kdengine(&out, "plan sup.json --set optim.layer_decay=0.65");
+    rc = kt_kdengine(dir, &out, "plan sup.json --set optim.layer_decay=0.65");
     kt_check(rc == 1 && has(out, "does not number its layers (no layer_id callback)"),
              "plan: optim.layer_decay on a student without layer ids", "exit %d: %s", rc,
              out ? out : "(none)");
@@ -705,7 +705,7 @@ static void test_layer_decay_run(void)
     int rc[3];
     for (int i = 0; i < 3; i++) {
         char *out = NULL;
-        rc[i] = kdengine(&out, "run sup.json --set output=%s --set student='{\"model\": "
+        rc[i] = kt_kdengine(dir, &out, "run sup.json --set output=%s --set student='{\"model\": "
                          "\"deit_tiny_patch16_224\", \"num_classes\": 4, \"in_chans\": 1, "
                          "\"img_size\": 8, \"patch_size\": 4, \"depth\": 2}' --set "
                          "optim='{\"name\": \"adamw\", \"lr\": 0.001, \"layer_decay\": "
