@@ -1,0 +1,272 @@
+/* Data parallel over MPI (core/train/dist.c): `kdengine run --nproc 2`
+ * (mpirun, two processes on this machine) against one process on the same
+ * global batch, in float64 on a model without batch norm
+ * (tests/plugins/mlp): the logged loss and gradient norm of every step,
+ * the final weights and the evaluation's top-1 agree to rounding; each
+ * rank prints the same top-1; rank 0 alone writes the metrics.
+ *
+ * Shards of unequal size are part of the case: the global batch of 63
+ * splits 31 + 32, the epoch's last batch of 61 30 + 31, and the
+ * evaluation's last batch of 5 2 + 3.
+ *
+ * Data: the first Fashion-MNIST images (scripts/setup installs them). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "../core/train/dist.h"
+#include "harness.h"
+#include "plugin_fixture.h"
+
+#define FMNIST "/usr/share/datasets/fashion-mnist"
+
+static char dir[64], mlp_dir[256];
+
+/* 2 epochs over the first 250 images, 4 batches an epoch; "%s" slots:
+ * output, the plugin dirs. */
+static const char *const job_template =
+    "{\n"
+    "  \"seed\": 5, \"threads\": 1, \"dtype\": \"float64\", \"output\": \"%s/%s\",\n"
+    "  \"plugin_dirs\": [\"%s\", \"%s\"],\n"
+    "  \"data\": {\"train\": {\n"
+    "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/train-images-idx3-ubyte.gz\",\n"
+    "                \"labels\": \"" FMNIST "/train-labels-idx1-ubyte.gz\"},\n"
+    "    \"transforms\": [{\"name\": \"random_crop\", \"size\": 28, \"padding\": 2},\n"
+    "                   {\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "    \"batch_size\": 63, \"drop_last\": false, \"subset\": 250, \"workers\": 0},\n"
+    "   \"val\": {\n"
+    "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/t10k-images-idx3-ubyte.gz\",\n"
+    "                \"labels\": \"" FMNIST "/t10k-labels-idx1-ubyte.gz\"},\n"
+    "    \"transforms\": [{\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "    \"batch_size\": 32, \"subset\": 101, \"workers\": 0}},\n"
+    "  \"student\": {\"model\": \"mlp\", \"in_features\": 784, \"num_classes\": 10},\n"
+    "  \"losses\": [{\"name\": \"ce\"}],\n"
+    "  \"optim\": {\"name\": \"adamw\", \"lr\": 0.01, \"weight_decay\": 0.05,\n"
+    "            \"clip_grad_norm\": 0.5},\n"
+    "  \"schedule\": {\"name\": \"cosine\", \"epochs\": 2, \"per_step\": true},\n"
+    "  \"eval\": {\"every_epochs\": 1}, \"checkpoint\": {\"every_epochs\": 1, \"keep\": 4},\n"
+    "  \"log\": {\"every_steps\": 1}\n"
+    "}\n";
+
+#define STEPS 8
+
+/* tests/plugins/mlp in a plugin dir of its own. */
+static void stage_mlp(void)
+{
+    char from[1024], to[1024];
+    snprintf(mlp_dir, sizeof mlp_dir, "%s/extra", dir);
+    mkdir(mlp_dir, 0777);
+    snprintf(to, sizeof to, "%s/mlp", mlp_dir);
+    mkdir(to, 0777);
+    size_t len;
+    unsigned char *manifest =
+        kt_read_file(kt_source_path("tests/plugins/mlp/manifest.json", from, sizeof from), &len);
+    snprintf(to, sizeof to, "%s/mlp/manifest.json", mlp_dir);
+    if (manifest)
+        kt_write_file(to, manifest, len);
+    free(manifest);
+    snprintf(from, sizeof from, "%s/tests/plugins/mlp/.libs/mlp.so", KD_BUILDDIR);
+    snprintf(to, sizeof to, "%s/mlp/mlp.so", mlp_dir);
+    if (symlink(from, to) != 0)
+        perror(to);
+}
+
+static void write_job(const char *name)
+{
+    char text[8192], path[256];
+    snprintf(text, sizeof text, job_template, dir, name, kt_plugin_dir(), mlp_dir);
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    kt_write_file(path, text, strlen(text));
+}
+
+/* `kdengine run NAME.json EXTRA` from a shell with Open MPI allowed to run
+ * as root (containers, CI); stderr folded into *out. */
+static int run_job(const char *name, const char *extra, char **out)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd %s && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+             "OMPI_MCA_btl=self,vader %s/kdengine run %s.json %s 2>&1", dir, KD_BUILDDIR, name,
+             extra);
+    return kt_run_command(cmd, out);
+}
+
+static char *read_text(const char *path)
+{
+    size_t len;
+    unsigned char *bytes = kt_read_file(path, &len);
+    char *text = bytes ? realloc(bytes, len + 1) : NULL;
+    if (text)
+        text[len] = '\0';
+    else
+        free(bytes);
+    return text;
+}
+
+/* A number of the train line of `step` in a run's metrics.jsonl; NAN
+ * when absent. *lines counts the train lines of that step. */
+static double logged(const char *run, int step, const char *field, int *lines)
+{
+    char path[256], key[64];
+    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", dir, run);
+    char *text = read_text(path);
+    double v = NAN;
+    *lines = 0;
+    for (const char *line = text; line && (line = strstr(line, "\"type\":\"train\"")); line++) {
+        const char *s = strstr(line, "\"step\":");
+        if (!s || atoi(s + 7) != step)
+            continue;
+        ++*lines;
+        snprintf(key, sizeof key, "\"%s\":", field);
+        const char *f = strstr(line, key);
+        const char *end = strchr(line, '\n');
+        if (f && (!end || f < end))
+            v = atof(f + strlen(key));
+    }
+    free(text);
+    return v;
+}
+
+/* Largest norm-wise relative error over the floating tensors of two
+ * checkpoints (others: bit for bit); -1 when they do not open or match. */
+static double checkpoint_error(const char *a_path, const char *b_path, char *where, size_t size)
+{
+    kd_safetensors *a = NULL, *b = NULL;
+    double worst = -1;
+    if (kd_safetensors_open(a_path, &a) != KD_OK || kd_safetensors_open(b_path, &b) != KD_OK) {
+        snprintf(where, size, "%s", kd_last_error());
+        goto done;
+    }
+    worst = 0;
+    kd_scope_begin();
+    for (int i = 0; i < kd_safetensors_count(a); i++) {
+        const kd_safetensors_entry *ea = kd_safetensors_at(a, i);
+        const kd_safetensors_entry *eb = kd_safetensors_find(b, ea->name);
+        if (!eb || eb->nbytes != ea->nbytes) {
+            snprintf(where, size, "%s is missing or differs in size", ea->name);
+            worst = -1;
+            break;
+        }
+        double e;
+        if (ea->dtype != KD_F32 && ea->dtype != KD_F64)
+            e = memcmp(ea->data, eb->data, ea->nbytes) != 0 ? INFINITY : 0;
+        else
+            e = kt_rel_error(kd_safetensors_load(a, ea->name, KD_F64),
+                             kd_safetensors_load(b, ea->name, KD_F64));
+        if (e > worst) {
+            worst = e;
+            snprintf(where, size, "%s", ea->name);
+        }
+    }
+    kd_scope_end();
+done:
+    kd_safetensors_close(a);
+    kd_safetensors_close(b);
+    return worst;
+}
+
+/* The text after "eval epoch N: " up to the comma after top-1, found
+ * `which` times (0: the first) in out; "" when absent. */
+static void eval_top1(const char *out, int epoch, int which, char *buf, size_t size)
+{
+    char want[64];
+    snprintf(want, sizeof want, "eval epoch %d: top-1 ", epoch);
+    const char *at = out;
+    for (int i = 0; at && i <= which; i++)
+        if ((at = strstr(at, want)))
+            at += strlen(want);
+    buf[0] = '\0';
+    if (at)
+        snprintf(buf, size, "%.*s", (int)strcspn(at, ","), at);
+}
+
+static void test_two_processes(void)
+{
+    write_job("one");
+    write_job("two");
+    char *one = NULL, *two = NULL;
+    int rc1 = run_job("one", "", &one), rc2 = run_job("two", "--nproc 2", &two);
+    if (!kt_check(rc1 == 0 && rc2 == 0, "the 1- and 2-process runs finish",
+                  "exit %d, %d:\n%s\n%s", rc1, rc2, one ? one : "", two ? two : "")) {
+        free(one);
+        free(two);
+        return;
+    }
+    /* Sums grouped differently (the ranks' shares, MPI's sum): rounding
+     * in float64 only, through 8 AdamW steps. */
+    double worst = 0;
+    int missing = 0, doubled = 0;
+    for (int step = 1; step <= STEPS; step++) {
+        const char *fields[] = {"lr", "loss", "grad_norm"};
+        for (int f = 0; f < 3; f++) {
+            int n1, n2;
+            double x = logged("one", step, fields[f], &n1), y = logged("two", step, fields[f], &n2);
+            missing += isnan(x) || isnan(y);
+            doubled += n1 != 1 || n2 != 1;
+            double d = fabs(x - y) / fmax(fabs(x), 1e-300);
+            worst = d > worst ? d : worst;
+        }
+    }
+    kt_check(missing == 0 && doubled == 0 && worst <= 1e-10,
+             "2 processes: each step's loss, grad_norm and lr equal 1 process's (float64)",
+             "%d values missing, %d steps not logged once, largest relative difference %.3g",
+             missing, doubled, worst);
+
+    char a[512], b[512], where[128] = "";
+    snprintf(a, sizeof a, "%s/one/checkpoints/step-%09d.safetensors", dir, STEPS);
+    snprintf(b, sizeof b, "%s/two/checkpoints/step-%09d.safetensors", dir, STEPS);
+    double e = checkpoint_error(a, b, where, sizeof where);
+    kt_check(e >= 0 && e <= 1e-10, "2 processes: the weights after 8 steps equal 1 process's",
+             "relative error %.3g (%s)", e, where);
+
+    char t1[32], r0[32], r1[32];
+    eval_top1(one, 2, 0, t1, sizeof t1);
+    eval_top1(two, 2, 0, r0, sizeof r0);
+    eval_top1(two, 2, 1, r1, sizeof r1);
+    kt_check(t1[0] && !strcmp(t1, r0) && !strcmp(t1, r1),
+             "2 processes: both ranks print 1 process's top-1 on the sharded evaluation",
+             "1 process '%s', ranks '%s' and '%s':\n%s", t1, r0, r1, two);
+    free(one);
+    free(two);
+}
+
+static void test_bad_nproc(void)
+{
+    char *out = NULL;
+    int rc = run_job("one", "--nproc 0", &out);
+    kt_check(rc == 2 && strstr(out, "--nproc '0' is not a process count"),
+             "--nproc 0 is refused", "exit %d: %s", rc, out ? out : "");
+    free(out);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/kddist.XXXXXX");
+    if (!mkdtemp(dir)) {
+        kt_fail("setup", "cannot make a temporary directory");
+        return kt_finish();
+    }
+    stage_mlp();
+    if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        kt_fail("setup", "%s is missing: scripts/setup installs dataset-fashion-mnist", FMNIST);
+    } else if (!kd_dist_available()) {
+        test_bad_nproc();
+        char *out = NULL;
+        int rc = run_job("one", "--nproc 2", &out);
+        kt_check(rc == 1 && strstr(out, "built without MPI"),
+                 "--nproc without MPI says what is missing", "exit %d: %s", rc, out ? out : "");
+        free(out);
+        kt_skip("2 processes", "this build has no MPI (libopenmpi-dev)");
+    } else {
+        test_bad_nproc();
+        test_two_processes();
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
+    return kt_finish();
+}
