@@ -9,12 +9,19 @@
  * splits 31 + 32, the epoch's last batch of 61 30 + 31, and the
  * evaluation's last batch of 5 2 + 3.
  *
+ * A SIGTERM to rank 1 alone stops both ranks after the same step with
+ * rank 0's checkpoint (exit 3), and one process resuming it ends where an
+ * uninterrupted one-process run does.
+ *
  * Data: the first Fashion-MNIST images (scripts/setup installs them). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -26,8 +33,11 @@
 
 static char dir[64], mlp_dir[256];
 
-/* 2 epochs over the first 250 images, 4 batches an epoch; "%s" slots:
- * output, the plugin dirs. */
+/* Open MPI allowed to run as root (containers, CI), on shared memory. */
+#define OMPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader"
+
+
+/* Slots: output, the plugin dirs, the train subset, epochs. */
 static const char *const job_template =
     "{\n"
     "  \"seed\": 5, \"threads\": 1, \"dtype\": \"float64\", \"output\": \"%s/%s\",\n"
@@ -37,7 +47,7 @@ static const char *const job_template =
     "                \"labels\": \"" FMNIST "/train-labels-idx1-ubyte.gz\"},\n"
     "    \"transforms\": [{\"name\": \"random_crop\", \"size\": 28, \"padding\": 2},\n"
     "                   {\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
-    "    \"batch_size\": 63, \"drop_last\": false, \"subset\": 250, \"workers\": 0},\n"
+    "    \"batch_size\": 63, \"drop_last\": false, \"subset\": %d, \"workers\": 0},\n"
     "   \"val\": {\n"
     "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/t10k-images-idx3-ubyte.gz\",\n"
     "                \"labels\": \"" FMNIST "/t10k-labels-idx1-ubyte.gz\"},\n"
@@ -47,11 +57,14 @@ static const char *const job_template =
     "  \"losses\": [{\"name\": \"ce\"}],\n"
     "  \"optim\": {\"name\": \"adamw\", \"lr\": 0.01, \"weight_decay\": 0.05,\n"
     "            \"clip_grad_norm\": 0.5},\n"
-    "  \"schedule\": {\"name\": \"cosine\", \"epochs\": 2, \"per_step\": true},\n"
+    "  \"schedule\": {\"name\": \"cosine\", \"epochs\": %d, \"per_step\": true},\n"
     "  \"eval\": {\"every_epochs\": 1}, \"checkpoint\": {\"every_epochs\": 1, \"keep\": 4},\n"
     "  \"log\": {\"every_steps\": 1}\n"
     "}\n";
 
+/* 2 epochs over the first 250 images, 4 batches an epoch */
+#define SUBSET 250
+#define EPOCHS 2
 #define STEPS 8
 
 /* tests/plugins/mlp in a plugin dir of its own. */
@@ -75,10 +88,11 @@ static void stage_mlp(void)
         perror(to);
 }
 
-static void write_job(const char *name)
+static void write_job(const char *name, int subset, int epochs)
 {
     char text[8192], path[256];
-    snprintf(text, sizeof text, job_template, dir, name, kt_plugin_dir(), mlp_dir);
+    snprintf(text, sizeof text, job_template, dir, name, kt_plugin_dir(), mlp_dir, subset,
+             epochs);
     snprintf(path, sizeof path, "%s/%s.json", dir, name);
     kt_write_file(path, text, strlen(text));
 }
@@ -88,8 +102,7 @@ static void write_job(const char *name)
 static int run_job(const char *name, const char *extra, char **out)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd %s && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-             "OMPI_MCA_btl=self,vader %s/kdengine run %s.json %s 2>&1", dir, KD_BUILDDIR, name,
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine run %s.json %s 2>&1", dir, KD_BUILDDIR, name,
              extra);
     return kt_run_command(cmd, out);
 }
@@ -185,8 +198,8 @@ static void eval_top1(const char *out, int epoch, int which, char *buf, size_t s
 
 static void test_two_processes(void)
 {
-    write_job("one");
-    write_job("two");
+    write_job("one", SUBSET, EPOCHS);
+    write_job("two", SUBSET, EPOCHS);
     char *one = NULL, *two = NULL;
     int rc1 = run_job("one", "", &one), rc2 = run_job("two", "--nproc 2", &two);
     if (!kt_check(rc1 == 0 && rc2 == 0, "the 1- and 2-process runs finish",
@@ -233,6 +246,97 @@ static void test_two_processes(void)
     free(two);
 }
 
+/* The child of `parent` that MPI made rank `rank`, or -1. */
+static pid_t find_rank(pid_t parent, int rank)
+{
+    DIR *proc = opendir("/proc");
+    pid_t found = -1;
+    char want[64];
+    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+    for (struct dirent *e; proc && found < 0 && (e = readdir(proc));) {
+        char path[300];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        char *stat = read_text(path);
+        const char *close_paren = stat ? strrchr(stat, ')') : NULL;
+        int ppid = 0;
+        char state;
+        if (close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
+            ppid == parent) {
+            size_t len;
+            snprintf(path, sizeof path, "/proc/%s/environ", e->d_name);
+            unsigned char *env = kt_read_file(path, &len);
+            for (size_t at = 0; env && at < len; at += strlen((char *)env + at) + 1)
+                if (!strcmp((char *)env + at, want))
+                    found = (pid_t)atoi(e->d_name);
+            free(env);
+        }
+        free(stat);
+    }
+    if (proc)
+        closedir(proc);
+    return found;
+}
+
+/* SIGTERM to rank 1 alone, once training runs: both ranks stop after the
+ * same step with rank 0's checkpoint; resumed by one process, the run
+ * ends where an uninterrupted one-process run does. */
+static void test_stop_one_rank(void)
+{
+    enum { BIG = 6000, LAST = 96 }; /* 96 batches, the last of 15 */
+    write_job("ref", BIG, 1);
+    write_job("stop", BIG, 1);
+    char *out = NULL, log[256], metrics[256], cmd[1024];
+    int rc = run_job("ref", "", &out);
+    free(out);
+    snprintf(log, sizeof log, "%s/stop.log", dir);
+    snprintf(metrics, sizeof metrics, "%s/stop/metrics.jsonl", dir);
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " exec %s/kdengine run stop.json --nproc 2 "
+             ">%s 2>&1", dir, KD_BUILDDIR, log);
+    pid_t launcher = rc == 0 ? fork() : -1;
+    if (launcher == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    pid_t rank1 = -1;
+    bool training = false;
+    for (int i = 0; launcher > 0 && i < 6000 && !training; i++) {
+        char *text = read_text(metrics);
+        training = text && strstr(text, "\"type\":\"train\"");
+        free(text);
+        if (!training)
+            usleep(10000);
+    }
+    if (training)
+        rank1 = find_rank(launcher, 1);
+    if (rank1 > 0)
+        kill(rank1, SIGTERM);
+    int status = 0;
+    if (launcher > 0)
+        waitpid(launcher, &status, 0);
+    char *text = read_text(log);
+    const char *first = text ? strstr(text, "stopped at step") : NULL;
+    bool both = first && strstr(first + 1, "stopped at step");
+    int stop_step = first ? atoi(first + strlen("stopped at step")) : 0;
+    if (!kt_check(rc == 0 && rank1 > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 3 && both &&
+                      stop_step > 0 && stop_step < LAST,
+                  "SIGTERM to rank 1 stops both ranks after the same step, exit 3",
+                  "reference exit %d, rank 1 pid %d, launcher status %d, log:\n%s", rc,
+                  (int)rank1, status, text ? text : "(none)")) {
+        free(text);
+        return;
+    }
+    free(text);
+    rc = run_job("stop", "--resume", &out);
+    char a[512], b[512], where[128] = "";
+    snprintf(a, sizeof a, "%s/ref/checkpoints/step-%09d.safetensors", dir, LAST);
+    snprintf(b, sizeof b, "%s/stop/checkpoints/step-%09d.safetensors", dir, LAST);
+    double e = rc == 0 ? checkpoint_error(a, b, where, sizeof where) : -1;
+    kt_check(e >= 0 && e <= 1e-10,
+             "stopped on 2 processes, resumed on 1: the weights equal an uninterrupted run's",
+             "resume exit %d, relative error %.3g (%s): %s", rc, e, where, out ? out : "");
+    free(out);
+}
+
 static void test_bad_nproc(void)
 {
     char *out = NULL;
@@ -263,6 +367,7 @@ int main(void)
     } else {
         test_bad_nproc();
         test_two_processes();
+        test_stop_one_rank();
     }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
