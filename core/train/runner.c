@@ -981,7 +981,9 @@ static kd_status run_batch(run *r, const kd_batch *b, double lr, step_losses *t,
  * stop_at_batch. */
 static bool should_stop(const run *r)
 {
-    bool asked = kd_dist().world > 1 ? r->stop_agreed : stop_requested;
+    /* data parallel: at a cycle's end, where the gradients were reduced
+     * (rank 0's checkpoint cannot hold the other ranks' partial sums) */
+    bool asked = kd_dist().world > 1 ? r->stop_agreed && r->st.cycle == 0 : stop_requested;
     return asked || (r->stop_at_batch > 0 && r->st.micro >= r->stop_at_batch);
 }
 
