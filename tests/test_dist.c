@@ -11,7 +11,8 @@
  *
  * A SIGTERM to rank 1 alone stops both ranks after the same step with
  * rank 0's checkpoint (exit 3), and one process resuming it ends where an
- * uninterrupted one-process run does.
+ * uninterrupted one-process run does. A SIGKILL to rank 1 ends rank 0 too
+ * (Open MPI's mpirun), with a message naming rank 1.
  *
  * Data: the first Fashion-MNIST images (scripts/setup installs them). */
 #include <math.h>
@@ -22,6 +23,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -277,22 +279,20 @@ static pid_t find_rank(pid_t parent, int rank)
     return found;
 }
 
-/* SIGTERM to rank 1 alone, once training runs: both ranks stop after the
- * same step with rank 0's checkpoint; resumed by one process, the run
- * ends where an uninterrupted one-process run does. */
-static void test_stop_one_rank(void)
+/* Runs NAME.json on 2 processes (--nproc 2) and, once training runs (the
+ * first train line in the metrics), sends `sig` to rank 1 alone; returns
+ * whether rank 1 was found and signalled, the launcher's wait status in
+ * *status and its output in *log (seconds from the signal to the end in
+ * *seconds). */
+static bool signal_rank1(const char *name, int sig, int *status, char **log, double *seconds)
 {
-    enum { BIG = 6000, LAST = 96 }; /* 96 batches, the last of 15 */
-    write_job("ref", BIG, 1);
-    write_job("stop", BIG, 1);
-    char *out = NULL, log[256], metrics[256], cmd[1024];
-    int rc = run_job("ref", "", &out);
-    free(out);
-    snprintf(log, sizeof log, "%s/stop.log", dir);
-    snprintf(metrics, sizeof metrics, "%s/stop/metrics.jsonl", dir);
-    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " exec %s/kdengine run stop.json --nproc 2 "
-             ">%s 2>&1", dir, KD_BUILDDIR, log);
-    pid_t launcher = rc == 0 ? fork() : -1;
+    char log_path[256], metrics[256], cmd[1024];
+    snprintf(log_path, sizeof log_path, "%s/%s.log", dir, name);
+    snprintf(metrics, sizeof metrics, "%s/%s/metrics.jsonl", dir, name);
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " exec %s/kdengine run %s.json --nproc 2 "
+             ">%s 2>&1", dir, KD_BUILDDIR, name, log_path);
+    *status = 0;
+    pid_t launcher = fork();
     if (launcher == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
@@ -308,20 +308,39 @@ static void test_stop_one_rank(void)
     }
     if (training)
         rank1 = find_rank(launcher, 1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (rank1 > 0)
-        kill(rank1, SIGTERM);
-    int status = 0;
+        kill(rank1, sig);
     if (launcher > 0)
-        waitpid(launcher, &status, 0);
-    char *text = read_text(log);
+        waitpid(launcher, status, 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    *log = read_text(log_path);
+    return rank1 > 0;
+}
+
+/* SIGTERM to rank 1 alone: both ranks stop after the same step with rank
+ * 0's checkpoint; resumed by one process, the run ends where an
+ * uninterrupted one-process run does. */
+static void test_stop_one_rank(void)
+{
+    enum { BIG = 6000, LAST = 96 }; /* 96 batches, the last of 15 */
+    write_job("ref", BIG, 1);
+    write_job("stop", BIG, 1);
+    char *out = NULL, *text = NULL;
+    int rc = run_job("ref", "", &out), status = 0;
+    free(out);
+    double seconds = 0;
+    bool signalled = rc == 0 && signal_rank1("stop", SIGTERM, &status, &text, &seconds);
     const char *first = text ? strstr(text, "stopped at step") : NULL;
     bool both = first && strstr(first + 1, "stopped at step");
     int stop_step = first ? atoi(first + strlen("stopped at step")) : 0;
-    if (!kt_check(rc == 0 && rank1 > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 3 && both &&
+    if (!kt_check(signalled && WIFEXITED(status) && WEXITSTATUS(status) == 3 && both &&
                       stop_step > 0 && stop_step < LAST,
                   "SIGTERM to rank 1 stops both ranks after the same step, exit 3",
-                  "reference exit %d, rank 1 pid %d, launcher status %d, log:\n%s", rc,
-                  (int)rank1, status, text ? text : "(none)")) {
+                  "reference exit %d, rank 1 signalled %d, launcher status %d, log:\n%s", rc,
+                  signalled, status, text ? text : "(none)")) {
         free(text);
         return;
     }
@@ -335,6 +354,23 @@ static void test_stop_one_rank(void)
              "stopped on 2 processes, resumed on 1: the weights equal an uninterrupted run's",
              "resume exit %d, relative error %.3g (%s): %s", rc, e, where, out ? out : "");
     free(out);
+}
+
+/* SIGKILL to rank 1: mpirun ends rank 0 too, naming rank 1, well within
+ * the bound (it takes about 2 s here). */
+static void test_kill_one_rank(void)
+{
+    write_job("kill", 6000, 5);
+    char *text = NULL;
+    int status = 0;
+    double seconds = 0;
+    bool signalled = signal_rank1("kill", SIGKILL, &status, &text, &seconds);
+    kt_check(signalled && WIFEXITED(status) && WEXITSTATUS(status) != 0 && seconds < 60 &&
+                 text && strstr(text, "rank 1"),
+             "SIGKILL to rank 1 ends the job within 60 s with a message naming rank 1",
+             "signalled %d, launcher status %d after %.1f s, log:\n%s", signalled, status,
+             seconds, text ? text : "(none)");
+    free(text);
 }
 
 static void test_bad_nproc(void)
@@ -368,6 +404,7 @@ int main(void)
         test_bad_nproc();
         test_two_processes();
         test_stop_one_rank();
+        test_kill_one_rank();
     }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
