@@ -1,4 +1,7 @@
-/* Data parallel over MPI (core/train/dist.c): `kdengine run --nproc 2`
+/* Data parallel over MPI (core/train/dist.c). The collectives, with this
+ * binary run as 2 ranks under mpirun: sum, mean and max of float32 and
+ * float64 tensors, all_gather in rank order, the per-batch decision.
+ * `kdengine run --nproc 2`
  * (mpirun, two processes on this machine) against one process on the same
  * global batch, in float64 on a model without batch norm
  * (tests/plugins/mlp): the logged loss and gradient norm of every step,
@@ -373,6 +376,97 @@ static void test_kill_one_rank(void)
     free(text);
 }
 
+/* ------------------------------------------------ the collectives, per rank */
+
+/* Rank r's value i: (r + 1)(i + 1) + r / 4, exact in float32. */
+static double value_of(int rank, int64_t i) { return (rank + 1.0) * ((double)i + 1) + rank / 4.0; }
+
+static kd_tensor *rank_tensor(kd_dtype dtype, int rank)
+{
+    int64_t shape[2] = {3, 2};
+    kd_tensor *t = kd_tensor_empty(dtype, KD_CPU, 2, shape);
+    for (int64_t i = 0; t && i < 6; i++) {
+        if (dtype == KD_F64)
+            ((double *)kd_tensor_data(t))[i] = value_of(rank, i);
+        else
+            ((float *)kd_tensor_data(t))[i] = (float)value_of(rank, i);
+    }
+    return t;
+}
+
+/* Run by each rank of `mpirun -np W test_dist collectives`: sum, mean and
+ * max of float32 and float64 tensors, all_gather in rank order, a dtype
+ * MPI is not asked to reduce, and the per-batch decision. */
+static int collectives_rank(void)
+{
+    if (!kt_check(kd_dist_init() == KD_OK, "init", "%s", kd_last_error()))
+        return kt_finish();
+    kd_dist_info d = kd_dist();
+    int w = d.world;
+    kt_check(w > 1 && d.rank >= 0 && d.rank < w && d.local_world == w && d.local_rank == d.rank,
+             "rank, world and local rank from the launcher", "rank %d of %d, local %d of %d",
+             d.rank, w, d.local_rank, d.local_world);
+    const kd_dtype dtypes[2] = {KD_F32, KD_F64};
+    kd_scope_begin();
+    for (int k = 0; k < 2; k++) {
+        const char *dn = kd_dtype_name(dtypes[k]);
+        const kd_dist_op ops[3] = {KD_DIST_SUM, KD_DIST_MEAN, KD_DIST_MAX};
+        const char *op_names[3] = {"sum", "mean", "max"};
+        for (int o = 0; o < 3; o++) {
+            kd_tensor *t = rank_tensor(dtypes[k], d.rank);
+            kd_status st = kd_dist_all_reduce(t, ops[o]);
+            double worst = 0;
+            for (int64_t i = 0; st == KD_OK && i < 6; i++) {
+                double sum = 0;
+                for (int r = 0; r < w; r++)
+                    sum += value_of(r, i);
+                double want = o == 0 ? sum : o == 1 ? sum / w : value_of(w - 1, i);
+                worst = fmax(worst, fabs(kd_tensor_get(t, i) - want));
+            }
+            kt_check(st == KD_OK && worst == 0, op_names[o], "%s: %s, off by %g", dn,
+                     st == KD_OK ? "ok" : kd_last_error(), worst);
+        }
+        kd_tensor *g = NULL;
+        kd_status st = kd_dist_all_gather(rank_tensor(dtypes[k], d.rank), &g);
+        bool right = st == KD_OK && g && g->ndim == 2 && g->shape[0] == 3 * w && g->shape[1] == 2;
+        for (int r = 0; right && r < w; r++)
+            for (int64_t i = 0; i < 6; i++)
+                right &= kd_tensor_get(g, r * 6 + i) == value_of(r, i);
+        kt_check(right, "all_gather in rank order", "%s: %s", dn,
+                 st == KD_OK ? "wrong rows" : kd_last_error());
+    }
+    int64_t n = 4;
+    kd_tensor *ints = kd_tensor_zeros(KD_I64, KD_CPU, 1, &n);
+    kd_status st = kd_dist_all_reduce(ints, KD_DIST_SUM);
+    kt_check(st == KD_ERR_UNSUPPORTED && strstr(kd_last_error(), "float32 or float64"),
+             "an int64 tensor is refused before MPI sees it", "%s", kd_last_error());
+    kd_scope_end();
+    bool any_stop = false;
+    st = kd_dist_agree("batch 7", d.rank == 1, d.rank == 0, &any_stop);
+    bool want = d.rank == 1 ? st == KD_OK
+                            : st == KD_ERR_STATE && strstr(kd_last_error(), "batch 7: rank 1 failed");
+    kt_check(want && any_stop, "a failure on rank 1 and a stop on rank 0 reach every rank",
+             "status %s, stop %d: %s", kd_status_name(st), any_stop, kd_last_error());
+    kd_dist_finalize();
+    return kt_finish();
+}
+
+/* The collectives on 2 processes under mpirun: every rank passes. */
+static void test_collectives(void)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, OMPI_ENV " mpirun -np 2 --oversubscribe --bind-to none "
+             "--output-filename %s/coll %s/tests/test_dist collectives >/dev/null 2>&1; "
+             "cat %s/coll/1/rank.*/stdout", dir, KD_BUILDDIR, dir);
+    int rc = kt_run_command(cmd, &out);
+    const char *a = out ? strstr(out, "RESULT ") : NULL, *b = a ? strstr(a + 1, "RESULT ") : NULL;
+    kt_check(rc == 0 && a && b && !strstr(out, "FAIL") && !strncmp(a, "RESULT 12 0 0", 13) &&
+                 !strncmp(b, "RESULT 12 0 0", 13),
+             "collectives on 2 ranks: sum, mean, max, all_gather (f32, f64), refusals, agreement",
+             "exit %d:\n%s", rc, out ? out : "(none)");
+    free(out);
+}
+
 static void test_bad_nproc(void)
 {
     char *out = NULL;
@@ -382,8 +476,10 @@ static void test_bad_nproc(void)
     free(out);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[1], "collectives"))
+        return collectives_rank();
     snprintf(dir, sizeof dir, "/tmp/kddist.XXXXXX");
     if (!mkdtemp(dir)) {
         kt_fail("setup", "cannot make a temporary directory");
@@ -402,6 +498,7 @@ int main(void)
         kt_skip("2 processes", "this build has no MPI (libopenmpi-dev)");
     } else {
         test_bad_nproc();
+        test_collectives();
         test_two_processes();
         test_stop_one_rank();
         test_kill_one_rank();
