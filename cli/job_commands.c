@@ -256,9 +256,12 @@ int kd_command_job(const char *command, int argc, char **argv)
         if (st == KD_OK)
             printf("wrote %s\n", a.out);
     }
-    if (st != KD_OK) {
-        fprintf(stderr, "kdengine %s: %s\n", names[which], kd_last_error());
+    if (st != KD_OK && kd_dist().world > 1) {
+        fprintf(stderr, "kdengine %s (rank %d of %d): %s\n", names[which], kd_dist().rank,
+                kd_dist().world, kd_last_error());
         kd_dist_abort(1); /* no other rank waits for this one */
+    } else if (st != KD_OK) {
+        fprintf(stderr, "kdengine %s: %s\n", names[which], kd_last_error());
     }
     kd_dist_finalize();
     kd_job_free(job);

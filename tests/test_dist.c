@@ -376,6 +376,20 @@ static void test_kill_one_rank(void)
     free(text);
 }
 
+/* A loss that turns NaN (an absurd learning rate; the ranks' weights are
+ * equal, so on every rank at once) stops the job with the loss named. */
+static void test_nan(void)
+{
+    write_job("nan", SUBSET, EPOCHS);
+    char *out = NULL;
+    int rc = run_job("nan", "--nproc 2 --set optim.lr=1e300", &out);
+    kt_check(rc != 0 && out && strstr(out, "losses[0] (ce) is") && strstr(out, "; stopping") &&
+                 !strstr(out, "done:"),
+             "a non-finite loss on the ranks stops the job naming the loss", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
+}
+
 /* ------------------------------------------------ the collectives, per rank */
 
 /* Rank r's value i: (r + 1)(i + 1) + r / 4, exact in float32. */
@@ -502,6 +516,7 @@ int main(int argc, char **argv)
         test_two_processes();
         test_stop_one_rank();
         test_kill_one_rank();
+        test_nan();
     }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
