@@ -225,11 +225,10 @@ kd_status kd_dist_all_gather(kd_tensor *t, kd_tensor **out)
 #endif
 }
 
-/* The gradients of one dtype packed into one buffer, reduced in one call
- * and unpacked: one bucket instead of a call per tensor. */
+/* The gradients of one dtype packed into one buffer (scope-owned),
+ * averaged in one call and unpacked: one bucket, not a call per tensor. */
 static kd_status reduce_grads_of(int n, const kd_named_tensor *params, kd_dtype dtype)
 {
-    size_t elem = dtype == KD_F64 ? sizeof(double) : sizeof(float);
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
         kd_tensor *g = params[i].tensor->grad;
@@ -242,40 +241,31 @@ static kd_status reduce_grads_of(int n, const kd_named_tensor *params, kd_dtype 
     }
     if (total == 0)
         return KD_OK;
-    char *flat = malloc((size_t)total * elem);
+    kd_tensor *flat = kd_tensor_empty(dtype, KD_CPU, 1, &total);
     if (!flat)
-        return kd_error(KD_ERR_NOMEM, "all_reduce of the gradients: out of memory (%" PRId64
-                        " values)", total);
-    size_t at = 0;
+        return kd_error_wrap(kd_last_status(), "all_reduce of the gradients (%" PRId64
+                             " values)", total);
+    size_t elem = kd_dtype_size(dtype), at = 0;
+    char *bytes = kd_tensor_data(flat);
     for (int i = 0; i < n; i++) {
         kd_tensor *g = params[i].tensor->grad;
         if (g && g->dtype == dtype) {
-            size_t bytes = (size_t)kd_tensor_numel(g) * elem;
-            memcpy(flat + at, kd_tensor_data(g), bytes);
-            at += bytes;
+            size_t size = (size_t)kd_tensor_numel(g) * elem;
+            memcpy(bytes + at, kd_tensor_data(g), size);
+            at += size;
         }
     }
-    kd_status st = KD_OK;
-    if (dtype == KD_F64) {
-        st = kd_dist_all_reduce_f64((double *)(void *)flat, total, KD_DIST_MEAN);
-    } else {
-#ifdef KD_HAVE_MPI
-        st = reduce(flat, total, MPI_FLOAT, KD_DIST_SUM);
-        for (float *x = (float *)(void *)flat, *e = x + total; st == KD_OK && x < e; x++)
-            *x /= (float)info.world;
-#endif
-    }
+    kd_status st = kd_dist_all_reduce(flat, KD_DIST_MEAN);
     at = 0;
     for (int i = 0; st == KD_OK && i < n; i++) {
         kd_tensor *g = params[i].tensor->grad;
         if (g && g->dtype == dtype) {
-            size_t bytes = (size_t)kd_tensor_numel(g) * elem;
-            memcpy(kd_tensor_data(g), flat + at, bytes);
-            at += bytes;
+            size_t size = (size_t)kd_tensor_numel(g) * elem;
+            memcpy(kd_tensor_data(g), bytes + at, size);
+            at += size;
         }
     }
-    free(flat);
-    return st;
+    return st == KD_OK ? st : kd_error_wrap(st, "the gradients");
 }
 
 kd_status kd_dist_all_reduce_grads(int n, const kd_named_tensor *params)

@@ -50,7 +50,8 @@ kd_status kd_dist_all_reduce(kd_tensor *t, kd_dist_op op);
 kd_status kd_dist_all_gather(kd_tensor *t, kd_tensor **out);
 
 /* Every gradient of params (float32 and float64, contiguous CPU) averaged
- * over the ranks, packed per dtype into one buffer for one call. */
+ * over the ranks, packed per dtype into one buffer for one call; call it
+ * inside a scope (the buffers are scope-owned). */
 kd_status kd_dist_all_reduce_grads(int n, const kd_named_tensor *params);
 /* A collective decision, taken by every rank after each batch: if any
  * rank failed, the others return an error naming the lowest failed rank
