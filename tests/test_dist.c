@@ -390,6 +390,21 @@ static void test_nan(void)
     free(out);
 }
 
+/* A launcher's count MPI's world does not match (here: srun's variable
+ * in a process MPI sees alone) is an error, not a lone run. */
+static void test_world_mismatch(void)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && SLURM_STEP_NUM_TASKS=2 " OMPI_ENV " %s/kdengine run "
+             "one.json 2>&1", dir, KD_BUILDDIR);
+    int rc = kt_run_command(cmd, &out);
+    kt_check(rc == 1 && out && strstr(out, "the launcher announced 2 processes "
+                                          "(SLURM_STEP_NUM_TASKS) but MPI's world has 1"),
+             "a launcher's process count MPI does not see is an error", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
+}
+
 /* ------------------------------------------------ the collectives, per rank */
 
 /* Rank r's value i: (r + 1)(i + 1) + r / 4, exact in float32. */
@@ -514,6 +529,7 @@ int main(int argc, char **argv)
         test_bad_nproc();
         test_collectives();
         test_two_processes();
+        test_world_mismatch();
         test_stop_one_rank();
         test_kill_one_rank();
         test_nan();

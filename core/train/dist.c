@@ -35,8 +35,10 @@ static kd_status env_int(const char *name, int *out)
 /* The world size the launcher announced (0: not launched), and by what. */
 static kd_status launcher_world(int *world, const char **by)
 {
+    /* srun sets SLURM_STEP_NUM_TASKS in a job step only, not in the batch
+     * script around it */
     static const char *const names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
-                                        "SLURM_NTASKS"};
+                                        "SLURM_STEP_NUM_TASKS"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         kd_status st = env_int(names[i], world);
         if (st != KD_OK || *world > 0) {
@@ -68,7 +70,7 @@ static kd_status mpi_error(int rc, const char *what)
     return kd_error(KD_ERR_IO, "MPI %s (rank %d of %d): %s", what, info.rank, info.world, text);
 }
 
-static kd_status join_mpi(void)
+static kd_status join_mpi(int announced, const char *by)
 {
     int rc = MPI_Init(NULL, NULL);
     if (rc != MPI_SUCCESS)
@@ -78,6 +80,12 @@ static kd_status join_mpi(void)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &info.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &info.world);
+    /* e.g. srun with an MPI lacking Slurm's PMI: each task alone, all
+     * writing one output folder */
+    if (info.world != announced)
+        return kd_error(KD_ERR_STATE, "the launcher announced %d processes (%s) but MPI's world "
+                        "has %d: this MPI cannot reach the launcher's processes (srun: try "
+                        "--mpi=pmix, or mpirun)", announced, by, info.world);
     MPI_Comm local;
     rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL,
                              &local);
@@ -103,7 +111,7 @@ kd_status kd_dist_init(void)
     if (world <= 1)
         return KD_OK;
 #ifdef KD_HAVE_MPI
-    return join_mpi();
+    return join_mpi(world, by);
 #else
     return kd_error(KD_ERR_UNSUPPORTED, "launched as one of %d processes (%s) but this kdengine "
                     "was built without MPI: install libopenmpi-dev (scripts/setup) and "

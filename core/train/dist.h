@@ -1,8 +1,9 @@
 /* The job's processes: who this one is among them and the collectives
  * that join them, on MPI.
  *
- * A process launched by mpirun (OMPI_COMM_WORLD_SIZE), srun (SLURM_NTASKS
- * with SLURM_PROCID) or another PMI launcher (PMI_SIZE) joins MPI's world
+ * A process launched by mpirun (OMPI_COMM_WORLD_SIZE), srun
+ * (SLURM_STEP_NUM_TASKS) or another PMI launcher (PMI_SIZE, PMIX_SIZE)
+ * joins MPI's world, which must hold as many processes as announced,
  * in kd_dist_init; any other process is rank 0 of a world of 1, never
  * touches MPI, and every collective returns at once. A launched process in
  * a build without MPI is an error saying so.
