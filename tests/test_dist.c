@@ -107,8 +107,8 @@ static void write_job(const char *name, int subset, int epochs)
 static int run_job(const char *name, const char *extra, char **out)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine run %s.json %s 2>&1", dir, KD_BUILDDIR, name,
-             extra);
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine run %s.json %s 2>&1", dir,
+             KD_BUILDDIR, name, extra);
     return kt_run_command(cmd, out);
 }
 
@@ -473,7 +473,8 @@ static int collectives_rank(void)
     bool any_stop = false;
     st = kd_dist_agree("batch 7", d.rank == 1, d.rank == 0, &any_stop);
     bool want = d.rank == 1 ? st == KD_OK
-                            : st == KD_ERR_STATE && strstr(kd_last_error(), "batch 7: rank 1 failed");
+                            : st == KD_ERR_STATE &&
+                                  strstr(kd_last_error(), "batch 7: rank 1 failed");
     kt_check(want && any_stop, "a failure on rank 1 and a stop on rank 0 reach every rank",
              "status %s, stop %d: %s", kd_status_name(st), any_stop, kd_last_error());
     kd_dist_finalize();

@@ -567,7 +567,8 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
     }
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args ta = {sizeof ta, images, r->job->teacher.train_bn,
-                          kd_rng_make(r->job->seed, rank_stream(STREAM_TEACHER), (uint64_t)r->st.micro),
+                          kd_rng_make(r->job->seed, rank_stream(STREAM_TEACHER),
+                                      (uint64_t)r->st.micro),
                           m->want, m->out};
     st = m->vt->forward(m->self, &ta);
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
@@ -614,7 +615,8 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
         return st;
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
     kd_forward_args sa = {sizeof sa, images, true,
-                          kd_rng_make(job->seed, rank_stream(STREAM_STUDENT), (uint64_t)r->st.micro),
+                          kd_rng_make(job->seed, rank_stream(STREAM_STUDENT),
+                                      (uint64_t)r->st.micro),
                           s->student.want, s->student.out};
     st = s->student.vt->forward(s->student.self, &sa);
     if (st != KD_OK)
@@ -988,12 +990,13 @@ static bool should_stop(const run *r)
 }
 
 /* Data parallel: a rank that fails before its batch's backward still
- * takes part in the batch's decision, so the others stop too. */
-static void fail_with_others(const run *r, kd_status st)
+ * takes part in the batch's decision, so the others stop too (its own
+ * error is what it reports). */
+static void fail_with_others(const run *r)
 {
     bool any_stop;
     if (kd_dist().world > 1)
-        kd_dist_agree(r->s->train.spec->path, st != KD_OK, stop_requested, &any_stop);
+        kd_dist_agree(r->s->train.spec->path, true, stop_requested, &any_stop);
 }
 
 static kd_status train_epochs(run *r, bool *stopped)
@@ -1020,7 +1023,7 @@ static kd_status train_epochs(run *r, bool *stopped)
             if (st == KD_OK && !done)
                 st = s->sched_vt->lr_at(s->sched, r->st.step, &lr);
             if (st != KD_OK) {
-                fail_with_others(r, st);
+                fail_with_others(r);
                 break;
             }
             if (done)
