@@ -190,7 +190,7 @@ static kd_status launch_under_mpirun(int nproc, int argc, char **argv)
             args[n++] = argv[i];
     }
     fflush(NULL);
-    execv(KD_MPIRUN, args);
+    execvp(KD_MPIRUN, args);
     kd_status st = kd_error(KD_ERR_IO, "--nproc: cannot start %s: %s", KD_MPIRUN,
                             strerror(errno));
     free(args);
