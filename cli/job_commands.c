@@ -1,11 +1,16 @@
 /* The commands that take a job file: validate, plan, run, eval, export. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <kdengine/kdengine.h>
 
+#include "config.h"
+
+#include "../core/train/dist.h"
 #include "../core/train/job.h"
 #include "../core/train/runner.h"
 #include "../core/train/session.h"
@@ -17,6 +22,7 @@ typedef struct job_args {
     const char **sets;
     bool resume, json, teacher, ema;
     const char *weights, *out;
+    int nproc; /* run --nproc: 0 when not given */
 } job_args;
 
 static const char *const usages[] = {
@@ -33,7 +39,7 @@ static const char *const usages[] = {
     "image, taps), the taps each loss reads with their shapes, and an\n"
     "estimate of a training step's memory.\n",
 
-    "usage: kdengine run JOB.json [--set KEY=VALUE ...] [--resume]\n"
+    "usage: kdengine run JOB.json [--set KEY=VALUE ...] [--resume] [--nproc N]\n"
     "\n"
     "Trains the student: supervised when the job has no teacher, distilled\n"
     "when it has one. Writes job.json, metrics.jsonl, checkpoints/ and\n"
@@ -41,7 +47,11 @@ static const char *const usages[] = {
     "finishes the step, writes a checkpoint and exits with status 3.\n"
     "\n"
     "  --resume   continue from the newest checkpoint in the output folder;\n"
-    "             the result equals an uninterrupted run's\n",
+    "             the result equals an uninterrupted run's\n"
+    "  --nproc N  data parallel on this machine: runs itself again under\n"
+    "             mpirun -np N --oversubscribe --bind-to none (the same as\n"
+    "             launching with mpirun or srun yourself); data.train's\n"
+    "             batch_size is the global batch, cut among the N processes\n",
 
     "usage: kdengine eval JOB.json [--weights FILE] [--teacher] [--json] [--set ...]\n"
     "\n"
@@ -105,6 +115,15 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
             a->sets[a->n_sets++] = argv[++i];
         } else if (!strncmp(o, "--set=", 6)) {
             a->sets[a->n_sets++] = o + 6;
+        } else if (!strcmp(o, "--nproc") && has_value && which == RUN) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || n < 1 || n > 4096) {
+                fprintf(stderr, "kdengine run: --nproc '%s' is not a process count (1 to "
+                        "4096)\n", argv[i]);
+                return 2;
+            }
+            a->nproc = (int)n;
         } else if (!strcmp(o, "--resume") && which == RUN) {
             a->resume = true;
         } else if (!strcmp(o, "--json") && which == EVAL) {
@@ -140,6 +159,50 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
     return 0;
 }
 
+/* run --nproc N: this executable again, under mpirun, with the same
+ * arguments but --nproc; returns only when that cannot start. */
+static kd_status launch_under_mpirun(int nproc, int argc, char **argv)
+{
+    if (kd_dist_launched())
+        return kd_error(KD_ERR_INVALID, "--nproc %d: this process was already started by a "
+                        "launcher (mpirun, srun); give the process count to it instead", nproc);
+#ifdef KD_HAVE_MPI
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || len >= (ssize_t)sizeof self - 1)
+        return kd_error(KD_ERR_IO, "--nproc: cannot find this executable (/proc/self/exe)");
+    self[len] = '\0';
+    char count[16];
+    snprintf(count, sizeof count, "%d", nproc);
+    const char *head[] = {KD_MPIRUN, "-np", count, "--oversubscribe", "--bind-to", "none",
+                          self, "run"};
+    int n_head = (int)(sizeof head / sizeof *head);
+    char **args = calloc((size_t)(n_head + argc + 1), sizeof *args);
+    if (!args)
+        return kd_error(KD_ERR_NOMEM, "--nproc: out of memory");
+    int n = 0;
+    for (int i = 0; i < n_head; i++)
+        args[n++] = (char *)head[i];
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--nproc"))
+            i++; /* and its value */
+        else
+            args[n++] = argv[i];
+    }
+    fflush(NULL);
+    execvp(KD_MPIRUN, args);
+    kd_status st = kd_error(KD_ERR_IO, "--nproc: cannot start %s: %s", KD_MPIRUN,
+                            strerror(errno));
+    free(args);
+    return st;
+#else
+    (void)argc, (void)argv;
+    return kd_error(KD_ERR_UNSUPPORTED, "--nproc %d: this kdengine was built without MPI "
+                    "(configure found no Open MPI); install libopenmpi-dev and openmpi-bin "
+                    "(scripts/setup), reconfigure and rebuild", nproc);
+#endif
+}
+
 int kd_command_job(const char *command, int argc, char **argv)
 {
     int which = -1;
@@ -153,6 +216,12 @@ int kd_command_job(const char *command, int argc, char **argv)
     if (rc != 0) {
         free(a.sets);
         return rc < 0 ? 0 : rc;
+    }
+    if (a.nproc > 0) {
+        launch_under_mpirun(a.nproc, argc, argv); /* returns on failure only */
+        fprintf(stderr, "kdengine run: %s\n", kd_last_error());
+        free(a.sets);
+        return 1;
     }
     kd_job *job = NULL;
     bool stopped = false;
@@ -187,8 +256,14 @@ int kd_command_job(const char *command, int argc, char **argv)
         if (st == KD_OK)
             printf("wrote %s\n", a.out);
     }
-    if (st != KD_OK)
+    if (st != KD_OK && kd_dist().world > 1) {
+        fprintf(stderr, "kdengine %s (rank %d of %d): %s\n", names[which], kd_dist().rank,
+                kd_dist().world, kd_last_error());
+        kd_dist_abort(1); /* no other rank waits for this one */
+    } else if (st != KD_OK) {
         fprintf(stderr, "kdengine %s: %s\n", names[which], kd_last_error());
+    }
+    kd_dist_finalize();
     kd_job_free(job);
     free(a.sets);
     if (st != KD_OK)

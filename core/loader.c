@@ -26,6 +26,7 @@ typedef struct slot {
     kd_status status;
     char message[LOADER_MESSAGE_MAX]; /* the error when status != KD_OK */
     kd_tensor *images, *labels, *indices;
+    int64_t global_size;
 } slot;
 
 /* What one building thread owns: the dataset writes one buffer and the
@@ -124,6 +125,13 @@ static kd_status build_batch(kd_loader *l, builder *w, int64_t b, int64_t epoch,
     const kd_loader_config *c = &l->cfg;
     int64_t first = b * c->batch_size;
     int64_t count = l->n - first < c->batch_size ? l->n - first : c->batch_size;
+    s->global_size = count;
+    if (c->shards > 1) {
+        /* this process's contiguous part of the global batch */
+        int64_t begin = count * c->shard / c->shards, end = count * (c->shard + 1) / c->shards;
+        first += begin;
+        count = end - begin;
+    }
     int64_t shape[4] = {count, 0, 0, 0}, first_index = 0;
     size_t sample_floats = 0;
     for (int64_t i = 0; i < count; i++) {
@@ -228,6 +236,12 @@ static kd_status check_config(const kd_loader_config *c, const char *label)
     if (c->subset < 0)
         return kd_error(KD_ERR_INVALID, "%s: subset must be 0 (all) or positive, got %" PRId64,
                         label, c->subset);
+    if (c->shards > 1 && (c->shard < 0 || c->shard >= c->shards))
+        return kd_error(KD_ERR_INVALID, "%s: shard %d of %d", label, c->shard, c->shards);
+    if (c->shards > 1 && c->batch_size < c->shards)
+        return kd_error(KD_ERR_INVALID, "%s: batch_size %" PRId64 " is the global batch and "
+                        "must give each of the %d processes a sample", label, c->batch_size,
+                        c->shards);
     return KD_OK;
 }
 
@@ -247,6 +261,10 @@ static kd_status measure(kd_loader *l)
     l->n = c->subset ? c->subset : l->info.length;
     l->batches = c->drop_last ? l->n / c->batch_size
                               : (l->n + c->batch_size - 1) / c->batch_size;
+    /* a last batch too small to give every process a sample is dropped */
+    if (c->shards > 1 && !c->drop_last && l->n % c->batch_size != 0 &&
+        l->n % c->batch_size < c->shards)
+        l->batches--;
     if (l->batches == 0)
         return kd_error(KD_ERR_INVALID,
                         "%s: drop_last with batch_size %" PRId64 " leaves no batch of %" PRId64
@@ -451,6 +469,7 @@ kd_status kd_loader_next(kd_loader *l, kd_batch *out, bool *done)
         out->images = s->images;
         out->labels = s->labels;
         out->indices = s->indices;
+        out->global_size = s->global_size;
         out->index = b;
     }
     pthread_mutex_unlock(&l->mu);

@@ -48,6 +48,14 @@ typedef struct kd_loader_config {
     int workers;    /* 0: batches are built on the calling thread */
     int prefetch;   /* batches built ahead, >= 1 */
     uint64_t seed;
+    /* Data parallel: this process builds part `shard` of `shards` of every
+     * batch (0 and 0 or 1: all of it). batch_size is then the global
+     * batch: batch b's order positions b * batch_size onwards are cut in
+     * contiguous parts, part r from floor(m * r / shards) to
+     * floor(m * (r + 1) / shards) of the batch's m samples, so parts differ
+     * by one sample at most. A last batch of fewer than `shards` samples
+     * is dropped (it cannot give every process one). */
+    int shard, shards;
 } kd_loader_config;
 
 /* One batch. The tensors are caller-owned tensors of the loader (in no
@@ -58,6 +66,7 @@ typedef struct kd_batch {
     kd_tensor *labels;  /* I64 [N] */
     kd_tensor *indices; /* I64 [N]: dataset positions of the samples */
     int64_t index;      /* batch number in the epoch */
+    int64_t global_size; /* samples of the batch over every shard */
 } kd_batch;
 
 typedef struct kd_loader kd_loader;

@@ -1101,6 +1101,63 @@ static void test_throughput(void)
     d.vt->destroy(d.self);
 }
 
+/* Data parallel: shards k of 3 of each global batch, concatenated in
+ * rank order, are the unsharded batch (samples, transforms and all), in
+ * parts differing by one sample at most; a last batch smaller than the
+ * world is dropped; batch_size below the world is refused. */
+static void test_loader_shards(void)
+{
+    const int64_t lengths[2] = {25, 21}; /* last batch 5 (kept), 1 (dropped) */
+    for (int k = 0; k < 2; k++) {
+        synth d = {lengths[k], 6, 5, -1, false};
+        kd_loader_config c = loader_config(&d, 10, k); /* 0 and 1 workers */
+        epoch_run whole, parts[3];
+        run_config(&c, 1, 0, &whole);
+        bool ok = whole.st == KD_OK;
+        int64_t batches = lengths[k] == 25 ? 3 : 2;
+        for (int r = 0; r < 3; r++) {
+            c.shard = r;
+            c.shards = 3;
+            run_config(&c, 1, 0, &parts[r]);
+            ok &= parts[r].st == KD_OK && parts[r].n_batches == batches;
+        }
+        int64_t at = 0, worst_spread = 0;
+        for (int64_t b = 0; ok && b < batches; b++) {
+            int64_t lo = INT64_MAX, hi = 0, before[3] = {0, 0, 0};
+            for (int r = 0; r < 3; r++) {
+                for (int64_t j = 0; j < b; j++)
+                    before[r] += parts[r].sizes[j];
+                int64_t n = parts[r].sizes[b];
+                lo = n < lo ? n : lo;
+                hi = n > hi ? n : hi;
+                ok &= !memcmp(parts[r].indices + before[r], whole.indices + at,
+                              (size_t)n * sizeof(int64_t)) &&
+                      !memcmp(parts[r].images + before[r] * 16, whole.images + at * 16,
+                              (size_t)n * 16 * sizeof(float));
+                at += n;
+            }
+            worst_spread = hi - lo > worst_spread ? hi - lo : worst_spread;
+        }
+        kt_check(ok && worst_spread <= 1 && at == (lengths[k] == 25 ? 25 : 20),
+                 lengths[k] == 25 ? "loader: 3 shards of 25 in batches of 10 are the batches"
+                                  : "loader: 3 shards of 21 drop the last batch of 1",
+                 "%s %s; %lld samples, parts differ by %lld", whole.error, parts[0].error,
+                 (long long)at, (long long)worst_spread);
+        free_run(&whole);
+        for (int r = 0; r < 3; r++)
+            free_run(&parts[r]);
+    }
+    synth d = {25, 6, 5, -1, false};
+    kd_loader_config c = loader_config(&d, 2, 0);
+    c.shards = 3;
+    kd_loader *l = NULL;
+    kd_status st = kd_loader_new(&c, &l);
+    kt_check(st == KD_ERR_INVALID && strstr(kd_last_error(), "batch_size 2 is the global batch"),
+             "loader: a global batch smaller than the world is refused", "%s",
+             kd_last_error());
+    kd_loader_free(l);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmp_dir)) {
@@ -1117,6 +1174,7 @@ int main(void)
         test_loader_sizes();
         test_loader_errors();
         test_loader_shutdown();
+        test_loader_shards();
     }
     for (int t = 0; t < 3; t++)
         free_transform(pipeline[t]);

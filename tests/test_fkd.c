@@ -322,7 +322,7 @@ static void check_online(const char *name, const char *job_file, const char *sto
         kd_loader_config c = {s->train.vt, s->train.self, "data.train",
                               job->train.n_transforms, s->train.tvt, s->train.tself,
                               job->train.batch_size, job->train.shuffle, job->train.drop_last,
-                              job->train.subset, 0, 1, job->seed};
+                              job->train.subset, 0, 1, job->seed, 0, 0};
         st = kd_loader_new(&c, &loader);
     }
     snprintf(path, sizeof path, "%s/%s", dir, store);

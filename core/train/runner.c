@@ -14,16 +14,23 @@
 #include <kdengine/kdengine.h>
 
 #include "checkpoint.h"
+#include "dirs.h"
+#include "dist.h"
 #include "ema.h"
 #include "grad_clip.h"
-#include "dirs.h"
 #include "runner.h"
 #include "session.h"
 #include "streams.h"
 
-/* Stream words of the per-step rngs handed to models and losses. */
-
 static volatile sig_atomic_t stop_requested;
+
+/* Per-rank random streams: rank 0's are a single process's, rank r's
+ * differ by r in the stream word's top bits, so a run is reproducible for
+ * a given world size. */
+static uint64_t rank_stream(uint64_t stream)
+{
+    return stream | (uint64_t)kd_dist().rank << 48;
+}
 
 void kd_run_request_stop(void) { stop_requested = 1; }
 
@@ -50,6 +57,8 @@ static kd_status open_loader(const kd_data_run *d, uint64_t seed, kd_loader **ou
         .workers = d->spec->workers,
         .prefetch = d->spec->prefetch,
         .seed = seed,
+        .shard = kd_dist().rank,
+        .shards = kd_dist().world,
     };
     return kd_loader_new(&c, out);
 }
@@ -78,6 +87,25 @@ static void score_batch(const kd_tensor *logits, const kd_tensor *labels, int64_
         *top1 += above == 0;
         *top5 += above < 5;
     }
+}
+
+/* Each rank scored its shard of the evaluation set: the sums over every
+ * rank, so all of them report the same top-1 (exact: counts are integers
+ * well inside a double's). */
+static kd_status reduce_eval_counts(int64_t *top1, int64_t *top5, double *loss_sum,
+                                    int64_t *samples)
+{
+    if (kd_dist().world == 1)
+        return KD_OK;
+    double v[4] = {(double)*top1, (double)*top5, *loss_sum, (double)*samples};
+    kd_status st = kd_dist_all_reduce_f64(v, 4, KD_DIST_SUM);
+    if (st != KD_OK)
+        return kd_error_wrap(st, "evaluation");
+    *top1 = (int64_t)v[0];
+    *top5 = (int64_t)v[1];
+    *loss_sum = v[2];
+    *samples = (int64_t)v[3];
+    return KD_OK;
 }
 
 static kd_status evaluate_model(kd_model_run *m, kd_loader *loader, kd_eval_result *r)
@@ -118,6 +146,8 @@ static kd_status evaluate_model(kd_model_run *m, kd_loader *loader, kd_eval_resu
     }
     free(want);
     kd_set_grad_enabled(saved);
+    if (st == KD_OK)
+        st = reduce_eval_counts(&top1, &top5, &loss_sum, &r->samples);
     if (st == KD_OK && r->samples) {
         r->top1 = 100.0 * (double)top1 / (double)r->samples;
         r->top5 = 100.0 * (double)top5 / (double)r->samples;
@@ -240,6 +270,7 @@ typedef struct run {
     double grad_norm;      /* of the last step, when the job clips */
     char *classes;                     /* JSON array of class names, or NULL */
     int64_t train_skipped, val_skipped; /* the datasets' skipped() so far */
+    bool stop_agreed; /* data parallel: some rank asked to stop */
 } run;
 
 static int compare_names(const void *a, const void *b)
@@ -364,6 +395,8 @@ static kd_status load_gradients(const run *r, const char *path)
 static kd_status checkpoint_step(run *r, char *written, size_t size)
 {
     snprintf(written, size, "%s/step-%09lld.safetensors", r->ckpt_dir, (long long)r->st.step);
+    if (kd_dist().rank != 0)
+        return KD_OK; /* rank 0 writes for every rank */
     kd_status st = save_checkpoint(r, written);
     if (st != KD_OK)
         return st;
@@ -485,7 +518,7 @@ static kd_status batch_transforms(run *r, kd_batch_args *ba)
 {
     const kd_session *s = r->s;
     for (int i = 0; i < s->n_batch_transforms; i++) {
-        ba->rng = kd_rng_make(r->job->seed, KD_STREAM_BATCH << 8 | (uint64_t)i,
+        ba->rng = kd_rng_make(r->job->seed, rank_stream(KD_STREAM_BATCH << 8 | (uint64_t)i),
                               (uint64_t)r->st.micro);
         kd_status st = s->btvt[i]->apply(s->btself[i], ba);
         if (st != KD_OK)
@@ -512,7 +545,8 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
     }
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args ta = {sizeof ta, images, r->job->teacher.train_bn,
-                          kd_rng_make(r->job->seed, KD_STREAM_TEACHER, (uint64_t)r->st.micro),
+                          kd_rng_make(r->job->seed, rank_stream(KD_STREAM_TEACHER),
+                                      (uint64_t)r->st.micro),
                           m->want, m->out};
     st = m->vt->forward(m->self, &ta);
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
@@ -527,6 +561,15 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
     kd_scope_end();
     kd_set_grad_enabled(saved);
     return st == KD_OK ? st : kd_error_wrap(st, "teacher forward");
+}
+
+/* Data parallel: this rank's loss is the mean over its n samples of a
+ * global batch of N; times n * world / N, the ranks' mean gradient
+ * (kd_dist_all_reduce_grads) is the global batch's, shards of unequal
+ * size included. */
+static double rank_share(const kd_batch *b)
+{
+    return (double)b->labels->shape[0] * (double)kd_dist().world / (double)b->global_size;
 }
 
 /* The forward and backward of one batch: its gradients are added to
@@ -550,7 +593,8 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
         return st;
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
     kd_forward_args sa = {sizeof sa, images, true,
-                          kd_rng_make(job->seed, KD_STREAM_STUDENT, (uint64_t)r->st.micro),
+                          kd_rng_make(job->seed, rank_stream(KD_STREAM_STUDENT),
+                                      (uint64_t)r->st.micro),
                           s->student.want, s->student.out};
     st = s->student.vt->forward(s->student.self, &sa);
     if (st != KD_OK)
@@ -565,7 +609,7 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
             l->teacher_in[k] = s->teacher.out[l->teacher_taps[k]];
         kd_loss_args la = {sizeof la, l->student_in, l->needs.n_teacher ? l->teacher_in : NULL,
                            b->labels, ba.soft_targets, b->indices, r->st.epoch, r->st.step, true,
-                           kd_rng_make(job->seed, KD_STREAM_LOSS << 8 | (uint64_t)i,
+                           kd_rng_make(job->seed, rank_stream(KD_STREAM_LOSS << 8 | (uint64_t)i),
                                        (uint64_t)r->st.micro)};
         kd_loss_result *res = &t->results[i];
         *res = (kd_loss_result){.size = sizeof *res};
@@ -593,19 +637,21 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
             kd_tensor_zero_grad(s->params[i].tensor);
     if (cycle > 1 && !(total = kd_mul_scalar(total, 1.0 / (double)cycle)))
         return kd_error_wrap(kd_last_status(), "scaling the loss for accumulation");
+    if (kd_dist().world > 1 && !(total = kd_mul_scalar(total, rank_share(b))))
+        return kd_error_wrap(kd_last_status(), "scaling the loss to this rank's share");
     return kd_backward(total);
 }
 
-/* The end of a cycle: clipping (after the all-reduce that data-parallel
- * runs will add here, on the summed gradients), then the optimizer. */
+/* The end of a cycle: the gradients averaged over the ranks (data
+ * parallel), clipping, then the optimizer. */
 static kd_status optimizer_step(run *r, double lr)
 {
     const kd_job *job = r->job;
     kd_session *s = r->s;
-    kd_status st = KD_OK;
-    if (job->clip_grad_norm > 0)
+    kd_status st = kd_dist_all_reduce_grads(s->n_params, s->params);
+    if (st == KD_OK && job->clip_grad_norm > 0)
         st = kd_clip_grad_norm(s->n_params, s->params, job->clip_grad_norm, &r->grad_norm);
-    else if (job->clip_grad_value > 0 &&
+    else if (st == KD_OK && job->clip_grad_value > 0 &&
              (st = kd_grad_norm(s->n_params, s->params, &r->grad_norm)) == KD_OK)
         st = kd_clip_grad_value(s->n_params, s->params, job->clip_grad_value);
     if (st == KD_OK)
@@ -641,6 +687,8 @@ static json_t *loss_terms_json(const kd_session *s, const step_losses *t)
 static void print_progress(run *r, const step_losses *t, double lr, double ips, double eta_s,
                            bool final_line)
 {
+    if (kd_dist().rank != 0)
+        return; /* one progress line for the job */
     char eta[32];
     format_eta(eta_s, eta, sizeof eta);
     char terms[512];
@@ -709,7 +757,7 @@ static kd_status run_eval(run *r, json_t **line)
         json_object_set_new(*line, "ema_top5", json_real(a.top5));
         json_object_set_new(*line, "ema_loss", json_real(a.loss));
     }
-    if (best) {
+    if (best && kd_dist().rank == 0) {
         char path[4200];
         snprintf(path, sizeof path, "%s/best.safetensors", r->job->output);
         st = save_checkpoint(r, path);
@@ -760,7 +808,8 @@ static kd_status resume(run *r)
     if (st == KD_OK) {
         char metrics[4200];
         snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", r->job->output);
-        st = trim_metrics(metrics, r->st.step);
+        if (kd_dist().rank == 0)
+            st = trim_metrics(metrics, r->st.step);
         fprintf(stderr, "resuming from %s: epoch %lld, batch %lld, step %lld%s\n", path,
                 (long long)r->st.epoch + 1, (long long)r->st.batch, (long long)r->st.step,
                 r->st.cycle > 0 ? " (inside an accumulation cycle)" : "");
@@ -820,6 +869,28 @@ static double window_rate(const progress *p, double now)
     return (double)p->window_images / (dt > 1e-9 ? dt : 1e-9);
 }
 
+/* Data parallel, after each batch's backward: every rank learns whether
+ * one failed (a NaN loss, a broken sample) or was asked to stop, so none is
+ * left waiting in the gradients' all-reduce; the batch's loss becomes the
+ * global batch's (the ranks' losses weighted by their shares). */
+static kd_status agree_on_batch(run *r, const kd_batch *b, kd_status batch_st, step_losses *t)
+{
+    if (kd_dist().world == 1)
+        return batch_st;
+    bool any_stop;
+    char what[64];
+    snprintf(what, sizeof what, "batch %lld of epoch %lld", (long long)r->st.batch,
+             (long long)r->st.epoch + 1);
+    kd_status st = kd_dist_agree(what, batch_st != KD_OK, stop_requested, &any_stop);
+    r->stop_agreed = any_stop;
+    if (batch_st != KD_OK || st != KD_OK)
+        return batch_st != KD_OK ? batch_st : st;
+    double loss = t->total * rank_share(b);
+    st = kd_dist_all_reduce_f64(&loss, 1, KD_DIST_MEAN);
+    t->total = loss;
+    return st;
+}
+
 /* One batch in its scope, and the optimizer step when it ends a cycle;
  * what the logs and progress line show is read before the scope ends, and
  * only on the steps that show it. */
@@ -829,7 +900,7 @@ static kd_status run_batch(run *r, const kd_batch *b, double lr, step_losses *t,
     kd_scope_begin();
     int64_t cycle = cycle_length(r);
     bool cycle_end = r->st.cycle + 1 == cycle;
-    kd_status st = train_batch(r, b, cycle, t);
+    kd_status st = agree_on_batch(r, b, train_batch(r, b, cycle, t), t);
     if (st == KD_OK && cycle_end)
         st = optimizer_step(r, lr);
     if (st != KD_OK) {
@@ -885,11 +956,25 @@ static kd_status run_batch(run *r, const kd_batch *b, double lr, step_losses *t,
     return KD_OK;
 }
 
-/* A stop the CLI's signal handler asked for, or the caller's
+/* A stop the CLI's signal handler asked for (data parallel: on any rank,
+ * as the ranks agreed after the last batch), or the caller's
  * stop_at_batch. */
 static bool should_stop(const run *r)
 {
-    return stop_requested || (r->stop_at_batch > 0 && r->st.micro >= r->stop_at_batch);
+    /* data parallel: at a cycle's end, where the gradients were reduced
+     * (rank 0's checkpoint cannot hold the other ranks' partial sums) */
+    bool asked = kd_dist().world > 1 ? r->stop_agreed && r->st.cycle == 0 : stop_requested;
+    return asked || (r->stop_at_batch > 0 && r->st.micro >= r->stop_at_batch);
+}
+
+/* Data parallel: a rank that fails before its batch's backward still
+ * takes part in the batch's decision, so the others stop too (its own
+ * error is what it reports). */
+static void fail_with_others(const run *r)
+{
+    bool any_stop;
+    if (kd_dist().world > 1)
+        kd_dist_agree(r->s->train.spec->path, true, stop_requested, &any_stop);
 }
 
 static kd_status train_epochs(run *r, bool *stopped)
@@ -913,11 +998,15 @@ static kd_status train_epochs(run *r, bool *stopped)
             kd_batch b;
             bool done;
             st = kd_loader_next(r->train, &b, &done);
-            if (st != KD_OK || done)
+            if (st == KD_OK && !done)
+                st = s->sched_vt->lr_at(s->sched, r->st.step, &lr);
+            if (st != KD_OK) {
+                fail_with_others(r);
                 break;
-            st = s->sched_vt->lr_at(s->sched, r->st.step, &lr);
-            if (st == KD_OK)
-                st = run_batch(r, &b, lr, &terms, &p);
+            }
+            if (done)
+                break;
+            st = run_batch(r, &b, lr, &terms, &p);
         }
         r->st.elapsed_s = elapsed_before + (now_s() - p.t_start);
         if (st != KD_OK)
@@ -968,12 +1057,17 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
     r.st.best_top1 = -1;
     r.st.best_epoch = -1;
     r.tty = isatty(2);
-    int threads = job->threads ? job->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    kd_status st = kd_dist_init();
+    if (st != KD_OK)
+        return st;
+    /* processes on one machine share its cores */
+    int threads = job->threads ? job->threads
+                               : (int)sysconf(_SC_NPROCESSORS_ONLN) / kd_dist().local_world;
     kd_set_num_threads(threads > 0 ? threads : 1);
     snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", job->output);
 
     double t0 = now_s();
-    kd_status st = kd_session_open(job, KD_SESSION_TRAIN, &r.s);
+    st = kd_session_open(job, KD_SESSION_TRAIN, &r.s);
     if (st == KD_OK)
         st = kd_make_dirs(r.ckpt_dir);
     if (st == KD_OK)
@@ -987,11 +1081,12 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
     }
     if (st == KD_OK && options && options->resume)
         st = resume(&r);
-    if (st == KD_OK)
+    bool writer = kd_dist().rank == 0; /* of metrics, job.json and checkpoints */
+    if (st == KD_OK && writer)
         st = write_job_copy(job);
     if (st == KD_OK)
         st = kd_session_classes_json(r.s, &r.classes);
-    if (st == KD_OK && r.classes)
+    if (st == KD_OK && r.classes && writer)
         st = write_classes(job, r.classes);
     if (st == KD_OK) {
         /* what the session's probe of sample 0 skipped is not an epoch's */
@@ -1002,7 +1097,7 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
     }
     char metrics_path[4200];
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", job->output);
-    if (st == KD_OK) {
+    if (st == KD_OK && writer) {
         r.metrics = fopen(metrics_path, options && options->resume ? "a" : "w");
         if (!r.metrics)
             st = kd_error(KD_ERR_IO, "%s: %s", metrics_path, strerror(errno));

@@ -10,6 +10,7 @@
 #include "label_store.h"
 #include "layer_decay.h"
 #include "session.h"
+#include "dist.h"
 
 /* Seeds of the instances: the job's seed mixed with a role number, so the
  * student's weights do not depend on how many losses the job has. */
@@ -584,19 +585,19 @@ static kd_status service_forward_from(void *host, kd_model_role role, const char
     return st;
 }
 
-/* One process for now: the collectives have nothing to exchange. */
+/* The job's processes (dist.h); one process returns at once. */
 static kd_status service_all_reduce(void *host, kd_tensor *t, kd_reduce_op op)
 {
     (void)host;
-    (void)op;
-    return t ? KD_OK : kd_error(KD_ERR_INVALID, "all_reduce: NULL tensor");
+    if (op != KD_REDUCE_OP_SUM && op != KD_REDUCE_OP_MEAN)
+        return kd_error(KD_ERR_INVALID, "all_reduce: unknown operation %d", (int)op);
+    return kd_dist_all_reduce(t, op == KD_REDUCE_OP_SUM ? KD_DIST_SUM : KD_DIST_MEAN);
 }
 
 static kd_status service_all_gather(void *host, kd_tensor *t, kd_tensor **out)
 {
     (void)host;
-    *out = t;
-    return t ? KD_OK : kd_error(KD_ERR_INVALID, "all_gather: NULL tensor");
+    return kd_dist_all_gather(t, out);
 }
 
 static kd_status service_pipeline_fingerprint(void *host, const char **json)
@@ -629,8 +630,8 @@ static void init_services(kd_session *s)
         .host = s,
         .num_classes = s->num_classes,
         .train_length = train_samples(s),
-        .rank = 0,
-        .world_size = 1,
+        .rank = kd_dist().rank,
+        .world_size = kd_dist().world,
         .train_labels = service_train_labels,
         .forward_from = service_forward_from,
         .all_reduce = service_all_reduce,
