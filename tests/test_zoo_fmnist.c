@@ -113,6 +113,19 @@ int main(void)
             check_metrics("student", ce_kd, 2, bad, sizeof bad);
         kt_check(rc == 0 && !bad[0], name, "%s", rc ? out : bad);
         free(out);
+
+        /* plan measures a training step of the student: train-mode batch
+         * norm on MobileNetV3's 1x1 maps needs more than one image */
+        char job[512], cmd[2048];
+        kt_source_path("examples/fashion-mnist/convnext-mobilenet.json", job, sizeof job);
+        snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine plan %s --set plugin_dirs='[\"%s\"]' %s "
+                 "2>&1", dir, KD_BUILDDIR, job, kt_plugin_dir(), extra);
+        rc = kt_run_command(cmd, &out);
+        kt_check(rc == 0 && out && strstr(out, "student: mobilenetv3_small_100") &&
+                     strstr(out, "peak about"),
+                 "plan on convnext-mobilenet.json (a MobileNetV3 student at 32x32)", "exit %d: %s",
+                 rc, out ? out : "(none)");
+        free(out);
     }
     kt_remove_tree(dir);
     return kt_finish();
