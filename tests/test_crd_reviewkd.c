@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tensor_bag.h"
 #include "plugin_fixture.h"
 #include "../plugins/losses/crd/crd_negatives.h"
 
@@ -32,52 +33,6 @@
 #define NORM_FLOOR 1e-9
 
 /* ------------------------------------------------------------ plumbing */
-
-/* Named tensors, owned: what the Python side reads, and what this side
- * compares its answers with. */
-typedef struct bag {
-    int n, cap;
-    char **names;
-    kd_tensor **t;
-} bag;
-
-/* Adds a caller-owned copy of t under the formatted name. */
-static void bag_add(bag *b, const kd_tensor *t, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void bag_add(bag *b, const kd_tensor *t, const char *fmt, ...)
-{
-    if (b->n == b->cap) {
-        b->cap = b->cap ? 2 * b->cap : 64;
-        b->names = realloc(b->names, (size_t)b->cap * sizeof *b->names);
-        b->t = realloc(b->t, (size_t)b->cap * sizeof *b->t);
-    }
-    char name[160];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    b->names[b->n] = strdup(name);
-    b->t[b->n++] = t ? kd_tensor_keep(kd_tensor_to_device((kd_tensor *)t, KD_CPU)) : NULL;
-}
-
-static void bag_add_value(bag *b, double v, const char *name)
-{
-    const int64_t one = 1;
-    kd_tensor *t = kd_tensor_from_data(KD_F64, 1, &one, &v);
-    bag_add(b, t, "%s", name);
-    kd_tensor_free(t);
-}
-
-static void bag_free(bag *b)
-{
-    for (int i = 0; i < b->n; i++) {
-        free(b->names[i]);
-        kd_tensor_free(b->t[i]);
-    }
-    free(b->names);
-    free(b->t);
-    memset(b, 0, sizeof *b);
-}
 
 typedef struct loss {
     const kd_loss_vtable *vt;
@@ -270,7 +225,7 @@ static const crd_case CRD[] = {
 };
 #define N_CRD (int)(sizeof CRD / sizeof CRD[0])
 
-static void run_crd_case(int c, bag *in, bag *mine, char *error, size_t error_size)
+static void run_crd_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t error_size)
 {
     const crd_case *cc = &CRD[c];
     loss l;
@@ -289,10 +244,10 @@ static void run_crd_case(int c, bag *in, bag *mine, char *error, size_t error_si
     }
     kd_tensor_list list = loss_tensors(&l);
     for (int i = 0; i < list.n; i++)
-        bag_add(in, kd_tensor_list_at(&list, i)->tensor, "c%d.init.%s", c,
+        kt_bag_add(in, kd_tensor_list_at(&list, i)->tensor, "c%d.init.%s", c,
                 kd_tensor_list_at(&list, i)->name);
     kd_tensor *all_labels = kd_tensor_from_data(KD_I64, 1, &h.n, h.labels);
-    bag_add(in, all_labels, "c%d.labels", c);
+    kt_bag_add(in, all_labels, "c%d.labels", c);
     kd_tensor_free(all_labels);
     kd_rng data = kd_rng_make(900 + (uint64_t)c, 1, 0);
     for (int step = 0; step < cc->steps; step++) {
@@ -305,10 +260,10 @@ static void run_crd_case(int c, bag *in, bag *mine, char *error, size_t error_si
         kd_tensor *idx = kd_tensor_empty(KD_I64, KD_CPU, 2, idx_shape);
         crd_negatives_draw(&neg, kd_tensor_data(indices), cc->batch, cc->k, cc->relax, &drawn,
                            kd_tensor_data(idx), "test");
-        bag_add(in, fs, "c%d.s%d.fs", c, step);
-        bag_add(in, ft, "c%d.s%d.ft", c, step);
-        bag_add(in, indices, "c%d.s%d.indices", c, step);
-        bag_add(in, idx, "c%d.s%d.idx", c, step);
+        kt_bag_add(in, fs, "c%d.s%d.fs", c, step);
+        kt_bag_add(in, ft, "c%d.s%d.ft", c, step);
+        kt_bag_add(in, indices, "c%d.s%d.indices", c, step);
+        kt_bag_add(in, idx, "c%d.s%d.idx", c, step);
         zero_param_grads(&list);
         kd_tensor_set_requires_grad(fs, true);
         double v = run_loss(&l, &fs, &ft, labels, indices, 0, step, true, rng, true);
@@ -316,12 +271,12 @@ static void run_crd_case(int c, bag *in, bag *mine, char *error, size_t error_si
             snprintf(error, error_size, "step %d: %s", step, kd_last_error());
         char key[64];
         snprintf(key, sizeof key, "c%d.s%d.value", c, step);
-        bag_add_value(mine, v, key);
-        bag_add(mine, fs->grad, "c%d.s%d.grad.fs", c, step);
+        kt_bag_add_value(mine, v, key);
+        kt_bag_add(mine, fs->grad, "c%d.s%d.grad.fs", c, step);
         for (int i = 0; i < list.n; i++) {
             const kd_named_tensor *nt = kd_tensor_list_at(&list, i);
             if (nt->flags & KD_TENSOR_PARAM)
-                bag_add(mine, nt->tensor->grad, "c%d.s%d.grad.%s", c, step, nt->name);
+                kt_bag_add(mine, nt->tensor->grad, "c%d.s%d.grad.%s", c, step, nt->name);
         }
         kd_tensor_free(fs);
         kd_tensor_free(ft);
@@ -334,7 +289,7 @@ static void run_crd_case(int c, bag *in, bag *mine, char *error, size_t error_si
     for (int i = 0; i < list.n; i++) {
         const kd_named_tensor *nt = kd_tensor_list_at(&list, i);
         if (nt->flags & KD_TENSOR_BUFFER)
-            bag_add(mine, nt->tensor, "c%d.final.%s", c, nt->name);
+            kt_bag_add(mine, nt->tensor, "c%d.final.%s", c, nt->name);
     }
 done:
     crd_negatives_free(&neg);
@@ -373,7 +328,7 @@ static const review_case REVIEW[] = {
 };
 #define N_REVIEW (int)(sizeof REVIEW / sizeof REVIEW[0])
 
-static void run_review_case(int c, bag *in, bag *mine, char *error, size_t error_size)
+static void run_review_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t error_size)
 {
     const review_case *rc = &REVIEW[c];
     loss l;
@@ -388,15 +343,15 @@ static void run_review_case(int c, bag *in, bag *mine, char *error, size_t error
     }
     kd_tensor_list list = loss_tensors(&l);
     for (int i = 0; i < list.n; i++)
-        bag_add(in, kd_tensor_list_at(&list, i)->tensor, "r%d.init.%s", c,
+        kt_bag_add(in, kd_tensor_list_at(&list, i)->tensor, "r%d.init.%s", c,
                 kd_tensor_list_at(&list, i)->name);
     kd_rng data = kd_rng_make(700 + (uint64_t)c, 1, 0);
     kd_tensor *fs[4], *ft[4];
     for (int i = 0; i < rc->levels; i++) {
         fs[i] = feature(&rc->s[i], rc->batch, &data, -1, 2);
         ft[i] = feature(&rc->t[i], rc->batch, &data, -1, 2);
-        bag_add(in, fs[i], "r%d.s%d", c, i);
-        bag_add(in, ft[i], "r%d.t%d", c, i);
+        kt_bag_add(in, fs[i], "r%d.s%d", c, i);
+        kt_bag_add(in, ft[i], "r%d.t%d", c, i);
         kd_tensor_set_requires_grad(fs[i], true);
     }
     zero_param_grads(&list);
@@ -405,18 +360,18 @@ static void run_review_case(int c, bag *in, bag *mine, char *error, size_t error
         snprintf(error, error_size, "%s", kd_last_error());
     char key[64];
     snprintf(key, sizeof key, "r%d.value", c);
-    bag_add_value(mine, v, key);
+    kt_bag_add_value(mine, v, key);
     for (int i = 0; i < rc->levels; i++) {
-        bag_add(mine, fs[i]->grad, "r%d.grad.s%d", c, i);
+        kt_bag_add(mine, fs[i]->grad, "r%d.grad.s%d", c, i);
         kd_tensor_free(fs[i]);
         kd_tensor_free(ft[i]);
     }
     for (int i = 0; i < list.n; i++) {
         const kd_named_tensor *nt = kd_tensor_list_at(&list, i);
         if (nt->flags & KD_TENSOR_PARAM)
-            bag_add(mine, nt->tensor->grad, "r%d.grad.%s", c, nt->name);
+            kt_bag_add(mine, nt->tensor->grad, "r%d.grad.%s", c, nt->name);
         else
-            bag_add(mine, nt->tensor, "r%d.final.%s", c, nt->name);
+            kt_bag_add(mine, nt->tensor, "r%d.final.%s", c, nt->name);
     }
     loss_close(&l);
 }
@@ -445,7 +400,7 @@ static double rel_error(const kd_tensor *a, const kd_tensor *b)
 /* Every tensor of `mine` whose name starts with prefix against the
  * reference's: one result per case, its worst relative error. */
 static void compare_case(const char *name, const char *prefix, const char *error,
-                         const bag *mine, const kd_safetensors *ref)
+                         const kt_bag *mine, const kd_safetensors *ref)
 {
     if (error[0]) {
         kt_fail(name, "kdengine: %s", error);
@@ -485,7 +440,7 @@ static void compare_case(const char *name, const char *prefix, const char *error
 static void test_parity(void)
 {
     static char crd_errors[N_CRD][256], review_errors[N_REVIEW][256];
-    bag in = {0}, mine = {0};
+    kt_bag in = {0}, mine = {0};
     char meta_text[2 * (N_CRD + N_REVIEW)][64], counts[2][16], epochs[N_REVIEW][24];
     const char *meta[4 * (N_CRD + N_REVIEW) + 4];
     int nmeta = 0;
@@ -559,8 +514,8 @@ static void test_parity(void)
     }
 cleanup:
     kd_safetensors_close(ref);
-    bag_free(&in);
-    bag_free(&mine);
+    kt_bag_free(&in);
+    kt_bag_free(&mine);
     if (in_path[0]) {
         unlink(in_path);
         unlink(out_path);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tensor_bag.h"
 #include "plugin_fixture.h"
 
 #define PARITY_TOL 1e-6
@@ -26,50 +27,6 @@
 #define MAX_CASES 8
 
 /* ------------------------------------------------------------ plumbing */
-
-/* Named tensors, owned. */
-typedef struct bag {
-    int n, cap;
-    char **names;
-    kd_tensor **t;
-} bag;
-
-static void bag_add(bag *b, const kd_tensor *t, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void bag_add(bag *b, const kd_tensor *t, const char *fmt, ...)
-{
-    if (b->n == b->cap) {
-        b->cap = b->cap ? 2 * b->cap : 64;
-        b->names = realloc(b->names, (size_t)b->cap * sizeof *b->names);
-        b->t = realloc(b->t, (size_t)b->cap * sizeof *b->t);
-    }
-    char name[160];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    b->names[b->n] = strdup(name);
-    b->t[b->n++] = t ? kd_tensor_keep(kd_tensor_to_device((kd_tensor *)t, KD_CPU)) : NULL;
-}
-
-static void bag_add_value(bag *b, double v, const char *name)
-{
-    const int64_t one = 1;
-    kd_tensor *t = kd_tensor_from_data(KD_F64, 1, &one, &v);
-    bag_add(b, t, "%s", name);
-    kd_tensor_free(t);
-}
-
-static void bag_free(bag *b)
-{
-    for (int i = 0; i < b->n; i++) {
-        free(b->names[i]);
-        kd_tensor_free(b->t[i]);
-    }
-    free(b->names);
-    free(b->t);
-    memset(b, 0, sizeof *b);
-}
 
 typedef struct loss {
     const kd_loss_vtable *vt;
@@ -282,7 +239,7 @@ static void case_data_free(case_data *d)
     kd_tensor_free(d->m);
 }
 
-static void run_case(int c, bag *in, bag *mine, char *error, size_t error_size)
+static void run_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t error_size)
 {
     const scalekd_case *sc = &CASES[c];
     loss l;
@@ -299,15 +256,15 @@ static void run_case(int c, bag *in, bag *mine, char *error, size_t error_size)
     }
     kd_tensor_list list = loss_tensors(&l);
     for (int i = 0; i < list.n; i++)
-        bag_add(in, kd_tensor_list_at(&list, i)->tensor, "k%d.init.%s", c,
+        kt_bag_add(in, kd_tensor_list_at(&list, i)->tensor, "k%d.init.%s", c,
                 kd_tensor_list_at(&list, i)->name);
-    bag_add(in, d.s[0], "k%d.s", c);
+    kt_bag_add(in, d.s[0], "k%d.s", c);
     if (d.s[1])
-        bag_add(in, d.s[1], "k%d.fin", c);
-    bag_add(in, d.teacher[0], "k%d.t", c);
+        kt_bag_add(in, d.s[1], "k%d.fin", c);
+    kt_bag_add(in, d.teacher[0], "k%d.t", c);
     if (d.m) {
-        bag_add(in, d.teacher[1], "k%d.target", c);
-        bag_add(in, d.m, "k%d.stage", c);
+        kt_bag_add(in, d.teacher[1], "k%d.target", c);
+        kt_bag_add(in, d.m, "k%d.stage", c);
     }
     zero_param_grads(&list);
     for (int i = 0; i < 2; i++)
@@ -322,20 +279,20 @@ static void run_case(int c, bag *in, bag *mine, char *error, size_t error_size)
                  d.host.calls);
     char key[64];
     snprintf(key, sizeof key, "k%d.value", c);
-    bag_add_value(mine, v, key);
+    kt_bag_add_value(mine, v, key);
     snprintf(key, sizeof key, "k%d.spatial", c);
-    bag_add_value(mine, terms[0], key);
+    kt_bag_add_value(mine, terms[0], key);
     snprintf(key, sizeof key, "k%d.frequency", c);
-    bag_add_value(mine, terms[1], key);
-    bag_add(mine, d.s[0]->grad, "k%d.grad.s", c);
+    kt_bag_add_value(mine, terms[1], key);
+    kt_bag_add(mine, d.s[0]->grad, "k%d.grad.s", c);
     if (d.s[1])
-        bag_add(mine, d.s[1]->grad, "k%d.grad.fin", c);
+        kt_bag_add(mine, d.s[1]->grad, "k%d.grad.fin", c);
     for (int i = 0; i < list.n; i++) {
         const kd_named_tensor *nt = kd_tensor_list_at(&list, i);
         if (nt->flags & KD_TENSOR_PARAM)
-            bag_add(mine, nt->tensor->grad, "k%d.grad.%s", c, nt->name);
+            kt_bag_add(mine, nt->tensor->grad, "k%d.grad.%s", c, nt->name);
         else
-            bag_add(mine, nt->tensor, "k%d.final.%s", c, nt->name);
+            kt_bag_add(mine, nt->tensor, "k%d.final.%s", c, nt->name);
     }
 done:
     loss_close(&l);
@@ -393,7 +350,7 @@ static double bias_floor(const char *name, const kd_safetensors *ref)
 /* Every tensor of `mine` under prefix against the reference's: one result
  * per case, its worst relative error. */
 static void compare_case(const char *name, const char *prefix, const char *error,
-                         const bag *mine, const kd_safetensors *ref)
+                         const kt_bag *mine, const kd_safetensors *ref)
 {
     if (error[0]) {
         kt_fail(name, "kdengine: %s", error);
@@ -433,7 +390,7 @@ static void compare_case(const char *name, const char *prefix, const char *error
 static void test_parity(void)
 {
     static char errors[N_CASES][512];
-    bag in = {0}, mine = {0};
+    kt_bag in = {0}, mine = {0};
     char keys[2 * N_CASES][32], count[16];
     const char *meta[4 * N_CASES + 2];
     int nmeta = 0;
@@ -486,8 +443,8 @@ static void test_parity(void)
     }
 cleanup:
     kd_safetensors_close(ref);
-    bag_free(&in);
-    bag_free(&mine);
+    kt_bag_free(&in);
+    kt_bag_free(&mine);
     if (in_path[0]) {
         unlink(in_path);
         unlink(out_path);
