@@ -155,4 +155,7 @@ void kd_macs_add(int64_t n);
 /* Counts new storage for kd_alloc_bytes_take. */
 void kd_alloc_bytes_add(int64_t n);
 
+/* "[d0, d1, ...]" into buf (kd_shape_str, kd_tap_shape_str). */
+const char *kd_dims_str(int ndim, const int64_t *shape, char *buf, int size);
+
 #endif

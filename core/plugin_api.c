@@ -8,6 +8,11 @@
 #include "internal.h"
 #include "params.h"
 
+const char *kd_tap_shape_str(const kd_tap_shape *s, char *buf, int size)
+{
+    return kd_dims_str(s->ndim, s->shape, buf, size);
+}
+
 static const char *const kind_names[KD_KIND_COUNT] = {
     [KD_KIND_MODEL] = "model",
     [KD_KIND_LOSS] = "loss",

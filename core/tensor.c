@@ -168,15 +168,20 @@ void *kd_tensor_data(const kd_tensor *t)
     return (char *)t->storage->data + t->offset * (int64_t)kd_dtype_size(t->dtype);
 }
 
-const char *kd_shape_str(const kd_tensor *t, char *buf, int size)
+const char *kd_dims_str(int ndim, const int64_t *shape, char *buf, int size)
 {
     int used = snprintf(buf, (size_t)size, "[");
-    for (int i = 0; i < t->ndim && used < size; i++)
+    for (int i = 0; i < ndim && used < size; i++)
         used += snprintf(buf + used, (size_t)(size - used), "%s%lld",
-                         i ? ", " : "", (long long)t->shape[i]);
+                         i ? ", " : "", (long long)shape[i]);
     if (used < size)
         snprintf(buf + used, (size_t)(size - used), "]");
     return buf;
+}
+
+const char *kd_shape_str(const kd_tensor *t, char *buf, int size)
+{
+    return kd_dims_str(t->ndim, t->shape, buf, size);
 }
 
 static double load_as_double(kd_dtype dtype, const char *p)

@@ -109,17 +109,6 @@ static kd_status crd_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static const char *tap_shape_str(const kd_tap_shape *s, char *buf, int size)
-{
-    int len = snprintf(buf, (size_t)size, "[");
-    for (int d = 0; d < s->ndim && len < size; d++)
-        len += snprintf(buf + len, (size_t)(size - len), "%s%lld", d ? ", " : "",
-                        (long long)s->shape[d]);
-    if (len < size)
-        snprintf(buf + len, (size_t)(size - len), "]");
-    return buf;
-}
-
 /* Elements per sample: the reference flattens whatever the tap holds. */
 static int64_t per_sample(const kd_tap_shape *s)
 {
@@ -161,8 +150,8 @@ static kd_status crd_bind(void *self, const kd_bind_args *args)
         char a[96], b[96];
         return kd_error(KD_ERR_INVALID, "%s: student tap '%s' %s and teacher tap '%s' %s must "
                         "both hold a feature per sample ([N, C] or a map)", c->provider,
-                        c->taps[0], tap_shape_str(fs, a, sizeof a), c->taps[1],
-                        tap_shape_str(ft, b, sizeof b));
+                        c->taps[0], kd_tap_shape_str(fs, a, sizeof a), c->taps[1],
+                        kd_tap_shape_str(ft, b, sizeof b));
     }
     if (!KD_HAS_FIELD(args, kd_bind_args, host) || !args->host ||
         !KD_HAS_FIELD(args->host, kd_host_services, train_labels) || !args->host->train_labels)

@@ -78,17 +78,6 @@ static kd_status dist_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static const char *tap_shape_str(const kd_tap_shape *s, char *buf, int size)
-{
-    int len = snprintf(buf, (size_t)size, "[");
-    for (int i = 0; i < s->ndim && len < size; i++)
-        len += snprintf(buf + len, (size_t)(size - len), "%s%lld", i ? ", " : "",
-                        (long long)s->shape[i]);
-    if (len < size)
-        snprintf(buf + len, (size_t)(size - len), "]");
-    return buf;
-}
-
 /* A Pearson correlation over one class needs two classes; z-scoring too. */
 static kd_status dist_bind(void *self, const kd_bind_args *args)
 {
@@ -99,8 +88,8 @@ static kd_status dist_bind(void *self, const kd_bind_args *args)
         return kd_error(KD_ERR_INVALID,
                         "dist: student tap '%s' %s and teacher tap '%s' %s must both be "
                         "[N, classes] logits with the same classes (at least 2)",
-                        d->taps[0], tap_shape_str(s, a, sizeof a), d->taps[1],
-                        tap_shape_str(t, b, sizeof b));
+                        d->taps[0], kd_tap_shape_str(s, a, sizeof a), d->taps[1],
+                        kd_tap_shape_str(t, b, sizeof b));
     }
     return KD_OK;
 }

@@ -82,17 +82,6 @@ static kd_status dkd_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static const char *tap_shape_str(const kd_tap_shape *s, char *buf, int size)
-{
-    int len = snprintf(buf, (size_t)size, "[");
-    for (int i = 0; i < s->ndim && len < size; i++)
-        len += snprintf(buf + len, (size_t)(size - len), "%s%lld", i ? ", " : "",
-                        (long long)s->shape[i]);
-    if (len < size)
-        snprintf(buf + len, (size_t)(size - len), "]");
-    return buf;
-}
-
 /* The split needs a target and at least one other class. */
 static kd_status dkd_bind(void *self, const kd_bind_args *args)
 {
@@ -103,12 +92,12 @@ static kd_status dkd_bind(void *self, const kd_bind_args *args)
         return kd_error(KD_ERR_INVALID,
                         "dkd: student tap '%s' %s and teacher tap '%s' %s must both be "
                         "[N, classes] logits with the same classes (at least 2)",
-                        d->taps[0], tap_shape_str(s, a, sizeof a), d->taps[1],
-                        tap_shape_str(t, b, sizeof b));
+                        d->taps[0], kd_tap_shape_str(s, a, sizeof a), d->taps[1],
+                        kd_tap_shape_str(t, b, sizeof b));
     if (args->host && args->host->num_classes > 0 && s->shape[1] != args->host->num_classes)
         return kd_error(KD_ERR_INVALID,
                         "dkd: student tap '%s' %s has %lld classes but the labels have %d",
-                        d->taps[0], tap_shape_str(s, a, sizeof a), (long long)s->shape[1],
+                        d->taps[0], kd_tap_shape_str(s, a, sizeof a), (long long)s->shape[1],
                         args->host->num_classes);
     return KD_OK;
 }

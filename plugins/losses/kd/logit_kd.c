@@ -62,17 +62,6 @@ kd_status logit_kd_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static const char *tap_shape_str(const kd_tap_shape *s, char *buf, int size)
-{
-    int len = snprintf(buf, (size_t)size, "[");
-    for (int d = 0; d < s->ndim && len < size; d++)
-        len += snprintf(buf + len, (size_t)(size - len), "%s%lld", d ? ", " : "",
-                        (long long)s->shape[d]);
-    if (len < size)
-        snprintf(buf + len, (size_t)(size - len), "]");
-    return buf;
-}
-
 /* Z-scoring divides by an unbiased std: one class leaves nothing to divide. */
 static kd_status check_classes(const logit_kd *k, int64_t classes)
 {
@@ -92,8 +81,8 @@ kd_status logit_kd_bind(void *self, const kd_bind_args *args)
         return kd_error(KD_ERR_INVALID,
                         "%s: student tap '%s' %s and teacher tap '%s' %s must both be "
                         "[N, classes] logits with the same classes",
-                        k->provider, k->taps[0], tap_shape_str(student, a, sizeof a),
-                        k->taps[1], tap_shape_str(teacher, b, sizeof b));
+                        k->provider, k->taps[0], kd_tap_shape_str(student, a, sizeof a),
+                        k->taps[1], kd_tap_shape_str(teacher, b, sizeof b));
     }
     return check_classes(k, student->shape[1]);
 }

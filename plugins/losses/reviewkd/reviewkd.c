@@ -124,17 +124,6 @@ static kd_status reviewkd_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static const char *tap_shape_str(const kd_tap_shape *s, char *buf, int size)
-{
-    int len = snprintf(buf, (size_t)size, "[");
-    for (int d = 0; d < s->ndim && len < size; d++)
-        len += snprintf(buf + len, (size_t)(size - len), "%s%lld", d ? ", " : "",
-                        (long long)s->shape[d]);
-    if (len < size)
-        snprintf(buf + len, (size_t)(size - len), "]");
-    return buf;
-}
-
 /* A level is an NCHW map, or (the pooled feature) an [N, C] vector read as
  * a 1x1 map. */
 static bool level_shape(const kd_tap_shape *s, const kd_tap_info *info, int64_t *c, int64_t *h,
@@ -232,8 +221,8 @@ static kd_status reviewkd_bind(void *self, const kd_bind_args *args)
             return kd_error(KD_ERR_INVALID, "%s: level %d pairs student tap '%s' %s with teacher "
                             "tap '%s' %s; each must be an NCHW map or a pooled [N, C] vector",
                             r->provider, i, r->taps[0][i],
-                            tap_shape_str(&args->student[i], a, sizeof a), r->taps[1][i],
-                            tap_shape_str(&args->teacher[i], b, sizeof b));
+                            kd_tap_shape_str(&args->student[i], a, sizeof a), r->taps[1][i],
+                            kd_tap_shape_str(&args->teacher[i], b, sizeof b));
         }
     }
     int64_t deepest = r->lv[r->n_levels - 1].cs;

@@ -80,17 +80,6 @@ static kd_status rkd_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static const char *tap_shape_str(const kd_tap_shape *s, char *buf, int size)
-{
-    int len = snprintf(buf, (size_t)size, "[");
-    for (int i = 0; i < s->ndim && len < size; i++)
-        len += snprintf(buf + len, (size_t)(size - len), "%s%lld", i ? ", " : "",
-                        (long long)s->shape[i]);
-    if (len < size)
-        snprintf(buf + len, (size_t)(size - len), "]");
-    return buf;
-}
-
 /* A tap is usable as [N, D] vectors or as an NCHW / NHWC map. */
 static bool usable(const kd_tap_shape *s, const kd_tap_info *info)
 {
@@ -110,8 +99,8 @@ static kd_status rkd_bind(void *self, const kd_bind_args *args)
         return kd_error(KD_ERR_INVALID,
                         "rkd: student tap '%s' %s and teacher tap '%s' %s must each be "
                         "[N, D] embeddings or an NCHW/NHWC feature map",
-                        r->taps[0], tap_shape_str(shapes[0], a, sizeof a), r->taps[1],
-                        tap_shape_str(shapes[1], b, sizeof b));
+                        r->taps[0], kd_tap_shape_str(shapes[0], a, sizeof a), r->taps[1],
+                        kd_tap_shape_str(shapes[1], b, sizeof b));
     }
     for (int side = 0; side < 2; side++)
         if (infos[side] && infos[side]->layout == KD_LAYOUT_NHWC) {

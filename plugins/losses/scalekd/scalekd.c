@@ -124,17 +124,6 @@ static kd_status scalekd_needs(void *self, kd_loss_needs *out)
     return KD_OK;
 }
 
-static const char *tap_shape_str(const kd_tap_shape *s, char *buf, int size)
-{
-    int len = snprintf(buf, (size_t)size, "[");
-    for (int d = 0; d < s->ndim && len < size; d++)
-        len += snprintf(buf + len, (size_t)(size - len), "%s%lld", d ? ", " : "",
-                        (long long)s->shape[d]);
-    if (len < size)
-        snprintf(buf + len, (size_t)(size - len), "]");
-    return buf;
-}
-
 /* A teacher tap as a token grid: an NHWC or NCHW map, or tokens whose
  * patch part is a square grid. */
 static bool token_space_of(const kd_tap_shape *s, const kd_tap_info *info, token_space *out)
@@ -172,16 +161,16 @@ static kd_status scalekd_bind(void *self, const kd_bind_args *args)
         char a[96], b[96];
         return kd_error(KD_ERR_INVALID, "%s: cannot project student tap '%s' %s onto teacher "
                         "tap '%s' %s: the student's must be an NCHW map", r->provider,
-                        r->final_tap, tap_shape_str(f, a, sizeof a), r->target_tap,
-                        tap_shape_str(&args->teacher[ti], b, sizeof b));
+                        r->final_tap, kd_tap_shape_str(f, a, sizeof a), r->target_tap,
+                        kd_tap_shape_str(&args->teacher[ti], b, sizeof b));
     }
     if (!ok) {
         char a[96], b[96];
         return kd_error(KD_ERR_INVALID, "%s: cannot project student tap '%s' %s onto teacher "
                         "tap '%s' %s: the student's must be an NCHW map, the teacher's an NHWC "
                         "or NCHW map or tokens on a square grid", r->provider, r->student_tap,
-                        tap_shape_str(s, a, sizeof a), r->teacher_tap,
-                        tap_shape_str(&args->teacher[0], b, sizeof b));
+                        kd_tap_shape_str(s, a, sizeof a), r->teacher_tap,
+                        kd_tap_shape_str(&args->teacher[0], b, sizeof b));
     }
     /* the final projectors attend in the target's channels */
     const token_space *attended[2] = {&r->space, r->final ? &r->target : &r->space};

@@ -359,6 +359,10 @@ typedef struct kd_tap_shape {
     int64_t shape[KD_MAX_DIMS];
 } kd_tap_shape;
 
+/* "[1, 64, 8, 8]" into buf (size bytes, cut short if it must be), for the
+ * messages that name a tap's shape; returns buf. */
+KD_API const char *kd_tap_shape_str(const kd_tap_shape *s, char *buf, int size);
+
 /* Which model a host service runs. */
 typedef enum kd_model_role { KD_ROLE_STUDENT = 0, KD_ROLE_TEACHER } kd_model_role;
 
