@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/model_chain.h"
 #include "../common/model_parts.h"
 #include "../common/model_layers.h"
 
@@ -296,8 +297,9 @@ static kd_tensor *block_forward(const beit *m, const beit_block *b, kd_tensor *x
     return kd_add(x, kd_drop_path(y, b->drop_path, training, rng));
 }
 
-static kd_tensor *run_segment(const beit *m, int t, kd_tensor *x, bool training, kd_rng *rng)
+static kd_tensor *run_segment(void *self, int t, kd_tensor *x, bool training, kd_rng *rng)
 {
+    const beit *m = self;
     switch (m->kinds[t]) {
     case TAP_PATCH_EMBED:
         return mp_patch_embed_forward(&m->patch_embed, x);
@@ -318,42 +320,27 @@ static kd_tensor *run_segment(const beit *m, int t, kd_tensor *x, bool training,
     return NULL;
 }
 
-/* Runs the segments after tap `from` (-1: the image) up to the last wanted
- * tap, storing every tap it passes. */
-static kd_status run_from(const beit *m, int from, const kd_forward_args *args)
+static model_chain chain_of(const beit *m)
 {
-    int last = -1;
-    for (int t = from + 1; t < m->n_taps; t++)
-        if (args->want[t])
-            last = t;
-    kd_rng rng = args->rng;
-    kd_tensor *x = args->input;
-    for (int t = from + 1; t <= last; t++) {
-        x = run_segment(m, t, x, args->training, &rng);
-        if (!x)
-            return kd_error_wrap(kd_last_status(), "%s: %s", m->arch->name, m->names[t]);
-        args->taps[t] = x;
-    }
-    return KD_OK;
+    return (model_chain){m->arch->name, m->taps, m->n_taps, (void *)m, run_segment};
 }
 
 static kd_status beit_forward(void *self, const kd_forward_args *args)
 {
     beit *m = self;
-    kd_status st = mp_check_args(m->arch->name, m->tensors.dtype, args, "forward");
+    kd_status st = mc_check_args(m->arch->name, m->tensors.dtype, args, "forward");
     if (st == KD_OK)
         st = mp_check_images(m->arch->name, &m->cfg, args->input);
-    return st == KD_OK ? run_from(m, -1, args) : st;
+    return st == KD_OK ? mc_run(chain_of(m), -1, args) : st;
 }
 
 static kd_status beit_forward_from(void *self, int from, const kd_forward_args *args)
 {
     beit *m = self;
-    if (from < 0 || from >= m->n_taps - 1)
-        return kd_error(KD_ERR_INVALID, "%s: forward_from tap %d is out of range: it starts "
-                        "from taps 0..%d (%s..%s)", m->arch->name, from, m->n_taps - 2,
-                        m->names[0], m->names[m->n_taps - 2]);
-    kd_status st = mp_check_args(m->arch->name, m->tensors.dtype, args, "forward_from");
+    kd_status st = mc_check_from(chain_of(m), from);
+    if (st != KD_OK)
+        return st;
+    st = mc_check_args(m->arch->name, m->tensors.dtype, args, "forward_from");
     int64_t tokens = m->kinds[from] == TAP_PRE_LOGITS ? 0
                      : m->kinds[from] == TAP_PATCH_EMBED ? m->n_tokens - 1
                                                           : m->n_tokens;
@@ -362,7 +349,7 @@ static kd_status beit_forward_from(void *self, int from, const kd_forward_args *
     if (st != KD_OK)
         return st;
     args->taps[from] = args->input;
-    return run_from(m, from, args);
+    return mc_run(chain_of(m), from, args);
 }
 
 /* DataParallel's "module." goes; timm <= 0.9.5 saved each block's

@@ -148,19 +148,6 @@ kd_status mp_read_config(const char *model, const kd_create_args *args, mp_confi
     return KD_OK;
 }
 
-kd_status mp_check_args(const char *model, kd_dtype dtype, const kd_forward_args *args,
-                        const char *what)
-{
-    if (!args || !args->input || !args->want || !args->taps)
-        return kd_error(KD_ERR_INVALID, "%s: %s needs an input, want and taps", model, what);
-    const kd_tensor *x = args->input;
-    if (x->dtype != dtype || x->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes %s CPU tensors, got %s on device %d",
-                        model, what, kd_dtype_name(dtype), kd_dtype_name(x->dtype),
-                        (int)x->device);
-    return KD_OK;
-}
-
 kd_status mp_check_images(const char *model, const mp_config *c, const kd_tensor *x)
 {
     if (x->ndim == 4 && x->shape[0] >= 1 && x->shape[1] == c->in_chans &&

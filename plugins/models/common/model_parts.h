@@ -75,10 +75,6 @@ typedef struct mp_config {
 
 kd_status mp_read_config(const char *model, const kd_create_args *args, mp_config *out);
 
-/* Checks a forward's arguments: input, want and taps set, input of the
- * model's dtype on the CPU. */
-kd_status mp_check_args(const char *model, kd_dtype dtype, const kd_forward_args *args,
-                        const char *what);
 /* Checks images [N, in_chans, img_size, img_size]. */
 kd_status mp_check_images(const char *model, const mp_config *c, const kd_tensor *x);
 /* Checks a forward_from input shaped like a tap: [N, tokens, channels]

@@ -2,7 +2,7 @@
  * named tensors (parameters and buffers, in state_dict order) with the
  * seeded initialisers the ports share, and conv + batch-norm layers that
  * fold for a frozen teacher. Compiled into each model plugin that uses it
- * (mobilenet, convnext); nothing here is part of the SDK. */
+ * (mobilenet, convnext, swin, beit); nothing here is part of the SDK. */
 #ifndef KD_MODELS_MODEL_TENSORS_H
 #define KD_MODELS_MODEL_TENSORS_H
 

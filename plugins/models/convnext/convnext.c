@@ -25,6 +25,7 @@
 #include <kdengine/ops.h>
 #include <kdengine/plugin.h>
 
+#include "../common/model_chain.h"
 #include "../common/model_tensors.h"
 #include "../common/model_layers.h"
 
@@ -284,8 +285,9 @@ static kd_tensor *block_forward(const cn_block *b, kd_tensor *x, bool training, 
 }
 
 /* Segment t turns tap t-1 (the image for t = 0) into tap t. */
-static kd_tensor *run_segment(convnext *m, int t, kd_tensor *x, bool training, kd_rng *rng)
+static kd_tensor *run_segment(void *self, int t, kd_tensor *x, bool training, kd_rng *rng)
 {
+    convnext *m = self;
     kd_tensor *y;
     if (t == 0) {
         y = norm_channels(conv_forward(x, &m->stem), &m->stem_norm);
@@ -317,34 +319,9 @@ static kd_tensor *run_segment(convnext *m, int t, kd_tensor *x, bool training, k
     return y;
 }
 
-static kd_status run_from(convnext *m, int from, const kd_forward_args *args)
+static model_chain chain_of(convnext *m)
 {
-    int last = -1;
-    for (int t = from + 1; t < N_TAPS; t++)
-        if (args->want[t])
-            last = t;
-    kd_rng rng = args->rng;
-    kd_tensor *x = args->input;
-    for (int t = from + 1; t <= last; t++) {
-        x = run_segment(m, t, x, args->training, &rng);
-        if (!x)
-            return kd_error_wrap(kd_last_status(), "%s", m->arch->name);
-        args->taps[t] = x;
-    }
-    return KD_OK;
-}
-
-static kd_status check_args(const convnext *m, const kd_forward_args *args, const char *what)
-{
-    if (!args || !args->input || !args->want || !args->taps)
-        return kd_error(KD_ERR_INVALID, "%s: %s needs an input, want and taps", m->arch->name,
-                        what);
-    const kd_tensor *x = args->input;
-    if (x->dtype != m->mt.dtype || x->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes %s CPU tensors, got %s on device %d",
-                        m->arch->name, what, kd_dtype_name(m->mt.dtype), kd_dtype_name(x->dtype),
-                        (int)x->device);
-    return KD_OK;
+    return (model_chain){m->arch->name, m->taps, N_TAPS, (void *)m, run_segment};
 }
 
 /* The stem and each downsample need a map at least as large as their
@@ -352,7 +329,7 @@ static kd_status check_args(const convnext *m, const kd_forward_args *args, cons
 static kd_status convnext_forward(void *self, const kd_forward_args *args)
 {
     convnext *m = self;
-    kd_status st = check_args(m, args, "forward");
+    kd_status st = mc_check_args(m->arch->name, m->mt.dtype, args, "forward");
     if (st != KD_OK)
         return st;
     const kd_tensor *x = args->input;
@@ -362,17 +339,16 @@ static kd_status convnext_forward(void *self, const kd_forward_args *args)
         return kd_error(KD_ERR_INVALID, "%s: input %s is not [N, %d, H, W] images with H, W "
                         ">= 32", m->arch->name, kd_shape_str(x, s, sizeof s), m->in_chans);
     }
-    return run_from(m, -1, args);
+    return mc_run(chain_of(m), -1, args);
 }
 
 static kd_status convnext_forward_from(void *self, int from, const kd_forward_args *args)
 {
     convnext *m = self;
-    if (from < 0 || from >= N_TAPS - 1)
-        return kd_error(KD_ERR_INVALID, "%s: forward_from tap %d is out of range: it starts "
-                        "from taps 0..%d (%s..%s)", m->arch->name, from, N_TAPS - 2,
-                        TAP_NAMES[0], TAP_NAMES[N_TAPS - 2]);
-    kd_status st = check_args(m, args, "forward_from");
+    kd_status st = mc_check_from(chain_of(m), from);
+    if (st != KD_OK)
+        return st;
+    st = mc_check_args(m->arch->name, m->mt.dtype, args, "forward_from");
     if (st != KD_OK)
         return st;
     const kd_tensor *x = args->input;
@@ -386,7 +362,7 @@ static kd_status convnext_forward_from(void *self, int from, const kd_forward_ar
                         vector ? "" : ", H, W");
     }
     args->taps[from] = args->input;
-    return run_from(m, from, args);
+    return mc_run(chain_of(m), from, args);
 }
 
 /* Checkpoints saved from torch's DataParallel name every tensor

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/model_chain.h"
 #include "../common/model_parts.h"
 
 #define LN_EPS 1e-6
@@ -203,8 +204,9 @@ static kd_tensor *block_forward(const mixer *m, const mixer_block *b, kd_tensor 
     return kd_add(x, kd_drop_path(y, p, training, rng));
 }
 
-static kd_tensor *run_segment(const mixer *m, int t, kd_tensor *x, bool training, kd_rng *rng)
+static kd_tensor *run_segment(void *self, int t, kd_tensor *x, bool training, kd_rng *rng)
 {
+    const mixer *m = self;
     switch (m->kinds[t]) {
     case TAP_STEM:
         return mp_patch_embed_forward(&m->stem, x);
@@ -220,50 +222,35 @@ static kd_tensor *run_segment(const mixer *m, int t, kd_tensor *x, bool training
     return NULL;
 }
 
-/* Runs the segments after tap `from` (-1: the image) up to the last
- * wanted tap, storing every tap it passes. */
-static kd_status run_from(mixer *m, int from, const kd_forward_args *args)
+static model_chain chain_of(const mixer *m)
 {
-    int last = -1;
-    for (int t = from + 1; t < m->n_taps; t++)
-        if (args->want[t])
-            last = t;
-    kd_rng rng = args->rng;
-    kd_tensor *x = args->input;
-    for (int t = from + 1; t <= last; t++) {
-        x = run_segment(m, t, x, args->training, &rng);
-        if (!x)
-            return kd_error_wrap(kd_last_status(), "%s: %s", m->arch->name, m->taps[t].name);
-        args->taps[t] = x;
-    }
-    return KD_OK;
+    return (model_chain){m->arch->name, m->taps, m->n_taps, (void *)m, run_segment};
 }
 
 static kd_status mixer_forward(void *self, const kd_forward_args *args)
 {
     mixer *m = self;
-    kd_status st = mp_check_args(m->arch->name, m->params.dtype, args, "forward");
+    kd_status st = mc_check_args(m->arch->name, m->params.dtype, args, "forward");
     if (st == KD_OK)
         st = mp_check_images(m->arch->name, &m->cfg, args->input);
-    return st == KD_OK ? run_from(m, -1, args) : st;
+    return st == KD_OK ? mc_run(chain_of(m), -1, args) : st;
 }
 
 static kd_status mixer_forward_from(void *self, int from, const kd_forward_args *args)
 {
     mixer *m = self;
     const char *name = m->arch->name;
-    if (from < 0 || from >= m->n_taps - 1)
-        return kd_error(KD_ERR_INVALID, "%s: forward_from tap %d is out of range: it starts "
-                        "from taps 0..%d (%s..%s)", name, from, m->n_taps - 2, m->taps[0].name,
-                        m->taps[m->n_taps - 2].name);
-    kd_status st = mp_check_args(name, m->params.dtype, args, "forward_from");
+    kd_status st = mc_check_from(chain_of(m), from);
+    if (st != KD_OK)
+        return st;
+    st = mc_check_args(name, m->params.dtype, args, "forward_from");
     if (st == KD_OK)
         st = mp_check_tap_input(name, &m->taps[from],
                                 m->kinds[from] == TAP_PRE_LOGITS ? 0 : m->n_tokens, args->input);
     if (st != KD_OK)
         return st;
     args->taps[from] = args->input;
-    return run_from(m, from, args);
+    return mc_run(chain_of(m), from, args);
 }
 
 /* DataParallel's "module." goes; nothing is resized: the token MLPs are

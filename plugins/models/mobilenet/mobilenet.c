@@ -21,6 +21,7 @@
 #include <kdengine/ops.h>
 #include <kdengine/plugin.h>
 
+#include "../common/model_chain.h"
 #include "../common/model_tensors.h"
 
 #define MAX_STAGES 7
@@ -366,8 +367,9 @@ static kd_tensor *block_forward(const mb_block *b, kd_tensor *x, bool training, 
 }
 
 /* Segment t turns tap t-1 (the image for t = 0) into tap t. */
-static kd_tensor *run_segment(mobilenet *m, int t, kd_tensor *x, bool training, kd_rng *rng)
+static kd_tensor *run_segment(void *self, int t, kd_tensor *x, bool training, kd_rng *rng)
 {
+    mobilenet *m = self;
     const mobilenet_arch *a = m->arch;
     const char *name = m->taps[t].name;
     kd_tensor *y = NULL;
@@ -397,42 +399,15 @@ static kd_tensor *run_segment(mobilenet *m, int t, kd_tensor *x, bool training, 
     return y;
 }
 
-/* Runs the segments after tap `from` (-1: the image) up to the last
- * wanted tap, storing every tap it passes. */
-static kd_status run_from(mobilenet *m, int from, const kd_forward_args *args)
+static model_chain chain_of(mobilenet *m)
 {
-    int last = -1;
-    for (int t = from + 1; t < m->n_taps; t++)
-        if (args->want[t])
-            last = t;
-    kd_rng rng = args->rng;
-    kd_tensor *x = args->input;
-    for (int t = from + 1; t <= last; t++) {
-        x = run_segment(m, t, x, args->training, &rng);
-        if (!x)
-            return kd_error_wrap(kd_last_status(), "%s", m->arch->name);
-        args->taps[t] = x;
-    }
-    return KD_OK;
-}
-
-static kd_status check_args(const mobilenet *m, const kd_forward_args *args, const char *what)
-{
-    if (!args || !args->input || !args->want || !args->taps)
-        return kd_error(KD_ERR_INVALID, "%s: %s needs an input, want and taps", m->arch->name,
-                        what);
-    const kd_tensor *x = args->input;
-    if (x->dtype != m->mt.dtype || x->device != KD_CPU)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: %s takes %s CPU tensors, got %s on device %d",
-                        m->arch->name, what, kd_dtype_name(m->mt.dtype), kd_dtype_name(x->dtype),
-                        (int)x->device);
-    return KD_OK;
+    return (model_chain){m->arch->name, m->taps, m->n_taps, (void *)m, run_segment};
 }
 
 static kd_status mobilenet_forward(void *self, const kd_forward_args *args)
 {
     mobilenet *m = self;
-    kd_status st = check_args(m, args, "forward");
+    kd_status st = mc_check_args(m->arch->name, m->mt.dtype, args, "forward");
     if (st != KD_OK)
         return st;
     const kd_tensor *x = args->input;
@@ -442,17 +417,16 @@ static kd_status mobilenet_forward(void *self, const kd_forward_args *args)
         return kd_error(KD_ERR_INVALID, "%s: input %s is not [N, %d, H, W] images",
                         m->arch->name, kd_shape_str(x, s, sizeof s), m->in_chans);
     }
-    return run_from(m, -1, args);
+    return mc_run(chain_of(m), -1, args);
 }
 
 static kd_status mobilenet_forward_from(void *self, int from, const kd_forward_args *args)
 {
     mobilenet *m = self;
-    if (from < 0 || from >= m->n_taps - 1)
-        return kd_error(KD_ERR_INVALID, "%s: forward_from tap %d is out of range: it starts "
-                        "from taps 0..%d (%s..%s)", m->arch->name, from, m->n_taps - 2,
-                        m->taps[0].name, m->taps[m->n_taps - 2].name);
-    kd_status st = check_args(m, args, "forward_from");
+    kd_status st = mc_check_from(chain_of(m), from);
+    if (st != KD_OK)
+        return st;
+    st = mc_check_args(m->arch->name, m->mt.dtype, args, "forward_from");
     if (st != KD_OK)
         return st;
     const kd_tensor *x = args->input;
@@ -466,7 +440,7 @@ static kd_status mobilenet_forward_from(void *self, int from, const kd_forward_a
                         vector ? "" : ", H, W");
     }
     args->taps[from] = args->input;
-    return run_from(m, from, args);
+    return mc_run(chain_of(m), from, args);
 }
 
 /* Folds every eval-mode BN into the convolution before it. */

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/model_chain.h"
 #include "../common/model_parts.h"
 #include "../common/model_layers.h"
 
@@ -347,7 +348,7 @@ static kd_status run_from(vit *v, int from, const kd_forward_args *args)
 static kd_status vit_forward(void *self, const kd_forward_args *args)
 {
     vit *v = self;
-    kd_status st = mp_check_args(v->arch->name, v->params.dtype, args, "forward");
+    kd_status st = mc_check_args(v->arch->name, v->params.dtype, args, "forward");
     if (st == KD_OK)
         st = mp_check_images(v->arch->name, &v->cfg, args->input);
     return st == KD_OK ? run_from(v, -1, args) : st;
@@ -357,16 +358,15 @@ static kd_status vit_forward_from(void *self, int from, const kd_forward_args *a
 {
     vit *v = self;
     const char *name = v->arch->name;
-    if (from < 0 || from >= v->n_taps - 1)
-        return kd_error(KD_ERR_INVALID, "%s: forward_from tap %d is out of range: it starts "
-                        "from taps 0..%d (%s..%s)", name, from, v->n_taps - 2, v->taps[0].name,
-                        v->taps[v->n_taps - 2].name);
+    kd_status st = mc_check_from((model_chain){name, v->taps, v->n_taps, v, NULL}, from);
+    if (st != KD_OK)
+        return st;
     if (v->arch->distilled && v->kinds[from] > TAP_NORM)
         return kd_error(KD_ERR_INVALID, "%s: forward_from %s: the heads of a distilled model "
                         "read the class and distillation tokens apart, which %s does not "
                         "hold; start from \"norm\"", name, v->taps[from].name,
                         v->taps[from].name);
-    kd_status st = mp_check_args(name, v->params.dtype, args, "forward_from");
+    st = mc_check_args(name, v->params.dtype, args, "forward_from");
     if (st != KD_OK)
         return st;
     int64_t tokens = v->kinds[from] == TAP_PATCH_EMBED ? v->n_tokens - v->n_prefix
