@@ -11,98 +11,10 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "loss_fixture.h"
 #include "plugin_fixture.h"
 
 /* ------------------------------------------------------------ plumbing */
-
-typedef struct loss {
-    const kd_loss_vtable *vt;
-    void *self;
-} loss;
-
-/* A loss instance of `provider` computing in `dtype`, params from JSON;
- * fails case `name` when it cannot be made. */
-static bool loss_open(const char *name, const char *provider, const char *json, kd_dtype dtype,
-                      loss *out)
-{
-    memset(out, 0, sizeof *out);
-    const kd_vtable_header *vt;
-    const kd_registry_entry *entry = kt_provider(KD_KIND_LOSS, provider, &vt);
-    kd_params *params = entry ? kt_params(entry, json) : NULL;
-    if (!params) {
-        kt_fail(name, "loss '%s' with %s did not load", provider, json);
-        return false;
-    }
-    kd_create_args args = kt_create_args(entry, params, 1);
-    args.dtype = dtype;
-    const kd_loss_vtable *lv = (const kd_loss_vtable *)vt;
-    kd_status st = lv->create(&args, &out->self);
-    kd_params_free(params);
-    if (st != KD_OK) {
-        kt_fail(name, "create %s: %s", provider, kd_last_error());
-        return false;
-    }
-    out->vt = lv;
-    return true;
-}
-
-static void loss_close(loss *l)
-{
-    if (l->vt)
-        l->vt->destroy(l->self);
-}
-
-typedef struct batch {
-    kd_tensor *student, *teacher, *labels, *soft;
-    int64_t epoch; /* 0-based, as the host passes it */
-} batch;
-
-static kd_status loss_forward(const loss *l, const batch *b, kd_loss_result *r)
-{
-    kd_tensor *s[1] = {b->student}, *t[1] = {b->teacher};
-    const kd_loss_args args = {.size = sizeof args,
-                               .student = s,
-                               .teacher = b->teacher ? t : NULL,
-                               .labels = b->labels,
-                               .soft_targets = b->soft,
-                               .epoch = b->epoch,
-                               .training = true};
-    *r = (kd_loss_result){.size = sizeof *r};
-    return l->vt->forward(l->self, &args, r);
-}
-
-/* The loss value, and the student's gradient (left in b->student->grad)
- * when want_grad; NAN with the message in kd_last_error() on failure. */
-static double loss_step(const loss *l, batch *b, bool want_grad)
-{
-    kd_tensor_zero_grad(b->student);
-    kd_tensor_set_requires_grad(b->student, want_grad);
-    kd_scope_begin();
-    kd_loss_result r;
-    double value = NAN;
-    if (loss_forward(l, b, &r) == KD_OK && (!want_grad || kd_backward(r.loss) == KD_OK))
-        value = kd_tensor_get(r.loss, 0);
-    kd_scope_end();
-    return value;
-}
-
-static void batch_free(batch *b)
-{
-    kd_tensor_free(b->student);
-    kd_tensor_free(b->teacher);
-    kd_tensor_free(b->labels);
-    kd_tensor_free(b->soft);
-    memset(b, 0, sizeof *b);
-}
-
-/* Fails unless status is an error whose message holds each of `words`. */
-static void expect_error(const char *name, kd_status st, const char *w1, const char *w2)
-{
-    const char *msg = kd_last_error();
-    kt_check(st != KD_OK && strstr(msg, w1) && (!w2 || strstr(msg, w2)), name,
-             "status %d, message '%s' (expected '%s'%s%s)", (int)st, st == KD_OK ? "" : msg,
-             w1, w2 ? " and " : "", w2 ? w2 : "");
-}
 
 /* ------------------------------------------------------------ inputs */
 
@@ -171,7 +83,7 @@ typedef struct loss_case {
     int64_t epoch;
 } loss_case;
 
-static void make_batch(const loss_case *lc, kd_dtype dtype, uint64_t seed, batch *b)
+static void make_batch(const loss_case *lc, kd_dtype dtype, uint64_t seed, kt_loss_batch *b)
 {
     kd_rng rng = kd_rng_make(seed, 7, 0);
     memset(b, 0, sizeof *b);
@@ -247,7 +159,7 @@ static const loss_case PARITY[] = {
 #define CONFIDENT_CASE 7
 
 typedef struct parity_run {
-    batch b;
+    kt_loss_batch b;
     double value;
     char error[256];
 } parity_run;
@@ -280,7 +192,7 @@ static void add_meta(inputs *in, int c, const char *what, const char *value)
     in->nmeta++;
 }
 
-static void add_case(inputs *in, int c, const loss_case *lc, const batch *b, bool naive32)
+static void add_case(inputs *in, int c, const loss_case *lc, const kt_loss_batch *b, bool naive32)
 {
     char epoch[24];
     snprintf(epoch, sizeof epoch, "%lld", (long long)lc->epoch);
@@ -297,15 +209,15 @@ static void add_case(inputs *in, int c, const loss_case *lc, const batch *b, boo
 static void run_case(const loss_case *lc, kd_dtype dtype, uint64_t seed, parity_run *run)
 {
     make_batch(lc, dtype, seed, &run->b);
-    loss l;
-    if (!loss_open(lc->name, lc->provider, lc->params, dtype, &l)) {
+    kt_loss l;
+    if (!kt_loss_open(lc->name, lc->provider, lc->params, dtype, 1, &l)) {
         snprintf(run->error, sizeof run->error, "did not load");
         return;
     }
-    run->value = loss_step(&l, &run->b, true);
+    run->value = kt_loss_step(&l, &run->b, true);
     if (isnan(run->value))
         snprintf(run->error, sizeof run->error, "%s", kd_last_error());
-    loss_close(&l);
+    kt_loss_close(&l);
 }
 
 /* The torch value and gradient of case c; false (case failed) when missing. */
@@ -462,7 +374,7 @@ static void test_parity(void)
 cleanup:
     kd_safetensors_close(ref);
     for (int c = 0; c <= N_PARITY; c++)
-        batch_free(&runs[c].b);
+        kt_loss_batch_free(&runs[c].b);
     if (in_path[0]) {
         unlink(in_path);
         unlink(out_path);
@@ -498,12 +410,12 @@ static void test_finite_differences(void)
         const loss_case *fc = &FD[k];
         char name[128];
         snprintf(name, sizeof name, "f64 gradient vs finite differences: %s", fc->name);
-        loss l;
-        if (!loss_open(name, fc->provider, fc->params, KD_F64, &l))
+        kt_loss l;
+        if (!kt_loss_open(name, fc->provider, fc->params, KD_F64, 1, &l))
             continue;
-        batch b;
+        kt_loss_batch b;
         make_batch(fc, KD_F64, 99 + k, &b);
-        double value = loss_step(&l, &b, true);
+        double value = kt_loss_step(&l, &b, true);
         kd_tensor *analytic =
             b.student->grad ? kd_tensor_to_device(b.student->grad, KD_CPU) : NULL;
         kd_tensor *fd = kd_tensor_zeros(KD_F64, KD_CPU, b.student->ndim, b.student->shape);
@@ -512,9 +424,9 @@ static void test_finite_differences(void)
         for (int64_t i = 0; ok && i < kd_tensor_numel(b.student); i++) {
             double keep = x[i];
             x[i] = keep + h;
-            double up = loss_step(&l, &b, false);
+            double up = kt_loss_step(&l, &b, false);
             x[i] = keep - h;
-            double down = loss_step(&l, &b, false);
+            double down = kt_loss_step(&l, &b, false);
             x[i] = keep;
             g[i] = (up - down) / (2 * h);
         }
@@ -526,8 +438,8 @@ static void test_finite_differences(void)
         }
         kd_tensor_free(analytic);
         kd_tensor_free(fd);
-        batch_free(&b);
-        loss_close(&l);
+        kt_loss_batch_free(&b);
+        kt_loss_close(&l);
     }
 }
 
@@ -539,17 +451,17 @@ static void test_finite_differences(void)
 static void test_warmup(void)
 {
     const char *name = "dkd warm-up: min(epoch / 20, 1), epochs from 1";
-    loss l;
-    if (!loss_open(name, "dkd", "{}", KD_F64, &l))
+    kt_loss l;
+    if (!kt_loss_open(name, "dkd", "{}", KD_F64, 1, &l))
         return;
     const loss_case lc = {"", "dkd", "{}", LOGITS(8, 10), UNIFORM, UNIFORM, 0};
-    batch b;
+    kt_loss_batch b;
     make_batch(&lc, KD_F64, 5, &b);
     static const int64_t epochs[] = {0, 1, 9, 18, 19, 20, 239};
     double v[7];
     for (int k = 0; k < 7; k++) {
         b.epoch = epochs[k];
-        v[k] = loss_step(&l, &b, false);
+        v[k] = kt_loss_step(&l, &b, false);
     }
     double full = v[6];
     bool ok = full > 0 && v[5] == full && v[4] == full;
@@ -557,8 +469,8 @@ static void test_warmup(void)
         ok = ok && fabs(v[k] - full * (double)(epochs[k] + 1) / 20) <= 1e-14 * full;
     kt_check(ok, name, "epoch 1: %.9g, 2: %.9g, 10: %.9g, 19: %.9g, 20: %.9g, 21: %.9g, "
              "240: %.9g", v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
-    batch_free(&b);
-    loss_close(&l);
+    kt_loss_batch_free(&b);
+    kt_loss_close(&l);
 }
 
 /* ------------------------------------------------------------ contract */
@@ -587,14 +499,14 @@ static void test_terms(void)
         char name[128];
         snprintf(name, sizeof name, "%s reports terms '%s' and '%s' that make up its value",
                  tc->provider, tc->term[0], tc->term[1]);
-        loss l;
-        if (!loss_open(name, tc->provider, tc->params, KD_F64, &l))
+        kt_loss l;
+        if (!kt_loss_open(name, tc->provider, tc->params, KD_F64, 1, &l))
             continue;
-        batch b;
+        kt_loss_batch b;
         make_batch(&tc->shape, KD_F64, 3 + k, &b);
         kd_scope_begin();
         kd_loss_result r;
-        kd_status st = loss_forward(&l, &b, &r);
+        kd_status st = kt_loss_forward(&l, &b, &r);
         bool ok = st == KD_OK && r.loss && r.loss->ndim == 0 && r.n_terms == 2 && r.terms &&
                   strcmp(r.terms[0].name, tc->term[0]) == 0 &&
                   strcmp(r.terms[1].name, tc->term[1]) == 0;
@@ -606,8 +518,8 @@ static void test_terms(void)
                  "status %d (%s), loss %.12g, weighted terms %.12g", (int)st,
                  st == KD_OK ? "" : kd_last_error(), v, sum);
         kd_scope_end();
-        batch_free(&b);
-        loss_close(&l);
+        kt_loss_batch_free(&b);
+        kt_loss_close(&l);
     }
 }
 
@@ -625,29 +537,29 @@ static void test_teacher(void)
         char name[128];
         snprintf(name, sizeof name, "%s leaves a teacher that requires grad without a gradient",
                  cases[k].provider);
-        loss l;
-        if (!loss_open(name, cases[k].provider, cases[k].params, KD_F32, &l))
+        kt_loss l;
+        if (!kt_loss_open(name, cases[k].provider, cases[k].params, KD_F32, 1, &l))
             continue;
-        batch b;
+        kt_loss_batch b;
         make_batch(&cases[k], KD_F32, 8 + k, &b);
         kd_tensor_set_requires_grad(b.teacher, true);
-        double v = loss_step(&l, &b, true);
+        double v = kt_loss_step(&l, &b, true);
         kt_check(!isnan(v) && b.student->grad && !b.teacher->grad, name,
                  "value %g, student grad %s, teacher grad %s", v,
                  b.student->grad ? "set" : "missing", b.teacher->grad ? "set" : "absent");
-        batch_free(&b);
+        kt_loss_batch_free(&b);
         if (k == 1) {
-            loss_close(&l);
+            kt_loss_close(&l);
             continue;
         }
         loss_case same = cases[k];
         same.teacher = SAME;
         snprintf(name, sizeof name, "%s: teacher == student costs exactly 0", cases[k].provider);
         make_batch(&same, KD_F32, 8 + k, &b);
-        v = loss_step(&l, &b, false);
+        v = kt_loss_step(&l, &b, false);
         kt_check(v == 0, name, "loss %.3g", v);
-        batch_free(&b);
-        loss_close(&l);
+        kt_loss_batch_free(&b);
+        kt_loss_close(&l);
     }
 }
 
@@ -657,11 +569,11 @@ static void test_teacher(void)
     ((kd_bind_args){.size = sizeof(kd_bind_args), .student = (student_shape),               \
                     .teacher = (teacher_shape)})
 
-static kd_status forward_error(const loss *l, batch *b)
+static kd_status forward_error(const kt_loss *l, kt_loss_batch *b)
 {
     kd_scope_begin();
     kd_loss_result r;
-    kd_status st = loss_forward(l, b, &r);
+    kd_status st = kt_loss_forward(l, b, &r);
     kd_scope_end();
     return st;
 }
@@ -669,93 +581,93 @@ static kd_status forward_error(const loss *l, batch *b)
 /* What bind() refuses before training, naming both taps and shapes. */
 static void test_bind_errors(void)
 {
-    loss dkd, dist, rkd, dkd2;
-    bool ok = loss_open("bind", "dkd", "{\"student_tap\": \"head\"}", KD_F32, &dkd);
-    ok = loss_open("bind", "dist", "{}", KD_F32, &dist) && ok;
-    ok = loss_open("bind", "rkd", "{\"teacher_tap\": \"tokens\"}", KD_F32, &rkd) && ok;
-    ok = loss_open("bind", "dkd", "{}", KD_F32, &dkd2) && ok;
+    kt_loss dkd, dist, rkd, dkd2;
+    bool ok = kt_loss_open("bind", "dkd", "{\"student_tap\": \"head\"}", KD_F32, 1, &dkd);
+    ok = kt_loss_open("bind", "dist", "{}", KD_F32, 1, &dist) && ok;
+    ok = kt_loss_open("bind", "rkd", "{\"teacher_tap\": \"tokens\"}", KD_F32, 1, &rkd) && ok;
+    ok = kt_loss_open("bind", "dkd", "{}", KD_F32, 1, &dkd2) && ok;
     if (!ok)
         goto close;
     const kd_tap_shape v10 = {2, {1, 10}}, v100 = {2, {1, 100}}, v1 = {2, {1, 1}},
                        map = {4, {1, 64, 8, 8}}, tokens = {3, {1, 197, 384}};
-    expect_error("dkd bind: classes differ", dkd.vt->bind(dkd.self, &bind_args(&v10, &v100)),
+    kt_expect_error("dkd bind: classes differ", dkd.vt->bind(dkd.self, &bind_args(&v10, &v100)),
                  "student tap 'head' [1, 10]", "teacher tap 'logits' [1, 100]");
-    expect_error("dkd bind: a feature map is not logits",
+    kt_expect_error("dkd bind: a feature map is not logits",
                  dkd.vt->bind(dkd.self, &bind_args(&map, &v10)), "[1, 64, 8, 8]", "[1, 10]");
-    expect_error("dkd bind: one class has nothing to decouple",
+    kt_expect_error("dkd bind: one class has nothing to decouple",
                  dkd.vt->bind(dkd.self, &bind_args(&v1, &v1)), "dkd:", "at least 2");
     kd_host_services host = {.size = sizeof host, .num_classes = 100};
     kd_bind_args with_host = bind_args(&v10, &v10);
     with_host.host = &host;
-    expect_error("dkd bind: logits and labels disagree on the classes",
+    kt_expect_error("dkd bind: logits and labels disagree on the classes",
                  dkd2.vt->bind(dkd2.self, &with_host), "10 classes", "labels have 100");
     kt_check(dkd.vt->bind(dkd.self, &bind_args(&v10, &v10)) == KD_OK, "dkd bind: logits",
              "%s", kd_last_error());
-    expect_error("dist bind: classes differ", dist.vt->bind(dist.self, &bind_args(&v100, &v10)),
+    kt_expect_error("dist bind: classes differ", dist.vt->bind(dist.self, &bind_args(&v100, &v10)),
                  "student tap 'logits' [1, 100]", "teacher tap 'logits' [1, 10]");
     kt_check(dist.vt->bind(dist.self, &bind_args(&v10, &v10)) == KD_OK, "dist bind: logits",
              "%s", kd_last_error());
-    expect_error("rkd bind: tokens are neither embeddings nor a map",
+    kt_expect_error("rkd bind: tokens are neither embeddings nor a map",
                  rkd.vt->bind(rkd.self, &bind_args(&map, &tokens)), "student tap 'pre_logits'",
                  "teacher tap 'tokens' [1, 197, 384]");
     kt_check(rkd.vt->bind(rkd.self, &bind_args(&map, &v100)) == KD_OK,
              "rkd bind: a map and embeddings of another width", "%s", kd_last_error());
 close:
-    loss_close(&dkd);
-    loss_close(&dist);
-    loss_close(&rkd);
-    loss_close(&dkd2);
+    kt_loss_close(&dkd);
+    kt_loss_close(&dist);
+    kt_loss_close(&rkd);
+    kt_loss_close(&dkd2);
 }
 
 static void test_forward_errors(void)
 {
-    loss dkd, dist, rkd;
-    bool ok = loss_open("errors", "dkd", "{}", KD_F32, &dkd);
-    ok = loss_open("errors", "dist", "{}", KD_F32, &dist) && ok;
-    ok = loss_open("errors", "rkd", "{}", KD_F32, &rkd) && ok;
+    kt_loss dkd, dist, rkd;
+    bool ok = kt_loss_open("errors", "dkd", "{}", KD_F32, 1, &dkd);
+    ok = kt_loss_open("errors", "dist", "{}", KD_F32, 1, &dist) && ok;
+    ok = kt_loss_open("errors", "rkd", "{}", KD_F32, 1, &rkd) && ok;
     if (!ok)
         goto close;
     const loss_case lc = {"", "dkd", "{}", LOGITS(4, 10), UNIFORM, UNIFORM, 0};
-    batch b;
+    kt_loss_batch b;
     make_batch(&lc, KD_F32, 77, &b);
     kd_tensor *labels = b.labels;
     const int64_t n = 4, shape[2] = {4, 10};
     const int64_t bad[4] = {0, 10, 3, 2};
     b.labels = kd_tensor_from_data(KD_I64, 1, &n, bad);
-    expect_error("dkd: label 10 of 10 classes", forward_error(&dkd, &b), "dkd:", "label 10");
+    kt_expect_error("dkd: label 10 of 10 classes", forward_error(&dkd, &b), "dkd:", "label 10");
     kd_tensor_free(b.labels);
     b.labels = NULL;
-    expect_error("dkd: no labels", forward_error(&dkd, &b), "dkd:", "no labels");
+    kt_expect_error("dkd: no labels", forward_error(&dkd, &b), "dkd:", "no labels");
     b.labels = labels;
     b.soft = kd_tensor_full(KD_F32, KD_CPU, 2, shape, 0.1);
-    expect_error("dkd: mixup/cutmix soft targets are refused", forward_error(&dkd, &b), "dkd:",
+    kt_expect_error("dkd: mixup/cutmix soft targets are refused", forward_error(&dkd, &b), "dkd:",
                  "soft targets");
     kd_tensor_free(b.soft);
     b.soft = NULL;
     kd_tensor *teacher = b.teacher;
     b.teacher = NULL;
-    expect_error("dkd: no teacher tensor", forward_error(&dkd, &b), "dkd:", "teacher");
-    expect_error("dist: no teacher tensor", forward_error(&dist, &b), "dist:", "teacher");
+    kt_expect_error("dkd: no teacher tensor", forward_error(&dkd, &b), "dkd:", "teacher");
+    kt_expect_error("dist: no teacher tensor", forward_error(&dist, &b), "dist:", "teacher");
     b.teacher = teacher;
-    batch_free(&b);
+    kt_loss_batch_free(&b);
 
     const loss_case one = {"", "dist", "{}", LOGITS(1, 10), UNIFORM, UNIFORM, 0};
     make_batch(&one, KD_F32, 78, &b);
-    expect_error("dist: a batch of 1 has no intra-class relation", forward_error(&dist, &b),
+    kt_expect_error("dist: a batch of 1 has no intra-class relation", forward_error(&dist, &b),
                  "dist:", "at least 2");
-    expect_error("rkd: a batch of 1 has no relations", forward_error(&rkd, &b), "rkd:",
+    kt_expect_error("rkd: a batch of 1 has no relations", forward_error(&rkd, &b), "rkd:",
                  "at least 2");
-    batch_free(&b);
+    kt_loss_batch_free(&b);
 
     const loss_case mismatch = {"", "rkd", "{}", 2, 2, {4, 6}, {5, 6}, UNIFORM, UNIFORM, 0};
     make_batch(&mismatch, KD_F32, 79, &b);
-    expect_error("rkd: student and teacher batches differ", forward_error(&rkd, &b), "[4, 6]",
+    kt_expect_error("rkd: student and teacher batches differ", forward_error(&rkd, &b), "[4, 6]",
                  "[5, 6]");
-    batch_free(&b);
+    kt_loss_batch_free(&b);
 close:
-    loss_close(&dkd);
-    loss_close(&dist);
-    loss_close(&rkd);
+    kt_loss_close(&dkd);
+    kt_loss_close(&dist);
+    kt_loss_close(&rkd);
 }
 
 /* The schemas refuse what the losses cannot take. */

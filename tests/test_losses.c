@@ -9,85 +9,10 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "loss_fixture.h"
 #include "plugin_fixture.h"
 
 /* ------------------------------------------------------------ plumbing */
-
-typedef struct loss {
-    const kd_loss_vtable *vt;
-    void *self;
-} loss;
-
-/* A loss instance of `provider` with params from JSON; fails case `name`
- * when it cannot be made. */
-static bool loss_open(const char *name, const char *provider, const char *json, loss *out)
-{
-    memset(out, 0, sizeof *out);
-    const kd_vtable_header *vt;
-    const kd_registry_entry *entry = kt_provider(KD_KIND_LOSS, provider, &vt);
-    kd_params *params = entry ? kt_params(entry, json) : NULL;
-    if (!params) {
-        kt_fail(name, "loss '%s' with %s did not load", provider, json);
-        return false;
-    }
-    const kd_create_args args = kt_create_args(entry, params, 1);
-    const kd_loss_vtable *lv = (const kd_loss_vtable *)vt;
-    kd_status st = lv->create(&args, &out->self);
-    kd_params_free(params);
-    if (st != KD_OK) {
-        kt_fail(name, "create %s: %s", provider, kd_last_error());
-        return false;
-    }
-    out->vt = lv;
-    return true;
-}
-
-static void loss_close(loss *l)
-{
-    if (l->vt)
-        l->vt->destroy(l->self);
-}
-
-typedef struct batch {
-    kd_tensor *student, *teacher, *labels, *soft;
-} batch;
-
-static kd_status loss_forward(const loss *l, const batch *b, kd_loss_result *r)
-{
-    kd_tensor *s[1] = {b->student}, *t[1] = {b->teacher};
-    const kd_loss_args args = {.size = sizeof args,
-                               .student = s,
-                               .teacher = b->teacher ? t : NULL,
-                               .labels = b->labels,
-                               .soft_targets = b->soft,
-                               .training = true};
-    *r = (kd_loss_result){.size = sizeof *r};
-    return l->vt->forward(l->self, &args, r);
-}
-
-/* The loss value, and the student's gradient (left in b->student->grad)
- * when want_grad; NAN with the message in kd_last_error() on failure. */
-static double loss_step(const loss *l, batch *b, bool want_grad)
-{
-    kd_tensor_zero_grad(b->student);
-    kd_tensor_set_requires_grad(b->student, want_grad);
-    kd_scope_begin();
-    kd_loss_result r;
-    double value = NAN;
-    if (loss_forward(l, b, &r) == KD_OK && (!want_grad || kd_backward(r.loss) == KD_OK))
-        value = kd_tensor_get(r.loss, 0);
-    kd_scope_end();
-    return value;
-}
-
-static void batch_free(batch *b)
-{
-    kd_tensor_free(b->student);
-    kd_tensor_free(b->teacher);
-    kd_tensor_free(b->labels);
-    kd_tensor_free(b->soft);
-    memset(b, 0, sizeof *b);
-}
 
 /* How a case's logits are drawn. */
 typedef enum logits_kind {
@@ -203,7 +128,7 @@ static const parity_case PARITY[] = {
 #define N_PARITY (int)(sizeof PARITY / sizeof PARITY[0])
 
 typedef struct parity_run {
-    batch b;
+    kt_loss_batch b;
     double value;
     char error[256];
 } parity_run;
@@ -230,7 +155,7 @@ static void run_parity_case(int c, parity_run *run, inputs *in)
 {
     const parity_case *pc = &PARITY[c];
     kd_rng rng = kd_rng_make(4200 + (uint64_t)c, 7, 0);
-    batch *b = &run->b;
+    kt_loss_batch *b = &run->b;
     bool ce = strcmp(pc->provider, "ce") == 0;
     b->student = make_logits(KD_F32, pc->n, pc->c, pc->student, NULL, &rng);
     b->labels = make_labels(pc->n, pc->c, &rng);
@@ -253,15 +178,15 @@ static void run_parity_case(int c, parity_run *run, inputs *in)
     in->meta[2 * in->nmeta + 1] = pc->params;
     in->nmeta++;
 
-    loss l;
-    if (!loss_open(pc->name, pc->provider, pc->params, &l)) {
+    kt_loss l;
+    if (!kt_loss_open(pc->name, pc->provider, pc->params, KD_F32, 1, &l)) {
         snprintf(run->error, sizeof run->error, "did not load");
         return;
     }
-    run->value = loss_step(&l, b, true);
+    run->value = kt_loss_step(&l, b, true);
     if (isnan(run->value))
         snprintf(run->error, sizeof run->error, "%s", kd_last_error());
-    loss_close(&l);
+    kt_loss_close(&l);
 }
 
 static void compare_parity_case(int c, const parity_run *run, const kd_safetensors *ref)
@@ -352,7 +277,7 @@ static void test_parity(void)
 cleanup:
     kd_safetensors_close(ref);
     for (int c = 0; c < N_PARITY; c++)
-        batch_free(&runs[c].b);
+        kt_loss_batch_free(&runs[c].b);
     if (in_path[0]) {
         unlink(in_path);
         unlink(out_path);
@@ -385,18 +310,18 @@ static void test_finite_differences(void)
         const fd_case *fc = &FD[k];
         char name[128];
         snprintf(name, sizeof name, "f64 gradient vs finite differences: %s", fc->name);
-        loss l;
-        if (!loss_open(name, fc->provider, fc->params, &l))
+        kt_loss l;
+        if (!kt_loss_open(name, fc->provider, fc->params, KD_F32, 1, &l))
             continue;
         kd_rng rng = kd_rng_make(99 + k, 3, 0);
-        batch b = {0};
+        kt_loss_batch b = {0};
         b.student = make_logits(KD_F64, 3, 5, UNIFORM, NULL, &rng);
         b.labels = make_labels(3, 5, &rng);
         if (strcmp(fc->provider, "ce") != 0)
             b.teacher = make_logits(fc->teacher_dtype, 3, 5, UNIFORM, NULL, &rng);
         if (fc->soft)
             b.soft = make_soft(KD_F32, b.labels, 5, false, &rng);
-        double value = loss_step(&l, &b, true);
+        double value = kt_loss_step(&l, &b, true);
         kd_tensor *analytic =
             b.student->grad ? kd_tensor_to_device(b.student->grad, KD_CPU) : NULL;
         kd_tensor *fd = kd_tensor_zeros(KD_F64, KD_CPU, 2, b.student->shape);
@@ -405,9 +330,9 @@ static void test_finite_differences(void)
         for (int64_t i = 0; ok && i < 15; i++) {
             double keep = x[i];
             x[i] = keep + h;
-            double up = loss_step(&l, &b, false);
+            double up = kt_loss_step(&l, &b, false);
             x[i] = keep - h;
-            double down = loss_step(&l, &b, false);
+            double down = kt_loss_step(&l, &b, false);
             x[i] = keep;
             g[i] = (up - down) / (2 * h);
         }
@@ -419,8 +344,8 @@ static void test_finite_differences(void)
         }
         kd_tensor_free(analytic);
         kd_tensor_free(fd);
-        batch_free(&b);
-        loss_close(&l);
+        kt_loss_batch_free(&b);
+        kt_loss_close(&l);
     }
 }
 
@@ -446,28 +371,28 @@ static void test_kd_matches_logit_stand(void)
     for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
         char name[160];
         snprintf(name, sizeof name, "kd %s equals logit_stand %s", pairs[k].kd, pairs[k].ls);
-        loss a, b;
-        bool opened = loss_open(name, "kd", pairs[k].kd, &a);
-        if (opened && !loss_open(name, "logit_stand", pairs[k].ls, &b)) {
-            loss_close(&a);
+        kt_loss a, b;
+        bool opened = kt_loss_open(name, "kd", pairs[k].kd, KD_F32, 1, &a);
+        if (opened && !kt_loss_open(name, "logit_stand", pairs[k].ls, KD_F32, 1, &b)) {
+            kt_loss_close(&a);
             opened = false;
         }
         if (!opened)
             continue;
         kd_rng rng = kd_rng_make(11 + k, 1, 0);
-        batch x = {0};
+        kt_loss_batch x = {0};
         x.student = make_logits(KD_F32, 16, 10, UNIFORM, NULL, &rng);
         x.teacher = make_logits(KD_F32, 16, 10, LARGE, NULL, &rng);
-        double va = loss_step(&a, &x, true);
+        double va = kt_loss_step(&a, &x, true);
         kd_tensor *ga = x.student->grad ? kd_tensor_to_device(x.student->grad, KD_CPU) : NULL;
-        double vb = loss_step(&b, &x, true);
+        double vb = kt_loss_step(&b, &x, true);
         kt_check(!isnan(va) && va == vb && same_bits(ga, x.student->grad), name,
                  "values %.9g and %.9g, gradients %s", va, vb,
                  same_bits(ga, x.student->grad) ? "equal" : "differ");
         kd_tensor_free(ga);
-        batch_free(&x);
-        loss_close(&a);
-        loss_close(&b);
+        kt_loss_batch_free(&x);
+        kt_loss_close(&a);
+        kt_loss_close(&b);
     }
 }
 
@@ -476,22 +401,22 @@ static void test_kd_matches_logit_stand(void)
 static void test_scale_invariance(void)
 {
     const char *name = "logit_stand ignores the teacher's logit scale, kd does not";
-    loss kd, ls;
-    if (!loss_open(name, "kd", "{\"temperature\": 2}", &kd))
+    kt_loss kd, ls;
+    if (!kt_loss_open(name, "kd", "{\"temperature\": 2}", KD_F32, 1, &kd))
         return;
-    if (!loss_open(name, "logit_stand", "{}", &ls)) {
-        loss_close(&kd);
+    if (!kt_loss_open(name, "logit_stand", "{}", KD_F32, 1, &ls)) {
+        kt_loss_close(&kd);
         return;
     }
     kd_rng rng = kd_rng_make(5, 5, 0);
-    batch b = {0};
+    kt_loss_batch b = {0};
     b.student = make_logits(KD_F32, 8, 10, UNIFORM, NULL, &rng);
     b.teacher = make_logits(KD_F32, 8, 10, SCALED_STUDENT, b.student, &rng);
-    double vk = loss_step(&kd, &b, false), vl = loss_step(&ls, &b, false);
+    double vk = kt_loss_step(&kd, &b, false), vl = kt_loss_step(&ls, &b, false);
     kt_check(fabs(vl) < 1e-6 && vk > 0.1, name, "logit_stand %.3g, kd %.3g", vl, vk);
-    batch_free(&b);
-    loss_close(&kd);
-    loss_close(&ls);
+    kt_loss_batch_free(&b);
+    kt_loss_close(&kd);
+    kt_loss_close(&ls);
 }
 
 /* Teacher == student: the two sides are the same bits in log space, so the
@@ -507,14 +432,14 @@ static void test_identical_logits(void)
         char name[128];
         snprintf(name, sizeof name, "%s %s: teacher == student gives 0",
                  cases[k].provider, cases[k].params);
-        loss l;
-        if (!loss_open(name, cases[k].provider, cases[k].params, &l))
+        kt_loss l;
+        if (!kt_loss_open(name, cases[k].provider, cases[k].params, KD_F32, 1, &l))
             continue;
         kd_rng rng = kd_rng_make(21 + k, 2, 0);
-        batch b = {0};
+        kt_loss_batch b = {0};
         b.student = make_logits(KD_F32, 8, 10, UNIFORM, NULL, &rng);
         b.teacher = make_logits(KD_F32, 8, 10, SAME_AS_STUDENT, b.student, &rng);
-        double v = loss_step(&l, &b, true);
+        double v = kt_loss_step(&l, &b, true);
         double gmax = INFINITY;
         if (b.student->grad) {
             kd_tensor *zero = kd_tensor_zeros(KD_F32, KD_CPU, 2, b.student->shape);
@@ -523,8 +448,8 @@ static void test_identical_logits(void)
         }
         kt_check(v == 0 && gmax <= 1e-7, name, "loss %.3g, largest gradient %.3g (%s)", v, gmax,
                  isnan(v) ? kd_last_error() : "");
-        batch_free(&b);
-        loss_close(&l);
+        kt_loss_batch_free(&b);
+        kt_loss_close(&l);
     }
 }
 
@@ -535,24 +460,24 @@ static void test_ce_one_hot(void)
     for (int k = 0; k < 2; k++) {
         char name[128];
         snprintf(name, sizeof name, "ce %s: one-hot soft targets equal the labels", params[k]);
-        loss l;
-        if (!loss_open(name, "ce", params[k], &l))
+        kt_loss l;
+        if (!kt_loss_open(name, "ce", params[k], KD_F32, 1, &l))
             continue;
         kd_rng rng = kd_rng_make(31 + (uint64_t)k, 4, 0);
-        batch b = {0};
+        kt_loss_batch b = {0};
         b.student = make_logits(KD_F32, 16, 10, UNIFORM, NULL, &rng);
         b.labels = make_labels(16, 10, &rng);
-        double hard = loss_step(&l, &b, true);
+        double hard = kt_loss_step(&l, &b, true);
         kd_tensor *g = b.student->grad ? kd_tensor_to_device(b.student->grad, KD_CPU) : NULL;
         b.soft = make_soft(KD_F32, b.labels, 10, true, &rng);
-        double soft = loss_step(&l, &b, true);
+        double soft = kt_loss_step(&l, &b, true);
         double ev = fabs(hard - soft) / fabs(hard);
         double eg = g && b.student->grad ? kt_rel_error(b.student->grad, g) : INFINITY;
         kt_check(ev <= 1e-6 && eg <= 1e-6, name, "values %.9g / %.9g, gradient rel error %.3g",
                  hard, soft, eg);
         kd_tensor_free(g);
-        batch_free(&b);
-        loss_close(&l);
+        kt_loss_batch_free(&b);
+        kt_loss_close(&l);
     }
 }
 
@@ -561,49 +486,48 @@ static void test_ce_one_hot(void)
 static void test_teacher_constant(void)
 {
     const char *name = "kd leaves a teacher that requires grad without a gradient";
-    loss l;
-    if (!loss_open(name, "kd", "{\"logit_stand\": true}", &l))
+    kt_loss l;
+    if (!kt_loss_open(name, "kd", "{\"logit_stand\": true}", KD_F32, 1, &l))
         return;
     kd_rng rng = kd_rng_make(8, 8, 0);
-    batch b = {0};
+    kt_loss_batch b = {0};
     b.student = make_logits(KD_F32, 4, 10, UNIFORM, NULL, &rng);
     b.teacher = make_logits(KD_F32, 4, 10, UNIFORM, NULL, &rng);
     kd_tensor_set_requires_grad(b.teacher, true);
-    double v = loss_step(&l, &b, true);
+    double v = kt_loss_step(&l, &b, true);
     kt_check(!isnan(v) && b.student->grad && !b.teacher->grad, name,
              "student grad %s, teacher grad %s", b.student->grad ? "set" : "missing",
              b.teacher->grad ? "set" : "absent");
-    batch_free(&b);
-    loss_close(&l);
+    kt_loss_batch_free(&b);
+    kt_loss_close(&l);
 }
 
 static void test_needs_and_terms(void)
 {
-    loss l;
+    kt_loss l;
     kd_loss_needs needs;
-    if (loss_open("ce needs", "ce", "{\"tap\": \"aux_logits\"}", &l)) {
+    if (kt_loss_open("ce needs", "ce", "{\"tap\": \"aux_logits\"}", KD_F32, 1, &l)) {
         kd_status st = l.vt->needs(l.self, &needs);
         kt_check(st == KD_OK && needs.n_student == 1 &&
                      strcmp(needs.student[0], "aux_logits") == 0 && needs.n_teacher == 0,
                  "ce needs its tap and no teacher", "n_student %d, n_teacher %d",
                  needs.n_student, needs.n_teacher);
-        loss_close(&l);
+        kt_loss_close(&l);
     }
-    if (loss_open("kd needs", "kd", "{\"student_tap\": \"head\", \"teacher_tap\": \"fc\"}",
-                  &l)) {
+    if (kt_loss_open("kd needs", "kd", "{\"student_tap\": \"head\", \"teacher_tap\": \"fc\"}", KD_F32, 1, &l)) {
         kd_status st = l.vt->needs(l.self, &needs);
         kt_check(st == KD_OK && needs.n_student == 1 && strcmp(needs.student[0], "head") == 0 &&
                      needs.n_teacher == 1 && strcmp(needs.teacher[0], "fc") == 0,
                  "kd needs its student and teacher taps", "got %d/%d taps", needs.n_student,
                  needs.n_teacher);
-        loss_close(&l);
+        kt_loss_close(&l);
     }
-    if (loss_open("logit_stand needs", "logit_stand", "{}", &l)) {
+    if (kt_loss_open("logit_stand needs", "logit_stand", "{}", KD_F32, 1, &l)) {
         kd_status st = l.vt->needs(l.self, &needs);
         kt_check(st == KD_OK && strcmp(needs.student[0], "logits") == 0 &&
                      needs.n_teacher == 1 && strcmp(needs.teacher[0], "logits") == 0,
                  "logit_stand needs both logits taps by default", "status %d", (int)st);
-        loss_close(&l);
+        kt_loss_close(&l);
     }
 
     static const struct {
@@ -613,48 +537,39 @@ static void test_needs_and_terms(void)
         char name[96];
         snprintf(name, sizeof name, "%s reports its value as term '%s'", terms[k].provider,
                  terms[k].term);
-        if (!loss_open(name, terms[k].provider, "{}", &l))
+        if (!kt_loss_open(name, terms[k].provider, "{}", KD_F32, 1, &l))
             continue;
         kd_rng rng = kd_rng_make(3, k, 0);
-        batch b = {0};
+        kt_loss_batch b = {0};
         b.student = make_logits(KD_F32, 4, 10, UNIFORM, NULL, &rng);
         b.labels = make_labels(4, 10, &rng);
         if (k > 0)
             b.teacher = make_logits(KD_F32, 4, 10, UNIFORM, NULL, &rng);
         kd_scope_begin();
         kd_loss_result r;
-        kd_status st = loss_forward(&l, &b, &r);
+        kd_status st = kt_loss_forward(&l, &b, &r);
         kt_check(st == KD_OK && r.loss && r.loss->ndim == 0 && r.n_terms >= 1 && r.terms &&
                      strcmp(r.terms[0].name, terms[k].term) == 0 &&
                      kd_tensor_get(r.terms[0].value, 0) == kd_tensor_get(r.loss, 0),
                  name, "status %d, %d terms", (int)st, r.n_terms);
         kd_scope_end();
-        batch_free(&b);
-        loss_close(&l);
+        kt_loss_batch_free(&b);
+        kt_loss_close(&l);
     }
 }
 
 /* ------------------------------------------------------------ errors */
-
-/* Fails unless status is an error whose message holds each of `words`. */
-static void expect_error(const char *name, kd_status st, const char *w1, const char *w2)
-{
-    const char *msg = kd_last_error();
-    kt_check(st != KD_OK && strstr(msg, w1) && (!w2 || strstr(msg, w2)), name,
-             "status %d, message '%s' (expected '%s'%s%s)", (int)st, st == KD_OK ? "" : msg,
-             w1, w2 ? " and " : "", w2 ? w2 : "");
-}
 
 /* bind() arguments for one student and one teacher tap. */
 #define bind_args(student_shape, teacher_shape)                                              \
     ((kd_bind_args){.size = sizeof(kd_bind_args), .student = (student_shape),               \
                     .teacher = (teacher_shape)})
 
-static kd_status forward_error(const loss *l, batch *b)
+static kd_status forward_error(const kt_loss *l, kt_loss_batch *b)
 {
     kd_scope_begin();
     kd_loss_result r;
-    kd_status st = loss_forward(l, b, &r);
+    kd_status st = kt_loss_forward(l, b, &r);
     kd_scope_end();
     return st;
 }
@@ -662,80 +577,80 @@ static kd_status forward_error(const loss *l, batch *b)
 static void test_forward_errors(void)
 {
     kd_rng rng = kd_rng_make(77, 0, 0);
-    loss ce, kd, ls, ls_bind;
-    bool ok = loss_open("errors", "ce", "{}", &ce);
-    ok = loss_open("errors", "kd", "{}", &kd) && ok;
-    ok = loss_open("errors", "logit_stand", "{}", &ls) && ok;
-    ok = loss_open("errors", "logit_stand", "{}", &ls_bind) && ok;
+    kt_loss ce, kd, ls, ls_bind;
+    bool ok = kt_loss_open("errors", "ce", "{}", KD_F32, 1, &ce);
+    ok = kt_loss_open("errors", "kd", "{}", KD_F32, 1, &kd) && ok;
+    ok = kt_loss_open("errors", "logit_stand", "{}", KD_F32, 1, &ls) && ok;
+    ok = kt_loss_open("errors", "logit_stand", "{}", KD_F32, 1, &ls_bind) && ok;
     if (!ok)
         goto close;
-    batch b = {0};
+    kt_loss_batch b = {0};
     b.student = make_logits(KD_F32, 4, 10, UNIFORM, NULL, &rng);
 
     b.teacher = make_logits(KD_F32, 4, 12, UNIFORM, NULL, &rng);
-    expect_error("kd: student and teacher classes differ", forward_error(&kd, &b), "kd:",
+    kt_expect_error("kd: student and teacher classes differ", forward_error(&kd, &b), "kd:",
                  "[4, 12]");
     kd_tensor_free(b.teacher);
     b.teacher = make_logits(KD_F32, 3, 10, UNIFORM, NULL, &rng);
-    expect_error("kd: student and teacher batches differ", forward_error(&kd, &b), "kd:",
+    kt_expect_error("kd: student and teacher batches differ", forward_error(&kd, &b), "kd:",
                  "[3, 10]");
     kd_tensor_free(b.teacher);
     b.teacher = NULL;
-    expect_error("kd: no teacher tensor", forward_error(&kd, &b), "kd:", "teacher");
-    expect_error("logit_stand: no teacher tensor", forward_error(&ls, &b), "logit_stand:",
+    kt_expect_error("kd: no teacher tensor", forward_error(&kd, &b), "kd:", "teacher");
+    kt_expect_error("logit_stand: no teacher tensor", forward_error(&ls, &b), "logit_stand:",
                  "teacher");
 
-    batch one = {0};
+    kt_loss_batch one = {0};
     one.student = make_logits(KD_F32, 4, 1, UNIFORM, NULL, &rng);
     one.teacher = make_logits(KD_F32, 4, 1, UNIFORM, NULL, &rng);
-    expect_error("logit_stand: one class cannot be z-scored", forward_error(&ls, &one),
+    kt_expect_error("logit_stand: one class cannot be z-scored", forward_error(&ls, &one),
                  "logit_stand:", "at least 2 classes");
-    batch_free(&one);
+    kt_loss_batch_free(&one);
 
     const int64_t n = 4;
     const int64_t bad_high[4] = {0, 10, 3, 2}, bad_low[4] = {0, 1, -1, 2};
     b.labels = kd_tensor_from_data(KD_I64, 1, &n, bad_high);
-    expect_error("ce: label 10 of 10 classes", forward_error(&ce, &b), "ce", "label 10");
+    kt_expect_error("ce: label 10 of 10 classes", forward_error(&ce, &b), "ce", "label 10");
     kd_tensor_free(b.labels);
     b.labels = kd_tensor_from_data(KD_I64, 1, &n, bad_low);
-    expect_error("ce: label -1", forward_error(&ce, &b), "ce", "label -1");
+    kt_expect_error("ce: label -1", forward_error(&ce, &b), "ce", "label -1");
     kd_tensor_free(b.labels);
     b.labels = NULL;
-    expect_error("ce: neither labels nor soft targets", forward_error(&ce, &b), "ce:",
+    kt_expect_error("ce: neither labels nor soft targets", forward_error(&ce, &b), "ce:",
                  "labels");
     b.labels = make_labels(4, 10, &rng);
     kd_tensor *nine = make_labels(4, 9, &rng);
     b.soft = make_soft(KD_F32, nine, 9, false, &rng);
-    expect_error("ce: soft targets of the wrong shape", forward_error(&ce, &b), "ce:",
+    kt_expect_error("ce: soft targets of the wrong shape", forward_error(&ce, &b), "ce:",
                  "[4, 9]");
     kd_tensor_free(nine);
-    batch_free(&b);
+    kt_loss_batch_free(&b);
 
     const int64_t flat[1] = {10};
     b.student = kd_tensor_zeros(KD_F32, KD_CPU, 1, flat);
     b.labels = make_labels(1, 10, &rng);
-    expect_error("ce: 1-D logits", forward_error(&ce, &b), "ce:", "[10]");
-    batch_free(&b);
+    kt_expect_error("ce: 1-D logits", forward_error(&ce, &b), "ce:", "[10]");
+    kt_loss_batch_free(&b);
 
     /* bind() sees the shapes before training: the pre-flight check. */
     const kd_tap_shape v10 = {2, {1, 10}}, v100 = {2, {1, 100}}, v1 = {2, {1, 1}},
                        map = {4, {1, 10, 4, 4}};
-    expect_error("kd bind: classes differ", kd.vt->bind(kd.self, &bind_args(&v10, &v100)),
+    kt_expect_error("kd bind: classes differ", kd.vt->bind(kd.self, &bind_args(&v10, &v100)),
                  "kd:", "[1, 100]");
     kt_check(kd.vt->bind(kd.self, &bind_args(&v10, &v10)) == KD_OK, "kd bind: matching logits",
              "%s", kd_last_error());
-    expect_error("logit_stand bind: one class",
+    kt_expect_error("logit_stand bind: one class",
                  ls_bind.vt->bind(ls_bind.self, &bind_args(&v1, &v1)), "logit_stand:",
                  "at least 2 classes");
-    expect_error("ce bind: a feature map is not logits",
+    kt_expect_error("ce bind: a feature map is not logits",
                  ce.vt->bind(ce.self, &bind_args(&map, NULL)), "ce:", "4 dims");
     kt_check(ce.vt->bind(ce.self, &bind_args(&v10, NULL)) == KD_OK, "ce bind: logits", "%s",
              kd_last_error());
 close:
-    loss_close(&ce);
-    loss_close(&kd);
-    loss_close(&ls);
-    loss_close(&ls_bind);
+    kt_loss_close(&ce);
+    kt_loss_close(&kd);
+    kt_loss_close(&ls);
+    kt_loss_close(&ls_bind);
 }
 
 /* The schemas refuse what the losses cannot take. */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "loss_fixture.h"
 #include "tensor_bag.h"
 #include "plugin_fixture.h"
 
@@ -27,41 +28,6 @@
 #define MAX_CASES 8
 
 /* ------------------------------------------------------------ plumbing */
-
-typedef struct loss {
-    const kd_loss_vtable *vt;
-    void *self;
-} loss;
-
-static bool loss_open(const char *name, const char *json, uint64_t seed, loss *out)
-{
-    memset(out, 0, sizeof *out);
-    const kd_vtable_header *vt;
-    const kd_registry_entry *entry = kt_provider(KD_KIND_LOSS, "scalekd", &vt);
-    kd_params *params = entry ? kt_params(entry, json) : NULL;
-    if (!params) {
-        kt_fail(name, "loss 'scalekd' with %s did not load", json);
-        return false;
-    }
-    kd_create_args args = kt_create_args(entry, params, seed);
-    args.dtype = KD_F64;
-    const kd_loss_vtable *lv = (const kd_loss_vtable *)vt;
-    kd_status st = lv->create(&args, &out->self);
-    kd_params_free(params);
-    if (st != KD_OK) {
-        kt_fail(name, "create scalekd: %s", kd_last_error());
-        return false;
-    }
-    out->vt = lv;
-    return true;
-}
-
-static void loss_close(loss *l)
-{
-    if (l->vt)
-        l->vt->destroy(l->self);
-    l->vt = NULL;
-}
 
 /* The host's forward_from for perception cases: the teacher's later stage
  * is tanh(x @ M) over the channels of an NHWC map, from tap "tstage" to
@@ -153,7 +119,7 @@ static void target_dims(const scalekd_case *c, int64_t *dims)
     dims[0] = c->t[0], dims[1] = c->t[1], dims[2] = c->target_c;
 }
 
-static kd_status bind_case(const loss *l, const scalekd_case *c, const kd_host_services *host)
+static kd_status bind_case(const kt_loss *l, const scalekd_case *c, const kd_host_services *host)
 {
     int64_t td[3];
     target_dims(c, td);
@@ -174,7 +140,7 @@ static kd_tensor *batch_of(int64_t batch, int ndim, const int64_t *dims, kd_rng 
     return kt_uniform(KD_F64, s.ndim, s.shape, rng, -1, 2);
 }
 
-static kd_tensor_list loss_tensors(const loss *l)
+static kd_tensor_list loss_tensors(const kt_loss *l)
 {
     kd_tensor_list list = {0};
     if (l->vt->tensors(l->self, &list) != KD_OK)
@@ -193,7 +159,7 @@ static void zero_param_grads(const kd_tensor_list *list)
 
 /* The loss (and its two terms) with backward when want_grad; NAN with the
  * message in kd_last_error() on failure. */
-static double run_loss(const loss *l, kd_tensor *const *s, kd_tensor *const *teacher,
+static double run_loss(const kt_loss *l, kd_tensor *const *s, kd_tensor *const *teacher,
                        bool want_grad, double *terms)
 {
     const kd_loss_args args = {sizeof args, s, teacher, NULL, NULL, NULL, 0, 0, true,
@@ -242,10 +208,10 @@ static void case_data_free(case_data *d)
 static void run_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t error_size)
 {
     const scalekd_case *sc = &CASES[c];
-    loss l;
+    kt_loss l;
     case_data d;
     case_data_make(sc, c, &d);
-    if (!loss_open(sc->name, sc->params, 300 + (uint64_t)c, &l)) {
+    if (!kt_loss_open(sc->name, "scalekd", sc->params, KD_F64, 300 + (uint64_t)c, &l)) {
         snprintf(error, error_size, "did not load");
         case_data_free(&d);
         return;
@@ -295,7 +261,7 @@ static void run_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t error_
             kt_bag_add(mine, nt->tensor, "k%d.final.%s", c, nt->name);
     }
 done:
-    loss_close(&l);
+    kt_loss_close(&l);
     case_data_free(&d);
 }
 
@@ -468,10 +434,10 @@ static void test_gradients(int c)
     const scalekd_case *sc = &CASES[c];
     char name[192];
     snprintf(name, sizeof name, "f64 gradient vs finite differences: %s", sc->name);
-    loss l;
+    kt_loss l;
     case_data d;
     case_data_make(sc, c, &d);
-    if (!loss_open(name, sc->params, 50 + (uint64_t)c, &l)) {
+    if (!kt_loss_open(name, "scalekd", sc->params, KD_F64, 50 + (uint64_t)c, &l)) {
         case_data_free(&d);
         return;
     }
@@ -538,18 +504,11 @@ static void test_gradients(int c)
              "%d parameters probed, %d of %d elements at a kink, worst error %.3g at %s "
              "(limit %g)", params, kinks, probed, worst, where, FD_TOL);
 done:
-    loss_close(&l);
+    kt_loss_close(&l);
     case_data_free(&d);
 }
 
 /* ------------------------------------------------------------ errors */
-
-static void expect_error(const char *name, kd_status st, const char *part1, const char *part2)
-{
-    const char *msg = st != KD_OK ? kd_last_error() : "";
-    kt_check(st != KD_OK && strstr(msg, part1) && strstr(msg, part2), name, "status %d: %s",
-             (int)st, st != KD_OK ? msg : "accepted");
-}
 
 static void test_bind_errors(void)
 {
@@ -571,8 +530,8 @@ static void test_bind_errors(void)
          "forward_from", "'tstage'", {NULL, NULL, "nhwc", 1, {4, 3, 3}, 3, {2, 2, 8}, 4, {0, 0, 0}}},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        loss l;
-        if (!loss_open(bad[k].name, bad[k].params, 1, &l))
+        kt_loss l;
+        if (!kt_loss_open(bad[k].name, "scalekd", bad[k].params, KD_F64, 1, &l))
             continue;
         const scalekd_case *c = &bad[k].c;
         kd_status st;
@@ -584,19 +543,19 @@ static void test_bind_errors(void)
         } else {
             st = bind_case(&l, c, NULL);
         }
-        expect_error(bad[k].name, st, bad[k].part1, bad[k].part2);
+        kt_expect_error(bad[k].name, st, bad[k].part1, bad[k].part2);
         if (k == 0)
-            expect_error("bind: the pooled-vector error names the teacher tap", st,
+            kt_expect_error("bind: the pooled-vector error names the teacher tap", st,
                          bad[k].part2, "[1, 2, 2, 8]");
-        loss_close(&l);
+        kt_loss_close(&l);
     }
 }
 
 static void test_tensors(void)
 {
     const char *name = "tensors: two projectors of 24, BN statistics as buffers, sized at bind";
-    loss l;
-    if (!loss_open(name, CASES[0].params, 1, &l))
+    kt_loss l;
+    if (!kt_loss_open(name, "scalekd", CASES[0].params, KD_F64, 1, &l))
         return;
     bool ok = bind_case(&l, &CASES[0], NULL) == KD_OK;
     kd_tensor_list list = loss_tensors(&l);
@@ -613,7 +572,7 @@ static void test_tensors(void)
             ok = ok && nt->tensor->shape[0] == 16 && nt->tensor->shape[1] == 16;
     }
     kt_check(ok, name, "%d tensors", list.n);
-    loss_close(&l);
+    kt_loss_close(&l);
 }
 
 /* ------------------------------------------------------------ the job */
