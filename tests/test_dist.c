@@ -15,7 +15,10 @@
  * A SIGTERM to rank 1 alone stops both ranks after the same step with
  * rank 0's checkpoint (exit 3), and one process resuming it ends where an
  * uninterrupted one-process run does. A SIGKILL to rank 1 ends rank 0 too
- * (Open MPI's mpirun), with a message naming rank 1.
+ * (Open MPI's mpirun), with a message naming rank 1. A SIGSTOP to rank 1
+ * (alive to MPI, silent) with a 3 s deadline on the collectives
+ * (KDENGINE_DIST_TIMEOUT=3) ends the job within 30 s, rank 0 naming rank 1
+ * as silent.
  *
  * Data: the first Fashion-MNIST images (scripts/setup installs them). */
 #include <math.h>
@@ -282,25 +285,22 @@ static pid_t find_rank(pid_t parent, int rank)
     return found;
 }
 
-/* Runs NAME.json on 2 processes (--nproc 2) and, once training runs (the
- * first train line in the metrics), sends `sig` to rank 1 alone; returns
- * whether rank 1 was found and signalled, the launcher's wait status in
- * *status and its output in *log (seconds from the signal to the end in
- * *seconds). */
-static bool signal_rank1(const char *name, int sig, int *status, char **log, double *seconds)
+/* Starts NAME.json on 2 processes (--nproc 2, `env` before the command)
+ * with its output in DIR/NAME.log and waits until training runs (the
+ * first train line in the metrics); returns the launcher's pid (-1: it
+ * did not start) and rank 1's in *rank1 (-1: not found). */
+static pid_t start_two(const char *name, const char *env, pid_t *rank1)
 {
-    char log_path[256], metrics[256], cmd[1024];
-    snprintf(log_path, sizeof log_path, "%s/%s.log", dir, name);
+    char metrics[256], cmd[1024];
     snprintf(metrics, sizeof metrics, "%s/%s/metrics.jsonl", dir, name);
-    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " exec %s/kdengine run %s.json --nproc 2 "
-             ">%s 2>&1", dir, KD_BUILDDIR, name, log_path);
-    *status = 0;
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s exec %s/kdengine run %s.json --nproc 2 "
+             ">%s.log 2>&1", dir, env, KD_BUILDDIR, name, name);
     pid_t launcher = fork();
     if (launcher == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    pid_t rank1 = -1;
+    *rank1 = -1;
     bool training = false;
     for (int i = 0; launcher > 0 && i < 6000 && !training; i++) {
         char *text = read_text(metrics);
@@ -310,15 +310,34 @@ static bool signal_rank1(const char *name, int sig, int *status, char **log, dou
             usleep(10000);
     }
     if (training)
-        rank1 = find_rank(launcher, 1);
-    struct timespec t0, t1;
+        *rank1 = find_rank(launcher, 1);
+    return launcher;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* Runs NAME.json on 2 processes (--nproc 2) and, once training runs,
+ * sends `sig` to rank 1 alone; returns whether rank 1 was found and
+ * signalled, the launcher's wait status in *status and its output in *log
+ * (seconds from the signal to the end in *seconds). */
+static bool signal_rank1(const char *name, int sig, int *status, char **log, double *seconds)
+{
+    char log_path[256];
+    snprintf(log_path, sizeof log_path, "%s/%s.log", dir, name);
+    *status = 0;
+    pid_t rank1, launcher = start_two(name, "", &rank1);
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (rank1 > 0)
         kill(rank1, sig);
     if (launcher > 0)
         waitpid(launcher, status, 0);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    *seconds = seconds_since(&t0);
     *log = read_text(log_path);
     return rank1 > 0;
 }
@@ -373,6 +392,49 @@ static void test_kill_one_rank(void)
              "SIGKILL to rank 1 ends the job within 60 s with a message naming rank 1",
              "signalled %d, launcher status %d after %.1f s, log:\n%s", signalled, status,
              seconds, text ? text : "(none)");
+    free(text);
+}
+
+/* SIGSTOP to rank 1 (alive to MPI, answering nothing) under a 3 s
+ * deadline: rank 0 names it and ends the job: 3 s of waiting, at most 3
+ * s of asking the ranks, then MPI_Abort; 30 s is the bound. The stopped
+ * rank is killed afterwards. */
+static void test_silent_rank(void)
+{
+    write_job("silent", 6000, 5);
+    char log_path[256];
+    snprintf(log_path, sizeof log_path, "%s/silent.log", dir);
+    pid_t rank1, launcher = start_two("silent", "KDENGINE_DIST_TIMEOUT=3", &rank1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (rank1 > 0)
+        kill(rank1, SIGSTOP);
+    char *text = NULL;
+    bool named = false;
+    while (rank1 > 0 && !named && seconds_since(&t0) < 60) {
+        free(text);
+        text = read_text(log_path);
+        named = text && strstr(text, "rank 1 went silent (no answer for ");
+        if (!named)
+            usleep(20000);
+    }
+    double seconds = seconds_since(&t0);
+    if (rank1 > 0)
+        kill(rank1, SIGKILL);
+    int status = 0;
+    for (int i = 0; launcher > 0 && i < 3000 && waitpid(launcher, &status, WNOHANG) == 0; i++)
+        usleep(10000);
+    if (launcher > 0 && waitpid(launcher, &status, WNOHANG) == 0) {
+        kill(launcher, SIGKILL);
+        waitpid(launcher, &status, 0);
+    }
+    free(text);
+    text = read_text(log_path);
+    kt_check(rank1 > 0 && named && seconds < 30 && WIFEXITED(status) && WEXITSTATUS(status) != 0,
+             "SIGSTOP to rank 1 (KDENGINE_DIST_TIMEOUT=3): rank 0 names it as silent within 30 s "
+             "and the job fails",
+             "rank 1 found %d, named %d after %.1f s, launcher status %d, log:\n%s", rank1 > 0,
+             named, seconds, status, text ? text : "(none)");
     free(text);
 }
 
@@ -533,6 +595,7 @@ int main(int argc, char **argv)
         test_world_mismatch();
         test_stop_one_rank();
         test_kill_one_rank();
+        test_silent_rank();
         test_nan();
     }
     char cmd[128];
