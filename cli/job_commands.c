@@ -1,20 +1,17 @@
 /* The commands that take a job file: validate, plan, run, eval, export. */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <kdengine/kdengine.h>
-
-#include "config.h"
 
 #include "../core/train/dist.h"
 #include "../core/train/job.h"
 #include "../core/train/runner.h"
 #include "../core/train/session.h"
 #include "job_commands.h"
+#include "mpirun_launch.h"
 
 typedef struct job_args {
     const char *file;
@@ -159,50 +156,6 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
     return 0;
 }
 
-/* run --nproc N: this executable again, under mpirun, with the same
- * arguments but --nproc; returns only when that cannot start. */
-static kd_status launch_under_mpirun(int nproc, int argc, char **argv)
-{
-    if (kd_dist_launched())
-        return kd_error(KD_ERR_INVALID, "--nproc %d: this process was already started by a "
-                        "launcher (mpirun, srun); give the process count to it instead", nproc);
-#ifdef KD_HAVE_MPI
-    char self[4096];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len <= 0 || len >= (ssize_t)sizeof self - 1)
-        return kd_error(KD_ERR_IO, "--nproc: cannot find this executable (/proc/self/exe)");
-    self[len] = '\0';
-    char count[16];
-    snprintf(count, sizeof count, "%d", nproc);
-    const char *head[] = {KD_MPIRUN, "-np", count, "--oversubscribe", "--bind-to", "none",
-                          self, "run"};
-    int n_head = (int)(sizeof head / sizeof *head);
-    char **args = calloc((size_t)(n_head + argc + 1), sizeof *args);
-    if (!args)
-        return kd_error(KD_ERR_NOMEM, "--nproc: out of memory");
-    int n = 0;
-    for (int i = 0; i < n_head; i++)
-        args[n++] = (char *)head[i];
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--nproc"))
-            i++; /* and its value */
-        else
-            args[n++] = argv[i];
-    }
-    fflush(NULL);
-    execvp(KD_MPIRUN, args);
-    kd_status st = kd_error(KD_ERR_IO, "--nproc: cannot start %s: %s", KD_MPIRUN,
-                            strerror(errno));
-    free(args);
-    return st;
-#else
-    (void)argc, (void)argv;
-    return kd_error(KD_ERR_UNSUPPORTED, "--nproc %d: this kdengine was built without MPI "
-                    "(configure found no Open MPI); install libopenmpi-dev and openmpi-bin "
-                    "(scripts/setup), reconfigure and rebuild", nproc);
-#endif
-}
-
 int kd_command_job(const char *command, int argc, char **argv)
 {
     int which = -1;
@@ -218,7 +171,7 @@ int kd_command_job(const char *command, int argc, char **argv)
         return rc < 0 ? 0 : rc;
     }
     if (a.nproc > 0) {
-        launch_under_mpirun(a.nproc, argc, argv); /* returns on failure only */
+        kd_launch_under_mpirun("run", a.nproc, argc, argv); /* returns on failure only */
         fprintf(stderr, "kdengine run: %s\n", kd_last_error());
         free(a.sets);
         return 1;

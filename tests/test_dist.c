@@ -20,6 +20,9 @@
  * (KDENGINE_DIST_TIMEOUT=3) ends the job within 30 s, rank 0 naming rank 1
  * as silent.
  *
+ * `kdengine label` over 2 and then (resumed) 3 processes writes the store
+ * one process writes, byte for byte.
+ *
  * Data: the first Fashion-MNIST images (scripts/setup installs them). */
 #include <math.h>
 #include <stdio.h>
@@ -467,6 +470,93 @@ static void test_world_mismatch(void)
     free(out);
 }
 
+/* ------------------------------------------------ kdengine label over ranks */
+
+/* One process's run ("one") as the teacher of an mlp student, with mixup
+ * after the crops (keyed by step: whole batches must stay whole). Slots:
+ * the plugin dirs, the teacher's weights. */
+static const char *const label_job_template =
+    "{\n"
+    "  \"seed\": 9, \"threads\": 1, \"dtype\": \"float64\", \"output\": \"unused\",\n"
+    "  \"plugin_dirs\": [\"%s\", \"%s\"],\n"
+    "  \"data\": {\"train\": {\n"
+    "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/train-images-idx3-ubyte.gz\",\n"
+    "                \"labels\": \"" FMNIST "/train-labels-idx1-ubyte.gz\"},\n"
+    "    \"transforms\": [{\"name\": \"random_crop\", \"size\": 28, \"padding\": 2},\n"
+    "                   {\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "    \"batch_transforms\": [{\"name\": \"mixup\"}],\n"
+    "    \"batch_size\": 63, \"drop_last\": false, \"subset\": 250, \"workers\": 0}},\n"
+    "  \"teacher\": {\"model\": \"mlp\", \"in_features\": 784, \"num_classes\": 10,\n"
+    "              \"weights\": \"%s\"},\n"
+    "  \"student\": {\"model\": \"mlp\", \"in_features\": 784, \"num_classes\": 10},\n"
+    "  \"losses\": [{\"name\": \"kd\"}],\n"
+    "  \"optim\": {\"name\": \"sgd\", \"lr\": 0.01},\n"
+    "  \"schedule\": {\"name\": \"cosine\", \"epochs\": 2}, \"eval\": {\"every_epochs\": 0}\n"
+    "}\n";
+
+/* Whether two files hold the same bytes (both readable). */
+static bool same_file(const char *a, const char *b)
+{
+    size_t la, lb;
+    unsigned char *x = kt_read_file(a, &la), *y = kt_read_file(b, &lb);
+    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static int count_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return d ? n : -1;
+}
+
+/* `kdengine label` over ranks: 4 batches an epoch; epoch 1 on 2 processes
+ * (2 + 2 batches), then resumed to 2 epochs on 3 (1 + 1 + 2): the store
+ * equals one process's byte for byte (index and both shards), with no
+ * rank's part left behind. */
+static void test_label_ranks(void)
+{
+    char text[8192], path[256], teacher[256];
+    snprintf(teacher, sizeof teacher, "%s/one/best.safetensors", dir);
+    snprintf(text, sizeof text, label_job_template, kt_plugin_dir(), mlp_dir, teacher);
+    snprintf(path, sizeof path, "%s/label.json", dir);
+    kt_write_file(path, text, strlen(text));
+    char cmd[1024], *one = NULL, *two = NULL, *three = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 2 "
+             "--out store1 --top-k 4 2>&1", dir, KD_BUILDDIR);
+    int rc1 = kt_run_command(cmd, &one);
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 1 "
+             "--out store2 --top-k 4 --nproc 2 2>&1", dir, KD_BUILDDIR);
+    int rc2 = kt_run_command(cmd, &two);
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 2 "
+             "--out store2 --top-k 4 --nproc 3 2>&1", dir, KD_BUILDDIR);
+    int rc3 = kt_run_command(cmd, &three);
+    const char *files[] = {"index.json", "epoch-00000.labels", "epoch-00001.labels"};
+    int same = 0;
+    for (int i = 0; i < 3; i++) {
+        char a[512], b[512];
+        snprintf(a, sizeof a, "%s/store1/%s", dir, files[i]);
+        snprintf(b, sizeof b, "%s/store2/%s", dir, files[i]);
+        same += same_file(a, b);
+    }
+    snprintf(path, sizeof path, "%s/store2", dir);
+    int entries = count_entries(path);
+    kt_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && same == 3 && entries == 3 &&
+                 three && strstr(three, "label epoch 2:") && !strstr(three, "label epoch 1:"),
+             "label on 2 processes, resumed on 3: the store equals 1 process's byte for byte",
+             "exit %d, %d, %d; %d of 3 files equal, %d entries in store2:\n%s\n%s\n%s", rc1, rc2,
+             rc3, same, entries, one ? one : "", two ? two : "", three ? three : "");
+    free(one);
+    free(two);
+    free(three);
+}
+
 /* ------------------------------------------------ the collectives, per rank */
 
 /* Rank r's value i: (r + 1)(i + 1) + r / 4, exact in float32. */
@@ -592,6 +682,7 @@ int main(int argc, char **argv)
         test_bad_nproc();
         test_collectives();
         test_two_processes();
+        test_label_ranks();
         test_world_mismatch();
         test_stop_one_rank();
         test_kill_one_rank();
