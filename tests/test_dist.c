@@ -23,6 +23,10 @@
  * `kdengine label` over 2 and then (resumed) 3 processes writes the store
  * one process writes, byte for byte.
  *
+ * `kdengine plan --nodes N --gpus-per-node G`: the gradient bytes, ring
+ * volume, all-reduce time and efficiency equal plan_scaling.h's formulas
+ * computed here; bad flags are refused.
+ *
  * Data: the first Fashion-MNIST images (scripts/setup installs them). */
 #include <math.h>
 #include <stdio.h>
@@ -557,6 +561,96 @@ static void test_label_ranks(void)
     free(three);
 }
 
+/* ------------------------------------------------ plan --nodes */
+
+/* The number after `key` in text; NAN when absent. */
+static double number_after(const char *text, const char *key)
+{
+    const char *at = text ? strstr(text, key) : NULL;
+    return at ? atof(at + strlen(key)) : NAN;
+}
+
+static bool near(double x, double want) { return fabs(x - want) <= 1e-5 * fabs(want); }
+
+/* The mlp student (784 -> 32 -> 10, float64): 25450 values, 203600 bytes
+ * of gradients. Batch 63 over 2 nodes x 4 GPUs: 8 per process. The
+ * formulas of plan_scaling.h computed here from the printed compute. */
+static void check_scaling(const char *flags, int nodes, int gpus, double intra_bw, bool shared)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine plan one.json %s 2>&1", dir, KD_BUILDDIR,
+             flags);
+    int rc = kt_run_command(cmd, &out);
+    double bytes = 8 * (784.0 * 32 + 32 + 32 * 10 + 10), p = nodes * gpus;
+    double ring = 2 * (p - 1) / p * bytes;
+    double intra = 2.0 * (gpus - 1) / gpus * bytes, inter = 2.0 * (nodes - 1) / nodes * bytes;
+    double comm_ms = 1e3 * (intra * (shared ? gpus : 1) / intra_bw + inter / 25e9);
+    double compute = number_after(out, "compute per step per process: ");
+    double backward = number_after(out, "overlapping the backward (");
+    double no_overlap = 100 * compute / (compute + comm_ms);
+    double exposed = comm_ms > backward ? comm_ms - backward : 0;
+    double overlap = 100 * compute / (compute + exposed);
+    char want[256];
+    snprintf(want, sizeof want, "scaling efficiency: %.1f%% with no overlap", no_overlap);
+    bool ok = rc == 0 && near(number_after(out, "processes, batch "), 8) &&
+              near(number_after(out, "gradients per step: "), bytes / 8) &&
+              near(number_after(out, "(0 of them the losses'), "), bytes) &&
+              near(number_after(out, "volume per process: 2(P-1)/P x 203600 = "), ring) &&
+              near(number_after(out, "all-reduce time: within nodes "), intra) &&
+              near(number_after(out, "ms, between nodes "), inter) &&
+              near(number_after(out, " ms; "), comm_ms) && compute > 0 &&
+              fabs(number_after(out, "scaling efficiency: ") - no_overlap) <= 0.051 &&
+              fabs(number_after(out, "no overlap (all-reduce after the backward, kdengine's CPU "
+                                     "path); ") - overlap) <= 0.051;
+    char name[256];
+    snprintf(name, sizeof name, "plan %s: gradient bytes, ring volume, all-reduce time and "
+             "efficiency equal the formulas", flags);
+    kt_check(ok, name, "exit %d; want %.0f bytes, ring %.0f, intra %.0f, inter %.0f, %.6g ms, "
+             "%s, overlapped %.1f%%:\n%s", rc, bytes, ring, intra, inter, comm_ms, want, overlap,
+             out ? out : "");
+    free(out);
+}
+
+static void test_plan_scaling(void)
+{
+    check_scaling("--nodes 2 --gpus-per-node 4", 2, 4, 450e9, false);
+    check_scaling("--nodes 2 --gpus-per-node 4 --interconnect pcie", 2, 4, 25e9, false);
+    check_scaling("--gpus-per-node 4 --nodes 2 --interconnect ib", 2, 4, 25e9, true);
+
+    /* --tflops: the student's 3 x 2 x MACs per image over the rate */
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine plan one.json --nodes 3 --tflops 0.5 2>&1",
+             dir, KD_BUILDDIR);
+    int rc = kt_run_command(cmd, &out);
+    double macs = number_after(out, "MFLOPs per image (");
+    double want_ms = 1e3 * 21 * 6 * macs / 0.5e12; /* batch ceil(63 / 3) = 21 */
+    kt_check(rc == 0 && macs == 784 * 32 + 32 * 10 &&
+                 near(number_after(out, "compute per step per process: "), want_ms),
+             "plan --tflops: compute from the student's FLOPs at the per-process batch",
+             "exit %d, %g multiply-adds, want %.6g ms:\n%s", rc, macs, want_ms, out ? out : "");
+    free(out);
+
+    static const struct { const char *flags, *message; int rc; } bad[] = {
+        {"--nodes 0", "--nodes '0' is not a count (1 to 100000)", 2},
+        {"--gpus-per-node 8x", "--gpus-per-node '8x' is not a count", 2},
+        {"--nodes 2 --interconnect eth", "--interconnect 'eth' is not one of nvlink, pcie, ib", 2},
+        {"--tflops 10", "--interconnect and --tflops describe a cluster: give --nodes", 2},
+        {"--nodes 1 --tflops -1", "--tflops '-1' is not a positive number", 2},
+        {"--nodes 16 --gpus-per-node 8",
+         "128 processes, but data.train.batch_size 63 gives each at most one sample", 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine plan one.json %s 2>&1", dir, KD_BUILDDIR,
+                 bad[i].flags);
+        rc = kt_run_command(cmd, &out);
+        char name[128];
+        snprintf(name, sizeof name, "plan %s is refused", bad[i].flags);
+        kt_check(rc == bad[i].rc && out && strstr(out, bad[i].message), name, "exit %d: %s", rc,
+                 out ? out : "");
+        free(out);
+    }
+}
+
 /* ------------------------------------------------ the collectives, per rank */
 
 /* Rank r's value i: (r + 1)(i + 1) + r / 4, exact in float32. */
@@ -671,6 +765,8 @@ int main(int argc, char **argv)
     if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) != 0) {
         kt_fail("setup", "%s is missing: scripts/setup installs dataset-fashion-mnist", FMNIST);
     } else if (!kd_dist_available()) {
+        write_job("one", SUBSET, EPOCHS);
+        test_plan_scaling();
         test_bad_nproc();
         char *out = NULL;
         int rc = run_job("one", "--nproc 2", &out);
@@ -682,6 +778,7 @@ int main(int argc, char **argv)
         test_bad_nproc();
         test_collectives();
         test_two_processes();
+        test_plan_scaling();
         test_label_ranks();
         test_world_mismatch();
         test_stop_one_rank();
