@@ -139,10 +139,13 @@ void kd_dist_finalize(void)
 /* `what` names the collective should a rank go silent in it. */
 static kd_status reduce(void *x, int64_t n, MPI_Datatype type, kd_dist_op op, const char *what)
 {
-    /* MPI counts are int: large buffers go in pieces */
+    /* Pieces of 4M values: Open MPI's non-blocking all-reduce takes 1.7x
+     * the blocking one's time on one 44 MB buffer (2 ranks, shared memory),
+     * and as long or less in pieces of 16 MB (float32). */
+    const int64_t piece = (int64_t)1 << 22;
     size_t elem = type == MPI_DOUBLE ? sizeof(double) : sizeof(float);
-    for (int64_t at = 0; at < n; at += INT_MAX) {
-        int count = (int)(n - at < INT_MAX ? n - at : INT_MAX);
+    for (int64_t at = 0; at < n; at += piece) {
+        int count = (int)(n - at < piece ? n - at : piece);
         MPI_Request request;
         int rc = MPI_Iallreduce(MPI_IN_PLACE, (char *)x + (size_t)at * elem, count, type,
                                 op == KD_DIST_MAX ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD, &request);
