@@ -474,6 +474,19 @@ static void test_world_mismatch(void)
     free(out);
 }
 
+/* A deadline that is not a number of seconds stops every rank at init. */
+static void test_bad_timeout(void)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_DIST_TIMEOUT=3x " OMPI_ENV " %s/kdengine run "
+             "one.json --nproc 2 2>&1", dir, KD_BUILDDIR);
+    int rc = kt_run_command(cmd, &out);
+    kt_check(rc != 0 && out && strstr(out, "KDENGINE_DIST_TIMEOUT=3x is not a positive number "
+                                          "of seconds"),
+             "a bad KDENGINE_DIST_TIMEOUT is refused", "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+}
+
 /* ------------------------------------------------ kdengine label over ranks */
 
 /* One process's run ("one") as the teacher of an mlp student, with mixup
@@ -552,7 +565,8 @@ static void test_label_ranks(void)
     snprintf(path, sizeof path, "%s/store2", dir);
     int entries = count_entries(path);
     kt_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && same == 3 && entries == 3 &&
-                 three && strstr(three, "label epoch 2:") && !strstr(three, "label epoch 1:"),
+                 three && strstr(three, "label epoch 2: 63 views on rank 0 of 3") &&
+                 !strstr(three, "label epoch 1:"),
              "label on 2 processes, resumed on 3: the store equals 1 process's byte for byte",
              "exit %d, %d, %d; %d of 3 files equal, %d entries in store2:\n%s\n%s\n%s", rc1, rc2,
              rc3, same, entries, one ? one : "", two ? two : "", three ? three : "");
@@ -781,6 +795,7 @@ int main(int argc, char **argv)
         test_plan_scaling();
         test_label_ranks();
         test_world_mismatch();
+        test_bad_timeout();
         test_stop_one_rank();
         test_kill_one_rank();
         test_silent_rank();

@@ -134,9 +134,12 @@ static kd_status label_epoch(labeller *l, int64_t epoch, kd_label_shard *shard, 
     }
     kd_set_grad_enabled(saved);
     double dt = now_s() - t0;
+    char share[64] = ""; /* distributed: rank 0 counts its own views */
+    if (kd_dist().world > 1)
+        snprintf(share, sizeof share, " on rank 0 of %d", kd_dist().world);
     if (st == KD_OK && progress)
-        fprintf(progress, "%slabel epoch %lld: %lld views in %.1f s (%.0f img/s)\n",
-                tty ? "\r\033[K" : "", (long long)epoch + 1, (long long)images, dt,
+        fprintf(progress, "%slabel epoch %lld: %lld views%s in %.1f s (%.0f img/s)\n",
+                tty ? "\r\033[K" : "", (long long)epoch + 1, (long long)images, share, dt,
                 (double)images / (dt > 1e-9 ? dt : 1e-9));
     return st;
 }
