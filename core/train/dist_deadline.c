@@ -105,11 +105,19 @@ static void report_silent_and_abort(const char *what, double since)
             int answered = recvs[r] == MPI_REQUEST_NULL;
             if (!answered)
                 MPI_Test(&recvs[r], &answered, MPI_STATUS_IGNORE);
-            if (answered)
+            if (r == my_rank) {
                 continue;
-            fprintf(stderr, "kdengine (rank %d of %d): rank %d went silent (no answer for %.0f s "
-                    "in %s); stopping every rank\n", my_rank, n, r, now_s() - since, what);
-            silent++;
+            } else if (!answered) {
+                fprintf(stderr, "kdengine (rank %d of %d): rank %d went silent (no answer for "
+                        "%.0f s in %s); stopping every rank\n", my_rank, n, r, now_s() - since,
+                        what);
+                silent++;
+            } else if (answers[r] != mine) {
+                /* the collectives were called in another order on the ranks */
+                fprintf(stderr, "kdengine (rank %d of %d): rank %d waits in its collective "
+                        "#%llu, this rank in its #%llu (%s)\n", my_rank, n, r,
+                        (unsigned long long)answers[r], (unsigned long long)mine, what);
+            }
         }
     }
     if (!silent)
