@@ -534,9 +534,9 @@ static int count_entries(const char *path)
 }
 
 /* `kdengine label` over ranks: 4 batches an epoch; epoch 1 on 2 processes
- * (2 + 2 batches), then resumed to 2 epochs on 3 (1 + 1 + 2): the store
- * equals one process's byte for byte (index and both shards), with no
- * rank's part left behind. */
+ * (2 + 2 batches), then resumed to 2 epochs on 3 (1 + 1 + 2) over a part
+ * a crash left: the store equals one process's byte for byte (index and
+ * both shards), with no part left behind. */
 static void test_label_ranks(void)
 {
     char text[8192], path[256], teacher[256];
@@ -551,6 +551,9 @@ static void test_label_ranks(void)
     snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 1 "
              "--out store2 --top-k 4 --nproc 2 2>&1", dir, KD_BUILDDIR);
     int rc2 = kt_run_command(cmd, &two);
+    /* what a crash of a 2-process run in epoch 2 would leave */
+    snprintf(path, sizeof path, "%s/store2/epoch-00001.part-0-of-2", dir);
+    kt_write_file(path, "stale", 5);
     snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 2 "
              "--out store2 --top-k 4 --nproc 3 2>&1", dir, KD_BUILDDIR);
     int rc3 = kt_run_command(cmd, &three);

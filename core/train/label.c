@@ -1,4 +1,5 @@
 /* `kdengine label`: a teacher's top-k soft labels for every training view. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -249,16 +250,39 @@ static kd_status merge_parts(const char *dir, const kd_label_layout *layout, int
             size_t at = (size_t)i * k;
             if (part.indices[at] < 0)
                 continue;
-            if (out->indices[at] >= 0)
+            if (out->indices[at] >= 0) {
                 st = kd_error(KD_ERR_STATE, "%s: sample %lld was labelled by a lower rank too",
                               path, (long long)i);
-            memcpy(out->values + at, part.values + at, k * sizeof *out->values);
-            memcpy(out->indices + at, part.indices + at, k * sizeof *out->indices);
+            } else {
+                memcpy(out->values + at, part.values + at, k * sizeof *out->values);
+                memcpy(out->indices + at, part.indices + at, k * sizeof *out->indices);
+            }
         }
         kd_label_shard_free(&part);
     }
     if (st != KD_OK)
         kd_label_shard_free(out);
+    return st;
+}
+
+/* Removes every part of the epoch, those a crashed run with another
+ * process count left included. */
+static kd_status remove_parts(const char *dir, int64_t epoch)
+{
+    char prefix[64], path[4200];
+    snprintf(prefix, sizeof prefix, "epoch-%05lld.part-", (long long)epoch);
+    DIR *d = opendir(dir);
+    if (!d)
+        return kd_error(KD_ERR_IO, "%s: %s", dir, strerror(errno));
+    kd_status st = KD_OK;
+    for (struct dirent *e; st == KD_OK && (e = readdir(d));) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0)
+            st = kd_error(KD_ERR_IO, "%s: cannot remove it: %s", path, strerror(errno));
+    }
+    closedir(d);
     return st;
 }
 
@@ -285,11 +309,8 @@ static kd_status store_epoch_of_ranks(const char *dir, kd_status st, const kd_la
         if (st == KD_OK)
             st = store_epoch(dir, &merged, index);
         kd_label_shard_free(&merged);
-        for (int r = 0; st == KD_OK && r < d.world; r++) {
-            part_path(dir, shard->epoch, r, d.world, path, sizeof path);
-            if (unlink(path) != 0)
-                st = kd_error(KD_ERR_IO, "%s: cannot remove it: %s", path, strerror(errno));
-        }
+        if (st == KD_OK)
+            st = remove_parts(dir, shard->epoch);
     }
     snprintf(what, sizeof what, "writing the shard of epoch %lld", (long long)shard->epoch + 1);
     return agree(what, st);
