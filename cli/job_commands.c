@@ -1,20 +1,18 @@
 /* The commands that take a job file: validate, plan, run, eval, export. */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <kdengine/kdengine.h>
 
-#include "config.h"
-
 #include "../core/train/dist.h"
 #include "../core/train/job.h"
+#include "../core/train/plan_scaling.h"
 #include "../core/train/runner.h"
 #include "../core/train/session.h"
 #include "job_commands.h"
+#include "mpirun_launch.h"
 
 typedef struct job_args {
     const char *file;
@@ -23,6 +21,8 @@ typedef struct job_args {
     bool resume, json, teacher, ema;
     const char *weights, *out;
     int nproc; /* run --nproc: 0 when not given */
+    bool scaling; /* plan --nodes or --gpus-per-node */
+    kd_scaling_options cluster;
 } job_args;
 
 static const char *const usages[] = {
@@ -33,11 +33,27 @@ static const char *const usages[] = {
     "(taps the losses read exist, a teacher where a loss needs one, class\n"
     "counts agree). Builds the models and reads one sample; trains nothing.\n",
 
-    "usage: kdengine plan JOB.json [--set KEY=VALUE ...]\n"
+    "usage: kdengine plan JOB.json [--set KEY=VALUE ...] [--nodes N] [--gpus-per-node G]\n"
+    "                            [--interconnect nvlink|pcie|ib] [--tflops T]\n"
     "\n"
     "Validates, then prints the teacher and student (parameters, FLOPs per\n"
     "image, taps), the taps each loss reads with their shapes, and an\n"
-    "estimate of a training step's memory.\n",
+    "estimate of a training step's memory.\n"
+    "\n"
+    "With --nodes or --gpus-per-node, also data parallel on that cluster, one\n"
+    "process per GPU, data.train's batch_size the global batch: the gradient\n"
+    "bytes each step all-reduces, the ring all-reduce volume per process, its\n"
+    "time within and between nodes, the compute per step at the per-process\n"
+    "batch and the expected scaling efficiency.\n"
+    "\n"
+    "  --nodes N           machines (default 1)\n"
+    "  --gpus-per-node G   processes per machine (default 1)\n"
+    "  --interconnect L    the link among a node's GPUs: nvlink (NVLink 4, the\n"
+    "                      default), pcie (PCIe 4.0 x16), or ib (none: through\n"
+    "                      the node's InfiniBand HDR adapter, which also joins\n"
+    "                      the nodes)\n"
+    "  --tflops T          compute from the models' FLOPs at T TFLOP/s per GPU\n"
+    "                      (sustained); default: a step measured on this machine\n",
 
     "usage: kdengine run JOB.json [--set KEY=VALUE ...] [--resume] [--nproc N]\n"
     "\n"
@@ -100,6 +116,7 @@ static const char *const names[] = {"validate", "plan", "run", "eval", "export"}
 static int parse_args(int which, int argc, char **argv, job_args *a)
 {
     memset(a, 0, sizeof *a);
+    bool interconnect = false; /* --interconnect or --tflops */
     a->sets = calloc((size_t)argc + 1, sizeof *a->sets);
     if (!a->sets) {
         fprintf(stderr, "kdengine %s: out of memory\n", names[which]);
@@ -124,6 +141,33 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
                 return 2;
             }
             a->nproc = (int)n;
+        } else if ((!strcmp(o, "--nodes") || !strcmp(o, "--gpus-per-node")) && has_value &&
+                   which == PLAN) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || n < 1 || n > 100000) {
+                fprintf(stderr, "kdengine plan: %s '%s' is not a count (1 to 100000)\n", o,
+                        argv[i]);
+                return 2;
+            }
+            *(o[2] == 'n' ? &a->cluster.nodes : &a->cluster.gpus_per_node) = (int)n;
+            a->scaling = true;
+        } else if (!strcmp(o, "--interconnect") && has_value && which == PLAN) {
+            if (!kd_link_parse(argv[++i], &a->cluster.intra_node)) {
+                fprintf(stderr, "kdengine plan: --interconnect '%s' is not one of nvlink, pcie, "
+                        "ib\n", argv[i]);
+                return 2;
+            }
+            interconnect = true;
+        } else if (!strcmp(o, "--tflops") && has_value && which == PLAN) {
+            char *end;
+            a->cluster.tflops = strtod(argv[++i], &end);
+            if (*end || end == argv[i] || !(a->cluster.tflops > 0 && a->cluster.tflops < 1e9)) {
+                fprintf(stderr, "kdengine plan: --tflops '%s' is not a positive number of "
+                        "TFLOP/s\n", argv[i]);
+                return 2;
+            }
+            interconnect = true;
         } else if (!strcmp(o, "--resume") && which == RUN) {
             a->resume = true;
         } else if (!strcmp(o, "--json") && which == EVAL) {
@@ -146,6 +190,16 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
             return 2;
         }
     }
+    if (interconnect && !a->scaling) {
+        fprintf(stderr, "kdengine plan: --interconnect and --tflops describe a cluster: give "
+                "--nodes or --gpus-per-node\n\n");
+        fputs(usages[which], stderr);
+        return 2;
+    }
+    if (!a->cluster.nodes)
+        a->cluster.nodes = 1;
+    if (!a->cluster.gpus_per_node)
+        a->cluster.gpus_per_node = 1;
     if (!a->file) {
         fprintf(stderr, "kdengine %s: no job file\n\n", names[which]);
         fputs(usages[which], stderr);
@@ -157,50 +211,6 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
         return 2;
     }
     return 0;
-}
-
-/* run --nproc N: this executable again, under mpirun, with the same
- * arguments but --nproc; returns only when that cannot start. */
-static kd_status launch_under_mpirun(int nproc, int argc, char **argv)
-{
-    if (kd_dist_launched())
-        return kd_error(KD_ERR_INVALID, "--nproc %d: this process was already started by a "
-                        "launcher (mpirun, srun); give the process count to it instead", nproc);
-#ifdef KD_HAVE_MPI
-    char self[4096];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len <= 0 || len >= (ssize_t)sizeof self - 1)
-        return kd_error(KD_ERR_IO, "--nproc: cannot find this executable (/proc/self/exe)");
-    self[len] = '\0';
-    char count[16];
-    snprintf(count, sizeof count, "%d", nproc);
-    const char *head[] = {KD_MPIRUN, "-np", count, "--oversubscribe", "--bind-to", "none",
-                          self, "run"};
-    int n_head = (int)(sizeof head / sizeof *head);
-    char **args = calloc((size_t)(n_head + argc + 1), sizeof *args);
-    if (!args)
-        return kd_error(KD_ERR_NOMEM, "--nproc: out of memory");
-    int n = 0;
-    for (int i = 0; i < n_head; i++)
-        args[n++] = (char *)head[i];
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--nproc"))
-            i++; /* and its value */
-        else
-            args[n++] = argv[i];
-    }
-    fflush(NULL);
-    execvp(KD_MPIRUN, args);
-    kd_status st = kd_error(KD_ERR_IO, "--nproc: cannot start %s: %s", KD_MPIRUN,
-                            strerror(errno));
-    free(args);
-    return st;
-#else
-    (void)argc, (void)argv;
-    return kd_error(KD_ERR_UNSUPPORTED, "--nproc %d: this kdengine was built without MPI "
-                    "(configure found no Open MPI); install libopenmpi-dev and openmpi-bin "
-                    "(scripts/setup), reconfigure and rebuild", nproc);
-#endif
 }
 
 int kd_command_job(const char *command, int argc, char **argv)
@@ -218,7 +228,7 @@ int kd_command_job(const char *command, int argc, char **argv)
         return rc < 0 ? 0 : rc;
     }
     if (a.nproc > 0) {
-        launch_under_mpirun(a.nproc, argc, argv); /* returns on failure only */
+        kd_launch_under_mpirun("run", a.nproc, argc, argv); /* returns on failure only */
         fprintf(stderr, "kdengine run: %s\n", kd_last_error());
         free(a.sets);
         return 1;
@@ -231,6 +241,8 @@ int kd_command_job(const char *command, int argc, char **argv)
         st = kd_session_open(job, KD_SESSION_TRAIN, &s);
         if (st == KD_OK && which == PLAN)
             st = kd_session_plan(s, stdout);
+        if (st == KD_OK && which == PLAN && a.scaling)
+            st = kd_plan_scaling(s, &a.cluster, stdout);
         else if (st == KD_OK)
             printf("%s: ok (%s%s%s, %d loss%s, %lld epochs)\n", a.file,
                    job->teacher.present ? job->teacher.entry->name : "",

@@ -15,7 +15,17 @@
  * A SIGTERM to rank 1 alone stops both ranks after the same step with
  * rank 0's checkpoint (exit 3), and one process resuming it ends where an
  * uninterrupted one-process run does. A SIGKILL to rank 1 ends rank 0 too
- * (Open MPI's mpirun), with a message naming rank 1.
+ * (Open MPI's mpirun), with a message naming rank 1. A SIGSTOP to rank 1
+ * (alive to MPI, silent) with a 3 s deadline on the collectives
+ * (KDENGINE_DIST_TIMEOUT=3) ends the job within 30 s, rank 0 naming rank 1
+ * as silent.
+ *
+ * `kdengine label` over 2 and then (resumed) 3 processes writes the store
+ * one process writes, byte for byte.
+ *
+ * `kdengine plan --nodes N --gpus-per-node G`: the gradient bytes, ring
+ * volume, all-reduce time and efficiency equal plan_scaling.h's formulas
+ * computed here; bad flags are refused.
  *
  * Data: the first Fashion-MNIST images (scripts/setup installs them). */
 #include <math.h>
@@ -282,25 +292,22 @@ static pid_t find_rank(pid_t parent, int rank)
     return found;
 }
 
-/* Runs NAME.json on 2 processes (--nproc 2) and, once training runs (the
- * first train line in the metrics), sends `sig` to rank 1 alone; returns
- * whether rank 1 was found and signalled, the launcher's wait status in
- * *status and its output in *log (seconds from the signal to the end in
- * *seconds). */
-static bool signal_rank1(const char *name, int sig, int *status, char **log, double *seconds)
+/* Starts NAME.json on 2 processes (--nproc 2, `env` before the command)
+ * with its output in DIR/NAME.log and waits until training runs (the
+ * first train line in the metrics); returns the launcher's pid (-1: it
+ * did not start) and rank 1's in *rank1 (-1: not found). */
+static pid_t start_two(const char *name, const char *env, pid_t *rank1)
 {
-    char log_path[256], metrics[256], cmd[1024];
-    snprintf(log_path, sizeof log_path, "%s/%s.log", dir, name);
+    char metrics[256], cmd[1024];
     snprintf(metrics, sizeof metrics, "%s/%s/metrics.jsonl", dir, name);
-    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " exec %s/kdengine run %s.json --nproc 2 "
-             ">%s 2>&1", dir, KD_BUILDDIR, name, log_path);
-    *status = 0;
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s exec %s/kdengine run %s.json --nproc 2 "
+             ">%s.log 2>&1", dir, env, KD_BUILDDIR, name, name);
     pid_t launcher = fork();
     if (launcher == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    pid_t rank1 = -1;
+    *rank1 = -1;
     bool training = false;
     for (int i = 0; launcher > 0 && i < 6000 && !training; i++) {
         char *text = read_text(metrics);
@@ -310,15 +317,34 @@ static bool signal_rank1(const char *name, int sig, int *status, char **log, dou
             usleep(10000);
     }
     if (training)
-        rank1 = find_rank(launcher, 1);
-    struct timespec t0, t1;
+        *rank1 = find_rank(launcher, 1);
+    return launcher;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* Runs NAME.json on 2 processes (--nproc 2) and, once training runs,
+ * sends `sig` to rank 1 alone; returns whether rank 1 was found and
+ * signalled, the launcher's wait status in *status and its output in *log
+ * (seconds from the signal to the end in *seconds). */
+static bool signal_rank1(const char *name, int sig, int *status, char **log, double *seconds)
+{
+    char log_path[256];
+    snprintf(log_path, sizeof log_path, "%s/%s.log", dir, name);
+    *status = 0;
+    pid_t rank1, launcher = start_two(name, "", &rank1);
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (rank1 > 0)
         kill(rank1, sig);
     if (launcher > 0)
         waitpid(launcher, status, 0);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    *seconds = seconds_since(&t0);
     *log = read_text(log_path);
     return rank1 > 0;
 }
@@ -376,6 +402,49 @@ static void test_kill_one_rank(void)
     free(text);
 }
 
+/* SIGSTOP to rank 1 (alive to MPI, answering nothing) under a 3 s
+ * deadline: rank 0 names it and ends the job: 3 s of waiting, at most 3
+ * s of asking the ranks, then MPI_Abort; 30 s is the bound. The stopped
+ * rank is killed afterwards. */
+static void test_silent_rank(void)
+{
+    write_job("silent", 6000, 5);
+    char log_path[256];
+    snprintf(log_path, sizeof log_path, "%s/silent.log", dir);
+    pid_t rank1, launcher = start_two("silent", "KDENGINE_DIST_TIMEOUT=3", &rank1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (rank1 > 0)
+        kill(rank1, SIGSTOP);
+    char *text = NULL;
+    bool named = false;
+    while (rank1 > 0 && !named && seconds_since(&t0) < 60) {
+        free(text);
+        text = read_text(log_path);
+        named = text && strstr(text, "rank 1 went silent (no answer for ");
+        if (!named)
+            usleep(20000);
+    }
+    double seconds = seconds_since(&t0);
+    if (rank1 > 0)
+        kill(rank1, SIGKILL);
+    int status = 0;
+    for (int i = 0; launcher > 0 && i < 3000 && waitpid(launcher, &status, WNOHANG) == 0; i++)
+        usleep(10000);
+    if (launcher > 0 && waitpid(launcher, &status, WNOHANG) == 0) {
+        kill(launcher, SIGKILL);
+        waitpid(launcher, &status, 0);
+    }
+    free(text);
+    text = read_text(log_path);
+    kt_check(rank1 > 0 && named && seconds < 30 && WIFEXITED(status) && WEXITSTATUS(status) != 0,
+             "SIGSTOP to rank 1 (KDENGINE_DIST_TIMEOUT=3): rank 0 names it as silent within 30 s "
+             "and the job fails",
+             "rank 1 found %d, named %d after %.1f s, launcher status %d, log:\n%s", rank1 > 0,
+             named, seconds, status, text ? text : "(none)");
+    free(text);
+}
+
 /* A loss that turns NaN (an absurd learning rate; the ranks' weights are
  * equal, so on every rank at once) stops the job with the loss named. */
 static void test_nan(void)
@@ -403,6 +472,200 @@ static void test_world_mismatch(void)
              "a launcher's process count MPI does not see is an error", "exit %d: %s", rc,
              out ? out : "(none)");
     free(out);
+}
+
+/* A deadline that is not a number of seconds stops every rank at init. */
+static void test_bad_timeout(void)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && KDENGINE_DIST_TIMEOUT=3x " OMPI_ENV " %s/kdengine run "
+             "one.json --nproc 2 2>&1", dir, KD_BUILDDIR);
+    int rc = kt_run_command(cmd, &out);
+    kt_check(rc != 0 && out && strstr(out, "KDENGINE_DIST_TIMEOUT=3x is not a positive number "
+                                          "of seconds"),
+             "a bad KDENGINE_DIST_TIMEOUT is refused", "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+}
+
+/* ------------------------------------------------ kdengine label over ranks */
+
+/* One process's run ("one") as the teacher of an mlp student, with mixup
+ * after the crops (keyed by step: whole batches must stay whole). Slots:
+ * the plugin dirs, the teacher's weights. */
+static const char *const label_job_template =
+    "{\n"
+    "  \"seed\": 9, \"threads\": 1, \"dtype\": \"float64\", \"output\": \"unused\",\n"
+    "  \"plugin_dirs\": [\"%s\", \"%s\"],\n"
+    "  \"data\": {\"train\": {\n"
+    "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/train-images-idx3-ubyte.gz\",\n"
+    "                \"labels\": \"" FMNIST "/train-labels-idx1-ubyte.gz\"},\n"
+    "    \"transforms\": [{\"name\": \"random_crop\", \"size\": 28, \"padding\": 2},\n"
+    "                   {\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "    \"batch_transforms\": [{\"name\": \"mixup\"}],\n"
+    "    \"batch_size\": 63, \"drop_last\": false, \"subset\": 250, \"workers\": 0}},\n"
+    "  \"teacher\": {\"model\": \"mlp\", \"in_features\": 784, \"num_classes\": 10,\n"
+    "              \"weights\": \"%s\"},\n"
+    "  \"student\": {\"model\": \"mlp\", \"in_features\": 784, \"num_classes\": 10},\n"
+    "  \"losses\": [{\"name\": \"kd\"}],\n"
+    "  \"optim\": {\"name\": \"sgd\", \"lr\": 0.01},\n"
+    "  \"schedule\": {\"name\": \"cosine\", \"epochs\": 2}, \"eval\": {\"every_epochs\": 0}\n"
+    "}\n";
+
+/* Whether two files hold the same bytes (both readable). */
+static bool same_file(const char *a, const char *b)
+{
+    size_t la, lb;
+    unsigned char *x = kt_read_file(a, &la), *y = kt_read_file(b, &lb);
+    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static int count_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return d ? n : -1;
+}
+
+/* `kdengine label` over ranks: 4 batches an epoch; epoch 1 on 2 processes
+ * (2 + 2 batches), then resumed to 2 epochs on 3 (1 + 1 + 2) over a part
+ * a crash left: the store equals one process's byte for byte (index and
+ * both shards), with no part left behind. */
+static void test_label_ranks(void)
+{
+    char text[8192], path[256], teacher[256];
+    snprintf(teacher, sizeof teacher, "%s/one/best.safetensors", dir);
+    snprintf(text, sizeof text, label_job_template, kt_plugin_dir(), mlp_dir, teacher);
+    snprintf(path, sizeof path, "%s/label.json", dir);
+    kt_write_file(path, text, strlen(text));
+    char cmd[1024], *one = NULL, *two = NULL, *three = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 2 "
+             "--out store1 --top-k 4 2>&1", dir, KD_BUILDDIR);
+    int rc1 = kt_run_command(cmd, &one);
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 1 "
+             "--out store2 --top-k 4 --nproc 2 2>&1", dir, KD_BUILDDIR);
+    int rc2 = kt_run_command(cmd, &two);
+    /* what a crash of a 2-process run in epoch 2 would leave */
+    snprintf(path, sizeof path, "%s/store2/epoch-00001.part-0-of-2", dir);
+    kt_write_file(path, "stale", 5);
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine label label.json --epochs 2 "
+             "--out store2 --top-k 4 --nproc 3 2>&1", dir, KD_BUILDDIR);
+    int rc3 = kt_run_command(cmd, &three);
+    const char *files[] = {"index.json", "epoch-00000.labels", "epoch-00001.labels"};
+    int same = 0;
+    for (int i = 0; i < 3; i++) {
+        char a[512], b[512];
+        snprintf(a, sizeof a, "%s/store1/%s", dir, files[i]);
+        snprintf(b, sizeof b, "%s/store2/%s", dir, files[i]);
+        same += same_file(a, b);
+    }
+    snprintf(path, sizeof path, "%s/store2", dir);
+    int entries = count_entries(path);
+    kt_check(rc1 == 0 && rc2 == 0 && rc3 == 0 && same == 3 && entries == 3 &&
+                 three && strstr(three, "label epoch 2: 63 views on rank 0 of 3") &&
+                 !strstr(three, "label epoch 1:"),
+             "label on 2 processes, resumed on 3: the store equals 1 process's byte for byte",
+             "exit %d, %d, %d; %d of 3 files equal, %d entries in store2:\n%s\n%s\n%s", rc1, rc2,
+             rc3, same, entries, one ? one : "", two ? two : "", three ? three : "");
+    free(one);
+    free(two);
+    free(three);
+}
+
+/* ------------------------------------------------ plan --nodes */
+
+/* The number after `key` in text; NAN when absent. */
+static double number_after(const char *text, const char *key)
+{
+    const char *at = text ? strstr(text, key) : NULL;
+    return at ? atof(at + strlen(key)) : NAN;
+}
+
+static bool near(double x, double want) { return fabs(x - want) <= 1e-5 * fabs(want); }
+
+/* The mlp student (784 -> 32 -> 10, float64): 25450 values, 203600 bytes
+ * of gradients. Batch 63 over 2 nodes x 4 GPUs: 8 per process. The
+ * formulas of plan_scaling.h computed here from the printed compute. */
+static void check_scaling(const char *flags, int nodes, int gpus, double intra_bw, bool shared)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine plan one.json %s 2>&1", dir, KD_BUILDDIR,
+             flags);
+    int rc = kt_run_command(cmd, &out);
+    double bytes = 8 * (784.0 * 32 + 32 + 32 * 10 + 10), p = nodes * gpus;
+    double ring = 2 * (p - 1) / p * bytes;
+    double intra = 2.0 * (gpus - 1) / gpus * bytes, inter = 2.0 * (nodes - 1) / nodes * bytes;
+    double comm_ms = 1e3 * (intra * (shared ? gpus : 1) / intra_bw + inter / 25e9);
+    double compute = number_after(out, "compute per step per process: ");
+    double backward = number_after(out, "overlapping the backward (");
+    double no_overlap = 100 * compute / (compute + comm_ms);
+    double exposed = comm_ms > backward ? comm_ms - backward : 0;
+    double overlap = 100 * compute / (compute + exposed);
+    char want[256];
+    snprintf(want, sizeof want, "scaling efficiency: %.1f%% with no overlap", no_overlap);
+    bool ok = rc == 0 && near(number_after(out, "processes, batch "), 8) &&
+              near(number_after(out, "gradients per step: "), bytes / 8) &&
+              near(number_after(out, "(0 of them the losses'), "), bytes) &&
+              near(number_after(out, "volume per process: 2(P-1)/P x 203600 = "), ring) &&
+              near(number_after(out, "all-reduce time: within nodes "), intra) &&
+              near(number_after(out, "ms, between nodes "), inter) &&
+              near(number_after(out, " ms; "), comm_ms) && compute > 0 &&
+              fabs(number_after(out, "scaling efficiency: ") - no_overlap) <= 0.051 &&
+              fabs(number_after(out, "no overlap (all-reduce after the backward, kdengine's CPU "
+                                     "path); ") - overlap) <= 0.051;
+    char name[256];
+    snprintf(name, sizeof name, "plan %s: gradient bytes, ring volume, all-reduce time and "
+             "efficiency equal the formulas", flags);
+    kt_check(ok, name, "exit %d; want %.0f bytes, ring %.0f, intra %.0f, inter %.0f, %.6g ms, "
+             "%s, overlapped %.1f%%:\n%s", rc, bytes, ring, intra, inter, comm_ms, want, overlap,
+             out ? out : "");
+    free(out);
+}
+
+static void test_plan_scaling(void)
+{
+    check_scaling("--nodes 2 --gpus-per-node 4", 2, 4, 450e9, false);
+    check_scaling("--nodes 2 --gpus-per-node 4 --interconnect pcie", 2, 4, 25e9, false);
+    check_scaling("--gpus-per-node 4 --nodes 2 --interconnect ib", 2, 4, 25e9, true);
+
+    /* --tflops: the student's 3 x 2 x MACs per image over the rate */
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine plan one.json --nodes 3 --tflops 0.5 2>&1",
+             dir, KD_BUILDDIR);
+    int rc = kt_run_command(cmd, &out);
+    double macs = number_after(out, "MFLOPs per image (");
+    double want_ms = 1e3 * 21 * 6 * macs / 0.5e12; /* batch ceil(63 / 3) = 21 */
+    kt_check(rc == 0 && macs == 784 * 32 + 32 * 10 &&
+                 near(number_after(out, "compute per step per process: "), want_ms),
+             "plan --tflops: compute from the student's FLOPs at the per-process batch",
+             "exit %d, %g multiply-adds, want %.6g ms:\n%s", rc, macs, want_ms, out ? out : "");
+    free(out);
+
+    static const struct { const char *flags, *message; int rc; } bad[] = {
+        {"--nodes 0", "--nodes '0' is not a count (1 to 100000)", 2},
+        {"--gpus-per-node 8x", "--gpus-per-node '8x' is not a count", 2},
+        {"--nodes 2 --interconnect eth", "--interconnect 'eth' is not one of nvlink, pcie, ib", 2},
+        {"--tflops 10", "--interconnect and --tflops describe a cluster: give --nodes", 2},
+        {"--nodes 1 --tflops -1", "--tflops '-1' is not a positive number", 2},
+        {"--nodes 16 --gpus-per-node 8",
+         "128 processes, but data.train.batch_size 63 gives each at most one sample", 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine plan one.json %s 2>&1", dir, KD_BUILDDIR,
+                 bad[i].flags);
+        rc = kt_run_command(cmd, &out);
+        char name[128];
+        snprintf(name, sizeof name, "plan %s is refused", bad[i].flags);
+        kt_check(rc == bad[i].rc && out && strstr(out, bad[i].message), name, "exit %d: %s", rc,
+                 out ? out : "");
+        free(out);
+    }
 }
 
 /* ------------------------------------------------ the collectives, per rank */
@@ -519,6 +782,8 @@ int main(int argc, char **argv)
     if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) != 0) {
         kt_fail("setup", "%s is missing: scripts/setup installs dataset-fashion-mnist", FMNIST);
     } else if (!kd_dist_available()) {
+        write_job("one", SUBSET, EPOCHS);
+        test_plan_scaling();
         test_bad_nproc();
         char *out = NULL;
         int rc = run_job("one", "--nproc 2", &out);
@@ -530,9 +795,13 @@ int main(int argc, char **argv)
         test_bad_nproc();
         test_collectives();
         test_two_processes();
+        test_plan_scaling();
+        test_label_ranks();
         test_world_mismatch();
+        test_bad_timeout();
         test_stop_one_rank();
         test_kill_one_rank();
+        test_silent_rank();
         test_nan();
     }
     char cmd[128];

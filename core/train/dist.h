@@ -9,7 +9,10 @@
  * a build without MPI is an error saying so.
  *
  * Collectives are called by every rank in the same order (the training
- * thread only). They work in place on host memory. */
+ * thread only). They work in place on host memory. None waits forever: a
+ * collective that does not complete within KDENGINE_DIST_TIMEOUT seconds
+ * (default 300; the first one 600 more) names the rank that went silent
+ * and ends the job (dist_deadline.h). */
 #ifndef KD_CORE_TRAIN_DIST_H
 #define KD_CORE_TRAIN_DIST_H
 

@@ -1,5 +1,8 @@
 /* `kdengine label`: a teacher's top-k soft labels for every training view. */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +13,7 @@
 
 #include "../loader.h"
 #include "dirs.h"
+#include "dist.h"
 #include "label.h"
 #include "label_store.h"
 #include "session.h"
@@ -47,6 +51,7 @@ typedef struct labeller {
     kd_session *s;
     kd_loader *loader;
     int64_t steps_per_epoch;
+    int64_t first_batch, end_batch; /* this rank's block of every epoch */
     bool *want; /* the teacher's logits only */
 } labeller;
 
@@ -104,9 +109,9 @@ static kd_status label_epoch(labeller *l, int64_t epoch, kd_label_shard *shard, 
     bool tty = progress && isatty(fileno(progress));
     double t0 = now_s(), last_draw = 0;
     int64_t images = 0;
-    kd_status st = kd_loader_start(l->loader, epoch, 0);
+    kd_status st = kd_loader_start(l->loader, epoch, l->first_batch);
     bool saved = kd_set_grad_enabled(false);
-    while (st == KD_OK) {
+    for (int64_t k = l->first_batch; st == KD_OK && k < l->end_batch; k++) {
         kd_batch b;
         bool done;
         st = kd_loader_next(l->loader, &b, &done);
@@ -130,9 +135,12 @@ static kd_status label_epoch(labeller *l, int64_t epoch, kd_label_shard *shard, 
     }
     kd_set_grad_enabled(saved);
     double dt = now_s() - t0;
+    char share[64] = ""; /* distributed: rank 0 counts its own views */
+    if (kd_dist().world > 1)
+        snprintf(share, sizeof share, " on rank 0 of %d", kd_dist().world);
     if (st == KD_OK && progress)
-        fprintf(progress, "%slabel epoch %lld: %lld views in %.1f s (%.0f img/s)\n",
-                tty ? "\r\033[K" : "", (long long)epoch + 1, (long long)images, dt,
+        fprintf(progress, "%slabel epoch %lld: %lld views%s in %.1f s (%.0f img/s)\n",
+                tty ? "\r\033[K" : "", (long long)epoch + 1, (long long)images, share, dt,
                 (double)images / (dt > 1e-9 ? dt : 1e-9));
     return st;
 }
@@ -179,6 +187,135 @@ static kd_status resume_index(const char *dir, json_t *fingerprint,
     return KD_OK;
 }
 
+/* One process: the epoch's shard, then the index listing it. */
+static kd_status store_epoch(const char *dir, const kd_label_shard *shard, kd_label_index *index)
+{
+    char name[64], path[4200];
+    int64_t bytes;
+    uint64_t checksum;
+    kd_label_shard_name(shard->epoch, name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    kd_status st = kd_label_shard_write(path, shard, &bytes, &checksum);
+    if (st == KD_OK)
+        st = kd_label_index_append(index, name, bytes, checksum);
+    if (st == KD_OK)
+        st = kd_label_index_write(dir, index);
+    return st;
+}
+
+/* ------------------------------------------------ distributed over ranks */
+
+/* Every rank's outcome of a stage: its own error, or else the lowest
+ * failed rank's, named. */
+static kd_status agree(const char *what, kd_status st)
+{
+    bool stop;
+    kd_status agreed = kd_dist_agree(what, st != KD_OK, false, &stop);
+    return st != KD_OK ? st : agreed;
+}
+
+/* Rank 0 read the store: every rank learns whether that failed, and the
+ * first epoch to label. */
+static kd_status agree_on_start(kd_status st, int64_t *start)
+{
+    st = agree("reading the label store", st);
+    if (st != KD_OK)
+        return st;
+    double first = kd_dist().rank == 0 ? (double)*start : 0;
+    st = kd_dist_all_reduce_f64(&first, 1, KD_DIST_MAX);
+    *start = (int64_t)first;
+    return st;
+}
+
+static void part_path(const char *dir, int64_t epoch, int rank, int world, char *buf,
+                      size_t size)
+{
+    snprintf(buf, size, "%s/epoch-%05lld.part-%d-of-%d", dir, (long long)epoch, rank, world);
+}
+
+/* The ranks' parts of one epoch in one shard, each row from the one part
+ * that labelled it; rows no rank visited keep index -1, as in a shard one
+ * process writes. */
+static kd_status merge_parts(const char *dir, const kd_label_layout *layout, int64_t epoch,
+                             int world, kd_label_shard *out)
+{
+    kd_status st = kd_label_shard_alloc(layout, epoch, out);
+    size_t k = (size_t)layout->top_k;
+    for (int r = 0; st == KD_OK && r < world; r++) {
+        char path[4200];
+        part_path(dir, epoch, r, world, path, sizeof path);
+        kd_label_shard part;
+        st = kd_label_shard_read(path, layout, epoch, &part);
+        for (int64_t i = 0; st == KD_OK && i < layout->samples; i++) {
+            size_t at = (size_t)i * k;
+            if (part.indices[at] < 0)
+                continue;
+            if (out->indices[at] >= 0) {
+                st = kd_error(KD_ERR_STATE, "%s: sample %lld was labelled by a lower rank too",
+                              path, (long long)i);
+            } else {
+                memcpy(out->values + at, part.values + at, k * sizeof *out->values);
+                memcpy(out->indices + at, part.indices + at, k * sizeof *out->indices);
+            }
+        }
+        kd_label_shard_free(&part);
+    }
+    if (st != KD_OK)
+        kd_label_shard_free(out);
+    return st;
+}
+
+/* Removes every part of the epoch, those a crashed run with another
+ * process count left included. */
+static kd_status remove_parts(const char *dir, int64_t epoch)
+{
+    char prefix[64], path[4200];
+    snprintf(prefix, sizeof prefix, "epoch-%05lld.part-", (long long)epoch);
+    DIR *d = opendir(dir);
+    if (!d)
+        return kd_error(KD_ERR_IO, "%s: %s", dir, strerror(errno));
+    kd_status st = KD_OK;
+    for (struct dirent *e; st == KD_OK && (e = readdir(d));) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0)
+            st = kd_error(KD_ERR_IO, "%s: cannot remove it: %s", path, strerror(errno));
+    }
+    closedir(d);
+    return st;
+}
+
+/* Each rank writes the rows it labelled as a part file (other rows -1);
+ * once every part is written, rank 0 merges them into the epoch's shard
+ * (the one a single process writes), lists it in the index and removes
+ * the parts. `st` is this rank's labelling of the epoch: a failure on any
+ * rank stops every one. */
+static kd_status store_epoch_of_ranks(const char *dir, kd_status st, const kd_label_shard *shard,
+                                      kd_label_index *index)
+{
+    kd_dist_info d = kd_dist();
+    char path[4200], what[96];
+    int64_t bytes;
+    uint64_t checksum;
+    part_path(dir, shard->epoch, d.rank, d.world, path, sizeof path);
+    if (st == KD_OK)
+        st = kd_label_shard_write(path, shard, &bytes, &checksum);
+    snprintf(what, sizeof what, "labelling epoch %lld", (long long)shard->epoch + 1);
+    st = agree(what, st);
+    if (st == KD_OK && d.rank == 0) {
+        kd_label_shard merged;
+        st = merge_parts(dir, &shard->layout, shard->epoch, d.world, &merged);
+        if (st == KD_OK)
+            st = store_epoch(dir, &merged, index);
+        kd_label_shard_free(&merged);
+        if (st == KD_OK)
+            st = remove_parts(dir, shard->epoch);
+    }
+    snprintf(what, sizeof what, "writing the shard of epoch %lld", (long long)shard->epoch + 1);
+    return agree(what, st);
+}
+
 static kd_status label_all(labeller *l, const kd_label_options *o, FILE *progress)
 {
     kd_session *s = l->s;
@@ -192,37 +329,35 @@ static kd_status label_all(labeller *l, const kd_label_options *o, FILE *progres
                               o->top_k < classes ? o->top_k : classes, classes,
                               kd_label_index_bytes(classes)};
     kd_label_index index = {0};
+    bool distributed = kd_dist().world > 1;
     if (st == KD_OK)
         st = kd_make_dirs(o->out);
-    if (st == KD_OK)
+    /* rank 0 alone reads and writes the index */
+    if (st == KD_OK && kd_dist().rank == 0)
         st = resume_index(o->out, fingerprint, &layout, &index, progress);
     json_decref(fingerprint);
+    int64_t start = index.n_shards;
+    if (distributed)
+        st = agree_on_start(st, &start);
     if (st == KD_OK && progress)
         fprintf(progress, "%s: teacher '%s' labels %lld epochs x %lld views (top-%d of %d "
                 "classes, %lld bytes per view) into %s%s\n", l->job->file,
                 l->job->teacher.entry->name, (long long)o->epochs, (long long)layout.samples,
                 layout.top_k, classes, (long long)layout.top_k * (2 + layout.index_bytes),
-                o->out, index.n_shards ? "" : " (new)");
-    if (st == KD_OK && index.n_shards >= o->epochs && progress)
+                o->out, start ? "" : " (new)");
+    if (st == KD_OK && start >= o->epochs && progress)
         fprintf(progress, "%s: all %lld epochs are labelled already\n", o->out,
-                (long long)index.n_shards);
-    for (int64_t e = index.n_shards; st == KD_OK && e < o->epochs; e++) {
+                (long long)start);
+    for (int64_t e = start; st == KD_OK && e < o->epochs; e++) {
         kd_label_shard shard;
-        char name[64], path[4200];
-        int64_t bytes;
-        uint64_t checksum;
-        kd_label_shard_name(e, name, sizeof name);
-        snprintf(path, sizeof path, "%s/%s", o->out, name);
         st = kd_label_shard_alloc(&layout, e, &shard);
         if (st == KD_OK)
             st = label_epoch(l, e, &shard, progress);
-        if (st == KD_OK)
-            st = kd_label_shard_write(path, &shard, &bytes, &checksum);
+        if (distributed)
+            st = store_epoch_of_ranks(o->out, st, &shard, &index);
+        else if (st == KD_OK)
+            st = store_epoch(o->out, &shard, &index);
         kd_label_shard_free(&shard);
-        if (st == KD_OK)
-            st = kd_label_index_append(&index, name, bytes, checksum);
-        if (st == KD_OK)
-            st = kd_label_index_write(o->out, &index);
     }
     kd_label_index_free(&index);
     return st;
@@ -235,10 +370,18 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
     if (o->epochs < 1 || o->top_k < 1)
         return kd_error(KD_ERR_INVALID, "label: %s must be at least 1",
                         o->epochs < 1 ? "--epochs" : "--top-k");
-    int threads = job->threads ? job->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    kd_status st = kd_dist_init();
+    if (st != KD_OK)
+        return st;
+    kd_dist_info d = kd_dist();
+    /* processes on one machine share its cores; rank 0 tells the progress */
+    int threads = job->threads ? job->threads
+                               : (int)sysconf(_SC_NPROCESSORS_ONLN) / d.local_world;
     kd_set_num_threads(threads > 0 ? threads : 1);
+    if (d.rank != 0)
+        progress = NULL;
     labeller l = {.job = job};
-    kd_status st = kd_session_open(job, KD_SESSION_TRAIN, &l.s);
+    st = kd_session_open(job, KD_SESSION_TRAIN, &l.s);
     if (st == KD_OK) {
         kd_loader_config c = {
             .dataset = l.s->train.vt,
@@ -259,6 +402,10 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
     }
     if (st == KD_OK) {
         l.steps_per_epoch = kd_loader_batches_per_epoch(l.loader);
+        /* each rank a contiguous block of whole batches: the same batches,
+         * so the same views and batch transforms, as one process */
+        l.first_batch = l.steps_per_epoch * d.rank / d.world;
+        l.end_batch = l.steps_per_epoch * (d.rank + 1) / d.world;
         l.want = calloc((size_t)l.s->teacher.n_taps, sizeof *l.want);
         if (!l.want)
             st = kd_error(KD_ERR_NOMEM, "label: out of memory");

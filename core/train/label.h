@@ -10,7 +10,18 @@
  * Resumable: a rerun into the same folder checks the index's fingerprint
  * against the job (refusing another pipeline or teacher, naming what
  * differs), verifies the listed shards, and continues from the first epoch
- * without a whole shard (a truncated or corrupt one is said and redone). */
+ * without a whole shard (a truncated or corrupt one is said and redone).
+ *
+ * Distributed (launched by mpirun or srun, or `label --nproc N`): rank r of
+ * W labels batches [B r / W, B (r + 1) / W) of every epoch of B batches,
+ * whole batches so that batch transforms see what one process's do, and
+ * writes its rows as a part file (epoch-EEEEE.part-R-of-W, the shard
+ * format with the other rows -1). After every rank has written its part
+ * (a collective decision, which also stops every rank when one fails),
+ * rank 0 merges the parts into the epoch's shard, writes the index and
+ * removes the parts: the store is byte for byte the one a single process
+ * writes. Rank 0 alone reads the index on a rerun; parts of an epoch
+ * left by a crash are made again. */
 #ifndef KD_CORE_LABEL_H
 #define KD_CORE_LABEL_H
 

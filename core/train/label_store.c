@@ -495,3 +495,16 @@ bool kd_label_fingerprint_equal(const json_t *store, const json_t *job,
     json_decref(b);
     return same;
 }
+
+kd_status kd_label_shard_read(const char *path, const kd_label_layout *layout, int64_t epoch,
+                              kd_label_shard *out)
+{
+    memset(out, 0, sizeof *out);
+    unsigned char *bytes;
+    size_t len;
+    kd_status st = read_file(path, &bytes, &len);
+    if (st == KD_OK)
+        st = kd_label_shard_parse(bytes, len, path, layout, epoch, out);
+    free(bytes);
+    return st;
+}

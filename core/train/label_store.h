@@ -122,6 +122,11 @@ kd_status kd_label_shard_parse(const unsigned char *bytes, size_t len, const cha
 kd_status kd_label_shard_load(const char *dir, const kd_label_index *index, int64_t epoch,
                               kd_label_shard *out);
 
+/* Reads and parses the shard file at path (not listed in an index: a
+ * rank's part of an epoch while `label` runs distributed). */
+kd_status kd_label_shard_read(const char *path, const kd_label_layout *layout, int64_t epoch,
+                              kd_label_shard *out);
+
 /* Reads dir/index.json; KD_ERR_IO when it does not exist, KD_ERR_FORMAT
  * naming the file and the key when it is not a valid index. */
 kd_status kd_label_index_load(const char *dir, kd_label_index *out);
