@@ -74,7 +74,7 @@ typedef enum segment_kind {
 
 typedef struct segment {
     segment_kind kind;
-    int stage; /* SEG_STAGE_PREACT: 0-based */
+    int stage; /* SEG_STAGE_PREACT and SEG_RELU: which, 0-based */
 } segment;
 
 typedef struct conv_layer {
@@ -458,7 +458,7 @@ static kd_tensor *block_preact(const res_block *blk, kd_tensor *x, bool training
 }
 
 /* A stage's blocks, the last one left before its final ReLU. */
-static kd_tensor *stage_preact(resnet *r, int s, kd_tensor *x, bool training)
+static kd_tensor *stage_preact(const resnet *r, int s, kd_tensor *x, bool training)
 {
     kd_tensor *y = x;
     for (int b = r->stage_first[s]; b < r->stage_first[s + 1]; b++) {
