@@ -306,16 +306,15 @@ static int by_prob(const void *a, const void *b)
     return px > py ? -1 : px < py ? 1 : x - y;
 }
 
-/* The bytes of a batch's images and soft targets (none: one-hot labels),
- * hashed, so two epochs' batches can be compared bit for bit. */
+/* The bytes of a batch's f32 images and soft targets (none: one-hot
+ * labels), hashed, so two epochs' batches can be compared bit for bit. */
 static uint64_t batch_hash(const kd_batch_args *ba)
 {
-    uint64_t h = kd_fnv1a64(KD_FNV1A64_INIT, kd_tensor_data(ba->images),
-                            (size_t)kd_tensor_numel(ba->images) * sizeof(float));
-    if (ba->soft_targets)
-        h = kd_fnv1a64(h, kd_tensor_data(ba->soft_targets),
-                       (size_t)kd_tensor_numel(ba->soft_targets) * sizeof(float));
-    return h;
+    kd_tensor *x = kd_contiguous(ba->images);
+    kd_tensor *t = ba->soft_targets ? kd_contiguous(ba->soft_targets) : NULL;
+    uint64_t h = kd_fnv1a64(KD_FNV1A64_INIT, kd_tensor_data(x),
+                            (size_t)kd_tensor_numel(x) * sizeof(float));
+    return t ? kd_fnv1a64(h, kd_tensor_data(t), (size_t)kd_tensor_numel(t) * sizeof(float)) : h;
 }
 
 #define MAX_BATCHES 8 /* 96 samples in batches of 16 */
