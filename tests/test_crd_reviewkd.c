@@ -5,6 +5,9 @@
  *   a step leaves (CRD's banks and Z over several steps, ReviewKD's running
  *   statistics). For CRD the Python side scores the negatives the plugin
  *   drew, which this test learns from the sampler the plugin is built from;
+ *   ReviewKD also as examples/fashion-mnist/reviewkd.json binds it, its
+ *   teacher levels the frozen teacher's pre-ReLU taps (stageN.preact),
+ *   which the Python side recomputes with its own ResNet;
  * - f64 central differences through each plugin's forward;
  * - the sampler's contract, the tensors' flags, errors naming taps and
  *   shapes, refused parameters;
@@ -23,9 +26,14 @@
 #include "harness.h"
 #include "tensor_bag.h"
 #include "plugin_fixture.h"
+#include "../core/loader.h"
+#include "../core/params.h"
+#include "../core/train/job.h"
+#include "../core/train/session.h"
 #include "../plugins/losses/crd/crd_negatives.h"
 
 #define PARITY_TOL 1e-6
+#define FMNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 #define FD_TOL 1e-6
 /* Relative errors are taken against at least this norm: a value that is 0
  * in exact arithmetic (a batch norm's batch mean of a 1x1 map) comes out of
@@ -376,6 +384,147 @@ static void run_review_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t
     loss_close(&l);
 }
 
+/* ------------------------------------------------------- ReviewKD in a job */
+
+static char jobdir[64];
+
+/* The job's loss parameters and teacher, for the Python side. */
+typedef struct review_job_meta {
+    char *params;  /* the reviewkd entry's parameters, every key (JSON) */
+    char teacher[32], teacher_params[128];
+    int64_t epoch;
+} review_job_meta;
+
+static int tap_named(const kd_model_run *m, const char *name)
+{
+    for (int i = 0; i < m->n_taps; i++)
+        if (strcmp(m->taps[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Runs `m` on x, filling the taps `names` into out (scope-owned). */
+static kd_status model_taps(kd_model_run *m, kd_tensor *x, bool training, int n,
+                            const char *const *names, kd_tensor **out)
+{
+    bool want[32] = {false};
+    kd_tensor *all[32] = {NULL};
+    if (m->n_taps > 32)
+        return kd_error(KD_ERR_INVALID, "%d taps: more than the test holds", m->n_taps);
+    for (int i = 0; i < n; i++) {
+        int t = tap_named(m, names[i]);
+        if (t < 0)
+            return kd_error(KD_ERR_INVALID, "no tap '%s'", names[i]);
+        want[t] = true;
+    }
+    kd_forward_args a = {sizeof a, x, training, kd_rng_make(0, 0, 0), want, all};
+    kd_status st = m->vt->forward(m->self, &a);
+    for (int i = 0; st == KD_OK && i < n; i++)
+        out[i] = all[tap_named(m, names[i])];
+    return st;
+}
+
+/* ReviewKD as examples/fashion-mnist/reviewkd.json runs it (its default
+ * style teacher taps stage1.preact..stage3.preact and pre_logits), in
+ * float64: a session of the job gives the frozen resnet20 teacher (batch
+ * norms folded) and the resnet8 student; on a batch of the job's training
+ * views the teacher's taps and the student's (train mode, as leaves) go
+ * through the bound loss and its backward. The Python side runs its own
+ * teacher on the same weights and batch to make the teacher levels, so
+ * the pre-ReLU taps, the loss, and its gradients are all held to torch. */
+static void run_review_job(kt_bag *in, kt_bag *mine, review_job_meta *meta, char *error,
+                           size_t error_size)
+{
+    char job_path[512], weights[512], dirs[600], weights_set[600], output[128];
+    kt_source_path("examples/fashion-mnist/reviewkd.json", job_path, sizeof job_path);
+    kt_source_path("examples/fashion-mnist/teacher.safetensors", weights, sizeof weights);
+    snprintf(dirs, sizeof dirs, "plugin_dirs=[\"%s\"]", kt_plugin_dir());
+    snprintf(weights_set, sizeof weights_set, "teacher.weights=%s", weights);
+    snprintf(output, sizeof output, "output=%s/review-job", jobdir);
+    const char *sets[] = {dirs, weights_set, output, "dtype=float64", "data.train.subset=64",
+                          "data.train.batch_size=4", "data.train.workers=0"};
+    kd_job *job = NULL;
+    kd_session *s = NULL;
+    kd_loader *loader = NULL;
+    kd_status st = kd_job_load(job_path, 7, sets, &job);
+    if (st == KD_OK)
+        st = kd_session_open(job, KD_SESSION_TRAIN, &s);
+    kd_loss_run *l = NULL;
+    for (int i = 0; st == KD_OK && i < s->n_losses; i++)
+        if (strcmp(s->losses[i].spec->entry->name, "reviewkd") == 0)
+            l = &s->losses[i];
+    if (st == KD_OK && !l)
+        st = kd_error(KD_ERR_INVALID, "the job has no reviewkd loss");
+    if (st == KD_OK) {
+        kd_loader_config c = {s->train.vt, s->train.self, "data.train",
+                              job->train.n_transforms, s->train.tvt, s->train.tself,
+                              job->train.batch_size, job->train.shuffle, job->train.drop_last,
+                              job->train.subset, 0, 1, job->seed, 0, 0};
+        st = kd_loader_new(&c, &loader);
+    }
+    kd_batch b;
+    bool done = false;
+    if (st == KD_OK)
+        st = kd_loader_start(loader, 0, 0);
+    if (st == KD_OK)
+        st = kd_loader_next(loader, &b, &done);
+    kd_scope_begin();
+    bool grad = kd_set_grad_enabled(false);
+    int n = l ? l->needs.n_student : 0;
+    kd_tensor *x = st == KD_OK && !done ? kd_cast(b.images, KD_F64) : NULL, *fs[8], *ft[8];
+    if (st == KD_OK && (!x || n > 8 || l->needs.n_teacher != n))
+        st = kd_error(KD_ERR_INVALID, "no batch, or %d levels", n);
+    if (st == KD_OK)
+        st = model_taps(&s->teacher, x, false, n, l->needs.teacher, ft);
+    if (st == KD_OK)
+        st = model_taps(&s->student, x, true, n, l->needs.student, fs);
+    kd_set_grad_enabled(grad);
+    kd_tensor_list list = {0};
+    if (st == KD_OK)
+        st = l->vt->tensors(l->self, &list);
+    if (st == KD_OK) {
+        kt_bag_add(in, x, "j.input");
+        for (int i = 0; i < s->teacher.n_tensors; i++)
+            kt_bag_add(in, s->teacher.tensors[i].tensor, "j.teacher.%s",
+                       s->teacher.tensors[i].name);
+        for (int i = 0; i < list.n; i++)
+            kt_bag_add(in, kd_tensor_list_at(&list, i)->tensor, "j.init.%s",
+                       kd_tensor_list_at(&list, i)->name);
+        for (int i = 0; i < n; i++) {
+            kt_bag_add(in, fs[i], "j.s%d", i);
+            kt_bag_add(mine, ft[i], "j.tap.%s", l->needs.teacher[i]);
+            kd_tensor_set_requires_grad(fs[i], true);
+        }
+        zero_param_grads(&list);
+        meta->epoch = 0;
+        double v = run_loss(&(loss){l->vt, l->self}, fs, ft, NULL, NULL, meta->epoch, 0, true,
+                            kd_rng_make(0, 0, 0), true);
+        if (isnan(v))
+            st = kd_error_wrap(kd_last_status(), "reviewkd forward");
+        kt_bag_add_value(mine, v, "j.value");
+        for (int i = 0; i < n; i++)
+            kt_bag_add(mine, fs[i]->grad, "j.grad.s%d", i);
+        for (int i = 0; i < list.n; i++) {
+            const kd_named_tensor *nt = kd_tensor_list_at(&list, i);
+            if (nt->flags & KD_TENSOR_PARAM)
+                kt_bag_add(mine, nt->tensor->grad, "j.grad.%s", nt->name);
+            else
+                kt_bag_add(mine, nt->tensor, "j.final.%s", nt->name);
+        }
+        meta->params = json_dumps(l->spec->params->values, JSON_COMPACT | JSON_SORT_KEYS);
+        snprintf(meta->teacher, sizeof meta->teacher, "%s", job->teacher.entry->name);
+        char *tp = json_dumps(job->teacher.params->values, JSON_COMPACT | JSON_SORT_KEYS);
+        snprintf(meta->teacher_params, sizeof meta->teacher_params, "%s", tp ? tp : "{}");
+        free(tp);
+    }
+    if (st != KD_OK)
+        snprintf(error, error_size, "%s", kd_last_error());
+    kd_scope_end();
+    kd_loader_free(loader);
+    kd_session_close(s);
+    kd_job_free(job);
+}
+
 /* ------------------------------------------------------------ parity */
 
 static bool torch_available(void)
@@ -439,10 +588,11 @@ static void compare_case(const char *name, const char *prefix, const char *error
 
 static void test_parity(void)
 {
-    static char crd_errors[N_CRD][256], review_errors[N_REVIEW][256];
+    static char crd_errors[N_CRD][256], review_errors[N_REVIEW][256], job_error[512];
     kt_bag in = {0}, mine = {0};
     char meta_text[2 * (N_CRD + N_REVIEW)][64], counts[2][16], epochs[N_REVIEW][24];
-    const char *meta[4 * (N_CRD + N_REVIEW) + 4];
+    char job_epoch[24];
+    const char *meta[4 * (N_CRD + N_REVIEW) + 16];
     int nmeta = 0;
     for (int c = 0; c < N_CRD; c++) {
         run_crd_case(c, &in, &mine, crd_errors[c], sizeof crd_errors[c]);
@@ -471,6 +621,18 @@ static void test_parity(void)
     meta[2 * nmeta] = "review_cases";
     meta[2 * nmeta + 1] = counts[1];
     nmeta++;
+    bool fmnist = access(FMNIST_TRAIN, R_OK) == 0;
+    review_job_meta jm = {0};
+    if (fmnist)
+        run_review_job(&in, &mine, &jm, job_error, sizeof job_error);
+    snprintf(job_epoch, sizeof job_epoch, "%lld", (long long)jm.epoch);
+    const char *job_keys[] = {"job_case", "j.params", "j.teacher", "j.teacher_params", "j.epoch"};
+    const char *job_values[] = {fmnist && !job_error[0] ? "1" : "0", jm.params ? jm.params : "{}",
+                                jm.teacher, jm.teacher_params, job_epoch};
+    for (int i = 0; i < 5; i++, nmeta++) {
+        meta[2 * nmeta] = job_keys[i];
+        meta[2 * nmeta + 1] = job_values[i];
+    }
 
     char dir[] = "/tmp/kdcrdrev.XXXXXX", in_path[128] = "", out_path[128] = "";
     kd_safetensors *ref = NULL;
@@ -512,7 +674,15 @@ static void test_parity(void)
         snprintf(prefix, sizeof prefix, "r%d.", c);
         compare_case(name, prefix, review_errors[c], &mine, ref);
     }
+    if (fmnist)
+        compare_case("parity reviewkd as examples/fashion-mnist/reviewkd.json binds it (f64): the "
+                     "frozen teacher's stage1.preact..stage3.preact and pre_logits, the loss, its "
+                     "gradients", "j.", job_error, &mine, ref);
+    else
+        kt_skip("parity reviewkd in the example job", "no Fashion-MNIST (scripts/setup "
+                "installs it)");
 cleanup:
+    free(jm.params);
     kd_safetensors_close(ref);
     kt_bag_free(&in);
     kt_bag_free(&mine);
@@ -859,8 +1029,6 @@ static void test_param_errors(void)
 
 /* ------------------------------------------------------------ jobs */
 
-static char jobdir[64];
-
 static int kdengine(char **out, const char *args)
 {
     char root[512], cmd[4096];
@@ -992,7 +1160,7 @@ static void test_crd_resume(const char *ckpt)
 
 static void test_examples(void)
 {
-    if (access("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", R_OK) != 0) {
+    if (access(FMNIST_TRAIN, R_OK) != 0) {
         kt_skip("example jobs", "no Fashion-MNIST (scripts/setup installs it)");
         return;
     }
@@ -1019,19 +1187,19 @@ static void test_examples(void)
 
 int main(void)
 {
+    snprintf(jobdir, sizeof jobdir, "/tmp/kdcrdjob.XXXXXX");
+    if (!mkdtemp(jobdir)) {
+        kt_fail("setup", "mkdtemp failed");
+        return kt_finish();
+    }
     test_parity();
     test_crd_gradients();
     test_review_gradients();
     test_sampler();
     test_flags_and_errors();
     test_param_errors();
-    snprintf(jobdir, sizeof jobdir, "/tmp/kdcrdjob.XXXXXX");
-    if (mkdtemp(jobdir)) {
-        test_examples();
-        kt_remove_tree(jobdir);
-    } else {
-        kt_fail("example jobs", "mkdtemp failed");
-    }
+    test_examples();
+    kt_remove_tree(jobdir);
     kt_plugins_close();
     return kt_finish();
 }

@@ -9,11 +9,15 @@
  *   quadrant images) with a resnet8 teacher trained for a moment: every
  *   stored row equals the top-k of the teacher's softmax recomputed here
  *   through the same loader (bit for bit: f16 values and classes), with
- *   and without mixup in the pipeline.
+ *   and with mixup/cutmix in the pipeline; replayed past the labelled
+ *   epochs, a training epoch's mixed batches are its view epoch's bit for
+ *   bit and still match the stored rows.
  * - A student trains from the store alone (fkd loss, no teacher) past the
- *   labelled epochs; a changed transform or teacher is refused naming what
- *   differs; a truncated shard stops training with its name, and `label`
- *   says so and writes it again, byte for byte as before. */
+ *   labelled epochs, with mixup/cutmix too (with the student fixed, each
+ *   step of a replayed epoch has the stored epoch's loss bit for bit); a
+ *   changed transform or teacher is refused naming what differs; a
+ *   truncated shard stops training with its name, and `label` says so and
+ *   writes it again, byte for byte as before. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -302,12 +306,28 @@ static int by_prob(const void *a, const void *b)
     return px > py ? -1 : px < py ? 1 : x - y;
 }
 
-/* Replays `epochs` epochs of the job's training views here: the teacher
- * of a session of the same job, eval mode, on the batches of a loader
- * built as run builds it (batch transforms keyed as runner.c keys them),
- * and compares every stored row with the recomputed softmax's top-k. */
-static void check_online(const char *name, const char *job_file, const char *store,
-                         int epochs, int top_k)
+/* The bytes of a batch's f32 images and soft targets (none: one-hot
+ * labels), hashed, so two epochs' batches can be compared bit for bit. */
+static uint64_t batch_hash(const kd_batch_args *ba)
+{
+    kd_tensor *x = kd_contiguous(ba->images);
+    kd_tensor *t = ba->soft_targets ? kd_contiguous(ba->soft_targets) : NULL;
+    uint64_t h = kd_fnv1a64(KD_FNV1A64_INIT, kd_tensor_data(x),
+                            (size_t)kd_tensor_numel(x) * sizeof(float));
+    return t ? kd_fnv1a64(h, kd_tensor_data(t), (size_t)kd_tensor_numel(t) * sizeof(float)) : h;
+}
+
+#define MAX_BATCHES 8 /* 96 samples in batches of 16 */
+
+/* Replays `train_epochs` training epochs of the job's views here: the
+ * teacher of a session of the same job, eval mode, on the batches of a
+ * loader built as run builds it (batch transforms keyed as runner.c keys
+ * them). Past the `stored` labelled epochs the session replays them, as
+ * the fkd loss asks it to (its replay_views service), and each training
+ * epoch reads the shard of its view epoch. Every stored row must equal the
+ * recomputed softmax's top-k; hashes[e][b] gets batch b of epoch e. */
+static void check_online(const char *name, const char *job_file, const char *store, int stored,
+                         int train_epochs, int top_k, uint64_t hashes[][MAX_BATCHES])
 {
     char path[256], why[512] = "";
     snprintf(path, sizeof path, "%s/%s", dir, job_file);
@@ -318,6 +338,8 @@ static void check_online(const char *name, const char *job_file, const char *sto
     kd_status st = kd_job_load(path, 0, NULL, &job);
     if (st == KD_OK)
         st = kd_session_open(job, KD_SESSION_TRAIN, &s);
+    if (st == KD_OK && train_epochs > stored)
+        st = s->services.replay_views(s->services.host, stored);
     if (st == KD_OK) {
         kd_loader_config c = {s->train.vt, s->train.self, "data.train",
                               job->train.n_transforms, s->train.tvt, s->train.tself,
@@ -331,11 +353,12 @@ static void check_online(const char *name, const char *job_file, const char *sto
     int64_t rows = 0, mismatched = 0;
     int idx[4];
     bool saved = kd_set_grad_enabled(false);
-    for (int e = 0; st == KD_OK && e < epochs; e++) {
+    for (int e = 0; st == KD_OK && e < train_epochs; e++) {
         kd_label_shard shard;
-        st = kd_label_shard_load(path, &index, e, &shard);
+        int64_t view = kd_session_view_epoch(s, e), per_epoch = kd_loader_batches_per_epoch(loader);
+        st = kd_label_shard_load(path, &index, view, &shard);
         if (st == KD_OK)
-            st = kd_loader_start(loader, e, 0);
+            st = kd_loader_start(loader, view, 0);
         while (st == KD_OK) {
             kd_batch b;
             bool done;
@@ -343,14 +366,16 @@ static void check_online(const char *name, const char *job_file, const char *sto
             if (st != KD_OK || done)
                 break;
             kd_scope_begin();
-            int64_t step = e * kd_loader_batches_per_epoch(loader) + b.index;
+            int64_t key = kd_session_view_batch(s, e, e * per_epoch + b.index, per_epoch);
             kd_batch_args ba = {.size = sizeof ba, .images = b.images, .labels = b.labels,
                                 .num_classes = 4};
             for (int i = 0; st == KD_OK && i < s->n_batch_transforms; i++) {
                 ba.rng = kd_rng_make(job->seed, 0x42415443ull << 8 | (uint64_t)i,
-                                     (uint64_t)step);
+                                     (uint64_t)key);
                 st = s->btvt[i]->apply(s->btself[i], &ba);
             }
+            if (st == KD_OK && hashes && b.index < MAX_BATCHES)
+                hashes[e][b.index] = batch_hash(&ba);
             kd_model_run *m = &s->teacher;
             memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
             bool want[16] = {false};
@@ -373,9 +398,10 @@ static void check_online(const char *name, const char *job_file, const char *sto
                 for (int j = 0; j < top_k; j++)
                     if (si[j] != idx[j] || sv[j] != kd_f32_to_f16((float)cmp_probs[idx[j]])) {
                         if (!mismatched++)
-                            snprintf(why, sizeof why, "epoch %d sample %lld rank %d: stored "
-                                     "class %d (f16 %04x), online %d (f16 %04x)", e,
-                                     (long long)at[i], j, (int)si[j], sv[j], idx[j],
+                            snprintf(why, sizeof why, "epoch %d (views of %lld) sample %lld "
+                                     "rank %d: stored class %d (f16 %04x), online %d (f16 "
+                                     "%04x)", e, (long long)view, (long long)at[i], j,
+                                     (int)si[j], sv[j], idx[j],
                                      kd_f32_to_f16((float)cmp_probs[idx[j]]));
                         break;
                     }
@@ -387,13 +413,16 @@ static void check_online(const char *name, const char *job_file, const char *sto
     kd_set_grad_enabled(saved);
     if (st != KD_OK)
         snprintf(why, sizeof why, "%s", kd_last_error());
-    kt_check(st == KD_OK && rows == 96 * epochs && mismatched == 0, name,
+    kt_check(st == KD_OK && rows == 96 * train_epochs && mismatched == 0, name,
              "%lld rows, %lld differ: %s", (long long)rows, (long long)mismatched, why);
     kd_label_index_free(&index);
     kd_loader_free(loader);
     kd_session_close(s);
     kd_job_free(job);
 }
+
+/* timm's Mixup with CutMix switched in on half the batches. */
+static const char *const mix_json = "\"batch_transforms\": [{\"name\": \"mixup_cutmix\"}],";
 
 static const char *const teacher_json =
     "\"teacher\": {\"model\": \"resnet8\", \"num_classes\": 4, \"in_chans\": 1, "
@@ -418,19 +447,31 @@ static void test_label(void)
              "label: two epochs into a new store", "exit %d: %s", rc, out);
     free(out);
     check_online("label: every stored top-3 row equals the teacher's softmax recomputed "
-                 "through the same loader (bit for bit)", "kd.json", "store", 2, 3);
+                 "through the same loader (bit for bit)", "kd.json", "store", 2, 2, 3, NULL);
     rc = kt_kdengine(dir, &out, "label kd.json --epochs 2 --out store --top-k 3");
     kt_check(rc == 0 && has(out, "all 2 epochs are labelled already"),
              "label: a rerun of a complete store does nothing", "exit %d: %s", rc, out);
     free(out);
 
-    write_job("kdmix.json", "kdmix", "\"batch_transforms\": [{\"name\": \"mixup\"}],",
-              teacher_json, "{\"name\": \"kd\"}", 1);
-    rc = kt_kdengine(dir, &out, "label kdmix.json --epochs 1 --out storemix --top-k 4");
-    kt_check(rc == 0, "label: a pipeline with mixup", "exit %d: %s", rc, out);
+    write_job("kdmix.json", "kdmix", mix_json, teacher_json, "{\"name\": \"kd\"}", 1);
+    rc = kt_kdengine(dir, &out, "label kdmix.json --epochs 2 --out storemix --top-k 4");
+    kt_check(rc == 0, "label: a pipeline with mixup and cutmix, two epochs", "exit %d: %s", rc,
+             out);
     free(out);
-    check_online("label: with mixup, each stored row is the teacher's output on the mixed "
-                 "view of its step", "kdmix.json", "storemix", 1, 4);
+    check_online("label: with mixup/cutmix, each stored row is the teacher's output on the "
+                 "mixed view of its step", "kdmix.json", "storemix", 2, 2, 4, NULL);
+    uint64_t hashes[3][MAX_BATCHES] = {{0}};
+    check_online("replay: training epoch 2 of a 2-epoch store, mixup/cutmix drawn as in its "
+                 "view epoch 0, matches the stored rows", "kdmix.json", "storemix", 2, 3, 4,
+                 hashes);
+    bool same02 = true, same01 = true;
+    for (int b = 0; b < 6; b++) {
+        same02 = same02 && hashes[2][b] == hashes[0][b] && hashes[0][b];
+        same01 = same01 && hashes[1][b] == hashes[0][b];
+    }
+    kt_check(same02 && !same01, "replay: epoch 2's mixed images and soft targets are epoch "
+             "0's bit for bit (epoch 1's are not)", "epoch 2 %s epoch 0, epoch 1 %s",
+             same02 ? "equals" : "differs from", same01 ? "equals it" : "differs");
 }
 
 /* The loss's value, through the real plugin bound by a session of the fkd
@@ -512,6 +553,60 @@ static void check_loss_value(const char *name, const char *rest)
     kd_job_free(job);
 }
 
+/* The fkd term of each step's train line (log.every_steps 1) into
+ * loss[epoch][batch]; false when the file is unreadable or lacks a step. */
+static bool step_losses(const char *metrics, double loss[][MAX_BATCHES], int epochs)
+{
+    size_t len;
+    char *text = (char *)kt_read_file(metrics, &len);
+    int seen = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        json_t *o = json_loads(line, 0, NULL);
+        const char *type = json_string_value(json_object_get(o, "type"));
+        json_int_t step = json_integer_value(json_object_get(o, "step"));
+        if (type && !strcmp(type, "train") && step >= 1 && step <= epochs * 6) {
+            json_t *fkd = json_object_get(json_object_get(json_object_get(o, "loss_terms"),
+                                                          "losses[0]"), "fkd");
+            loss[(step - 1) / 6][(step - 1) % 6] = json_real_value(fkd);
+            seen += fkd != NULL;
+        }
+        json_decref(o);
+    }
+    free(text);
+    return seen == epochs * 6;
+}
+
+/* FKD's cycling with batch transforms, through `run`: a student run from
+ * the 2-epoch mixup/cutmix store for 3 epochs with the loss at weight 0
+ * and no weight decay (its gradients are exactly 0, so it stays the same
+ * function of its input) gives each step of epoch 3 exactly the fkd term
+ * of the same step of epoch 1: the same mixed images and the same stored
+ * rows, which the loss found for every sample it read. */
+static void test_replayed_run(void)
+{
+    char *out = NULL, path[256];
+    write_job("fkdmix.json", "fkdmix", mix_json, "", "{\"name\": \"fkd\", \"labels\": "
+              "\"storemix\", \"weight\": 0}", 3);
+    int rc = kt_kdengine(dir, &out, "run fkdmix.json --set optim.weight_decay=0 "
+                         "--set log.every_steps=1");
+    kt_check(rc == 0 && has(out, "done: 18 steps"),
+             "fkd: with mixup/cutmix, a run cycles past the 2 labelled epochs", "exit %d: %s",
+             rc, out);
+    free(out);
+    double loss[3][MAX_BATCHES] = {{0}};
+    snprintf(path, sizeof path, "%s/fkdmix/metrics.jsonl", dir);
+    bool read = step_losses(path, loss, 3);
+    bool same02 = read, same01 = read;
+    for (int b = 0; b < 6; b++) {
+        same02 = same02 && loss[2][b] == loss[0][b];
+        same01 = same01 && loss[1][b] == loss[0][b];
+    }
+    kt_check(same02 && !same01, "fkd: with the student fixed, each step of epoch 3 has the fkd "
+             "loss of the same step of epoch 1 bit for bit (epoch 2's differ)",
+             "%s; epoch 3 step 1: %.17g, epoch 1 step 1: %.17g, epoch 2 step 1: %.17g",
+             read ? "read" : "metrics unreadable", loss[2][0], loss[0][0], loss[1][0]);
+}
+
 static void test_train(void)
 {
     char *out = NULL;
@@ -544,14 +639,7 @@ static void test_train(void)
              "fkd: a subset of the labelled data is refused", "exit %d: %s", rc, out);
     free(out);
 
-    write_job("fkdmix.json", "fkdmix", "\"batch_transforms\": [{\"name\": \"mixup\"}],", "",
-              "{\"name\": \"fkd\", \"labels\": \"storemix\"}", 2);
-    rc = kt_kdengine(dir, &out, "run fkdmix.json");
-    kt_check(rc == 1 && has(out, "epoch 2 is past the 1 epochs in storemix") &&
-                 has(out, "batch transforms"),
-             "fkd: with mixup, a run longer than the labelled epochs stops, saying why",
-             "exit %d: %s", rc, out);
-    free(out);
+    test_replayed_run();
 
     /* a teacher with other weights may not continue a store */
     rc = kt_kdengine(dir, &out, "export teacher.json --out other.safetensors");

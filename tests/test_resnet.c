@@ -1,6 +1,8 @@
 /* The resnet model plugin: state_dict names and shapes, parameter counts,
  * initialisation, forward/backward parity with a plain-torch reference
- * (tests/parity/torch_resnet.py), forward_from, early stopping, errors. */
+ * (tests/parity/torch_resnet.py) for every tap, the stages' pre-ReLU taps
+ * included (also frozen, BN folded, in f64), forward_from (from a pre-ReLU
+ * tap too), early stopping, errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +28,11 @@ typedef struct model {
     const kd_tap_info *taps;
 } model;
 
-/* Creates `provider` with params_json on `device`; false with the status
- * in *st (when given) and the message in kd_last_error(). */
-static bool model_open(model *m, const char *provider, const char *params_json, uint64_t seed,
-                       kd_device device, kd_status *st)
+/* Creates `provider` with params_json on `device` computing in `dtype`;
+ * false with the status in *st (when given) and the message in
+ * kd_last_error(). */
+static bool model_open_dtype(model *m, const char *provider, const char *params_json,
+                             uint64_t seed, kd_device device, kd_dtype dtype, kd_status *st)
 {
     memset(m, 0, sizeof *m);
     const kd_vtable_header *h = NULL;
@@ -44,6 +47,7 @@ static bool model_open(model *m, const char *provider, const char *params_json, 
     m->vt = (const kd_model_vtable *)h;
     kd_create_args args = kt_create_args(e, p, seed);
     args.device = device;
+    args.dtype = dtype;
     kd_status s = m->vt->create(&args, &m->self);
     kd_params_free(p);
     kd_tensor_list tl = {0};
@@ -64,6 +68,12 @@ static bool model_open(model *m, const char *provider, const char *params_json, 
     m->n_taps = taps.n;
     m->taps = taps.items;
     return true;
+}
+
+static bool model_open(model *m, const char *provider, const char *params_json, uint64_t seed,
+                       kd_device device, kd_status *st)
+{
+    return model_open_dtype(m, provider, params_json, seed, device, KD_F32, st);
 }
 
 static void model_close(model *m)
@@ -343,14 +353,17 @@ static void test_early_stop(void)
     }
     kd_scope_begin();
     kd_tensor *x = random_images(2, 3, 16, 6);
-    bool want[6] = {false, true, false, false, false, false};
-    kd_tensor *taps[6] = {0};
+    bool want[16] = {false};
+    kd_tensor *taps[16] = {0};
+    int stage1 = tap_index(&m, "stage1"), stage2pre = tap_index(&m, "stage2.preact");
+    want[stage1] = true;
     kd_forward_args a = {sizeof a, x, true, kd_rng_make(0, 0, 0), want, taps};
-    kd_status st = m.vt->forward(m.self, &a);
+    kd_status st = stage1 > 0 && stage2pre > 0 ? m.vt->forward(m.self, &a) : KD_ERR_INVALID;
     const kd_named_tensor *l1 = find_tensor(&m, "layer1.2.bn2.num_batches_tracked");
     const kd_named_tensor *l2 = find_tensor(&m, "layer2.0.bn1.num_batches_tracked");
-    bool ok = st == KD_OK && taps[1] && taps[1]->shape[1] == 16 && !taps[2] && !taps[5] && l1 &&
-              l2 && kd_tensor_get(l1->tensor, 0) == 1 && kd_tensor_get(l2->tensor, 0) == 0;
+    bool ok = st == KD_OK && taps[stage1] && taps[stage1]->shape[1] == 16 &&
+              !taps[stage2pre] && !taps[m.n_taps - 1] && l1 && l2 &&
+              kd_tensor_get(l1->tensor, 0) == 1 && kd_tensor_get(l2->tensor, 0) == 0;
     kt_check(ok, name, "%s", st != KD_OK ? kd_last_error() : "later layers ran or taps missing");
     kd_scope_end();
     model_close(&m);
@@ -379,14 +392,14 @@ static void test_errors(void)
         return;
     }
     kd_scope_begin();
-    kd_tensor *taps[6];
+    kd_tensor *taps[16];
     st = run_all(&m, -1, random_images(2, 3, 8, 1), false, taps);
     expect_error("forward on 3 channels for in_chans 1", st, KD_ERR_INVALID,
                  "resnet8: input [2, 3, 8, 8] is not [N, 1, H, W]");
-    st = run_all(&m, 5, random_images(2, 1, 8, 1), false, taps);
+    st = run_all(&m, 8, random_images(2, 1, 8, 1), false, taps);
     expect_error("forward_from the logits tap", st, KD_ERR_INVALID,
-                 "resnet8: forward_from tap 5 is out of range");
-    bool want[6] = {true, true, true, true, true, true};
+                 "resnet8: forward_from tap 8 is out of range");
+    bool want[16] = {true, true, true, true, true, true, true, true, true};
     kd_forward_args a = {sizeof a, random_images(2, 1, 8, 1), false, kd_rng_make(0, 0, 0),
                          want, taps};
     st = m.vt->forward_from(m.self, -1, &a);
@@ -591,6 +604,77 @@ static void parity_case_run(int c, const char *dir)
     kd_safetensors_close(f);
 }
 
+/* Frozen taps bound the f64 port's error against torch's f64: both sum
+ * the same products in another order, and freeze() folds each BN into its
+ * convolution (one rounding more per weight), so they differ by a few
+ * hundred ulps of the sums through the depth, far below this. */
+#define FROZEN_F64_TOL 1e-10
+
+/* A pre-ReLU tap must differ from its ReLU by at least this share of its
+ * norm (an identity shortcut adds a non-negative map, so the share is a
+ * few percent at the least): a port tapping after the ReLU is then off by
+ * millions of times FROZEN_F64_TOL. */
+#define PREACT_MIN_NEGATIVE 1e-3
+
+/* The frozen model an eval-mode teacher is (freeze(): every BN folded into
+ * its convolution) in float64, on the case's weights with the last BNs'
+ * shifts around 0 (fz.*) and input: every eval tap, each stage's pre-ReLU
+ * tap included, equals torch's f64 taps (frozen.*), and the pre-ReLU taps
+ * are not their ReLUs. */
+static void frozen_case(int c, const char *dir)
+{
+    const parity_case *pc = &CASES[c];
+    char name[160], path[256], params[96], key[160], bad[320] = "";
+    snprintf(name, sizeof name, "%s %dx%dx%d: frozen (BN folded) f64 eval taps, stageN.preact "
+             "included, match torch's f64", pc->provider, pc->in_chans, pc->size, pc->size);
+    snprintf(path, sizeof path, "%s/case%d.safetensors", dir, c);
+    snprintf(params, sizeof params, "{\"num_classes\": %d, \"in_chans\": %d}", pc->num_classes,
+             pc->in_chans);
+    kd_safetensors *f = NULL;
+    model m;
+    if (kd_safetensors_open(path, &f) != KD_OK ||
+        !model_open_dtype(&m, pc->provider, params, 9, KD_CPU, KD_F64, NULL)) {
+        kt_fail(name, "%s", kd_last_error());
+        kd_safetensors_close(f);
+        return;
+    }
+    kd_scope_begin();
+    bool prev = kd_set_grad_enabled(false);
+    for (int i = 0; i < m.n_tensors && !bad[0]; i++) {
+        const kd_named_tensor *nt = &m.tensors[i];
+        snprintf(key, sizeof key, "fz.%s", nt->name);
+        if (!kd_safetensors_find(f, key))
+            snprintf(key, sizeof key, "w.%s", nt->name);
+        kd_tensor *w = kd_safetensors_load(f, key, nt->tensor->dtype);
+        if (!w || kd_tensor_copy_(nt->tensor, w) != KD_OK)
+            snprintf(bad, sizeof bad, "%s: %s", key, kd_last_error());
+    }
+    kd_status st = bad[0] ? KD_ERR_INVALID : m.vt->freeze(m.self);
+    kd_tensor *taps[16];
+    if (st == KD_OK)
+        st = run_all(&m, -1, kd_safetensors_load(f, "input", KD_F64), false, taps);
+    int preacts = 0;
+    for (int t = 0; st == KD_OK && t < m.n_taps; t++) {
+        snprintf(key, sizeof key, "frozen.%s", m.taps[t].name);
+        compare(taps[t], f, key, 0, FROZEN_F64_TOL, bad, sizeof bad);
+        if (!strstr(m.taps[t].name, ".preact") || bad[0])
+            continue;
+        preacts++;
+        kd_tensor *pre = kd_safetensors_load(f, key, KD_F64);
+        double share = pre ? norm(kd_sub(pre, kd_relu(pre))) / norm(pre) : 0;
+        if (!(share >= PREACT_MIN_NEGATIVE))
+            snprintf(bad, sizeof bad, "%s: its negative part is %.3g of its norm (< %g): it "
+                     "does not tell pre-ReLU from post-ReLU", key, share, PREACT_MIN_NEGATIVE);
+    }
+    if (st == KD_OK && !bad[0] && preacts != m.n_taps / 2 - 1)
+        snprintf(bad, sizeof bad, "%d preact taps for %d taps", preacts, m.n_taps);
+    kt_check(st == KD_OK && !bad[0], name, "%s", st != KD_OK ? kd_last_error() : bad);
+    kd_set_grad_enabled(prev);
+    kd_scope_end();
+    model_close(&m);
+    kd_safetensors_close(f);
+}
+
 /* `kdengine forward` on the case's weights (as a state_dict file) and input,
  * in float64: every tap equals the reference's f64 taps up to their
  * rounding to f32 in the fixture (2^-24 relative), so the command, its
@@ -640,8 +724,8 @@ static void forward_cli_case(int c, const char *dir)
         snprintf(key, sizeof key, "eval.%s", tap);
         compare(kd_safetensors_load(o, tap, KD_F64), f, key, 0, 2e-7, bad, sizeof bad);
     }
-    if (!bad[0] && kd_safetensors_count(o) != 7)
-        snprintf(bad, sizeof bad, "%d taps written, not 7", kd_safetensors_count(o));
+    if (!bad[0] && kd_safetensors_count(o) != 11)
+        snprintf(bad, sizeof bad, "%d taps written, not 11", kd_safetensors_count(o));
     kt_check(!bad[0], name, "%s", bad);
     free(text);
     free(names);
@@ -684,8 +768,10 @@ static void parity(void)
         kt_fail("resnet parity", "the torch reference failed: %s", cmd);
     } else {
         test_keys(dir);
-        for (int c = 0; c < N_CASES; c++)
+        for (int c = 0; c < N_CASES; c++) {
             parity_case_run(c, dir);
+            frozen_case(c, dir);
+        }
         forward_cli_case(N_CASES - 1, dir);
     }
     char path[256];
@@ -716,18 +802,22 @@ static void test_shared_models(void)
 #define MAP KD_LAYOUT_NCHW
 #define VEC KD_LAYOUT_NC
     static const kd_tap_info r50_taps[] = {
-        {"stem", 64, 4, MAP, 0},          {"stage1", 256, 4, MAP, 0},
-        {"stage2", 512, 8, MAP, 0},       {"stage3", 1024, 16, MAP, 0},
-        {"stage4", 2048, 32, MAP, 0},     {"pre_logits", 2048, 1, VEC, 0},
-        {"logits", 1000, 1, VEC, 0}};
+        {"stem", 64, 4, MAP, 0},
+        {"stage1.preact", 256, 4, MAP, 0},   {"stage1", 256, 4, MAP, 0},
+        {"stage2.preact", 512, 8, MAP, 0},   {"stage2", 512, 8, MAP, 0},
+        {"stage3.preact", 1024, 16, MAP, 0}, {"stage3", 1024, 16, MAP, 0},
+        {"stage4.preact", 2048, 32, MAP, 0}, {"stage4", 2048, 32, MAP, 0},
+        {"pre_logits", 2048, 1, VEC, 0},     {"logits", 1000, 1, VEC, 0}};
     static const kd_tap_info r8x4_taps[] = {
-        {"stem", 32, 1, MAP, 0},          {"stage1", 64, 1, MAP, 0},
-        {"stage2", 128, 2, MAP, 0},       {"stage3", 256, 4, MAP, 0},
-        {"pre_logits", 256, 1, VEC, 0},   {"logits", 100, 1, VEC, 0}};
+        {"stem", 32, 1, MAP, 0},
+        {"stage1.preact", 64, 1, MAP, 0},    {"stage1", 64, 1, MAP, 0},
+        {"stage2.preact", 128, 2, MAP, 0},   {"stage2", 128, 2, MAP, 0},
+        {"stage3.preact", 256, 4, MAP, 0},   {"stage3", 256, 4, MAP, 0},
+        {"pre_logits", 256, 1, VEC, 0},      {"logits", 100, 1, VEC, 0}};
 #undef MAP
 #undef VEC
-    test_taps(&sm.r50, "resnet50", 7, r50_taps);
-    test_taps(&sm.r8x4, "resnet8x4", 6, r8x4_taps);
+    test_taps(&sm.r50, "resnet50", 11, r50_taps);
+    test_taps(&sm.r8x4, "resnet8x4", 9, r8x4_taps);
     test_forward_from(&sm.r8x4, "resnet8x4", 16);
     test_forward_from(&sm.r18, "resnet18", 32);
     model_close(&sm.r8x4);

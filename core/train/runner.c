@@ -513,13 +513,15 @@ static kd_status non_finite(const run *r, step_losses *t)
 }
 
 /* The job's batch transforms, in order: each replaces the images and sets
- * soft targets (scope-owned). */
+ * soft targets (scope-owned). They draw per batch of the views' epoch, so
+ * an epoch that replays stored views (fkd) mixes them as it was labelled. */
 static kd_status batch_transforms(run *r, kd_batch_args *ba)
 {
     const kd_session *s = r->s;
+    int64_t key = kd_session_view_batch(s, r->st.epoch, r->st.micro, r->batches_per_epoch);
     for (int i = 0; i < s->n_batch_transforms; i++) {
         ba->rng = kd_rng_make(r->job->seed, rank_stream(KD_STREAM_BATCH << 8 | (uint64_t)i),
-                              (uint64_t)r->st.micro);
+                              (uint64_t)key);
         kd_status st = s->btvt[i]->apply(s->btself[i], ba);
         if (st != KD_OK)
             return kd_error_wrap(st, "data.train.batch_transforms[%d]", i);

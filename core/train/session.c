@@ -623,6 +623,12 @@ int64_t kd_session_view_epoch(const kd_session *s, int64_t epoch)
     return s->view_epochs > 0 ? epoch % s->view_epochs : epoch;
 }
 
+int64_t kd_session_view_batch(const kd_session *s, int64_t epoch, int64_t micro,
+                              int64_t batches_per_epoch)
+{
+    return micro - (epoch - kd_session_view_epoch(s, epoch)) * batches_per_epoch;
+}
+
 static void init_services(kd_session *s)
 {
     s->services = (kd_host_services){

@@ -125,6 +125,14 @@ kd_status kd_session_fingerprint(kd_session *s, const char **json);
  * for replay. */
 int64_t kd_session_view_epoch(const kd_session *s, int64_t epoch);
 
+/* The batch count that keys the batch transforms' draws (mixup, cutmix)
+ * for the run's batch `micro` of training epoch `epoch`: micro itself, or,
+ * when the epoch replays view epoch v, the count the same batch had in
+ * epoch v (micro moved back by whole epochs of `batches_per_epoch`), so a
+ * replayed epoch mixes exactly as the stored one did. */
+int64_t kd_session_view_batch(const kd_session *s, int64_t epoch, int64_t micro,
+                              int64_t batches_per_epoch);
+
 /* Prints `kdengine plan`: models, parameters, MACs, taps per loss, memory. */
 kd_status kd_session_plan(kd_session *s, FILE *out);
 

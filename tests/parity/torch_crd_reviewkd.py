@@ -20,6 +20,13 @@ drew for each step; this side answers with the values, the gradients with
 respect to the student features and every parameter, and the state after
 the last step, or cI.error / rI.error metadata.
 
+The job case (j.*, when metadata job_case is 1): ReviewKD as the example
+job binds it. The C side gives its teacher's state_dict (j.teacher.*), the
+batch (j.input) and the student's levels; this side runs that teacher
+(tests/parity/torch_resnet.py's ResNet, eval mode, f64), takes the levels
+the job's teacher_taps name (stageN.preact: the last block before its
+final ReLU), answers them as j.tap.<tap>, and runs the loss on them.
+
 usage: torch_crd_reviewkd.py IN.safetensors OUT.safetensors
 """
 import json
@@ -31,10 +38,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_ref import read_safetensors, write_safetensors  # noqa: E402
+from torch_resnet import build as build_resnet  # noqa: E402
 
 CRD_DEFAULTS = {"feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_momentum": 0.5,
                 "mode": "exact"}
 REVIEW_DEFAULTS = {"student_taps": ["stage1", "stage2", "stage3", "pre_logits"],
+                   "teacher_taps": ["stage1.preact", "stage2.preact", "stage3.preact",
+                                    "pre_logits"],
                    "mid_channels": 0, "warmup_epochs": 20.0, "first_epoch": 1}
 NCE_EPS = 1e-7
 BN_MOMENTUM = 0.1
@@ -189,6 +199,24 @@ def run_review(key, params, epoch, tensors, out):
             out[f"{key}.final.{n}"] = t
 
 
+def run_review_job(meta, tensors, out):
+    """The teacher levels from the job's teacher, then the loss on them."""
+    params = json.loads(meta["j.params"])
+    teacher_params = json.loads(meta["j.teacher_params"])
+    teacher = build_resnet(meta["j.teacher"], teacher_params["num_classes"],
+                           teacher_params["in_chans"])
+    prefix = "j.teacher."
+    teacher.load_state_dict({n[len(prefix):]: t for n, t in tensors.items()
+                             if n.startswith(prefix)})
+    teacher.double().eval()
+    with torch.no_grad():
+        taps = teacher.taps(tensors["j.input"].double())
+    for i, name in enumerate(params["teacher_taps"]):
+        tensors[f"j.t{i}"] = taps[name]
+        out[f"j.tap.{name}"] = taps[name]
+    run_review("j", params, int(meta["j.epoch"]), tensors, out)
+
+
 def main():
     torch.set_num_threads(1)
     tensors, meta = read_safetensors(sys.argv[1])
@@ -206,6 +234,11 @@ def main():
                        tensors, out)
         except Exception as e:
             out_meta[f"{key}.error"] = f"{type(e).__name__}: {e}"
+    if meta.get("job_case") == "1":
+        try:
+            run_review_job(meta, tensors, out)
+        except Exception as e:
+            out_meta["j.error"] = f"{type(e).__name__}: {e}"
     write_safetensors(sys.argv[2], out, out_meta)
 
 

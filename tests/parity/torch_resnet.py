@@ -13,7 +13,13 @@ test and writes into OUT_DIR:
     train-mode taps (train.<tap>), the gradients of every parameter
     (grad.<name>) and of the input (grad.input) for the upstream gradient
     `upstream` on the logits, and the buffers after the train forward
-    (after.<name>).
+    (after.<name>). For the pre-ReLU taps: the same weights with each
+    block's last BN shifts drawn around 0 (fz.<name>, the biases that
+    change), so the residual sums cross 0, and that model's eval taps in
+    f64, stored as f64 (frozen.<tap>).
+
+Taps: "stem", per stage "stageN.preact" (the last block's residual sum,
+before its final ReLU) and "stageN", "pre_logits", "logits".
 
 usage: torch_resnet.py OUT_DIR CASE...
 """
@@ -41,10 +47,13 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes, device=device)
         self.downsample = shortcut(cin, planes, stride, device)
 
-    def forward(self, x, relu=F.relu):
+    def preact(self, x, relu=F.relu):
         y = relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return relu(y + (x if self.downsample is None else self.downsample(x)))
+        return y + (x if self.downsample is None else self.downsample(x))
+
+    def forward(self, x, relu=F.relu):
+        return relu(self.preact(x, relu))
 
 
 class Bottleneck(nn.Module):
@@ -61,11 +70,14 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(cout, device=device)
         self.downsample = shortcut(cin, cout, stride, device)
 
-    def forward(self, x, relu=F.relu):
+    def preact(self, x, relu=F.relu):
         y = relu(self.bn1(self.conv1(x)))
         y = relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return relu(y + (x if self.downsample is None else self.downsample(x)))
+        return y + (x if self.downsample is None else self.downsample(x))
+
+    def forward(self, x, relu=F.relu):
+        return relu(self.preact(x, relu))
 
 
 def shortcut(cin, cout, stride, device):
@@ -100,8 +112,12 @@ class ResNet(nn.Module):
             x = max_pool(x)
         out["stem"] = x
         for i in range(self.stages):
-            for block in getattr(self, f"layer{i + 1}"):
+            layer = getattr(self, f"layer{i + 1}")
+            for block in layer[:-1]:
                 x = block(x, relu)
+            x = layer[-1].preact(x, relu)
+            out[f"stage{i + 1}.preact"] = x
+            x = relu(x)
             out[f"stage{i + 1}"] = x
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         out["pre_logits"] = x
@@ -131,6 +147,13 @@ def parent(model, name):
     return model.get_submodule(name.rsplit(".", 1)[0])
 
 
+def last_bn(model, name):
+    """A block's last BN on either branch: what the residual sum adds."""
+    return name.startswith("layer") and (
+        name.endswith(".downsample.1") or name.endswith(".bn3") or
+        (name.endswith(".bn2") and not hasattr(parent(model, name), "bn3")))
+
+
 def randomize_bn(model, gen):
     """BN affine and running statistics away from their defaults, so a port
     that ignores any of them fails, set so that the train-mode forward is
@@ -145,10 +168,7 @@ def randomize_bn(model, gen):
         if not isinstance(m, nn.BatchNorm2d):
             continue
         c = m.num_features
-        last = name.startswith("layer") and (
-            name.endswith(".downsample.1") or name.endswith(".bn3") or
-            (name.endswith(".bn2") and not hasattr(parent(model, name), "bn3")))
-        if last:
+        if last_bn(model, name):
             gamma = torch.rand(c, generator=gen) * 0.2 + 0.1
             beta = 4 * gamma
         else:
@@ -232,7 +252,26 @@ def run_case(spec, path):
         out[f"grad.{k}"] = p.grad.float()
     for k, b in model.named_buffers():
         out[f"after.{k}"] = b.float() if b.is_floating_point() else b.clone()
+    preact_taps(spec, int(classes), int(chans), x, gen, out)
     write_safetensors(path, out, {"case": spec})
+
+
+def preact_taps(spec, classes, chans, x, gen, out):
+    """randomize_bn keeps the residual sums positive, where a pre-ReLU
+    tap equals its ReLU: here the last BNs' shifts are drawn around 0, so
+    about half of every sum is negative, and the eval taps are kept in f64
+    for the frozen (BN-folded) f64 port to be held to."""
+    model = build(spec.split(",")[0], classes, chans)
+    model.load_state_dict({k[2:]: v for k, v in out.items() if k.startswith("w.")})
+    for name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d) and last_bn(model, name):
+            with torch.no_grad():
+                m.bias.copy_(m.weight * torch.randn(m.num_features, generator=gen))
+            out[f"fz.{name}.bias"] = m.bias.detach().clone()
+    model.double().eval()
+    with torch.no_grad():
+        for k, v in model.taps(x.double()).items():
+            out[f"frozen.{k}"] = v
 
 
 def main():

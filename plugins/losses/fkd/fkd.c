@@ -11,9 +11,10 @@
  *
  * The views must be the ones labelled: at bind the loss compares the
  * store's fingerprint with the job's (the host's pipeline_fingerprint)
- * and asks the host to replay epoch e % E's views in epoch e. Batch
- * transforms draw per step, which does not repeat, so with them a run
- * may not go past E epochs. */
+ * and asks the host to replay epoch e % E's views in epoch e: its sample
+ * order, per-sample augmentations and batch transforms' draws (mixup,
+ * cutmix), so every epoch past E cycles through the stored ones as FKD
+ * does. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,6 @@ typedef struct fkd_loss {
     char *tap;
     bool renorm;
     kd_label_index index;
-    bool views_mix;       /* batch transforms: epochs past E differ */
     kd_label_shard shard; /* the stored epoch in use */
     int64_t shard_epoch;  /* -1: none loaded */
     double *target;       /* [batch * C] scratch */
@@ -80,13 +80,6 @@ static kd_status fkd_needs(void *self, kd_loss_needs *out)
     out->n_teacher = 0;
     out->teacher = NULL;
     return KD_OK;
-}
-
-/* Whether the stored views were made with batch transforms. */
-static bool batch_transforms_in(const json_t *fingerprint)
-{
-    const json_t *data = json_object_get(fingerprint, "data");
-    return json_array_size(json_object_get(data, "batch_transforms")) > 0;
 }
 
 /* The store must hold this job's views: the teacher is compared only when
@@ -140,8 +133,7 @@ static kd_status fkd_bind(void *self, const kd_bind_args *args)
                         (long long)host->train_length);
     if ((st = check_pipeline(f, host)) != KD_OK)
         return st;
-    f->views_mix = batch_transforms_in(f->index.fingerprint);
-    if (!f->views_mix && (st = host->replay_views(host->host, f->index.n_shards)) != KD_OK)
+    if ((st = host->replay_views(host->host, f->index.n_shards)) != KD_OK)
         return kd_error_wrap(st, "fkd");
     return KD_OK;
 }
@@ -149,11 +141,6 @@ static kd_status fkd_bind(void *self, const kd_bind_args *args)
 static kd_status use_epoch(fkd_loss *f, int64_t epoch)
 {
     int64_t stored = epoch % f->index.n_shards;
-    if (f->views_mix && epoch >= f->index.n_shards)
-        return kd_error(KD_ERR_INVALID, "fkd: epoch %lld is past the %lld epochs in %s, and "
-                        "its views went through batch transforms, which draw per step and do "
-                        "not repeat: label at least as many epochs as the run has",
-                        (long long)epoch + 1, (long long)f->index.n_shards, f->labels);
     if (stored == f->shard_epoch)
         return KD_OK;
     kd_label_shard_free(&f->shard);

@@ -7,9 +7,13 @@
  * block (BasicBlock, or timm's Bottleneck with the stride on its 3x3).
  * Tensor names and order are the reference state_dicts'.
  *
- * Taps, in forward order: "stem", "stage1".."stageS", "pre_logits",
- * "logits"; tap t is the output of segment t, so a forward from tap t runs
- * segments t+1.. and stops after the last wanted tap. */
+ * Taps, in forward order: "stem", then per stage "stageN.preact" and
+ * "stageN", then "pre_logits", "logits". "stageN.preact" is the stage's
+ * last block before its final ReLU (the residual sum), what ReviewKD and
+ * mdistiller's "preact_feats" read from a teacher; "stageN" is its ReLU.
+ * Tap t is the output of segment t, so a forward from tap t runs segments
+ * t+1.. (from a preact tap, the ReLU first) and stops after the last
+ * wanted tap. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,7 +26,7 @@
 #define BN_MOMENTUM 0.1
 #define BN_EPS 1e-5
 #define MAX_STAGES 4
-#define MAX_TAPS (MAX_STAGES + 3)
+#define MAX_TAPS (2 * MAX_STAGES + 3)
 
 typedef enum block_kind { BASIC_BLOCK, BOTTLENECK } block_kind;
 
@@ -53,9 +57,25 @@ static const resnet_arch ARCHS[] = {
 #define N_ARCHS ((int)(sizeof ARCHS / sizeof ARCHS[0]))
 
 static const char *const TAP_NAMES[2][MAX_TAPS] = {
-    {"stem", "stage1", "stage2", "stage3", "pre_logits", "logits"},
-    {"stem", "stage1", "stage2", "stage3", "stage4", "pre_logits", "logits"},
+    {"stem", "stage1.preact", "stage1", "stage2.preact", "stage2", "stage3.preact", "stage3",
+     "pre_logits", "logits"},
+    {"stem", "stage1.preact", "stage1", "stage2.preact", "stage2", "stage3.preact", "stage3",
+     "stage4.preact", "stage4", "pre_logits", "logits"},
 };
+
+/* What the segment ending at a tap computes. */
+typedef enum segment_kind {
+    SEG_STEM,
+    SEG_STAGE_PREACT, /* a stage's blocks, the last one's final ReLU left out */
+    SEG_RELU,         /* that ReLU */
+    SEG_POOL,
+    SEG_FC
+} segment_kind;
+
+typedef struct segment {
+    segment_kind kind;
+    int stage; /* SEG_STAGE_PREACT and SEG_RELU: which, 0-based */
+} segment;
 
 typedef struct conv_layer {
     kd_tensor *weight;
@@ -90,6 +110,7 @@ typedef struct resnet {
     kd_named_tensor *named;
     int n_named, cap_named;
     kd_tap_info taps[MAX_TAPS];
+    segment segs[MAX_TAPS]; /* segs[t] makes tap t */
     int n_taps;
 } resnet;
 
@@ -293,8 +314,11 @@ static kd_status build(resnet *r)
     r->blocks = st == KD_OK ? calloc((size_t)n_blocks, sizeof *r->blocks) : NULL;
     if (!r->blocks)
         return st == KD_OK ? kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name) : st;
-    int cin = a->stem_width, reduction = a->imagenet ? 4 : 1, b = 0;
-    r->taps[0] = (kd_tap_info){TAP_NAMES[a->imagenet][0], cin, reduction, KD_LAYOUT_NCHW, 0};
+    int cin = a->stem_width, reduction = a->imagenet ? 4 : 1, b = 0, t = 0;
+    const char *const *names = TAP_NAMES[a->imagenet];
+    r->segs[t] = (segment){SEG_STEM, 0};
+    r->taps[t] = (kd_tap_info){names[t], cin, reduction, KD_LAYOUT_NCHW, 0};
+    t++;
     for (int s = 0; s < a->n_stages; s++) {
         r->stage_first[s] = b;
         int stride = s == 0 ? 1 : 2;
@@ -307,15 +331,20 @@ static kd_status build(resnet *r)
                 return st;
             cin = a->planes[s] * expansion(a);
         }
-        r->taps[s + 1] =
-            (kd_tap_info){TAP_NAMES[a->imagenet][s + 1], cin, reduction, KD_LAYOUT_NCHW, 0};
+        r->segs[t] = (segment){SEG_STAGE_PREACT, s};
+        r->taps[t] = (kd_tap_info){names[t], cin, reduction, KD_LAYOUT_NCHW, 0};
+        t++;
+        r->segs[t] = (segment){SEG_RELU, s};
+        r->taps[t] = (kd_tap_info){names[t], cin, reduction, KD_LAYOUT_NCHW, 0};
+        t++;
     }
     r->stage_first[a->n_stages] = b;
-    r->taps[a->n_stages + 1] =
-        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 1], cin, 1, KD_LAYOUT_NC, 0};
-    r->taps[a->n_stages + 2] =
-        (kd_tap_info){TAP_NAMES[a->imagenet][a->n_stages + 2], r->num_classes, 1, KD_LAYOUT_NC, 0};
-    r->n_taps = a->n_stages + 3;
+    r->segs[t] = (segment){SEG_POOL, 0};
+    r->taps[t] = (kd_tap_info){names[t], cin, 1, KD_LAYOUT_NC, 0};
+    t++;
+    r->segs[t] = (segment){SEG_FC, 0};
+    r->taps[t] = (kd_tap_info){names[t], r->num_classes, 1, KD_LAYOUT_NC, 0};
+    r->n_taps = t + 1;
     return add_fc(r, cin);
 }
 
@@ -412,7 +441,8 @@ static kd_tensor *conv_bn(kd_tensor *x, const conv_layer *c, const bn_layer *b, 
     return batch_norm(kd_conv2d(x, c->weight, NULL, &c->p), b, training);
 }
 
-static kd_tensor *block_forward(const res_block *blk, kd_tensor *x, bool training)
+/* A block up to its final ReLU: the residual branch plus the shortcut. */
+static kd_tensor *block_preact(const res_block *blk, kd_tensor *x, bool training)
 {
     kd_tensor *y = x;
     for (int i = 0; i < blk->n_convs; i++) {
@@ -424,43 +454,57 @@ static kd_tensor *block_forward(const res_block *blk, kd_tensor *x, bool trainin
         return NULL;
     kd_tensor *shortcut = blk->has_downsample ? conv_bn(x, &blk->down, &blk->down_bn, training)
                                               : x;
-    return kd_relu(kd_add(y, shortcut));
+    return kd_add(y, shortcut);
+}
+
+/* A stage's blocks, the last one left before its final ReLU. */
+static kd_tensor *stage_preact(const resnet *r, int s, kd_tensor *x, bool training)
+{
+    kd_tensor *y = x;
+    for (int b = r->stage_first[s]; b < r->stage_first[s + 1]; b++) {
+        y = block_preact(&r->blocks[b], y, training);
+        if (y && b + 1 < r->stage_first[s + 1])
+            y = kd_relu(y);
+        if (!y) {
+            kd_error_wrap(kd_last_status(), "layer%d.%d", s + 1, b - r->stage_first[s]);
+            return NULL;
+        }
+    }
+    return y;
 }
 
 /* Segment t turns tap t-1 (the image for t = 0) into tap t. */
 static kd_tensor *run_segment(resnet *r, int t, kd_tensor *x, bool training)
 {
-    const resnet_arch *a = r->arch;
-    kd_tensor *y;
-    if (t == 0) {
+    const segment *seg = &r->segs[t];
+    kd_tensor *y = NULL;
+    switch (seg->kind) {
+    case SEG_STEM:
         y = kd_relu(conv_bn(x, &r->stem, &r->stem_bn, training));
-        if (a->imagenet)
+        if (r->arch->imagenet)
             y = kd_max_pool2d(y, (const int[]){3, 3}, (const int[]){2, 2}, (const int[]){1, 1});
         if (!y)
             kd_error_wrap(kd_last_status(), "stem");
         return y;
-    }
-    if (t <= a->n_stages) {
-        y = x;
-        for (int b = r->stage_first[t - 1]; b < r->stage_first[t]; b++) {
-            y = block_forward(&r->blocks[b], y, training);
-            if (!y) {
-                kd_error_wrap(kd_last_status(), "layer%d.%d", t, b - r->stage_first[t - 1]);
-                return NULL;
-            }
-        }
+    case SEG_STAGE_PREACT:
+        return stage_preact(r, seg->stage, x, training);
+    case SEG_RELU:
+        y = kd_relu(x);
+        if (!y)
+            kd_error_wrap(kd_last_status(), "layer%d: final ReLU", seg->stage + 1);
         return y;
-    }
-    if (t == a->n_stages + 1) {
+    case SEG_POOL:
         y = kd_adaptive_avg_pool2d(x, 1, 1);
         y = y ? kd_reshape(y, 2, (const int64_t[]){y->shape[0], y->shape[1]}) : NULL;
         if (!y)
             kd_error_wrap(kd_last_status(), "global pool");
         return y;
+    case SEG_FC:
+        y = kd_linear(x, r->fc_weight, r->fc_bias);
+        if (!y)
+            kd_error_wrap(kd_last_status(), "fc");
+        return y;
     }
-    y = kd_linear(x, r->fc_weight, r->fc_bias);
-    if (!y)
-        kd_error_wrap(kd_last_status(), "fc");
     return y;
 }
 

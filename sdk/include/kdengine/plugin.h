@@ -401,9 +401,9 @@ typedef struct kd_host_services {
      * the job has one}. A loss reading stored per-view data (fkd) checks
      * it against what the data was made with. */
     kd_status (*pipeline_fingerprint)(void *host, const char **json);
-    /* From bind() on, epoch e of training replays the views (sample order
-     * and augmentations) of epoch e % epochs, so such a loss can cycle
-     * through the `epochs` it has. */
+    /* From bind() on, epoch e of training replays the views (sample order,
+     * augmentations and the batch transforms' draws) of epoch e % epochs,
+     * so such a loss can cycle through the `epochs` it has. */
     kd_status (*replay_views)(void *host, int64_t epochs);
 } kd_host_services;
 
