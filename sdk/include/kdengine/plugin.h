@@ -417,11 +417,18 @@ typedef struct kd_bind_args {
     const kd_host_services *host;
 } kd_bind_args;
 
+/* The label of a sample without one: an unlabeled sample a job mixes into
+ * its training set (data.train.unlabeled, SSLD). A loss that needs labels
+ * leaves such rows out (ce averages over the labeled rows); a distillation
+ * loss uses every row. */
+#define KD_LABEL_NONE (-1)
+
 typedef struct kd_loss_args {
     uint32_t size;
     kd_tensor *const *student; /* tensors in kd_loss_needs order */
     kd_tensor *const *teacher; /* NULL when n_teacher is 0 */
-    kd_tensor *labels;         /* I64 [N]: class indices */
+    kd_tensor *labels;         /* I64 [N]: class indices, KD_LABEL_NONE for an
+                                  unlabeled sample */
     kd_tensor *soft_targets;   /* [N, classes] after mixup/cutmix, else
                                   NULL; a label loss prefers it when set */
     kd_tensor *indices;        /* I64 [N]: dataset positions */
