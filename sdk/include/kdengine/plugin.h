@@ -514,6 +514,11 @@ typedef struct kd_dataset_vtable {
      * place of an unreadable one (a dataset's documented skip policy);
      * the host reports the growth at each epoch's end. Thread-safe. */
     int64_t (*skipped)(void *self);
+    /* optional, appended within ABI 2 after the two above */
+    /* What sample `index` is called where it lives (an image's file path,
+     * as the dataset opens it), owned by the instance: the host writes it
+     * into list files of samples (kdengine select). Thread-safe. */
+    const char *(*sample_name)(void *self, int64_t index);
 } kd_dataset_vtable;
 
 typedef struct kd_transform_vtable {
