@@ -414,6 +414,107 @@ static void test_refusals(void)
                    "bad.txt:1: expected 'path' or 'path label'");
 }
 
+/* Lines of a text file, or -1 when it cannot be read. */
+static int count_lines(const char *path)
+{
+    size_t len = 0;
+    char *text = (char *)kt_read_file(path, &len);
+    if (!text)
+        return -1;
+    int n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += text[i] == '\n';
+    free(text);
+    return n;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    size_t la = 0, lb = 0;
+    unsigned char *x = kt_read_file(a, &la), *y = kt_read_file(b, &lb);
+    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* Of the kept images, how many the teacher put in their quadrant's class
+ * (the pool's folders c0..c3 name it). */
+static int agreeing(const char *list_path, int *lines)
+{
+    FILE *f = fopen(list_path, "r");
+    char line[512];
+    int agree = 0;
+    *lines = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        int folder = -1, c = -2;
+        const char *at = strstr(line, "pool/c");
+        if (at && sscanf(at, "pool/c%d/%*s %d", &folder, &c) == 2)
+            agree += folder == c;
+        (*lines)++;
+    }
+    if (f)
+        fclose(f);
+    return agree;
+}
+
+static void test_select(void)
+{
+    char *out = NULL;
+    int rc = kt_kdengine(dir, &out, "select distil.json --pool pool --top-k 5 --out sel.txt "
+                         "--scores scores.safetensors");
+    char sel[256], ref[256], scores[256];
+    snprintf(sel, sizeof sel, "%s/sel.txt", dir);
+    snprintf(ref, sizeof ref, "%s/ref.txt", dir);
+    snprintf(scores, sizeof scores, "%s/scores.safetensors", dir);
+    int lines = 0, agree = agreeing(sel, &lines);
+    /* the teacher learnt the quadrants: what it keeps is mostly right */
+    kt_check(rc == 0 && lines > 0 && lines <= 20 && agree * 4 >= lines * 3,
+             "select: a folder pool, the top 5 of each of 4 classes, mostly the right quadrant",
+             "exit %d, %d lines, %d agree: %s", rc, lines, agree, out ? out : "(none)");
+    free(out);
+    char script[512], cmd[2048];
+    kt_source_path("tests/parity/ssld_select.py", script, sizeof script);
+    snprintf(cmd, sizeof cmd, "%s %s %s 5 %s 2>&1", KD_TORCH_PYTHON, script, scores, ref);
+    if (!KD_TORCH_PYTHON[0] || kt_run_command(KD_TORCH_PYTHON " -c 'import numpy, torch' "
+                                              ">/dev/null 2>&1", NULL) != 0) {
+        kt_skip("select: the list equals the Python reading of the rule",
+                "numpy and torch are not importable by %s", KD_TORCH_PYTHON);
+    } else {
+        rc = kt_run_command(cmd, &out);
+        kt_check(rc == 0 && same_file(sel, ref),
+                 "select: the list equals the Python reading of the rule on its probabilities",
+                 "exit %d: %s", rc, out ? out : "(none)");
+        free(out);
+    }
+    /* the same pool as a list, in another order: the same selection */
+    rc = kt_kdengine(dir, &out, "select distil.json --pool pool.txt --top-k 5 --out sel2.txt");
+    snprintf(ref, sizeof ref, "%s/sel2.txt", dir);
+    kt_check(rc == 0 && same_file(sel, ref), "select: a list of the pool keeps the same images",
+             "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+    /* more than a class has: all of it, and the classes named */
+    rc = kt_kdengine(dir, &out, "select distil.json --pool pool --top-k 40 --out all.txt");
+    snprintf(ref, sizeof ref, "%s/all.txt", dir);
+    kt_check(rc == 0 && count_lines(ref) == 64 && has(out, "fewer than --top-k images for class"),
+             "select: classes with fewer than K images keep all, and are named",
+             "exit %d, %d lines: %s", rc, count_lines(ref), out ? out : "(none)");
+    free(out);
+    /* the list trains: as a pool again */
+    rc = kt_kdengine(dir, &out, "validate distil.json --set data.train.unlabeled.list=sel.txt");
+    kt_check(rc == 0, "select: its list is a pool for data.train.unlabeled", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
+    rc = kt_kdengine(dir, &out, "select mixed.json --pool pool --top-k 5 --out x.txt");
+    kt_check(rc == 1 && has(out, "teacher: missing"), "select: a job without a teacher",
+             "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+    rc = kt_kdengine(dir, &out, "select distil.json --top-k 5 --out x.txt");
+    kt_check(rc == 2 && has(out, "--pool is required"), "select: --pool is required",
+             "exit %d: %s", rc, out ? out : "(none)");
+    free(out);
+}
+
 int main(void)
 {
     test_ce_skips_unlabeled();
@@ -430,6 +531,7 @@ int main(void)
         make_teacher()) {
         test_pool_runs();
         test_refusals();
+        test_select();
     }
     kt_remove_tree(dir);
     kt_plugins_close();

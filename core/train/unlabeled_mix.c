@@ -74,6 +74,15 @@ static const char *mix_class_name(void *self, int index)
     return m->labeled_vt->class_name(m->labeled, index);
 }
 
+static const char *mix_sample_name(void *self, int64_t index)
+{
+    const kd_unlabeled_mix *m = self;
+    int64_t n = m->labeled_info.length;
+    if (index < n)
+        return m->labeled_vt->sample_name ? m->labeled_vt->sample_name(m->labeled, index) : NULL;
+    return m->pool_vt->sample_name ? m->pool_vt->sample_name(m->pool, index - n) : NULL;
+}
+
 static int64_t mix_skipped(void *self)
 {
     const kd_unlabeled_mix *m = self;
@@ -116,6 +125,7 @@ kd_status kd_unlabeled_mix_open(const kd_dataset_vtable *vt, void *self,
         .labels = mix_labels,
         .class_name = vt->class_name ? mix_class_name : NULL,
         .skipped = vt->skipped || pool_vt->skipped ? mix_skipped : NULL,
+        .sample_name = vt->sample_name || pool_vt->sample_name ? mix_sample_name : NULL,
     };
     *vt_out = &m->vt;
     *out = m;

@@ -186,6 +186,12 @@ static const char *images_class_name(void *self, int index)
     return index >= 0 && index < d->index.num_classes ? d->index.class_names[index] : NULL;
 }
 
+static const char *images_sample_name(void *self, int64_t index)
+{
+    const image_dataset *d = self;
+    return index >= 0 && index < d->index.count ? d->index.paths[index] : NULL;
+}
+
 static int64_t images_skipped(void *self)
 {
     image_dataset *d = self;
@@ -201,6 +207,7 @@ const kd_dataset_vtable kd_images_folder_vtable = {
     .labels = images_labels,
     .class_name = images_class_name,
     .skipped = images_skipped,
+    .sample_name = images_sample_name,
 };
 
 const kd_dataset_vtable kd_images_list_vtable = {
@@ -212,6 +219,7 @@ const kd_dataset_vtable kd_images_list_vtable = {
     .labels = images_labels,
     .class_name = images_class_name,
     .skipped = images_skipped,
+    .sample_name = images_sample_name,
 };
 
 /* No classes to name: the pool's samples have none. */
@@ -223,4 +231,5 @@ const kd_dataset_vtable kd_images_pool_vtable = {
     .get = images_get,
     .labels = images_labels,
     .skipped = images_skipped,
+    .sample_name = images_sample_name,
 };
