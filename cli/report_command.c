@@ -234,9 +234,11 @@ static kd_status run_record_facts(loaded_run *run)
     json_t *threads = json_object_get(record, "threads");
     json_t *world = json_object_get(record, "world_size");
     if (st == KD_OK)
-        st = add_fact(run, "machine", "%s: %lld threads, %lld process%s",
+        st = add_fact(run, "machine", "%s: %lld thread%s, %lld process%s",
                       record_text(record, "hostname", "unknown host"),
-                      (long long)json_integer_value(threads), (long long)json_integer_value(world),
+                      (long long)json_integer_value(threads),
+                      json_integer_value(threads) == 1 ? "" : "s",
+                      (long long)json_integer_value(world),
                       json_integer_value(world) == 1 ? "" : "es");
     if (st == KD_OK && run->metrics.n_starts > 1)
         st = add_fact(run, "starts", "%d (resumed; the first start's build is shown)",

@@ -381,7 +381,7 @@ static void test_run_record(void)
     snprintf(want, sizeof want, "text %s, commit", kd_version());
     page p = read_page("a/report.html");
     char machine[300];
-    snprintf(machine, sizeof machine, "text %s: 1 threads, 1 process\n", host);
+    snprintf(machine, sizeof machine, "text %s: 1 thread, 1 process\n", host);
     kt_check(p.parsed && has(p.raw, want) && has(p.raw, "text ONEDNN_MAX_CPU_ISA=AVX2\n") &&
                  has(p.raw, machine) &&
                  has(p.raw, "text OpenBLAS"),

@@ -364,6 +364,12 @@ static void test_pool_runs(void)
              "run: data.train.unlabeled (a folder) joins the epoch, ce on the labeled rows",
              "exit %d: %s", rc, out ? out : "(none)");
     free(out);
+    rc = kt_kdengine(dir, &out, "plan mixed.json");
+    kt_check(rc == 0 && has(out, "160 of 160 samples") &&
+                 has(out, "data.train.unlabeled: image_pool, part of those samples"),
+             "plan: says the pool's samples are part of data.train's", "exit %d: %s", rc,
+             out ? out : "(none)");
+    free(out);
     write_job("distil", pool_list, teacher_json,
               "{\"name\": \"ce\"}, {\"name\": \"kd\", \"temperature\": 4}", 1);
     rc = kt_kdengine(dir, &out, "run distil.json");

@@ -982,6 +982,9 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
                 (long long)s->train.info.length, d->channels, d->height, d->width,
                 job->train.n_transforms, (long long)batch, accumulated,
                 (long long)kd_session_steps_per_epoch(s), (long long)job->epochs);
+    if (s->train.vt && job->train.unlabeled)
+        fprintf(out, "data.train.unlabeled: %s, part of those samples, without labels (losses "
+                "that need labels skip them)\n", job->train.unlabeled->name);
     if (s->val.vt)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
                 (long long)s->val.info.length);
