@@ -387,6 +387,36 @@ static void test_run_record(void)
                  has(p.raw, "text OpenBLAS"),
              "report: the environment shows the run record", "%s", p.raw ? p.raw : "(none)");
     free_page(&p);
+    /* a resume adds its own record at the checkpoint's step, the first
+     * stays; the report counts the starts */
+    char *out = NULL;
+    int rc = kt_kdengine(dir, &out, "run a.json --resume");
+    free(out);
+    f = fopen(path, "r");
+    int records = 0;
+    json_int_t last_step = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *type = json_string_value(json_object_get(j, "type"));
+        if (type && !strcmp(type, "run")) {
+            records++;
+            last_step = json_integer_value(json_object_get(j, "step"));
+        }
+        json_decref(j);
+    }
+    if (f)
+        fclose(f);
+    if (rc == 0) {
+        rc = kt_kdengine(dir, &out, "report a --out resumed.html");
+        free(out);
+    }
+    p = read_page("resumed.html");
+    kt_check(rc == 0 && records == 2 && last_step == 18 &&
+                 has(p.raw, "text 2 (resumed; the first start's build is shown)\n"),
+             "run record: a resume adds one at its step; the report counts the starts",
+             "exit %d, %d records, the last at step %lld: %s", rc, records,
+             (long long)last_step, p.raw ? p.raw : "(none)");
+    free_page(&p);
     /* a file from before run records (test_new_fields' "later") */
     p = read_page("later/report.html");
     kt_check(p.parsed && has(p.raw, "text not recorded (metrics.jsonl from before run records)"),
