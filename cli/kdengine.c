@@ -10,6 +10,7 @@
 #include "forward_command.h"
 #include "job_commands.h"
 #include "label_command.h"
+#include "select_command.h"
 #include "report_command.h"
 
 static void usage(FILE *out)
@@ -26,6 +27,7 @@ static void usage(FILE *out)
             "  forward MODEL|JOB  run a model on an input; write its taps\n"
             "  report RUN_DIR...  one HTML page with the runs' curves, jobs, environments\n"
             "  label JOB     store the teacher's top-k soft labels of every view (fkd)\n"
+            "  select JOB    keep the teacher's top-k images per class of a pool (SSLD)\n"
             "  plugins       list the providers the installed plugins declare\n"
             "  version       print the version and what this build contains\n"
             "\n"
@@ -171,6 +173,8 @@ int main(int argc, char **argv)
         return kd_command_report(argc - 2, argv + 2);
     if (strcmp(argv[1], "label") == 0)
         return kd_command_label(argc - 2, argv + 2);
+    if (strcmp(argv[1], "select") == 0)
+        return kd_command_select(argc - 2, argv + 2);
     int rc = kd_command_job(argv[1], argc - 2, argv + 2);
     if (rc >= 0)
         return rc;

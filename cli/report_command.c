@@ -32,7 +32,7 @@ static const char usage_text[] =
     "               run, report.html in the current folder for several)\n"
     "  --open       print the page's absolute path on stdout (for a browser)\n";
 
-enum { MAX_FACTS = 16 };
+enum { MAX_FACTS = 24 };
 
 typedef struct loaded_run {
     char *folder; /* absolute */
@@ -180,6 +180,72 @@ static kd_status classes_fact(loaded_run *run)
     return st;
 }
 
+/* A string field of the run record, or `absent` (a field of another type
+ * counts as absent: the record may come from another version). */
+static const char *record_text(json_t *record, const char *key, const char *absent)
+{
+    const char *s = json_string_value(json_object_get(record, key));
+    return s ? s : absent;
+}
+
+/* The set ISA-capping variables of the record's "env", "NAME=value, ...". */
+static kd_status isa_caps_fact(loaded_run *run, json_t *env)
+{
+    report_text caps = {0};
+    const char *name;
+    json_t *value;
+    json_object_foreach(env, name, value) {
+        if (json_is_string(value))
+            report_text_printf(&caps, "%s%s=%s", caps.data ? ", " : "", name,
+                               json_string_value(value));
+    }
+    if (caps.failed) {
+        report_text_free(&caps);
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", run->folder);
+    }
+    kd_status st = add_fact(run, "CPU ISA caps", "%s",
+                            caps.data ? caps.data : "none set (the libraries chose by the CPU)");
+    report_text_free(&caps);
+    return st;
+}
+
+/* The build and machine of the run's first start, from metrics.jsonl's
+ * "run" record; a run written before the records says so. */
+static kd_status run_record_facts(loaded_run *run)
+{
+    json_t *record = run->metrics.run;
+    if (!record)
+        return add_fact(run, "build", "not recorded (metrics.jsonl from before run records)");
+    const char *commit = record_text(record, "git_commit", NULL);
+    kd_status st = add_fact(run, "kdengine", "%s, %s%s", record_text(record, "kdengine", "?"),
+                            commit ? "commit " : "commit unknown", commit ? commit : "");
+    if (st == KD_OK)
+        st = add_fact(run, "compiler", "%s", record_text(record, "compiler", "unknown"));
+    if (st == KD_OK)
+        st = add_fact(run, "BLAS", "%s; core %s", record_text(record, "blas", "unknown"),
+                      record_text(record, "blas_core", "unknown"));
+    const char *onednn = record_text(record, "onednn", NULL);
+    if (st == KD_OK)
+        st = onednn ? add_fact(run, "oneDNN", "%s, ISA %s", onednn,
+                               record_text(record, "onednn_isa", "unknown"))
+                    : add_fact(run, "oneDNN", "not in this build");
+    if (st == KD_OK)
+        st = isa_caps_fact(run, json_object_get(record, "env"));
+    json_t *threads = json_object_get(record, "threads");
+    json_t *world = json_object_get(record, "world_size");
+    if (st == KD_OK)
+        st = add_fact(run, "machine", "%s: %lld thread%s, %lld process%s",
+                      record_text(record, "hostname", "unknown host"),
+                      (long long)json_integer_value(threads),
+                      json_integer_value(threads) == 1 ? "" : "s",
+                      (long long)json_integer_value(world),
+                      json_integer_value(world) == 1 ? "" : "es");
+    if (st == KD_OK && run->metrics.n_starts > 1)
+        st = add_fact(run, "starts", "%d (resumed; the first start's build is shown)",
+                      run->metrics.n_starts);
+    return st;
+}
+
 /* Where and how the run ran, as far as its folder says: the job's threads,
  * seed and dtype, the summary line the runner writes at the end, the
  * files it left. */
@@ -227,6 +293,8 @@ static kd_status environment_facts(loaded_run *run, json_t *job)
         st = checkpoint_fact(run);
     if (st == KD_OK)
         st = classes_fact(run);
+    if (st == KD_OK)
+        st = run_record_facts(run);
     return st;
 }
 

@@ -165,6 +165,12 @@ static bool use_line(report_metrics *m, const char *path, int64_t no, json_t *li
         m->summary = json_incref(line);
         return true;
     }
+    if (!strcmp(type, "run")) {
+        if (!m->run)
+            m->run = json_incref(line);
+        m->n_starts++;
+        return true;
+    }
     if (strcmp(type, "train") && strcmp(type, "eval"))
         return warn(m, path, no, "unknown line type \"%s\"; line skipped", type);
     json_t *step = json_object_get(line, "step");
@@ -257,5 +263,6 @@ void report_metrics_free(report_metrics *m)
         free(m->warnings[i]);
     free(m->warnings);
     json_decref(m->summary);
+    json_decref(m->run);
     *m = (report_metrics){0};
 }

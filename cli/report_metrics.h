@@ -3,7 +3,9 @@
  * The runner writes one JSON object per line (core/train/runner.c): "train"
  * lines (lr, loss, loss_avg, img_per_s, each loss's weighted value under
  * "terms" and every named term under "loss_terms"), "eval" lines (top1,
- * top5, loss) and a closing "summary". Every number of a train or eval
+ * top5, loss), a closing "summary", and a "run" record (run_record.h:
+ * build and machine) each time the run started or resumed; a file from
+ * before the run records has none. Every number of a train or eval
  * line becomes a point (step, value) of the series named by its path,
  * "train.loss", "train.loss_terms.losses[1].tckd", "eval.top1", so a field
  * a later runner adds (a teacher's top-1) is plotted without a change here.
@@ -30,6 +32,8 @@ typedef struct report_metrics {
     report_series *series; /* in order of first appearance */
     int n_series, cap_series;
     json_t *summary; /* the last "summary" line, or NULL */
+    json_t *run;     /* the first "run" record, or NULL */
+    int n_starts;    /* "run" records: the start and each resume */
     char **warnings; /* "PATH:LINE: what; line skipped", one per problem */
     int n_warnings, cap_warnings;
     int64_t lines_used; /* train and eval lines plotted */

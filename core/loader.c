@@ -78,7 +78,9 @@ static kd_status make_sample(kd_loader *l, builder *w, int64_t epoch, int64_t id
     kd_status st = c->dataset->get(c->dataset_self, idx, cur, label);
     if (st != KD_OK)
         return kd_error_wrap(st, "%s", l->label);
-    if (l->info.num_classes > 0 && (*label < 0 || *label >= l->info.num_classes))
+    /* KD_LABEL_NONE: a sample of an unlabeled pool (data.train.unlabeled) */
+    if (l->info.num_classes > 0 && *label != KD_LABEL_NONE &&
+        (*label < 0 || *label >= l->info.num_classes))
         return kd_error(KD_ERR_FORMAT, "%s: sample %" PRId64 " has label %" PRId64
                                        ", outside 0..%d",
                         l->label, idx, *label, l->info.num_classes - 1);

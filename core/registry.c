@@ -615,8 +615,9 @@ static const struct kind_layout {
     [KD_KIND_LOSS] = {sizeof(kd_loss_vtable), 4,
                       {RULE(kd_loss_vtable, create), RULE(kd_loss_vtable, destroy),
                        RULE(kd_loss_vtable, needs), RULE(kd_loss_vtable, forward)}},
-    /* optional: labels, class_name, skipped (the last two appended within
-     * ABI 2; past an older plugin's size they read NULL from the copy) */
+    /* optional: labels, class_name, skipped, sample_name (the last three
+     * appended within ABI 2; past an older plugin's size they read NULL
+     * from the copy) */
     [KD_KIND_DATASET] = {sizeof(kd_dataset_vtable), 4,
                          {RULE(kd_dataset_vtable, create), RULE(kd_dataset_vtable, destroy),
                           RULE(kd_dataset_vtable, info), RULE(kd_dataset_vtable, get)}},

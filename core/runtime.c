@@ -1,5 +1,6 @@
 /* Threads and build information. */
 #include <stdio.h>
+#include <string.h>
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -12,6 +13,7 @@
 #endif
 #ifdef KD_HAVE_DNNL
 #include <dnnl.h>
+#include <dnnl_debug.h>
 #endif
 
 static int num_threads = 1;
@@ -69,6 +71,33 @@ const char *kd_build_info(void)
     snprintf(info + used, sizeof info - (size_t)used, "; cuda: %s",
              kd_have_cuda_build() ? "yes" : "no");
     return info;
+}
+
+const char *kd_blas_config(void) { return openblas_get_config(); }
+
+const char *kd_blas_core(void) { return openblas_get_corename(); }
+
+const char *kd_onednn_version(void)
+{
+#ifdef KD_HAVE_DNNL
+    static _Thread_local char version[48]; /* no lock: each thread its own */
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(version, sizeof version, "%d.%d.%d", v->major, v->minor, v->patch);
+    return version;
+#else
+    return NULL;
+#endif
+}
+
+const char *kd_onednn_isa(void)
+{
+#ifdef KD_HAVE_DNNL
+    const char *isa = dnnl_cpu_isa2str(dnnl_get_effective_cpu_isa());
+    static const char prefix[] = "cpu_isa_"; /* "cpu_isa_avx2" says avx2 */
+    return isa && !strncmp(isa, prefix, sizeof prefix - 1) ? isa + sizeof prefix - 1 : isa;
+#else
+    return NULL;
+#endif
 }
 
 bool kd_have_cuda_build(void)

@@ -145,6 +145,38 @@ static const plugin_lr_case PLUGIN_LR_CASES[] = {
      SCHEDULE(0.1, 4, 8), 34,
      "\"steps_per_epoch\": 4, \"formula\": \"0.001 + t * (0.1 - 0.001) / 1.5 if t < 1.5 else "
      "1e-5 + (0.1 - 1e-5) * (1 + math.cos(math.pi * t / 8)) / 2 if t < 8 else 1e-5\""},
+    /* poly: mmcv's PolyLrUpdaterHook formula, written out (torch 1.13 has
+     * no PolynomialLR); the points run past the end of the run. */
+    {"poly", "poly", "{\"power\": 0.9, \"eta_min\": 1e-4}", SCHEDULE(0.1, 3, 6), 21,
+     "\"steps_per_epoch\": 3, \"formula\": \"(0.1 - 1e-4) * (1 - min(math.floor(t), 6) / 6) "
+     "** 0.9 + 1e-4\""},
+    {"poly warm-up per step", "poly",
+     "{\"power\": 2, \"per_step\": true, \"warmup_epochs\": 1, \"warmup_start_factor\": 0.1}",
+     SCHEDULE(0.2, 4, 5), 22,
+     "\"steps_per_epoch\": 4, \"formula\": \"0.02 + t * (0.2 - 0.02) / 1 if t < 1 else "
+     "0.2 * (1 - min(t, 5) / 5) ** 2\""},
+    /* cosine_restarts: timm 0.9.16's CosineLRScheduler itself, per epoch
+     * (step(epoch)) or per update (t_in_epochs=False, step_update(s), its
+     * lengths in updates); timm has no "no limit", so 100 cycles stand
+     * for cycle_limit 0. */
+    {"cosine_restarts decay limit", "cosine_restarts",
+     "{\"cycle_epochs\": 3, \"cycle_decay\": 0.5, \"cycle_limit\": 3, \"eta_min\": 1e-3}",
+     SCHEDULE(0.1, 2, 12), 24,
+     "\"steps_per_epoch\": 2, \"timm\": \"CosineLRScheduler(opt, t_initial=3, lr_min=1e-3, "
+     "cycle_decay=0.5, cycle_limit=3)\""},
+    {"cosine_restarts mul warm-up per step", "cosine_restarts",
+     "{\"cycle_epochs\": 2, \"cycle_mul\": 2, \"per_step\": true, \"warmup_epochs\": 1, "
+     "\"warmup_start_factor\": 0.01, \"eta_min\": 1e-5}",
+     SCHEDULE(0.1, 4, 14), 56,
+     "\"steps_per_epoch\": 4, \"per_update\": true, \"timm\": \"CosineLRScheduler(opt, "
+     "t_initial=8, cycle_mul=2, lr_min=1e-5, warmup_t=4, warmup_lr_init=0.001, "
+     "t_in_epochs=False, cycle_limit=100)\""},
+    {"cosine_restarts mul decay limit per epoch", "cosine_restarts",
+     "{\"cycle_epochs\": 1, \"cycle_mul\": 2, \"cycle_decay\": 0.7, \"cycle_limit\": 3, "
+     "\"warmup_epochs\": 1}",
+     SCHEDULE(0.3, 3, 10), 30,
+     "\"steps_per_epoch\": 3, \"timm\": \"CosineLRScheduler(opt, t_initial=1, cycle_mul=2, "
+     "cycle_decay=0.7, cycle_limit=3, warmup_t=1, warmup_lr_init=0.03)\""},
 };
 #define N_PLUGIN_LR_CASES (int)(sizeof PLUGIN_LR_CASES / sizeof PLUGIN_LR_CASES[0])
 
@@ -919,6 +951,37 @@ static void test_lr_errors(void)
     cos0.eta_min = 0;
     cos0.total_epochs = 0;
     expect_error("lr error cosine total", kd_lr_validate(&cos0), "total_epochs must be");
+    const kd_lr_schedule poly = {.kind = KD_LR_POLY, .base_lr = 0.1, .steps_per_epoch = 1,
+                                 .total_epochs = 10, .power = 0};
+    expect_error("lr error poly power", kd_lr_validate(&poly),
+                 "lr schedule poly: power must be finite and > 0, got 0");
+    const kd_lr_schedule sgdr = {.kind = KD_LR_COSINE_RESTARTS, .base_lr = 0.1,
+                                 .steps_per_epoch = 1, .cycle_epochs = 2, .cycle_mul = 1,
+                                 .cycle_decay = 1};
+    kd_lr_schedule r = sgdr;
+    r.cycle_epochs = 0;
+    expect_error("lr error restarts cycle", kd_lr_validate(&r), "cycle_epochs must be finite");
+    r = sgdr;
+    r.cycle_mul = 0.5;
+    expect_error("lr error restarts mul", kd_lr_validate(&r), "cycle_mul must be finite and >= 1");
+    r = sgdr;
+    r.cycle_decay = 0;
+    expect_error("lr error restarts decay", kd_lr_validate(&r), "cycle_decay must be finite");
+    r = sgdr;
+    r.cycle_limit = -1;
+    expect_error("lr error restarts limit", kd_lr_validate(&r), "cycle_limit must be >= 0");
+    /* A growing cycle's first epoch lies in it: cycles of 1, 3, 9 epochs
+     * start at 0, 1, 4, 13 (a closed form through log() may round an
+     * exact start into the cycle before). */
+    r = sgdr;
+    r.cycle_epochs = 1;
+    r.cycle_mul = 3;
+    double at[4];
+    for (int i = 0; i < 4; i++)
+        kd_lr_at_epoch(&r, (double[]){0, 1, 4, 13}[i], &at[i]);
+    kt_check(at[0] == 0.1 && at[1] == 0.1 && at[2] == 0.1 && at[3] == 0.1,
+             "lr restarts start every cycle at the peak", "lr %g %g %g %g", at[0], at[1], at[2],
+             at[3]);
 }
 
 /* The manifest's schema refuses json for the provider with a message
@@ -1017,6 +1080,19 @@ static void test_scheduler_errors(void)
                            run, "multistep: at most 16 milestones, got 17");
     expect_scheduler_error("scheduler error eta_min", "cosine", "{\"eta_min\": 0.5}", run,
                            "lr schedule cosine: eta_min must be in [0, base_lr = 0.1], got 0.5");
+    expect_scheduler_error("scheduler error poly epochs", "poly", "{}",
+                           (kd_schedule_info){.base_lr = 0.1, .steps_per_epoch = 10},
+                           "poly: the run must last at least 1 epoch, got 0");
+    expect_schema_error("scheduler schema restarts cycle required", KD_KIND_SCHEDULER,
+                        "cosine_restarts", "{}",
+                        "missing required parameter 'cycle_epochs' of scheduler "
+                        "'cosine_restarts'");
+    expect_schema_error("scheduler schema restarts mul", KD_KIND_SCHEDULER, "cosine_restarts",
+                        "{\"cycle_epochs\": 2, \"cycle_mul\": 0.5}",
+                        "cycle_mul: 0.5 is below min 1");
+    expect_scheduler_error("scheduler error restarts eta_min", "cosine_restarts",
+                           "{\"cycle_epochs\": 2, \"eta_min\": 0.5}", run,
+                           "lr schedule cosine_restarts: eta_min must be in [0, base_lr = 0.1]");
     expect_scheduler_error("scheduler error cosine epochs", "cosine", "{}",
                            (kd_schedule_info){.base_lr = 0.1, .steps_per_epoch = 10},
                            "cosine: the run must last at least 1 epoch, got 0");

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -344,6 +345,86 @@ static void test_new_fields(void)
     free_page(&p);
 }
 
+/* metrics.jsonl of run a starts with its "run" record (run_record.h), made
+ * under ONEDNN_MAX_CPU_ISA=AVX2 (main sets it), and the page shows it. */
+static void test_run_record(void)
+{
+    char path[512], line[65536] = "";
+    snprintf(path, sizeof path, "%s/a/metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    bool read = f && fgets(line, sizeof line, f);
+    if (f)
+        fclose(f);
+    json_t *r = read ? json_loads(line, 0, NULL) : NULL;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    json_t *env = json_object_get(r, "env");
+    const char *isa = json_string_value(json_object_get(r, "onednn_isa"));
+    const char *blas = json_string_value(json_object_get(r, "blas"));
+    kt_check(r && !strcmp(json_string_value(json_object_get(r, "type")), "run") &&
+                 json_integer_value(json_object_get(r, "step")) == 0 &&
+                 !strcmp(json_string_value(json_object_get(r, "kdengine")), kd_version()) &&
+                 json_is_string(json_object_get(r, "compiler")) && blas &&
+                 !strcmp(blas, kd_blas_config()) &&
+                 json_is_string(json_object_get(r, "blas_core")) &&
+                 json_integer_value(json_object_get(r, "threads")) == 1 &&
+                 json_integer_value(json_object_get(r, "world_size")) == 1 &&
+                 !strcmp(json_string_value(json_object_get(r, "hostname")), host) &&
+                 !strcmp(json_string_value(json_object_get(env, "ONEDNN_MAX_CPU_ISA")), "AVX2") &&
+                 json_is_null(json_object_get(env, "OPENBLAS_CORETYPE")) &&
+                 (kd_onednn_version() ? isa && !has(isa, "avx512") : json_is_null(
+                                                                         json_object_get(r, "onednn"))),
+             "run record: metrics.jsonl's first line says build, ISA caps, host, world size",
+             "%s", line);
+    json_decref(r);
+    char want[256];
+    snprintf(want, sizeof want, "text %s, commit", kd_version());
+    page p = read_page("a/report.html");
+    char machine[300];
+    snprintf(machine, sizeof machine, "text %s: 1 thread, 1 process\n", host);
+    kt_check(p.parsed && has(p.raw, want) && has(p.raw, "text ONEDNN_MAX_CPU_ISA=AVX2\n") &&
+                 has(p.raw, machine) &&
+                 has(p.raw, "text OpenBLAS"),
+             "report: the environment shows the run record", "%s", p.raw ? p.raw : "(none)");
+    free_page(&p);
+    /* a resume adds its own record at the checkpoint's step, the first
+     * stays; the report counts the starts */
+    char *out = NULL;
+    int rc = kt_kdengine(dir, &out, "run a.json --resume");
+    free(out);
+    f = fopen(path, "r");
+    int records = 0;
+    json_int_t last_step = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *type = json_string_value(json_object_get(j, "type"));
+        if (type && !strcmp(type, "run")) {
+            records++;
+            last_step = json_integer_value(json_object_get(j, "step"));
+        }
+        json_decref(j);
+    }
+    if (f)
+        fclose(f);
+    if (rc == 0) {
+        rc = kt_kdengine(dir, &out, "report a --out resumed.html");
+        free(out);
+    }
+    p = read_page("resumed.html");
+    kt_check(rc == 0 && records == 2 && last_step == 18 &&
+                 has(p.raw, "text 2 (resumed; the first start's build is shown)\n"),
+             "run record: a resume adds one at its step; the report counts the starts",
+             "exit %d, %d records, the last at step %lld: %s", rc, records,
+             (long long)last_step, p.raw ? p.raw : "(none)");
+    free_page(&p);
+    /* a file from before run records (test_new_fields' "later") */
+    p = read_page("later/report.html");
+    kt_check(p.parsed && has(p.raw, "text not recorded (metrics.jsonl from before run records)"),
+             "report: a metrics file without a run record still renders, saying so", "%s",
+             p.raw ? p.raw : "(none)");
+    free_page(&p);
+}
+
 static void test_bad_folders(void)
 {
     char *out = NULL;
@@ -443,6 +524,10 @@ int main(void)
         kt_fail("setup", "cannot write the synthetic data");
         return kt_finish();
     }
+    /* what the run record of run a must show (test_run_record) */
+    setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+    unsetenv("DNNL_MAX_CPU_ISA");
+    unsetenv("OPENBLAS_CORETYPE");
     write_job("a", "", "{\"name\": \"ce\"}", "0.05");
     char *out = NULL;
     int rc = kt_kdengine(dir, &out, "run a.json");
@@ -473,6 +558,7 @@ int main(void)
             test_side_by_side();
             test_malformed();
             test_new_fields();
+            test_run_record();
         }
         test_bad_folders();
     }

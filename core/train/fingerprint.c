@@ -67,6 +67,13 @@ static kd_status build(const kd_session *s, json_t **out)
         providers_json(d->n_transforms, d->transforms, d->transform_params), "batch_transforms",
         providers_json(d->n_batch_transforms, d->batch_transforms, d->batch_transform_params),
         "image", s->train.channels, s->train.height, s->train.width);
+    /* the pool's samples are views of the epoch too (unlabeled_mix.h) */
+    if (data && d->unlabeled &&
+        json_object_set_new(data, "unlabeled", provider_json(d->unlabeled,
+                                                             d->unlabeled_params)) != 0) {
+        json_decref(data);
+        data = NULL;
+    }
     json_t *fp = data ? json_pack("{s:o, s:I}", "data", data, "seed", (json_int_t)job->seed)
                       : NULL;
     if (fp && batches_matter(job))

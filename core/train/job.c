@@ -19,7 +19,8 @@ static const char *const top_keys[] = {"seed",   "threads", "dtype",    "output"
 static const char *const data_keys[] = {"train", "val"};
 static const char *const split_keys[] = {"dataset",  "transforms", "batch_transforms",
                                          "batch_size", "workers",  "prefetch",
-                                         "subset",   "shuffle",    "drop_last"};
+                                         "subset",   "shuffle",    "drop_last",
+                                         "unlabeled"};
 static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
 static const char *const student_keys[] = {"model", "weights"};
 static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};
@@ -236,6 +237,30 @@ static kd_status parse_transforms(kd_job *job, const json_t *split, const char *
     return st;
 }
 
+/* data.train.unlabeled: a dataset object like data.train.dataset, whose
+ * samples join the epoch without labels (SSLD). */
+static kd_status parse_unlabeled(kd_job *job, const json_t *split, const char *path,
+                                 kd_job_data *out)
+{
+    const json_t *pool = json_object_get(split, "unlabeled");
+    if (!pool || json_is_null(pool))
+        return KD_OK;
+    char where[64];
+    snprintf(where, sizeof where, "%s.unlabeled", path);
+    if (strcmp(path, "data.train") != 0)
+        return kd_error(KD_ERR_INVALID, "%s: only data.train takes unlabeled samples", where);
+    if (out->subset)
+        return kd_error(KD_ERR_INVALID, "%s: cannot be combined with %s.subset (the subset "
+                        "would cut the pool off; list the samples wanted instead)", where, path);
+    if (out->n_batch_transforms)
+        return kd_error(KD_ERR_INVALID, "%s: cannot be combined with %s.batch_transforms "
+                        "(mixup and cutmix mix labels; unlabeled samples have none)", where,
+                        path);
+    return provider_params(job->registry, KD_KIND_DATASET, pool, "name", where,
+                           COUNT(name_keys), name_keys, &out->unlabeled,
+                           &out->unlabeled_params);
+}
+
 static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
                              kd_job_data *out)
 {
@@ -281,6 +306,8 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
         st = get_bool(split, "shuffle", path, train, &out->shuffle);
     if (st == KD_OK)
         st = get_bool(split, "drop_last", path, train, &out->drop_last);
+    if (st == KD_OK)
+        st = parse_unlabeled(job, split, path, out);
     return st;
 }
 
@@ -683,6 +710,7 @@ kd_status kd_job_one_model(const char *label, json_t *model, kd_dtype dtype, uin
 static void free_split(kd_job_data *d)
 {
     kd_params_free(d->dataset_params);
+    kd_params_free(d->unlabeled_params);
     for (int i = 0; i < d->n_transforms; i++)
         kd_params_free(d->transform_params[i]);
     free(d->transforms);

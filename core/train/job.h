@@ -8,7 +8,8 @@
  *       "train": {"dataset": {"name": "idx", ...}, "transforms": [{"name": ...}],
  *                 "batch_transforms": [{"name": "mixup", ...}],
  *                 "batch_size": 128, "workers": 2, "prefetch": 4, "subset": 0,
- *                 "shuffle": true, "drop_last": true},
+ *                 "shuffle": true, "drop_last": true,
+ *                 "unlabeled": {"name": "images", "list": "pool.txt", ...}},
  *       "val":   {...same keys...}
  *     },
  *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false, ...},
@@ -49,6 +50,13 @@
  * lr decay: the student's parameter in layer k of L steps at
  * lr * layer_decay^(L - 1 - k) (layer_decay.h); a loss's parameters at lr.
  *
+ * data.train's "unlabeled" (SSLD's unlabeled data) is a second dataset,
+ * given like "dataset": its samples follow data.train's in every epoch
+ * (shuffled together, through the same transforms) with the label
+ * KD_LABEL_NONE, so losses that need labels skip them and distillation
+ * losses use them (unlabeled_mix.h). Not with "subset" or
+ * "batch_transforms".
+ *
  * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,
  * warmup_gamma, warmup_power, exclude_buffers, as timm's ModelEmaV3.
  *
@@ -79,6 +87,11 @@ typedef struct kd_job_data {
     int64_t batch_size, subset;
     int workers, prefetch;
     bool shuffle, drop_last;
+    /* data.train.unlabeled (SSLD), or NULL: a dataset whose samples follow
+     * data.train's in the epoch with the label KD_LABEL_NONE
+     * (unlabeled_mix.h) */
+    const kd_registry_entry *unlabeled;
+    kd_params *unlabeled_params;
 } kd_job_data;
 
 typedef struct kd_job_model {

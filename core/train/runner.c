@@ -19,6 +19,7 @@
 #include "ema.h"
 #include "grad_clip.h"
 #include "runner.h"
+#include "run_record.h"
 #include "session.h"
 #include "streams.h"
 
@@ -1103,6 +1104,12 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
         r.metrics = fopen(metrics_path, options && options->resume ? "a" : "w");
         if (!r.metrics)
             st = kd_error(KD_ERR_IO, "%s: %s", metrics_path, strerror(errno));
+    }
+    if (st == KD_OK && r.metrics) {
+        json_t *record;
+        st = kd_run_record(r.st.step, &record);
+        if (st == KD_OK)
+            write_metrics(&r, record);
     }
     if (st == KD_OK) {
         char accumulated[64] = "";

@@ -10,12 +10,13 @@
 #include "label_store.h"
 #include "layer_decay.h"
 #include "session.h"
+#include "unlabeled_mix.h"
 #include "dist.h"
 
 /* Seeds of the instances: the job's seed mixed with a role number, so the
  * student's weights do not depend on how many losses the job has. */
 enum { ROLE_STUDENT = 1, ROLE_TEACHER, ROLE_OPTIM, ROLE_SCHED, ROLE_TRAIN, ROLE_VAL,
-       ROLE_LOSS = 64 };
+       ROLE_UNLABELED, ROLE_LOSS = 64 };
 
 static uint64_t role_seed(uint64_t seed, uint64_t role)
 {
@@ -156,6 +157,39 @@ static void close_model(kd_model_run *m)
     memset(m, 0, sizeof *m);
 }
 
+/* data.train.unlabeled: the pool's instance, and d's dataset replaced by
+ * the mix of both (unlabeled_mix.h), d->info by the mix's. */
+static kd_status open_unlabeled(const kd_job *job, const kd_job_data *spec, kd_data_run *d)
+{
+    char where[64];
+    snprintf(where, sizeof where, "%s.unlabeled", spec->path);
+    const kd_vtable_header *h;
+    const void *data;
+    kd_status st = load_vtable(job, spec->unlabeled, &h, &data);
+    if (st != KD_OK)
+        return st;
+    const kd_dataset_vtable *pool_vt = (const kd_dataset_vtable *)h;
+    kd_create_args args = create_args(job, spec->unlabeled, data, spec->unlabeled_params,
+                                      ROLE_UNLABELED, KD_F32);
+    void *pool = NULL;
+    st = pool_vt->create(&args, &pool);
+    if (st != KD_OK) {
+        if (pool)
+            pool_vt->destroy(pool);
+        return kd_error_wrap(st, "%s", where);
+    }
+    const kd_dataset_vtable *mix_vt;
+    kd_unlabeled_mix *mix;
+    /* the mix takes both instances over, also when it fails */
+    st = kd_unlabeled_mix_open(d->vt, d->self, pool_vt, pool, "data.train.unlabeled", &mix_vt,
+                               &mix);
+    d->vt = mix_vt;
+    d->self = mix;
+    if (st == KD_OK)
+        st = d->vt->info(d->self, &d->info);
+    return st;
+}
+
 static kd_status open_data(const kd_job *job, const kd_job_data *spec, uint64_t role,
                            kd_data_run *d)
 {
@@ -175,6 +209,8 @@ static kd_status open_data(const kd_job *job, const kd_job_data *spec, uint64_t 
         return kd_error_wrap(st, "%s.dataset", spec->path);
     if (d->info.length < 1)
         return kd_error(KD_ERR_INVALID, "%s.dataset: it is empty", spec->path);
+    if (spec->unlabeled && (st = open_unlabeled(job, spec, d)) != KD_OK)
+        return st;
     if (spec->subset > d->info.length)
         return kd_error(KD_ERR_INVALID, "%s.subset: %lld, but the dataset has %lld samples",
                         spec->path, (long long)spec->subset, (long long)d->info.length);
@@ -197,6 +233,9 @@ static kd_status open_data(const kd_job *job, const kd_job_data *spec, uint64_t 
     kd_sample a = {0}, b = {0};
     int64_t label;
     st = d->vt->get(d->self, 0, &a, &label);
+    if (st == KD_OK && label == KD_LABEL_NONE)
+        st = kd_error(KD_ERR_INVALID, "the dataset's samples have no labels (an unlabeled pool "
+                      "belongs in data.train.unlabeled)");
     kd_rng rng = kd_rng_make(job->seed, 0, 0);
     for (int i = 0; st == KD_OK && i < spec->n_transforms; i++) {
         st = d->tvt[i]->apply(d->tself[i], &a, &b, &rng);
@@ -949,6 +988,9 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
                 (long long)s->train.info.length, d->channels, d->height, d->width,
                 job->train.n_transforms, (long long)batch, accumulated,
                 (long long)kd_session_steps_per_epoch(s), (long long)job->epochs);
+    if (s->train.vt && job->train.unlabeled)
+        fprintf(out, "data.train.unlabeled: %s, part of those samples, without labels (losses "
+                "that need labels skip them)\n", job->train.unlabeled->name);
     if (s->val.vt)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
                 (long long)s->val.info.length);

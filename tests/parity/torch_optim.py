@@ -7,8 +7,11 @@ One process serves the whole file. The input holds:
     absent when it has none that step).
   Schedule cases lrI: metadata lrI.options (JSON) with either "torch", a
     torch.optim.lr_scheduler expression over `opt` stepped every
-    "torch_every" optimizer steps (default 1: once per point), or "formula", a Python expression of the epoch t evaluated at t = s /
-    steps_per_epoch for s in range(points).
+    "torch_every" optimizer steps (default 1: once per point), or "timm",
+    a timm.scheduler expression over `opt` (timm's CosineLRScheduler) read
+    at every point after step(s // steps_per_epoch), or step_update(s) with
+    "per_update", or "formula", a Python expression of the epoch t
+    evaluated at t = s / steps_per_epoch for s in range(points).
 The output holds torch_fma metadata ("1" when torch's kernels fuse
 multiply-adds on this CPU), sgdI.pK (parameters after the last step), sgdI.bK (momentum
 buffers torch holds) and lrI.lr (the learning rates), or lrI.error /
@@ -76,6 +79,19 @@ def run_schedule(o):
             opt.step()
             if (s + 1) % every == 0:
                 sched.step()
+        return lrs
+    if "timm" in o:
+        import timm.scheduler
+        param = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([param], lr=o["base"])
+        sched = eval(o["timm"], {"opt": opt, **vars(timm.scheduler)})
+        lrs = []
+        for s in range(o["points"]):
+            if o.get("per_update"):
+                sched.step_update(s)
+            else:
+                sched.step(s // o["steps_per_epoch"])
+            lrs.append(opt.param_groups[0]["lr"])
         return lrs
     f = eval("lambda t: " + o["formula"], {"math": math})
     return [f(s / o["steps_per_epoch"]) for s in range(o["points"])]

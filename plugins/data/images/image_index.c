@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <kdengine/plugin.h>
+
 #include "image_decode.h"
 
 /* A growable array of malloc'd strings. */
@@ -399,6 +401,86 @@ kd_status kd_img_index_list(const char *list_path, const char *root, int num_cla
         return st;
     }
     out->num_classes = num_classes;
+    out->count = (int64_t)paths.n;
+    out->paths = paths.items;
+    out->labels = labels;
+    return KD_OK;
+}
+
+/* ------------------------------------------------------------ unlabeled pool */
+
+/* One pool list line: a path, perhaps a label after it (ignored). */
+static kd_status parse_pool_line(const char *line, const char *end, const char *list_path,
+                                 int64_t line_no, const char *root, strvec *paths)
+{
+    const char *path, *label, *extra;
+    size_t path_len = next_token(&line, end, &path);
+    next_token(&line, end, &label);
+    if (next_token(&line, end, &extra) != 0)
+        return kd_error(KD_ERR_FORMAT,
+                        "%s:%" PRId64 ": expected 'path' or 'path label' (no spaces in the "
+                        "path)", list_path, line_no);
+    char *rel = malloc(path_len + 1);
+    if (!rel)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", list_path);
+    memcpy(rel, path, path_len);
+    rel[path_len] = '\0';
+    char *full = rel[0] == '/' || !*root ? copy_string(rel) : join_path(root, rel);
+    free(rel);
+    return strvec_push(paths, full, list_path);
+}
+
+static kd_status pool_list(const char *list_path, const char *root, strvec *paths)
+{
+    unsigned char *text;
+    size_t len;
+    kd_status st = kd_img_read_file(list_path, &text, &len);
+    if (st != KD_OK)
+        return st;
+    const char *p = (const char *)text, *end = p + len;
+    for (int64_t line_no = 1; st == KD_OK && p < end; line_no++) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        const char *q = p;
+        while (q < eol && isspace((unsigned char)*q))
+            q++;
+        if (q < eol)
+            st = parse_pool_line(p, eol, list_path, line_no, root, paths);
+        p = eol + 1;
+    }
+    free(text);
+    if (st == KD_OK && paths->n == 0)
+        st = kd_error(KD_ERR_INVALID, "%s: no images (every line is blank)", list_path);
+    return st;
+}
+
+kd_status kd_img_index_pool(const char *list_path, const char *root, kd_img_index *out)
+{
+    *out = (kd_img_index){0};
+    strvec paths = {0};
+    int64_t found = 0;
+    kd_status st;
+    if (*list_path) {
+        st = pool_list(list_path, root, &paths);
+    } else if (!*root) {
+        st = kd_error(KD_ERR_INVALID, "an image pool needs a list file or a root folder");
+    } else {
+        struct stat sb;
+        st = is_dir(root, &sb) ? add_class(root, &paths, &found)
+                               : kd_error(KD_ERR_IO, "%s: not a folder", root);
+        if (st == KD_OK && found == 0)
+            st = kd_error(KD_ERR_INVALID, "%s: holds no .jpg, .jpeg or .png file", root);
+    }
+    int64_t *labels = st == KD_OK ? malloc((paths.n + 1) * sizeof *labels) : NULL;
+    if (st == KD_OK && !labels)
+        st = kd_error(KD_ERR_NOMEM, "%s: out of memory", *list_path ? list_path : root);
+    if (st != KD_OK) {
+        strvec_free(&paths);
+        return st;
+    }
+    for (size_t i = 0; i < paths.n; i++)
+        labels[i] = KD_LABEL_NONE;
     out->count = (int64_t)paths.n;
     out->paths = paths.items;
     out->labels = labels;

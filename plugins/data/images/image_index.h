@@ -36,6 +36,15 @@ kd_status kd_img_index_folder(const char *root, kd_img_index *out);
 kd_status kd_img_index_list(const char *list_path, const char *root, int num_classes,
                             kd_img_index *out);
 
+/* An unlabeled pool (SSLD): with a list file (list_path not empty), one
+ * image path per line, joined to root as kd_img_index_list does, a second
+ * field (a label, as in a PaddleClas list) allowed and ignored, blank
+ * lines skipped; else every .jpg, .jpeg and .png under the folder root at
+ * any depth, in the order kd_img_index_folder lists one class's files.
+ * Every label is KD_LABEL_NONE and there are no classes. An empty pool is
+ * an error naming the list or the folder. */
+kd_status kd_img_index_pool(const char *list_path, const char *root, kd_img_index *out);
+
 /* Class names from a text file, one per line in class order, exactly
  * num_classes non-empty lines (blank lines at the end are ignored). */
 kd_status kd_img_read_names(const char *path, int num_classes, char ***names);

@@ -1,4 +1,5 @@
-/* Dataset providers "image_folder" and "image_list": JPEG and PNG files
+/* Dataset providers "image_folder", "image_list" and "image_pool" (an
+ * unlabeled pool for SSLD, every label KD_LABEL_NONE): JPEG and PNG files
  * listed once at create() (image_index.h), each decoded in get() on the
  * loader thread that asks for it (image_decode.h).
  *
@@ -104,6 +105,25 @@ static kd_status list_create(const kd_create_args *args, void **self)
     return KD_OK;
 }
 
+static kd_status pool_create(const kd_create_args *args, void **self)
+{
+    *self = NULL;
+    const kd_params *p = args->params;
+    image_dataset *d = calloc(1, sizeof *d);
+    if (!d)
+        return kd_error(KD_ERR_NOMEM, "image_pool: out of memory");
+    kd_status st = read_common(args, "image_pool", d);
+    if (st == KD_OK)
+        st = kd_img_index_pool(kd_params_string(p, "list"), kd_params_string(p, "root"),
+                               &d->index);
+    if (st != KD_OK) {
+        images_destroy(d);
+        return kd_error_wrap(st, "image_pool");
+    }
+    *self = d;
+    return KD_OK;
+}
+
 static kd_status images_info(void *self, kd_dataset_info *out)
 {
     const image_dataset *d = self;
@@ -166,6 +186,12 @@ static const char *images_class_name(void *self, int index)
     return index >= 0 && index < d->index.num_classes ? d->index.class_names[index] : NULL;
 }
 
+static const char *images_sample_name(void *self, int64_t index)
+{
+    const image_dataset *d = self;
+    return index >= 0 && index < d->index.count ? d->index.paths[index] : NULL;
+}
+
 static int64_t images_skipped(void *self)
 {
     image_dataset *d = self;
@@ -181,6 +207,7 @@ const kd_dataset_vtable kd_images_folder_vtable = {
     .labels = images_labels,
     .class_name = images_class_name,
     .skipped = images_skipped,
+    .sample_name = images_sample_name,
 };
 
 const kd_dataset_vtable kd_images_list_vtable = {
@@ -192,4 +219,17 @@ const kd_dataset_vtable kd_images_list_vtable = {
     .labels = images_labels,
     .class_name = images_class_name,
     .skipped = images_skipped,
+    .sample_name = images_sample_name,
+};
+
+/* No classes to name: the pool's samples have none. */
+const kd_dataset_vtable kd_images_pool_vtable = {
+    .header = {sizeof(kd_dataset_vtable), KD_KIND_DATASET},
+    .create = pool_create,
+    .destroy = images_destroy,
+    .info = images_info,
+    .get = images_get,
+    .labels = images_labels,
+    .skipped = images_skipped,
+    .sample_name = images_sample_name,
 };

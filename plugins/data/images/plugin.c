@@ -7,6 +7,7 @@
 static const kd_plugin_provider providers[] = {
     {KD_KIND_DATASET, "image_folder", &kd_images_folder_vtable.header, NULL},
     {KD_KIND_DATASET, "image_list", &kd_images_list_vtable.header, NULL},
+    {KD_KIND_DATASET, "image_pool", &kd_images_pool_vtable.header, NULL},
     {KD_KIND_DATASET, "cifar", &kd_images_cifar_vtable.header, NULL},
     {KD_KIND_TRANSFORM, "resize", &kd_images_resize_vtable.header, NULL},
     {KD_KIND_TRANSFORM, "center_crop", &kd_images_center_crop_vtable.header, NULL},
@@ -17,7 +18,7 @@ static const kd_plugin_provider providers[] = {
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
-    KD_PLUGIN_INFO_INIT(info, "images", "1.0.0");
+    KD_PLUGIN_INFO_INIT(info, "images", "1.1.0");
     KD_PLUGIN_PROVIDERS(info, providers, (int)(sizeof providers / sizeof *providers));
     return KD_OK;
 }

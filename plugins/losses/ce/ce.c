@@ -1,13 +1,19 @@
 /* The ce loss: cross-entropy of the student's logits with the labels, or
  * with the soft targets when mixup/cutmix made them. Label smoothing s
  * mixes the target with the uniform distribution, (1 - s) * y + s / C, for
- * hard and soft targets alike (torch's CrossEntropyLoss). */
+ * hard and soft targets alike (torch's CrossEntropyLoss). Rows labeled
+ * KD_LABEL_NONE (unlabeled samples, data.train.unlabeled) are left out: the
+ * mean runs over the labeled rows only (torch's ignore_index=-1), and a
+ * batch without a labeled row gives 0 with a zero gradient, so its step
+ * comes from the job's other losses alone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <kdengine/ops.h>
 #include <kdengine/plugin.h>
+
+#include "../common/labeled_rows.h"
 
 typedef struct ce_loss {
     const char *tap; /* owned copy */
@@ -71,6 +77,21 @@ static kd_tensor *smoothed_target(const ce_loss *c, kd_tensor *soft, kd_tensor *
                          c->smoothing / (double)logits->shape[1]);
 }
 
+/* Cross-entropy with the hard labels over the labeled rows. */
+static kd_tensor *hard_label_loss(const ce_loss *c, kd_tensor *x, kd_tensor *labels)
+{
+    kd_tensor *rows;
+    int64_t n;
+    if (kd_labeled_rows(labels, &rows, &n) != KD_OK)
+        return NULL;
+    if (!rows)
+        return kd_cross_entropy(x, labels, c->smoothing);
+    if (n == 0)
+        return kd_mul_scalar(kd_sum_all(x), 0.0);
+    return kd_cross_entropy(kd_index_select(x, 0, rows), kd_index_select(labels, 0, rows),
+                            c->smoothing);
+}
+
 static kd_status ce_forward(void *self, const kd_loss_args *args, kd_loss_result *out)
 {
     ce_loss *c = self;
@@ -95,7 +116,7 @@ static kd_status ce_forward(void *self, const kd_loss_args *args, kd_loss_result
     } else {
         if (!args->labels)
             return kd_error(KD_ERR_INVALID, "ce: the batch has neither labels nor soft targets");
-        loss = kd_cross_entropy(x, args->labels, c->smoothing);
+        loss = hard_label_loss(c, x, args->labels);
     }
     if (!loss)
         return kd_error_wrap(kd_last_status(), "ce (tap '%s')", c->tap);
@@ -121,7 +142,7 @@ static const kd_plugin_provider providers[] = {
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
-    KD_PLUGIN_INFO_INIT(info, "ce", "1.0.0");
+    KD_PLUGIN_INFO_INIT(info, "ce", "1.1.0");
     KD_PLUGIN_PROVIDERS(info, providers, 1);
     return KD_OK;
 }

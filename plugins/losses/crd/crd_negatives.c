@@ -3,12 +3,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <kdengine/plugin.h>
+
 kd_status crd_negatives_init(crd_negatives *s, const int64_t *labels, int64_t n,
                              const char *who)
 {
     memset(s, 0, sizeof *s);
     int64_t classes = 0;
     for (int64_t i = 0; i < n; i++) {
+        if (labels[i] == KD_LABEL_NONE)
+            return kd_error(KD_ERR_INVALID, "%s: training sample %lld has no label (an "
+                            "unlabeled pool's); CRD draws its negatives by class, so every "
+                            "training sample needs one", who, (long long)i);
         if (labels[i] < 0 || labels[i] >= n)
             return kd_error(KD_ERR_INVALID, "%s: training sample %lld has label %lld, "
                             "outside [0, %lld)", who, (long long)i, (long long)labels[i],

@@ -9,7 +9,9 @@
  *   NCKD    = T^2 * (1/N) * sum_n KL(p^_teacher || p^_student)
  *   L       = min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD)
  *
- * epoch 1-based, as the authors' trainer counts. Everything stays in log
+ * epoch 1-based, as the authors' trainer counts. Rows without a label
+ * (KD_LABEL_NONE: unlabeled samples) are left out, so 1/N counts the
+ * labeled rows; a batch with none gives 0 and zero gradients. Everything stays in log
  * space: the reference code takes the log of summed probabilities, which
  * is log(0) in float32 once the student is confident enough (exp(-104)
  * underflows), and it gets p^ by subtracting 1000 from the target logit
@@ -21,6 +23,8 @@
 
 #include <kdengine/ops.h>
 #include <kdengine/plugin.h>
+
+#include "../common/labeled_rows.h"
 
 /* Added to the standard deviation, not the variance, as the paper's code. */
 #define ZSCORE_EPS 1e-7
@@ -189,8 +193,29 @@ static kd_status dkd_forward(void *self, const kd_loss_args *args, kd_loss_resul
                         "dkd: the batch has mixup/cutmix soft targets; DKD splits on one "
                         "ground-truth class per sample, so it cannot run with a batch "
                         "transform that mixes labels");
+    kd_tensor *labels = args->labels, *rows = NULL;
+    int64_t labeled = 0;
+    if (labels && labels->dtype == KD_I64 && kd_labeled_rows(labels, &rows, &labeled) != KD_OK)
+        return kd_error_wrap(kd_last_status(), "dkd: labels");
+    if (rows && labeled == 0) {
+        kd_tensor *zero = kd_mul_scalar(kd_sum_all(s), 0.0);
+        if (!zero)
+            return kd_error_wrap(kd_last_status(), "dkd");
+        d->terms[0].value = d->terms[1].value = zero;
+        out->loss = zero;
+        out->n_terms = 2;
+        out->terms = d->terms;
+        return KD_OK;
+    }
+    if (rows) {
+        s = kd_index_select(s, 0, rows);
+        t = kd_index_select(t, 0, rows);
+        labels = kd_index_select(labels, 0, rows);
+        if (!s || !t || !labels)
+            return kd_error_wrap(kd_last_status(), "dkd: the labeled rows");
+    }
     kd_tensor *target = NULL, *others = NULL;
-    kd_status st = split_indices(args->labels, s->shape[0], s->shape[1], &target, &others);
+    kd_status st = split_indices(labels, s->shape[0], s->shape[1], &target, &others);
     if (st != KD_OK)
         return st;
 
@@ -235,7 +260,7 @@ static const kd_plugin_provider providers[] = {
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
-    KD_PLUGIN_INFO_INIT(info, "dkd", "1.0.0");
+    KD_PLUGIN_INFO_INIT(info, "dkd", "1.1.0");
     KD_PLUGIN_PROVIDERS(info, providers, 1);
     return KD_OK;
 }

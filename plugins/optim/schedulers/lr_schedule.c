@@ -15,6 +15,10 @@ static const char *kind_name(kd_lr_kind kind)
         return "multistep";
     case KD_LR_COSINE:
         return "cosine";
+    case KD_LR_POLY:
+        return "poly";
+    case KD_LR_COSINE_RESTARTS:
+        return "cosine_restarts";
     }
     return "?";
 }
@@ -23,7 +27,7 @@ kd_status kd_lr_validate(const kd_lr_schedule *s)
 {
     if (!s)
         return kd_error(KD_ERR_INVALID, "lr schedule: NULL");
-    if (s->kind < KD_LR_CONSTANT || s->kind > KD_LR_COSINE)
+    if (s->kind < KD_LR_CONSTANT || s->kind > KD_LR_COSINE_RESTARTS)
         return kd_error(KD_ERR_INVALID, "lr schedule: unknown kind %d", (int)s->kind);
     const char *k = kind_name(s->kind);
     if (s->granularity != KD_LR_PER_EPOCH && s->granularity != KD_LR_PER_STEP)
@@ -60,15 +64,40 @@ kd_status kd_lr_validate(const kd_lr_schedule *s)
                                 (long long)s->milestones[i], (long long)s->milestones[i - 1]);
         }
     }
-    if (s->kind == KD_LR_COSINE) {
-        if (!(s->total_epochs > 0) || !isfinite(s->total_epochs))
+    if ((s->kind == KD_LR_COSINE || s->kind == KD_LR_POLY) &&
+        (!(s->total_epochs > 0) || !isfinite(s->total_epochs)))
+        return kd_error(KD_ERR_INVALID,
+                        "lr schedule %s: total_epochs must be finite and > 0, got %g", k,
+                        s->total_epochs);
+    if ((s->kind == KD_LR_COSINE || s->kind == KD_LR_POLY || s->kind == KD_LR_COSINE_RESTARTS) &&
+        !(s->eta_min >= 0 && s->eta_min <= s->base_lr))
+        return kd_error(KD_ERR_INVALID,
+                        "lr schedule %s: eta_min must be in [0, base_lr = %g], got %g", k,
+                        s->base_lr, s->eta_min);
+    if (s->kind == KD_LR_POLY && (!(s->power > 0) || !isfinite(s->power)))
+        return kd_error(KD_ERR_INVALID, "lr schedule poly: power must be finite and > 0, got %g",
+                        s->power);
+    if (s->kind == KD_LR_COSINE_RESTARTS) {
+        if (!(s->cycle_epochs > 0) || !isfinite(s->cycle_epochs))
             return kd_error(KD_ERR_INVALID,
-                            "lr schedule cosine: total_epochs must be finite and > 0, got %g",
-                            s->total_epochs);
-        if (!(s->eta_min >= 0 && s->eta_min <= s->base_lr))
+                            "lr schedule cosine_restarts: cycle_epochs must be finite and > 0, "
+                            "got %g",
+                            s->cycle_epochs);
+        if (!(s->cycle_mul >= 1) || !isfinite(s->cycle_mul))
             return kd_error(KD_ERR_INVALID,
-                            "lr schedule cosine: eta_min must be in [0, base_lr = %g], got %g",
-                            s->base_lr, s->eta_min);
+                            "lr schedule cosine_restarts: cycle_mul must be finite and >= 1, "
+                            "got %g",
+                            s->cycle_mul);
+        if (!(s->cycle_decay > 0) || !isfinite(s->cycle_decay))
+            return kd_error(KD_ERR_INVALID,
+                            "lr schedule cosine_restarts: cycle_decay must be finite and > 0, "
+                            "got %g",
+                            s->cycle_decay);
+        if (s->cycle_limit < 0)
+            return kd_error(KD_ERR_INVALID,
+                            "lr schedule cosine_restarts: cycle_limit must be >= 0 (0: no "
+                            "limit), got %lld",
+                            (long long)s->cycle_limit);
     }
     if (!(s->warmup_epochs >= 0) || !isfinite(s->warmup_epochs))
         return kd_error(KD_ERR_INVALID,
@@ -90,6 +119,31 @@ static int milestones_passed(const kd_lr_schedule *s, double t)
     return i;
 }
 
+/* SGDR's cycles: which cycle holds epoch t, where it starts and how long it
+ * lasts. Equal lengths divide; growing ones (mul > 1) are walked, a number
+ * of cycles logarithmic in t. Summing the starts, rather than timm's
+ * closed form through a logarithm, keeps a cycle's first epoch in that
+ * cycle whatever the rounding. */
+static double cosine_restarts_at(const kd_lr_schedule *s, double t)
+{
+    double start = 0, length = s->cycle_epochs;
+    int64_t cycle = 0;
+    if (s->cycle_mul == 1) {
+        cycle = (int64_t)floor(t / length);
+        start = (double)cycle * length;
+    } else {
+        while (t >= start + length && (s->cycle_limit == 0 || cycle < s->cycle_limit)) {
+            start += length;
+            length *= s->cycle_mul;
+            cycle++;
+        }
+    }
+    if (s->cycle_limit > 0 && cycle >= s->cycle_limit)
+        return s->eta_min;
+    double peak = s->base_lr * pow(s->cycle_decay, (double)cycle);
+    return s->eta_min + (peak - s->eta_min) * (1 + cos(M_PI * (t - start) / length)) / 2;
+}
+
 static double schedule_at(const kd_lr_schedule *s, double t)
 {
     switch (s->kind) {
@@ -104,6 +158,12 @@ static double schedule_at(const kd_lr_schedule *s, double t)
             return s->eta_min;
         return s->eta_min +
                (s->base_lr - s->eta_min) * (1 + cos(M_PI * t / s->total_epochs)) / 2;
+    case KD_LR_POLY:
+        if (t >= s->total_epochs)
+            return s->eta_min;
+        return s->eta_min + (s->base_lr - s->eta_min) * pow(1 - t / s->total_epochs, s->power);
+    case KD_LR_COSINE_RESTARTS:
+        return cosine_restarts_at(s, t);
     }
     return s->base_lr;
 }

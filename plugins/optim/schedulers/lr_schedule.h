@@ -6,6 +6,15 @@
  *   multistep  base * gamma^(number of milestones <= t)     (torch MultiStepLR)
  *   cosine     eta_min + (base - eta_min) * (1 + cos(pi * t / total)) / 2
  *              for t <= total, eta_min after it      (torch CosineAnnealingLR)
+ *   poly       eta_min + (base - eta_min) * (1 - t / total)^power
+ *              for t <= total, eta_min after it (PaddleClas Polynomial,
+ *              mmcv PolyLrUpdaterHook)
+ *   cosine_restarts  cycles of cosine annealing (SGDR; timm's
+ *              CosineLRScheduler): cycle i starts at epoch
+ *              start_i = cycle_epochs * (1 + mul + ... + mul^(i-1)) and lasts
+ *              T_i = cycle_epochs * mul^i; within it, at u = t - start_i,
+ *                eta_min + (base * decay^i - eta_min) * (1 + cos(pi u / T_i)) / 2
+ *              and eta_min once cycle_limit cycles have run (0: no limit)
  *   constant   base
  * Linear warm-up (timm's, with warmup_prefix off): for t < warmup_epochs,
  *   start = warmup_start_factor * base
@@ -29,7 +38,9 @@ typedef enum kd_lr_kind {
     KD_LR_CONSTANT = 0,
     KD_LR_STEP,
     KD_LR_MULTISTEP,
-    KD_LR_COSINE
+    KD_LR_COSINE,
+    KD_LR_POLY,
+    KD_LR_COSINE_RESTARTS
 } kd_lr_kind;
 
 typedef enum kd_lr_granularity { KD_LR_PER_EPOCH = 0, KD_LR_PER_STEP } kd_lr_granularity;
@@ -43,8 +54,15 @@ typedef struct kd_lr_schedule {
     int64_t step_size;       /* step: epochs between decays, >= 1 */
     int n_milestones;        /* multistep: 1..KD_LR_MAX_MILESTONES */
     int64_t milestones[KD_LR_MAX_MILESTONES]; /* epochs, >= 1, increasing */
-    double total_epochs;     /* cosine: > 0 */
-    double eta_min;          /* cosine: in [0, base_lr] */
+    double total_epochs;     /* cosine, poly: > 0 */
+    double eta_min;          /* cosine, poly, cosine_restarts: in [0, base_lr] */
+    double power;            /* poly: > 0 */
+    double cycle_epochs;     /* cosine_restarts: the first cycle's length, > 0 */
+    double cycle_mul;        /* cosine_restarts: >= 1, each cycle's length
+                                over the previous one's */
+    double cycle_decay;      /* cosine_restarts: > 0, each cycle's peak over
+                                the previous one's */
+    int64_t cycle_limit;     /* cosine_restarts: cycles run, >= 0 (0: no limit) */
     double warmup_epochs;    /* >= 0; 0 = no warm-up */
     double warmup_start_factor; /* in [0, 1] */
 } kd_lr_schedule;

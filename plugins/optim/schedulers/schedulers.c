@@ -1,4 +1,5 @@
-/* The scheduler plugins "constant", "step", "multistep" and "cosine": one
+/* The scheduler plugins "constant", "step", "multistep", "cosine", "poly"
+ * and "cosine_restarts": one
  * kd_lr_schedule (lr_schedule.h) per instance, filled from the job's
  * parameters and the run's shape, checked once at create(). */
 #include <stdlib.h>
@@ -51,6 +52,22 @@ static kd_status schedule_create(kd_lr_kind kind, const char *provider,
         s.total_epochs = (double)info->epochs;
         s.eta_min = kd_params_number(p, "eta_min");
         break;
+    case KD_LR_POLY:
+        if (info->epochs < 1)
+            return kd_error(KD_ERR_INVALID,
+                            "poly: the run must last at least 1 epoch, got %lld",
+                            (long long)info->epochs);
+        s.total_epochs = (double)info->epochs;
+        s.eta_min = kd_params_number(p, "eta_min");
+        s.power = kd_params_number(p, "power");
+        break;
+    case KD_LR_COSINE_RESTARTS:
+        s.eta_min = kd_params_number(p, "eta_min");
+        s.cycle_epochs = kd_params_number(p, "cycle_epochs");
+        s.cycle_mul = kd_params_number(p, "cycle_mul");
+        s.cycle_decay = kd_params_number(p, "cycle_decay");
+        s.cycle_limit = kd_params_integer(p, "cycle_limit");
+        break;
     }
     kd_status st = kd_lr_validate(&s);
     if (st != KD_OK)
@@ -83,18 +100,21 @@ static const kd_scheduler_vtable schedule_vtable = {
 };
 
 static const kd_lr_kind CONSTANT = KD_LR_CONSTANT, STEP = KD_LR_STEP,
-                        MULTISTEP = KD_LR_MULTISTEP, COSINE = KD_LR_COSINE;
+                        MULTISTEP = KD_LR_MULTISTEP, COSINE = KD_LR_COSINE,
+                        POLY = KD_LR_POLY, COSINE_RESTARTS = KD_LR_COSINE_RESTARTS;
 
 static const kd_plugin_provider providers[] = {
     {KD_KIND_SCHEDULER, "constant", &schedule_vtable.header, &CONSTANT},
     {KD_KIND_SCHEDULER, "step", &schedule_vtable.header, &STEP},
     {KD_KIND_SCHEDULER, "multistep", &schedule_vtable.header, &MULTISTEP},
     {KD_KIND_SCHEDULER, "cosine", &schedule_vtable.header, &COSINE},
+    {KD_KIND_SCHEDULER, "poly", &schedule_vtable.header, &POLY},
+    {KD_KIND_SCHEDULER, "cosine_restarts", &schedule_vtable.header, &COSINE_RESTARTS},
 };
 
 kd_status kd_plugin_entry(kd_plugin_info *info)
 {
-    KD_PLUGIN_INFO_INIT(info, "schedulers", "1.0.0");
-    KD_PLUGIN_PROVIDERS(info, providers, 4);
+    KD_PLUGIN_INFO_INIT(info, "schedulers", "1.1.0");
+    KD_PLUGIN_PROVIDERS(info, providers, (int)(sizeof providers / sizeof providers[0]));
     return KD_OK;
 }

@@ -417,11 +417,18 @@ typedef struct kd_bind_args {
     const kd_host_services *host;
 } kd_bind_args;
 
+/* The label of a sample without one: an unlabeled sample a job mixes into
+ * its training set (data.train.unlabeled, SSLD). A loss that needs labels
+ * leaves such rows out (ce averages over the labeled rows); a distillation
+ * loss uses every row. */
+#define KD_LABEL_NONE (-1)
+
 typedef struct kd_loss_args {
     uint32_t size;
     kd_tensor *const *student; /* tensors in kd_loss_needs order */
     kd_tensor *const *teacher; /* NULL when n_teacher is 0 */
-    kd_tensor *labels;         /* I64 [N]: class indices */
+    kd_tensor *labels;         /* I64 [N]: class indices, KD_LABEL_NONE for an
+                                  unlabeled sample */
     kd_tensor *soft_targets;   /* [N, classes] after mixup/cutmix, else
                                   NULL; a label loss prefers it when set */
     kd_tensor *indices;        /* I64 [N]: dataset positions */
@@ -507,6 +514,11 @@ typedef struct kd_dataset_vtable {
      * place of an unreadable one (a dataset's documented skip policy);
      * the host reports the growth at each epoch's end. Thread-safe. */
     int64_t (*skipped)(void *self);
+    /* optional, appended within ABI 2 after the two above */
+    /* What sample `index` is called where it lives (an image's file path,
+     * as the dataset opens it), owned by the instance: the host writes it
+     * into list files of samples (kdengine select). Thread-safe. */
+    const char *(*sample_name)(void *self, int64_t index);
 } kd_dataset_vtable;
 
 typedef struct kd_transform_vtable {

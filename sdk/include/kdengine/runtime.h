@@ -19,6 +19,16 @@ KD_API void kd_set_num_threads(int n);
 KD_API int kd_num_threads(void);
 /* One line per component: "openblas 0.3.21 (pthread), threads 2", ... */
 KD_API const char *kd_build_info(void);
+/* What the CPU libraries are and run as, for a run's record: OpenBLAS's
+ * build configuration ("OpenBLAS 0.3.21 DYNAMIC_ARCH ... MAX_THREADS=64")
+ * and the kernel core it chose for this CPU ("Haswell"; OPENBLAS_CORETYPE
+ * overrides it); oneDNN's version ("3.0.0") and the most capable
+ * instruction set it may use ("avx512_core"; ONEDNN_MAX_CPU_ISA caps it),
+ * both NULL in a build without oneDNN. Static strings of the libraries. */
+KD_API const char *kd_blas_config(void);
+KD_API const char *kd_blas_core(void);
+KD_API const char *kd_onednn_version(void);
+KD_API const char *kd_onednn_isa(void);
 KD_API bool kd_have_cuda_build(void);
 /* True when this build has CUDA and a GPU is present. */
 KD_API bool kd_cuda_device_available(void);
