@@ -9,7 +9,7 @@
  *   images (the pipeline's order: resize, then normalise).
  * - Ensembles: the mean of the members' logits, recomputed here.
  * - Routing: a job whose kd loss reads teacher t2 of two takes the same
- *   steps (every logged loss, bit for bit) as a job with t2 alone; reading
+ *   steps (every logged loss, to 1e-9) as a job with t2 alone; reading
  *   t1 instead differs; kd on an ensemble of t1 and its copy takes t1's
  *   steps (the mean, not the sum, reaches the loss).
  * - plan prints every teacher; validate refuses, naming the JSON path: an
@@ -209,10 +209,15 @@ static bool run_steps(const char *name, const char *teachers, const char *losses
     return ok;
 }
 
+/* The same float64 arithmetic in the same order, so equal to the bit on
+ * one machine; 1e-9 relative (test_recipe_steps' bound for float64
+ * trajectories against PyTorch's other kernels) leaves room for a BLAS
+ * that rounds by alignment, while reading the wrong teacher moves the loss
+ * by 1e-3 or more. */
 static bool same_steps(const double *a, const double *b)
 {
     for (int i = 0; i < 8; i++)
-        if (a[i] != b[i])
+        if (!(fabs(a[i] - b[i]) <= 1e-9 * fabs(b[i])))
             return false;
     return true;
 }
@@ -234,9 +239,8 @@ static void test_routing(void)
                     KD_LOSS(", \"teacher\": \"e\""), ens) && ran;
     if (!ran)
         return;
-    /* the same float64 arithmetic in the same order: equal to the bit */
     kt_check(same_steps(t2, one), "routing: kd on t2 of two teachers takes the steps of a job "
-             "with t2 alone (8 losses, bit for bit)", "step 1 %.17g vs %.17g, step 8 %.17g vs "
+             "with t2 alone (8 losses)", "step 1 %.17g vs %.17g, step 8 %.17g vs "
              "%.17g", t2[0], one[0], t2[7], one[7]);
     kt_check(same_steps(t1, only_t1), "routing: kd on t1 takes the steps of a job with t1 alone",
              "step 1 %.17g vs %.17g", t1[0], only_t1[0]);

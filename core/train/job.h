@@ -94,7 +94,7 @@ typedef struct kd_job_data {
 
 typedef struct kd_job_model {
     bool present;
-    const char *path; /* "teacher" / "student" */
+    const char *path; /* "student", "teacher" or "teachers[1]" */
     const kd_registry_entry *entry;
     kd_params *params;
     const char *weights; /* NULL: initialise from the seed */

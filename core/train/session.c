@@ -587,7 +587,9 @@ static kd_status service_forward_from(void *host, kd_model_role role, const char
         /* the teacher of the loss asking (session.active_teacher) */
         int t = s->active_teacher >= 0 ? s->active_teacher : s->n_teachers == 1 ? 0 : -1;
         if (t < 0)
-            return kd_error(KD_ERR_STATE, "forward_from: the loss reads no teacher");
+            return kd_error(KD_ERR_STATE, "forward_from: %s", s->n_teachers
+                            ? "the loss reads none of the job's teachers"
+                            : "the job has no teacher");
         if (!s->teachers[t].model)
             return kd_error(KD_ERR_UNSUPPORTED, "forward_from: teacher '%s' is an ensemble "
                             "(it has logits only)", s->teachers[t].spec->name);
@@ -747,6 +749,8 @@ static kd_status check_teacher_logits(const kd_session *s, const kd_teacher_run 
                                       const kd_tap_shape *student_logits)
 {
     const kd_tap_shape *lt = &t->shapes[t->model ? t->model->logits : 0];
+    if (student_logits->ndim != 2) /* check_logits names the student */
+        return KD_OK;
     if (lt->ndim == 2 && lt->shape[1] == student_logits->shape[1])
         return KD_OK;
     return kd_error(KD_ERR_INVALID, "%s: '%s' predicts %lld classes, the student '%s' %lld: "
@@ -905,11 +909,13 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         st = ss ? probe_taps(&s->student, &model_view, ss)
                 : kd_error(KD_ERR_NOMEM, "session: out of memory");
     }
+    /* teachers first: a teacher that disagrees with the student on the
+     * classes is the likelier mistake than the data */
+    if (st == KD_OK && mode == KD_SESSION_TRAIN)
+        st = open_teachers(s, shape_src, &ss[s->student.logits]);
     if (st == KD_OK && mode != KD_SESSION_TEACHER)
         st = check_logits(s, ss);
     s->num_classes = ss && st == KD_OK ? (int)ss[s->student.logits].shape[1] : 0;
-    if (st == KD_OK && mode == KD_SESSION_TRAIN)
-        st = open_teachers(s, shape_src, &ss[s->student.logits]);
     if (st == KD_OK && mode == KD_SESSION_TEACHER)
         st = freeze(&s->student, false); /* eval --weights loads after this */
     init_services(s);
