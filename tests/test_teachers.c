@@ -12,6 +12,7 @@
  *   steps (every logged loss, to 1e-9) as a job with t2 alone; reading
  *   t1 instead differs; kd on an ensemble of t1 and its copy takes t1's
  *   steps (the mean, not the sum, reaches the loss).
+ * - eval --teacher renormalises data.val for a teacher's own normalize.
  * - plan prints every teacher; validate refuses, naming the JSON path: an
  *   unknown teacher, an ambiguous loss, "teacher" with "teachers", a
  *   repeated or missing name, a bad ensemble, an ensemble's non-logits tap;
@@ -251,6 +252,44 @@ static void test_routing(void)
              only_t1[0]);
 }
 
+/* ---------------------------------------------------------------- eval --teacher */
+
+/* `kdengine eval NAME.json --teacher --json EXTRA`'s cross-entropy; NAN
+ * with a failed check when it does not run. */
+static double eval_teacher_loss(const char *name, const char *extra)
+{
+    char *out = NULL;
+    int rc = kt_kdengine(dir, &out, "eval %s.json --teacher --json %s", name, extra);
+    const char *line = out ? strstr(out, "{\"model\": \"teacher\"") : NULL;
+    json_t *j = line ? json_loadb(line, strcspn(line, "\n"), 0, NULL) : NULL;
+    double loss = json_is_number(json_object_get(j, "loss"))
+                      ? json_number_value(json_object_get(j, "loss"))
+                      : NAN;
+    kt_check(rc == 0 && !isnan(loss), name, "eval --teacher exit %d: %s", rc, out);
+    json_decref(j);
+    free(out);
+    return loss;
+}
+
+/* eval --teacher renormalises data.val's images for a teacher with its own
+ * normalize: the same as a pipeline that normalises for it. The pipeline
+ * computes in float32 (inputs rounded to ~6e-8 relative), the host in
+ * float64, so the losses agree to far better than 1e-4; an input left as
+ * the pipeline made it moves the loss by more than 1e-2. */
+static void test_eval_teacher(void)
+{
+    write_job("eval_own", "float64", "\"teacher\": {" T_MODEL ", \"normalize\": "
+              "{\"mean\": [0.5], \"std\": [0.5]}},", KD_LOSS(""), 1, 1);
+    write_job("eval_plain", "float64", "\"teacher\": {" T_MODEL "},", KD_LOSS(""), 1, 1);
+    double own = eval_teacher_loss("eval_own", "");
+    double pipeline = eval_teacher_loss("eval_plain", "--set data.val.transforms[0].mean=[0.5] "
+                                        "--set data.val.transforms[0].std=[0.5]");
+    double plain = eval_teacher_loss("eval_plain", "");
+    kt_check(fabs(own - pipeline) < 1e-4 && fabs(own - plain) > 1e-2,
+             "eval --teacher: a teacher's normalize applies to data.val",
+             "own %.6f, pipeline-normalised %.6f, unrenormalised %.6f", own, pipeline, plain);
+}
+
 /* ---------------------------------------------------------------- plan, errors */
 
 static void test_plan(void)
@@ -386,6 +425,7 @@ int main(void)
     if (ok) {
         test_inputs();
         test_routing();
+        test_eval_teacher();
         test_plan();
         test_errors();
     }
