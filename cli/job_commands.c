@@ -159,6 +159,25 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
     return 0;
 }
 
+/* "resnet20 -> " for one teacher, "t1 resnet20, t2 vit_small, ens -> " for
+ * several, "" for none: what validate says the job distils. */
+static void teachers_line(const kd_job *job, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < job->n_teachers && used < size; i++) {
+        const kd_job_teacher *t = &job->teachers[i];
+        if (job->n_teachers == 1)
+            used += (size_t)snprintf(buf + used, size - used, "%s", t->model.entry->name);
+        else
+            used += (size_t)snprintf(buf + used, size - used, "%s%s%s%s", i ? ", " : "",
+                                     t->name, t->model.present ? " " : "",
+                                     t->model.present ? t->model.entry->name : "");
+    }
+    if (job->n_teachers && used < size)
+        snprintf(buf + used, size - used, " -> ");
+}
+
 /* run --nproc N: this executable again, under mpirun, with the same
  * arguments but --nproc; returns only when that cannot start. */
 static kd_status launch_under_mpirun(int nproc, int argc, char **argv)
@@ -231,11 +250,13 @@ int kd_command_job(const char *command, int argc, char **argv)
         st = kd_session_open(job, KD_SESSION_TRAIN, &s);
         if (st == KD_OK && which == PLAN)
             st = kd_session_plan(s, stdout);
-        else if (st == KD_OK)
-            printf("%s: ok (%s%s%s, %d loss%s, %lld epochs)\n", a.file,
-                   job->teacher.present ? job->teacher.entry->name : "",
-                   job->teacher.present ? " -> " : "", job->student.entry->name, job->n_losses,
-                   job->n_losses == 1 ? "" : "es", (long long)job->epochs);
+        else if (st == KD_OK) {
+            char teachers[512];
+            teachers_line(job, teachers, sizeof teachers);
+            printf("%s: ok (%s%s, %d loss%s, %lld epochs)\n", a.file, teachers,
+                   job->student.entry->name, job->n_losses, job->n_losses == 1 ? "" : "es",
+                   (long long)job->epochs);
+        }
         kd_session_close(s);
     } else if (st == KD_OK && which == RUN) {
         kd_run_options o = {.resume = a.resume};

@@ -309,6 +309,10 @@ static void test_plan(void)
              "plan: every teacher (model, input, MACs, taps) and each loss's teacher",
              "exit %d: %s", rc, out);
     free(out);
+    rc = kt_kdengine(dir, &out, "validate plan.json");
+    kt_check(rc == 0 && has(out, "ok (t1 resnet8, t2 resnet8, ens -> resnet8, 3 losses"),
+             "validate: names every teacher", "exit %d: %s", rc, out);
+    free(out);
 }
 
 typedef struct error_row {
