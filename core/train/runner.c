@@ -539,13 +539,15 @@ static kd_status batch_transforms(run *r, kd_batch_args *ba)
 
 /* A teacher runs in a scope of its own under no-grad: only the taps the
  * losses read move out to the step's scope, the rest of its activations
- * (and its resized input) are freed before the next model starts. Teacher
- * i > 0 draws from a stream of its own. */
-static kd_status teacher_forward(run *r, int i, kd_tensor *images)
+ * (and its resized input) are freed before the next model starts. The
+ * session's teacher (the first model teacher) draws from the teacher
+ * stream as `label` does, teachers[index] after it from one of its own. */
+static kd_status teacher_forward(run *r, int index, kd_tensor *images)
 {
-    const kd_teacher_run *t = &r->s->teachers[i];
+    const kd_teacher_run *t = &r->s->teachers[index];
     kd_model_run *m = t->model;
-    uint64_t stream = i == 0 ? KD_STREAM_TEACHER : KD_STREAM_TEACHER << 8 | (uint64_t)i;
+    uint64_t stream = m == &r->s->teacher ? KD_STREAM_TEACHER
+                                          : KD_STREAM_TEACHER << 8 | (uint64_t)index;
     bool saved = kd_set_grad_enabled(false);
     kd_status st = kd_scope_begin();
     if (st != KD_OK) {

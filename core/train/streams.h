@@ -1,6 +1,7 @@
 /* The stream words a training step keys its random generators with:
- * kd_rng_make(seed, WORD, step) for the student, the teacher (teachers[i]
- * for i > 0: WORD << 8 | i), each loss (WORD << 8 | i) and each batch
+ * kd_rng_make(seed, WORD, step) for the student, the teacher (the first
+ * model teacher; teachers[i] after it: WORD << 8 | i), each loss (WORD << 8
+ * | i) and each batch
  * transform (WORD << 8 | i). `kdengine label` keys
  * the teacher and the batch transforms the same way, so a stored view is
  * the one training makes. */
