@@ -56,8 +56,8 @@
  * teacher whose logits are the mean of the named model teachers' logits
  * (it has no other taps). "teacher" is one teacher named "teacher". A
  * teacher's "input_size" (H or [H, W]) and "normalize" default to what
- * data.train makes; where they differ the host resizes (bilinear,
- * antialiased) and renormalises the student's batch for it (teachers.h).
+ * data.train makes; where they differ the host resizes (bilinear, as
+ * data/images' resize) and renormalises the student's batch for it (teachers.h).
  * A loss's "teacher" names the teacher it reads (needed with several).
  *
  * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,

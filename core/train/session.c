@@ -1111,7 +1111,7 @@ static kd_status print_teachers(kd_session *s, FILE *out, const kd_data_run *d,
             *bytes_per_image = bytes;
         if (t->resize || t->scale)
             fprintf(out, "  input: the student's %dx%d batch%s%s\n", d->height, d->width,
-                    t->resize ? ", resized (bilinear, antialiased)" : "",
+                    t->resize ? ", resized (bilinear)" : "",
                     t->scale ? ", renormalised (its normalize)" : "");
     }
     return KD_OK;

@@ -71,7 +71,7 @@ kd_tensor *kd_teacher_input(const kd_teacher_run *t, kd_tensor *images)
 {
     kd_tensor *x = images;
     if (t->resize)
-        x = kd_interpolate(x, t->height, t->width, KD_INTERP_BILINEAR, true);
+        x = kd_interpolate(x, t->height, t->width, KD_INTERP_BILINEAR, false);
     if (t->scale)
         x = kd_add(kd_mul(x, t->scale), t->shift);
     return x;

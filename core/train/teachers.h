@@ -2,7 +2,8 @@
  *
  * A teacher whose input_size or normalize differ from the pipeline's gets
  * the student's batch as the pipeline would have made it for it: resized
- * (bilinear, antialiased, as PIL and torchvision resize images) and
+ * (torch's bilinear, align_corners false, no antialiasing: what OpenCV's
+ * INTER_LINEAR in data/images' resize computes, borders replicated) and
  * renormalised: the pipeline's last "normalize" transform undone, the
  * teacher's applied. Both are affine per channel and a resize's weights
  * sum to one, so resizing the normalised batch and then renormalising
