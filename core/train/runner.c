@@ -1139,9 +1139,10 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
         if (job->n_teachers > 1)
             snprintf(several, sizeof several, " and %d more", job->n_teachers - 1);
         fprintf(stderr, "%s: %s%s%s%s -> %s, %lld epochs x %lld steps, batch %lld%s, %d threads "
-                "(ready in %.1f s)\n", job->file, job->teacher.present ? job->teacher.entry->name : "",
-                several, job->teacher.present ? (job->n_teachers > 1 ? " teach " : " teaches ")
-                                              : "training ", job->student.entry->name,
+                "(ready in %.1f s)\n", job->file,
+                job->teacher.present ? job->teacher.entry->name : "", several,
+                job->teacher.present ? (job->n_teachers > 1 ? " teach " : " teaches ")
+                                     : "training ", job->student.entry->name,
                 job->output, (long long)job->epochs, (long long)r.steps_per_epoch,
                 (long long)job->train.batch_size, accumulated, kd_num_threads(), now_s() - t0);
         kd_memory_peak_reset(KD_CPU);
