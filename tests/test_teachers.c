@@ -13,6 +13,8 @@
  *   steps (every logged loss, to 1e-9) as a job with t2 alone; reading
  *   t1 instead differs; kd on an ensemble of t1 and its copy takes t1's
  *   steps (the mean, not the sum, reaches the loss).
+ * - Resume: a three-teacher run resumed from its epoch-1 checkpoint ends
+ *   as the uninterrupted run, whose checkpoints hold no teacher tensor.
  * - eval --teacher renormalises data.val for a teacher's own normalize.
  * - plan prints every teacher; validate refuses, naming the JSON path: an
  *   unknown teacher, an ambiguous loss, "teacher" with "teachers", a
@@ -253,6 +255,57 @@ static void test_routing(void)
              only_t1[0]);
 }
 
+/* ---------------------------------------------------------------- resume */
+
+/* Whether two safetensors files hold the same tensors, byte for byte, and
+ * every name starts with one of the training state's groups (no teacher). */
+static bool same_state(const char *a_path, const char *b_path, char *why, size_t size)
+{
+    static const char *const groups[] = {"student.", "optim.", "loss."};
+    kd_safetensors *a = NULL, *b = NULL;
+    bool same = kd_safetensors_open(a_path, &a) == KD_OK &&
+                kd_safetensors_open(b_path, &b) == KD_OK;
+    if (!same)
+        snprintf(why, size, "%s", kd_last_error());
+    same = same && kd_safetensors_count(a) == kd_safetensors_count(b);
+    for (int i = 0; same && i < kd_safetensors_count(a); i++) {
+        const kd_safetensors_entry *ea = kd_safetensors_at(a, i);
+        const kd_safetensors_entry *eb = kd_safetensors_find(b, ea->name);
+        bool grouped = false;
+        for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+            grouped = grouped || !strncmp(ea->name, groups[g], strlen(groups[g]));
+        same = grouped && eb && ea->nbytes == eb->nbytes && !memcmp(ea->data, eb->data, ea->nbytes);
+        if (!same)
+            snprintf(why, size, "tensor %s %s", ea->name, grouped ? "differs" : "is no state");
+    }
+    kd_safetensors_close(a);
+    kd_safetensors_close(b);
+    return same;
+}
+
+/* Teachers are frozen and not in checkpoints: a run with three teachers
+ * resumed from its epoch-1 checkpoint ends where it ended uninterrupted. */
+static void test_resume(void)
+{
+    write_job("resume", "float64", TEACHERS(T1 ", " T2 ", " ENS),
+              KD_LOSS(", \"teacher\": \"ens\"") ", {\"name\": \"rkd\", \"teacher\": \"t2\", "
+              "\"student_tap\": \"pre_logits\", \"teacher_tap\": \"pre_logits\"}", 2, 0);
+    char *out = NULL, last[256], ref[256], why[512] = "not run";
+    snprintf(last, sizeof last, "%s/resume/checkpoints/step-000000008.safetensors", dir);
+    snprintf(ref, sizeof ref, "%s/resume-end.safetensors", dir);
+    int rc = kt_kdengine(dir, &out, "run resume.json --set checkpoint.keep=2");
+    free(out);
+    int rc2 = rc == 0 && rename(last, ref) == 0
+                  ? kt_kdengine(dir, &out, "run resume.json --set checkpoint.keep=2 --resume")
+                  : -1;
+    bool resumed = rc2 == 0 && has(out, "resuming from");
+    if (rc2 != -1)
+        free(out);
+    kt_check(resumed && same_state(last, ref, why, sizeof why),
+             "resume: a run with three teachers resumes bit for bit (no teacher in checkpoints)",
+             "exit %d, %d: %s", rc, rc2, why);
+}
+
 /* ---------------------------------------------------------------- eval --teacher */
 
 /* `kdengine eval NAME.json --teacher --json EXTRA`'s cross-entropy; NAN
@@ -437,6 +490,7 @@ int main(void)
     if (ok) {
         test_inputs();
         test_routing();
+        test_resume();
         test_eval_teacher();
         test_plan();
         test_errors();

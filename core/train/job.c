@@ -537,7 +537,7 @@ kd_status kd_job_one_teacher(const kd_job *job, const char *command)
     char all[512];
     teacher_names(job, all, sizeof all);
     return kd_error(KD_ERR_INVALID, "teachers: %s runs one teacher, and the job has %d (%s); "
-                    "write a job with that one as \"teacher\"", command, job->n_teachers, all);
+                    "keep the one to use, as \"teacher\"", command, job->n_teachers, all);
 }
 
 static kd_status parse_losses(kd_job *job)
