@@ -19,7 +19,8 @@
  * - plan prints every teacher; validate refuses, naming the JSON path: an
  *   unknown teacher, an ambiguous loss, "teacher" with "teachers", a
  *   repeated or missing name, a bad ensemble, an ensemble's non-logits tap;
- *   label refuses several teachers.
+ *   label, eval --teacher, forward --teacher and an FKD store's fingerprint
+ *   refuse several teachers.
  * - examples/fashion-mnist/two-teachers.json runs a few steps. */
 #include <jansson.h>
 #include <math.h>
@@ -414,14 +415,14 @@ static const error_row error_rows[] = {
      "validate bad.json", "teachers[0].input_size: expected a size"},
     {"errors: label runs one teacher", TEACHERS(T1 ", " T2), KD_LOSS(", \"teacher\": \"t1\""),
      "label bad.json --epochs 1 --out store",
-     "teachers: label runs one teacher, and the job has 2 (t1, t2)"},
+     "teachers: label takes one teacher, and the job has 2 (t1, t2)"},
     {"errors: eval --teacher runs one teacher", TEACHERS(T1 ", " T2),
      KD_LOSS(", \"teacher\": \"t1\""), "eval bad.json --teacher",
-     "teachers: eval --teacher runs one teacher, and the job has 2 (t1, t2)"},
+     "teachers: eval --teacher takes one teacher, and the job has 2 (t1, t2)"},
     {"errors: forward --teacher runs one teacher", TEACHERS(T1 ", " T2),
      KD_LOSS(", \"teacher\": \"t1\""),
      "forward bad.json --teacher --input x.safetensors --taps logits --out y.safetensors",
-     "teachers: forward --teacher runs one teacher, and the job has 2 (t1, t2)"},
+     "teachers: forward --teacher takes one teacher, and the job has 2 (t1, t2)"},
 };
 
 static void test_errors(void)
@@ -435,6 +436,25 @@ static void test_errors(void)
                  out);
         free(out);
     }
+}
+
+/* An FKD label store comes from one teacher: its fingerprint refuses a job
+ * with several rather than compare the store with one of them. */
+static void test_fkd_refuses(void)
+{
+    write_job("labelled", "float64", "\"teacher\": {" T_MODEL "},", KD_LOSS(""), 1, 1);
+    char *out = NULL;
+    int rc = kt_kdengine(dir, &out, "label labelled.json --epochs 1 --out store1");
+    free(out);
+    write_job("bad", "float64", TEACHERS(T1 ", " T2),
+              "{\"name\": \"fkd\", \"labels\": \"store1\"}, "
+              "{\"name\": \"kd\", \"teacher\": \"t2\"}", 1, 1);
+    int rc2 = rc == 0 ? kt_kdengine(dir, &out, "validate bad.json") : -1;
+    const char *want = "teachers: an FKD label store takes one teacher, and the job has 2";
+    kt_check(rc == 0 && rc2 != 0 && has(out, want), "errors: an FKD store's fingerprint refuses "
+             "several teachers", "label exit %d, validate exit %d: %s", rc, rc2, out);
+    if (rc2 != -1)
+        free(out);
 }
 
 /* ---------------------------------------------------------------- the example */
@@ -494,6 +514,7 @@ int main(void)
         test_eval_teacher();
         test_plan();
         test_errors();
+        test_fkd_refuses();
     }
     test_example();
     kt_remove_tree(dir);

@@ -536,7 +536,7 @@ kd_status kd_job_one_teacher(const kd_job *job, const char *command)
         return KD_OK;
     char all[512];
     teacher_names(job, all, sizeof all);
-    return kd_error(KD_ERR_INVALID, "teachers: %s runs one teacher, and the job has %d (%s); "
+    return kd_error(KD_ERR_INVALID, "teachers: %s takes one teacher, and the job has %d (%s); "
                     "keep the one to use, as \"teacher\"", command, job->n_teachers, all);
 }
 
