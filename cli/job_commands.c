@@ -213,6 +213,25 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
     return 0;
 }
 
+/* "resnet20 -> " for one teacher, "t1 resnet20, t2 vit_small, ens -> " for
+ * several, "" for none: what validate says the job distils. */
+static void teachers_line(const kd_job *job, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < job->n_teachers && used < size; i++) {
+        const kd_job_teacher *t = &job->teachers[i];
+        if (job->n_teachers == 1)
+            used += (size_t)snprintf(buf + used, size - used, "%s", t->model.entry->name);
+        else
+            used += (size_t)snprintf(buf + used, size - used, "%s%s%s%s", i ? ", " : "",
+                                     t->name, t->model.present ? " " : "",
+                                     t->model.present ? t->model.entry->name : "");
+    }
+    if (job->n_teachers && used < size)
+        snprintf(buf + used, size - used, " -> ");
+}
+
 int kd_command_job(const char *command, int argc, char **argv)
 {
     int which = -1;
@@ -243,11 +262,13 @@ int kd_command_job(const char *command, int argc, char **argv)
             st = kd_session_plan(s, stdout);
         if (st == KD_OK && which == PLAN && a.scaling)
             st = kd_plan_scaling(s, &a.cluster, stdout);
-        else if (st == KD_OK)
-            printf("%s: ok (%s%s%s, %d loss%s, %lld epochs)\n", a.file,
-                   job->teacher.present ? job->teacher.entry->name : "",
-                   job->teacher.present ? " -> " : "", job->student.entry->name, job->n_losses,
-                   job->n_losses == 1 ? "" : "es", (long long)job->epochs);
+        else if (st == KD_OK) {
+            char teachers[512];
+            teachers_line(job, teachers, sizeof teachers);
+            printf("%s: ok (%s%s, %d loss%s, %lld epochs)\n", a.file, teachers,
+                   job->student.entry->name, job->n_losses, job->n_losses == 1 ? "" : "es",
+                   (long long)job->epochs);
+        }
         kd_session_close(s);
     } else if (st == KD_OK && which == RUN) {
         kd_run_options o = {.resume = a.resume};

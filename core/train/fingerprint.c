@@ -48,6 +48,14 @@ static kd_status hash_file(const char *path, char *out, size_t size)
     return KD_OK;
 }
 
+static json_t *numbers_json(int n, const double *v)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < n; i++)
+        json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
 /* A teacher in train-BN mode, like a batch transform, mixes samples: its
  * output on one sample depends on the batch it came in. */
 static bool batches_matter(const kd_job *job)
@@ -81,6 +89,12 @@ static kd_status build(const kd_session *s, json_t **out)
                                                       (json_int_t)d->batch_size, "shuffle",
                                                       d->shuffle, "drop_last", d->drop_last));
     kd_status st = fp ? KD_OK : kd_error(KD_ERR_NOMEM, "fingerprint: out of memory");
+    /* FKD labels come from one teacher: several would need a label per
+     * teacher or a chosen one, which no command offers */
+    if (st == KD_OK && (st = kd_job_one_teacher(job, "an FKD label store")) != KD_OK) {
+        json_decref(fp);
+        return st;
+    }
     if (st == KD_OK && job->teacher.present) {
         char hash[64] = "initialised from the seed";
         if (job->teacher.weights)
@@ -91,6 +105,14 @@ static kd_status build(const kd_session *s, json_t **out)
                                             "train_bn", job->teacher.train_bn, "dtype",
                                             kd_dtype_name(job->dtype))
                                 : NULL;
+        /* a teacher that reads resized or renormalised images says so */
+        const kd_teacher_run *tr = &s->teachers[0];
+        if (st == KD_OK && t && tr->resize)
+            json_object_set_new(t, "input_size", json_pack("[ii]", tr->height, tr->width));
+        if (st == KD_OK && t && tr->scale)
+            json_object_set_new(t, "normalize", json_pack("{s:o, s:o}", "mean",
+                                numbers_json(tr->spec->n_norm, tr->spec->mean), "std",
+                                numbers_json(tr->spec->n_norm, tr->spec->std)));
         if (st == KD_OK && (!t || json_object_set_new(fp, "teacher", t) != 0))
             st = kd_error(KD_ERR_NOMEM, "fingerprint: out of memory");
     }

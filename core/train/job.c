@@ -13,7 +13,8 @@
 /* ---------------------------------------------------------------- host keys */
 
 static const char *const top_keys[] = {"seed",   "threads", "dtype",    "output",
-                                       "plugin_dirs", "data", "teacher", "student",
+                                       "plugin_dirs", "data", "teacher", "teachers",
+                                       "student",
                                        "losses", "optim",   "schedule", "eval",
                                        "checkpoint", "log", "ema", "comment"};
 static const char *const data_keys[] = {"train", "val"};
@@ -21,9 +22,14 @@ static const char *const split_keys[] = {"dataset",  "transforms", "batch_transf
                                          "batch_size", "workers",  "prefetch",
                                          "subset",   "shuffle",    "drop_last",
                                          "unlabeled"};
-static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
+static const char *const teacher_keys[] = {"model", "weights", "train_bn", "input_size",
+                                           "normalize"};
+static const char *const teachers_keys[] = {"name",       "model",    "weights",
+                                            "train_bn",   "input_size", "normalize"};
+static const char *const ensemble_keys[] = {"name", "ensemble"};
+static const char *const normalize_keys[] = {"mean", "std"};
 static const char *const student_keys[] = {"model", "weights"};
-static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};
+static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs", "teacher"};
 static const char *const optim_keys[] = {"name", "lr", "clip_grad_norm", "clip_grad_value",
                                          "accumulate_steps", "layer_decay"};
 static const char *const schedule_keys[] = {"name", "epochs"};
@@ -311,15 +317,14 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
     return st;
 }
 
-static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job_model *out)
+/* A model object at `path`: its provider and parameters, "weights", and
+ * for a teacher "train_bn" (n_host/host: the object's host keys). */
+static kd_status parse_model_object(kd_job *job, const json_t *obj, const char *path,
+                                    bool teacher, int n_host, const char *const *host,
+                                    kd_job_model *out)
 {
-    const json_t *obj = json_object_get(job->root, path);
     out->path = path;
-    if (!obj || json_is_null(obj))
-        return teacher ? KD_OK : kd_error(KD_ERR_INVALID, "student: missing (the model to train)");
     out->present = true;
-    const char *const *host = teacher ? teacher_keys : student_keys;
-    int n_host = teacher ? COUNT(teacher_keys) : COUNT(student_keys);
     kd_status st = provider_params(job->registry, KD_KIND_MODEL, obj, "model", out->path,
                                    n_host, host, &out->entry, &out->params);
     if (st == KD_OK)
@@ -332,9 +337,234 @@ static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job
     if (st == KD_OK && teacher)
         st = get_bool(obj, "train_bn", out->path, false, &out->train_bn);
     if (st == KD_OK && teacher && !out->weights)
-        st = kd_error(KD_ERR_INVALID, "teacher.weights: missing (a teacher must be trained: "
-                      "run a job without a teacher to make one)");
+        st = kd_error(KD_ERR_INVALID, "%s.weights: missing (a teacher must be trained: "
+                      "run a job without a teacher to make one)", out->path);
     return st;
+}
+
+static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job_model *out)
+{
+    const json_t *obj = json_object_get(job->root, path);
+    out->path = path;
+    if (!obj || json_is_null(obj))
+        return teacher ? KD_OK : kd_error(KD_ERR_INVALID, "student: missing (the model to train)");
+    return parse_model_object(job, obj, path, teacher,
+                              teacher ? COUNT(teacher_keys) : COUNT(student_keys),
+                              teacher ? teacher_keys : student_keys, out);
+}
+
+/* ---------------------------------------------------------------- teachers */
+
+/* "input_size": H (square) or [H, W]; absent or null: 0 x 0 (the data's). */
+static kd_status parse_input_size(const json_t *obj, const char *path, int *h, int *w)
+{
+    const json_t *v = json_object_get(obj, "input_size");
+    *h = *w = 0;
+    if (!v || json_is_null(v))
+        return KD_OK;
+    json_int_t hw[2];
+    bool ok = false;
+    if (json_is_integer(v)) {
+        hw[0] = hw[1] = json_integer_value(v);
+        ok = true;
+    } else if (json_is_array(v) && json_array_size(v) == 2 &&
+               json_is_integer(json_array_get(v, 0)) && json_is_integer(json_array_get(v, 1))) {
+        hw[0] = json_integer_value(json_array_get(v, 0));
+        hw[1] = json_integer_value(json_array_get(v, 1));
+        ok = true;
+    }
+    if (!ok || hw[0] < 1 || hw[1] < 1 || hw[0] > 65536 || hw[1] > 65536)
+        return kd_error(KD_ERR_INVALID, "%s.input_size: expected a size (e.g. 224) or [H, W] of "
+                        "integers in [1, 65536]", path);
+    *h = (int)hw[0];
+    *w = (int)hw[1];
+    return KD_OK;
+}
+
+/* "normalize": {"mean": [...], "std": [...]}, one number per channel each. */
+static kd_status parse_normalize(const json_t *obj, const char *path, kd_job_teacher *t)
+{
+    const json_t *v = json_object_get(obj, "normalize");
+    t->n_norm = 0;
+    if (!v || json_is_null(v))
+        return KD_OK;
+    char where[64];
+    snprintf(where, sizeof where, "%s.normalize", path);
+    kd_status st = need_object(v, where);
+    if (st == KD_OK)
+        st = check_keys(v, where, COUNT(normalize_keys), normalize_keys);
+    const json_t *mean = json_object_get(v, "mean"), *std = json_object_get(v, "std");
+    size_t n = json_array_size(mean);
+    if (st == KD_OK && (!json_is_array(mean) || n < 1 || n > KD_JOB_MAX_CHANNELS))
+        st = kd_error(KD_ERR_INVALID, "%s.mean: expected 1 to %d numbers, one per channel", where,
+                      KD_JOB_MAX_CHANNELS);
+    if (st == KD_OK && (!json_is_array(std) || json_array_size(std) != n))
+        st = kd_error(KD_ERR_INVALID, "%s.std: expected %zu numbers, as many as mean", where, n);
+    for (size_t c = 0; st == KD_OK && c < n; c++) {
+        const json_t *m = json_array_get(mean, c), *s = json_array_get(std, c);
+        if (!json_is_number(m) || !isfinite(json_number_value(m)))
+            st = kd_error(KD_ERR_INVALID, "%s.mean[%zu]: expected a number", where, c);
+        else if (!json_is_number(s) || !isfinite(json_number_value(s)) ||
+                 json_number_value(s) == 0)
+            st = kd_error(KD_ERR_INVALID, "%s.std[%zu]: expected a nonzero number", where, c);
+        else {
+            t->mean[c] = json_number_value(m);
+            t->std[c] = json_number_value(s);
+        }
+    }
+    if (st == KD_OK)
+        t->n_norm = (int)n;
+    return st;
+}
+
+static int find_teacher(const kd_job *job, const char *name)
+{
+    for (int i = 0; i < job->n_teachers; i++)
+        if (job->teachers[i].name && !strcmp(job->teachers[i].name, name))
+            return i;
+    return -1;
+}
+
+/* "a, b, c": the teachers' names, for messages. */
+static void teacher_names(const kd_job *job, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < job->n_teachers && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "",
+                                 job->teachers[i].name);
+}
+
+/* An ensemble's members: names of model teachers of the list, each once. */
+static kd_status parse_ensemble(kd_job *job, const json_t *list, kd_job_teacher *t)
+{
+    const json_t *names = json_object_get(json_array_get(list, (size_t)(t - job->teachers)),
+                                          "ensemble");
+    size_t n = json_array_size(names);
+    if (!json_is_array(names) || n < 2 || n > KD_JOB_MAX_TEACHERS)
+        return kd_error(KD_ERR_INVALID, "%s.ensemble: expected the names of 2 to %d teachers "
+                        "whose logits it averages", t->path, KD_JOB_MAX_TEACHERS);
+    char all[512];
+    teacher_names(job, all, sizeof all);
+    for (size_t k = 0; k < n; k++) {
+        const char *name = json_string_value(json_array_get(names, k));
+        if (!name)
+            return kd_error(KD_ERR_INVALID, "%s.ensemble[%zu]: expected a teacher's name",
+                            t->path, k);
+        int m = find_teacher(job, name);
+        if (m < 0)
+            return kd_error(KD_ERR_INVALID, "%s.ensemble[%zu]: no teacher named '%s' (the job's "
+                            "teachers: %s)", t->path, k, name, all);
+        if (!job->teachers[m].model.present)
+            return kd_error(KD_ERR_INVALID, "%s.ensemble[%zu]: '%s' is an ensemble itself (an "
+                            "ensemble averages model teachers)", t->path, k, name);
+        for (int j = 0; j < t->n_members; j++)
+            if (t->members[j] == m)
+                return kd_error(KD_ERR_INVALID, "%s.ensemble[%zu]: '%s' is listed twice",
+                                t->path, k, name);
+        t->members[t->n_members++] = m;
+    }
+    return KD_OK;
+}
+
+/* One entry of "teachers": its name (unique), then a model or an ensemble
+ * (whose members are resolved once every name is known). */
+static kd_status parse_teacher_entry(kd_job *job, const json_t *obj, kd_job_teacher *t)
+{
+    kd_status st = need_object(obj, t->path);
+    const char *name = NULL;
+    if (st == KD_OK)
+        st = get_string(obj, "name", t->path, &name);
+    if (st == KD_OK && !name)
+        st = kd_error(KD_ERR_INVALID, "%s.name: missing (losses name the teacher they read)",
+                      t->path);
+    int other = st == KD_OK ? find_teacher(job, name) : -1;
+    if (other >= 0)
+        st = kd_error(KD_ERR_INVALID, "%s.name: '%s' is %s's name too (names must differ)",
+                      t->path, name, job->teachers[other].path);
+    t->name = name;
+    if (st == KD_OK && json_object_get(obj, "ensemble"))
+        return check_keys(obj, t->path, COUNT(ensemble_keys), ensemble_keys);
+    if (st == KD_OK)
+        st = parse_model_object(job, obj, t->path, true, COUNT(teachers_keys), teachers_keys,
+                                &t->model);
+    return st;
+}
+
+/* "teacher" (one, named "teacher") or "teachers" (several), then
+ * job->teacher: the first model teacher. */
+static kd_status parse_teachers(kd_job *job)
+{
+    const json_t *one = json_object_get(job->root, "teacher");
+    const json_t *list = json_object_get(job->root, "teachers");
+    bool has_one = one && !json_is_null(one), has_list = list && !json_is_null(list);
+    if (has_one && has_list)
+        return kd_error(KD_ERR_INVALID, "teachers: the job has \"teacher\" too (give one "
+                        "teacher as \"teacher\" or several as \"teachers\", not both)");
+    if (!has_one && !has_list)
+        return KD_OK;
+    size_t n = has_one ? 1 : json_array_size(list);
+    if (has_list && (!json_is_array(list) || n < 1 || n > KD_JOB_MAX_TEACHERS))
+        return kd_error(KD_ERR_INVALID, "teachers: expected an array of 1 to %d teachers "
+                        "({\"name\": ..., \"model\": ...})", KD_JOB_MAX_TEACHERS);
+    job->teachers = calloc(n, sizeof *job->teachers);
+    if (!job->teachers)
+        return kd_error(KD_ERR_NOMEM, "teachers: out of memory");
+    kd_status st = KD_OK;
+    for (size_t i = 0; st == KD_OK && i < n; i++, job->n_teachers++) {
+        kd_job_teacher *t = &job->teachers[i];
+        const json_t *obj = has_one ? one : json_array_get(list, i);
+        if (has_one) {
+            snprintf(t->path, sizeof t->path, "teacher");
+            t->name = "teacher";
+            st = parse_model(job, "teacher", true, &t->model);
+            t->model.path = t->path;
+        } else {
+            snprintf(t->path, sizeof t->path, "teachers[%d]", (int)i);
+            st = parse_teacher_entry(job, obj, t);
+        }
+        if (st == KD_OK && t->model.present)
+            st = parse_input_size(obj, t->path, &t->input_h, &t->input_w);
+        if (st == KD_OK && t->model.present)
+            st = parse_normalize(obj, t->path, t);
+    }
+    for (int i = 0; st == KD_OK && i < job->n_teachers; i++)
+        if (!job->teachers[i].model.present)
+            st = parse_ensemble(job, list, &job->teachers[i]);
+    for (int i = 0; st == KD_OK && i < job->n_teachers && !job->teacher.present; i++)
+        if (job->teachers[i].model.present)
+            job->teacher = job->teachers[i].model;
+    return st;
+}
+
+/* A loss's "teacher": the name of one of the job's teachers. */
+static kd_status parse_loss_teacher(const kd_job *job, const json_t *obj, kd_job_loss *l)
+{
+    const char *name;
+    l->teacher = -1;
+    kd_status st = get_string(obj, "teacher", l->path, &name);
+    if (st != KD_OK || !name)
+        return st;
+    if (job->n_teachers == 0)
+        return kd_error(KD_ERR_INVALID, "%s.teacher: '%s', but the job has no teacher",
+                        l->path, name);
+    l->teacher = find_teacher(job, name);
+    if (l->teacher >= 0)
+        return KD_OK;
+    char all[512];
+    teacher_names(job, all, sizeof all);
+    return kd_error(KD_ERR_INVALID, "%s.teacher: no teacher named '%s' (the job's teachers: "
+                    "%s)", l->path, name, all);
+}
+
+kd_status kd_job_one_teacher(const kd_job *job, const char *command)
+{
+    if (job->n_teachers <= 1)
+        return KD_OK;
+    char all[512];
+    teacher_names(job, all, sizeof all);
+    return kd_error(KD_ERR_INVALID, "teachers: %s takes one teacher, and the job has %d (%s); "
+                    "keep the one to use, as \"teacher\"", command, job->n_teachers, all);
 }
 
 static kd_status parse_losses(kd_job *job)
@@ -363,6 +593,8 @@ static kd_status parse_losses(kd_job *job)
         if (st == KD_OK)
             st = get_number(obj, "weight_warmup_epochs", l->path, 0.0, 0.0,
                             &l->weight_warmup_epochs);
+        if (st == KD_OK)
+            st = parse_loss_teacher(job, obj, l);
         if (st != KD_OK)
             return st;
     }
@@ -444,7 +676,7 @@ static kd_status parse_job(kd_job *job)
     if (st == KD_OK)
         st = parse_split(job, data, "val", &job->val);
     if (st == KD_OK)
-        st = parse_model(job, "teacher", true, &job->teacher);
+        st = parse_teachers(job);
     if (st == KD_OK)
         st = parse_model(job, "student", false, &job->student);
     if (st == KD_OK)
@@ -727,7 +959,9 @@ void kd_job_free(kd_job *job)
         return;
     free_split(&job->train);
     free_split(&job->val);
-    kd_params_free(job->teacher.params);
+    for (int i = 0; i < job->n_teachers; i++)
+        kd_params_free(job->teachers[i].model.params);
+    free(job->teachers);
     kd_params_free(job->student.params);
     for (int i = 0; i < job->n_losses; i++)
         kd_params_free(job->losses[i].params);

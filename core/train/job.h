@@ -12,7 +12,8 @@
  *                 "unlabeled": {"name": "images", "list": "pool.txt", ...}},
  *       "val":   {...same keys...}
  *     },
- *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false, ...},
+ *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false,
+ *                 "input_size": [H, W], "normalize": {"mean": [...], "std": [...]}, ...},
  *     "student": {"model": "resnet20", "weights": null, ...},
  *     "losses":  [{"name": "ce", "weight": 1.0, "weight_warmup_epochs": 0, ...}],
  *     "optim":   {"name": "sgd", "lr": 0.05, "clip_grad_norm": 0, "clip_grad_value": 0,
@@ -56,6 +57,16 @@
  * KD_LABEL_NONE, so losses that need labels skip them and distillation
  * losses use them (unlabeled_mix.h). Not with "subset" or
  * "batch_transforms".
+
+ * Several teachers: "teachers" in place of "teacher" (a job has at most one
+ * of the two), a list of teachers as "teacher" describes plus a unique
+ * "name", and ensembles {"name": "ens", "ensemble": ["t1", "t2"]}: a
+ * teacher whose logits are the mean of the named model teachers' logits
+ * (it has no other taps). "teacher" is one teacher named "teacher". A
+ * teacher's "input_size" (H or [H, W]) and "normalize" default to what
+ * data.train makes; where they differ the host resizes (bilinear, as
+ * data/images' resize) and renormalises the student's batch for it (teachers.h).
+ * A loss's "teacher" names the teacher it reads (needed with several).
  *
  * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,
  * warmup_gamma, warmup_power, exclude_buffers, as timm's ModelEmaV3.
@@ -96,12 +107,28 @@ typedef struct kd_job_data {
 
 typedef struct kd_job_model {
     bool present;
-    const char *path; /* "teacher" / "student" */
+    const char *path; /* "student", "teacher" or "teachers[1]" */
     const kd_registry_entry *entry;
     kd_params *params;
     const char *weights; /* NULL: initialise from the seed */
     bool train_bn;       /* teacher: batch statistics in its forward */
 } kd_job_model;
+
+/* Teachers a job may have, and channels a teacher's "normalize" may list. */
+#define KD_JOB_MAX_TEACHERS 16
+#define KD_JOB_MAX_CHANNELS 16
+
+/* One of the job's teachers: a model, or an ensemble of model teachers. */
+typedef struct kd_job_teacher {
+    char path[24];        /* "teachers[1]", or "teacher" */
+    const char *name;     /* unique; "teacher" for the one-teacher form */
+    kd_job_model model;   /* model.present false for an ensemble */
+    int input_h, input_w; /* 0: data.train's size */
+    int n_norm;           /* channels of mean/std; 0: data.train's normalisation */
+    double mean[KD_JOB_MAX_CHANNELS], std[KD_JOB_MAX_CHANNELS];
+    int n_members;        /* an ensemble: the teachers whose logits it averages */
+    int members[KD_JOB_MAX_TEACHERS]; /* indices into kd_job.teachers */
+} kd_job_teacher;
 
 /* Losses a job may have: each loss's random stream carries its index in 8
  * bits (runner.c). */
@@ -113,6 +140,7 @@ typedef struct kd_job_loss {
     kd_params *params;
     double weight;
     double weight_warmup_epochs; /* weight ramps linearly from 0 over these */
+    int teacher; /* index into kd_job.teachers of its "teacher", -1 when unnamed */
 } kd_job_loss;
 
 /* An exponential moving average of the student's weights, as timm's
@@ -141,7 +169,12 @@ typedef struct kd_job {
     kd_dtype dtype; /* KD_F32 or KD_F64 */
     const char *output;
     kd_job_data train, val;
+    /* teacher: the first model teacher (teachers[i].model, params shared),
+     * which commands that run one teacher (label, eval --teacher, forward
+     * --teacher) use after kd_job_one_teacher */
     kd_job_model teacher, student;
+    int n_teachers;
+    kd_job_teacher *teachers;
     int n_losses;
     kd_job_loss *losses;
     const kd_registry_entry *optim;
@@ -172,6 +205,9 @@ void kd_job_free(kd_job *job);
  * `label` stands for the job file. Takes ownership of `model`. */
 kd_status kd_job_one_model(const char *label, json_t *model, kd_dtype dtype, uint64_t seed,
                            int n_dirs, const char *const *dirs, kd_job **out);
+
+/* Fails, naming `command`, when the job has more than one teacher. */
+kd_status kd_job_one_teacher(const kd_job *job, const char *command);
 
 /* Whether the output folder can be made (or exists) and written: a probe
  * folder is made and removed in it, or in its deepest existing parent. */

@@ -18,6 +18,7 @@
 #include "label_store.h"
 #include "session.h"
 #include "streams.h"
+#include "teachers.h"
 
 static double now_s(void)
 {
@@ -75,6 +76,8 @@ static kd_status label_batch(labeller *l, const kd_batch *b, int64_t step, kd_la
     if (st != KD_OK)
         return st;
     kd_tensor *images = ba.images->dtype == m->dtype ? ba.images : kd_cast(ba.images, m->dtype);
+    if (images) /* at the teacher's input size and normalisation */
+        images = kd_teacher_input(&s->teachers[0], images);
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args ta = {sizeof ta, images, l->job->teacher.train_bn,
                           kd_rng_make(l->job->seed, KD_STREAM_TEACHER, (uint64_t)step), l->want,
@@ -367,6 +370,9 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
 {
     if (!job->teacher.present)
         return kd_error(KD_ERR_INVALID, "teacher: missing (label runs the job's teacher)");
+    kd_status one = kd_job_one_teacher(job, "label");
+    if (one != KD_OK)
+        return one;
     if (o->epochs < 1 || o->top_k < 1)
         return kd_error(KD_ERR_INVALID, "label: %s must be at least 1",
                         o->epochs < 1 ? "--epochs" : "--top-k");

@@ -22,6 +22,7 @@
 #include "run_record.h"
 #include "session.h"
 #include "streams.h"
+#include "teachers.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -109,7 +110,10 @@ static kd_status reduce_eval_counts(int64_t *top1, int64_t *top5, double *loss_s
     return KD_OK;
 }
 
-static kd_status evaluate_model(kd_model_run *m, kd_loader *loader, kd_eval_result *r)
+/* `teacher`: the teacher run whose input the batches become (eval
+ * --teacher), or NULL. */
+static kd_status evaluate_model(kd_model_run *m, const kd_teacher_run *teacher,
+                                kd_loader *loader, kd_eval_result *r)
 {
     memset(r, 0, sizeof *r);
     kd_status st = kd_loader_start(loader, 0, 0);
@@ -129,8 +133,10 @@ static kd_status evaluate_model(kd_model_run *m, kd_loader *loader, kd_eval_resu
             break;
         kd_scope_begin();
         memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
-        kd_forward_args args = {sizeof args, in_model_dtype(b.images, m->dtype), false,
-                                kd_rng_make(0, 0, 0), want, m->out};
+        kd_tensor *images = in_model_dtype(b.images, m->dtype);
+        kd_forward_args args = {sizeof args, teacher && images ? kd_teacher_input(teacher, images)
+                                                               : images,
+                                false, kd_rng_make(0, 0, 0), want, m->out};
         st = args.input ? m->vt->forward(m->self, &args)
                         : kd_error_wrap(kd_last_status(), "evaluation input");
         kd_tensor *logits = m->out[m->logits];
@@ -170,7 +176,7 @@ kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_e
     if (st == KD_OK)
         st = open_loader(&s->val, job->seed, &loader);
     if (st == KD_OK)
-        st = evaluate_model(&s->student, loader, out);
+        st = evaluate_model(&s->student, teacher ? &s->teachers[0] : NULL, loader, out);
     kd_loader_free(loader);
     kd_session_close(s);
     return st;
@@ -534,12 +540,17 @@ static kd_status batch_transforms(run *r, kd_batch_args *ba)
     return KD_OK;
 }
 
-/* The teacher runs in a scope of its own under no-grad: only the taps the
+/* A teacher runs in a scope of its own under no-grad: only the taps the
  * losses read move out to the step's scope, the rest of its activations
- * are freed before the student starts. */
-static kd_status teacher_forward(run *r, kd_tensor *images)
+ * (and its resized input) are freed before the next model starts. The
+ * session's teacher (the first model teacher) draws from the teacher
+ * stream as `label` does, teachers[index] after it from one of its own. */
+static kd_status teacher_forward(run *r, int index, kd_tensor *images)
 {
-    kd_model_run *m = &r->s->teacher;
+    const kd_teacher_run *t = &r->s->teachers[index];
+    kd_model_run *m = t->model;
+    uint64_t stream = m == &r->s->teacher ? KD_STREAM_TEACHER
+                                          : KD_STREAM_TEACHER << 8 | (uint64_t)index;
     bool saved = kd_set_grad_enabled(false);
     kd_status st = kd_scope_begin();
     if (st != KD_OK) {
@@ -547,11 +558,11 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
         return st;
     }
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
-    kd_forward_args ta = {sizeof ta, images, r->job->teacher.train_bn,
-                          kd_rng_make(r->job->seed, rank_stream(KD_STREAM_TEACHER),
-                                      (uint64_t)r->st.micro),
+    kd_forward_args ta = {sizeof ta, kd_teacher_input(t, images), t->spec->model.train_bn,
+                          kd_rng_make(r->job->seed, rank_stream(stream), (uint64_t)r->st.micro),
                           m->want, m->out};
-    st = m->vt->forward(m->self, &ta);
+    st = ta.input ? m->vt->forward(m->self, &ta)
+                  : kd_error_wrap(kd_last_status(), "%s: its input", t->spec->path);
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
         if (!m->want[i])
             m->out[i] = NULL;
@@ -563,7 +574,23 @@ static kd_status teacher_forward(run *r, kd_tensor *images)
     }
     kd_scope_end();
     kd_set_grad_enabled(saved);
+    if (st != KD_OK && r->s->n_teachers > 1)
+        return kd_error_wrap(st, "%s (%s) forward", t->spec->path, t->spec->name);
     return st == KD_OK ? st : kd_error_wrap(st, "teacher forward");
+}
+
+/* Every model teacher, then the ensembles' means (no-grad). */
+static kd_status teachers_forward(run *r, kd_tensor *images)
+{
+    kd_status st = KD_OK;
+    for (int i = 0; st == KD_OK && i < r->s->n_teachers; i++)
+        if (r->s->teachers[i].model)
+            st = teacher_forward(r, i, images);
+    bool saved = kd_set_grad_enabled(false);
+    if (st == KD_OK)
+        st = kd_teachers_ensemble(r->s);
+    kd_set_grad_enabled(saved);
+    return st;
 }
 
 /* Data parallel: this rank's loss is the mean over its n samples of a
@@ -592,7 +619,7 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
     if (!images)
         return kd_error_wrap(kd_last_status(), "step input");
 
-    if (s->teacher.vt && (st = teacher_forward(r, images)) != KD_OK)
+    if ((st = teachers_forward(r, images)) != KD_OK)
         return st;
     memset(s->student.out, 0, (size_t)s->student.n_taps * sizeof *s->student.out);
     kd_forward_args sa = {sizeof sa, images, true,
@@ -609,7 +636,8 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
         for (int k = 0; k < l->needs.n_student; k++)
             l->student_in[k] = s->student.out[l->student_taps[k]];
         for (int k = 0; k < l->needs.n_teacher; k++)
-            l->teacher_in[k] = s->teacher.out[l->teacher_taps[k]];
+            l->teacher_in[k] = kd_teacher_tap(s, l, k);
+        s->active_teacher = l->teacher; /* forward_from's teacher */
         kd_loss_args la = {sizeof la, l->student_in, l->needs.n_teacher ? l->teacher_in : NULL,
                            b->labels, ba.soft_targets, b->indices, r->st.epoch, r->st.step, true,
                            kd_rng_make(job->seed, rank_stream(KD_STREAM_LOSS << 8 | (uint64_t)i),
@@ -729,7 +757,7 @@ static kd_status run_eval(run *r, json_t **line)
 {
     kd_eval_result e;
     double t0 = now_s();
-    kd_status st = evaluate_model(&r->s->student, r->val, &e);
+    kd_status st = evaluate_model(&r->s->student, NULL, r->val, &e);
     if (st != KD_OK)
         return kd_error_wrap(st, "evaluation after epoch %lld", (long long)r->st.epoch);
     char when[64];
@@ -749,7 +777,7 @@ static kd_status run_eval(run *r, json_t **line)
                       "top5", e.top5, "loss", e.loss, "samples", (json_int_t)e.samples);
     if (r->s->ema.vt) {
         kd_eval_result a;
-        st = evaluate_model(&r->s->ema, r->val, &a);
+        st = evaluate_model(&r->s->ema, NULL, r->val, &a);
         if (st != KD_OK)
             return kd_error_wrap(st, "evaluation of the EMA after epoch %lld",
                                  (long long)r->st.epoch);
@@ -1116,9 +1144,14 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
         if (job->accumulate_steps > 1)
             snprintf(accumulated, sizeof accumulated, " x %lld accumulated",
                      (long long)job->accumulate_steps);
-        fprintf(stderr, "%s: %s%s%s -> %s, %lld epochs x %lld steps, batch %lld%s, %d threads "
-                "(ready in %.1f s)\n", job->file, job->teacher.present ? job->teacher.entry->name : "",
-                job->teacher.present ? " teaches " : "training ", job->student.entry->name,
+        char several[32] = "";
+        if (job->n_teachers > 1)
+            snprintf(several, sizeof several, " and %d more", job->n_teachers - 1);
+        fprintf(stderr, "%s: %s%s%s%s -> %s, %lld epochs x %lld steps, batch %lld%s, %d threads "
+                "(ready in %.1f s)\n", job->file,
+                job->teacher.present ? job->teacher.entry->name : "", several,
+                job->teacher.present ? (job->n_teachers > 1 ? " teach " : " teaches ")
+                                     : "training ", job->student.entry->name,
                 job->output, (long long)job->epochs, (long long)r.steps_per_epoch,
                 (long long)job->train.batch_size, accumulated, kd_num_threads(), now_s() - t0);
         kd_memory_peak_reset(KD_CPU);

@@ -12,11 +12,12 @@
 #include "session.h"
 #include "unlabeled_mix.h"
 #include "dist.h"
+#include "teachers.h"
 
 /* Seeds of the instances: the job's seed mixed with a role number, so the
  * student's weights do not depend on how many losses the job has. */
 enum { ROLE_STUDENT = 1, ROLE_TEACHER, ROLE_OPTIM, ROLE_SCHED, ROLE_TRAIN, ROLE_VAL,
-       ROLE_UNLABELED, ROLE_LOSS = 64 };
+       ROLE_UNLABELED, ROLE_LOSS = 64, ROLE_TEACHERS = 1024 /* + i: teachers after the first */ };
 
 static uint64_t role_seed(uint64_t seed, uint64_t role)
 {
@@ -320,8 +321,39 @@ static kd_status resolve_taps(const kd_model_run *m, const char *loss_path, cons
     return KD_OK;
 }
 
-static kd_status open_loss(kd_session *s, int i, const kd_tap_shape *student_shapes,
-                           const kd_tap_shape *teacher_shapes)
+/* The teacher a loss reads: the one it names, else the job's only one. */
+static kd_status loss_teacher(const kd_session *s, kd_loss_run *l)
+{
+    l->teacher = l->spec->teacher;
+    if (l->needs.n_teacher == 0 && l->teacher >= 0)
+        return kd_error(KD_ERR_INVALID, "%s.teacher: loss '%s' reads no teacher", l->spec->path,
+                        l->spec->entry->name);
+    if (l->needs.n_teacher == 0 || l->teacher >= 0)
+        return KD_OK;
+    if (s->n_teachers == 0)
+        return kd_error(KD_ERR_INVALID, "%s: loss '%s' distils from a teacher, but the job has "
+                        "none (add \"teacher\", or drop this loss to train alone)",
+                        l->spec->path, l->spec->entry->name);
+    if (s->n_teachers > 1)
+        return kd_error(KD_ERR_INVALID, "%s: loss '%s' reads a teacher and the job has %d: name "
+                        "one with \"teacher\" (e.g. \"%s\")", l->spec->path,
+                        l->spec->entry->name, s->n_teachers, s->teachers[0].spec->name);
+    l->teacher = 0;
+    return KD_OK;
+}
+
+/* An ensemble has logits only: every tap the loss reads must be them. */
+static kd_status ensemble_taps(const kd_teacher_run *t, const kd_loss_run *l)
+{
+    for (int k = 0; k < l->needs.n_teacher; k++)
+        if (strcmp(l->needs.teacher[k], "logits") != 0)
+            return kd_error(KD_ERR_INVALID, "%s: reads the teacher's tap '%s', but teacher '%s' "
+                            "is an ensemble (it has logits only)", l->spec->path,
+                            l->needs.teacher[k], t->spec->name);
+    return KD_OK;
+}
+
+static kd_status open_loss(kd_session *s, int i, const kd_tap_shape *student_shapes)
 {
     const kd_job *job = s->job;
     kd_loss_run *l = &s->losses[i];
@@ -340,10 +372,11 @@ static kd_status open_loss(kd_session *s, int i, const kd_tap_shape *student_sha
         st = l->vt->needs(l->self, &l->needs);
     if (st != KD_OK)
         return kd_error_wrap(st, "%s (loss '%s')", l->spec->path, l->spec->entry->name);
-    if (l->needs.n_teacher > 0 && !s->teacher.vt)
-        return kd_error(KD_ERR_INVALID, "%s: loss '%s' distils from a teacher, but the job has "
-                        "none (add \"teacher\", or drop this loss to train alone)",
-                        l->spec->path, l->spec->entry->name);
+    if ((st = loss_teacher(s, l)) != KD_OK)
+        return st;
+    const kd_teacher_run *t = l->teacher >= 0 ? &s->teachers[l->teacher] : NULL;
+    const kd_model_run *tm = t && t->model ? t->model
+                                           : t ? s->teachers[t->spec->members[0]].model : NULL;
     int ns = l->needs.n_student, nt = l->needs.n_teacher;
     l->student_taps = calloc((size_t)ns + 1, sizeof(int));
     l->teacher_taps = calloc((size_t)nt + 1, sizeof(int));
@@ -359,19 +392,24 @@ static kd_status open_loss(kd_session *s, int i, const kd_tap_shape *student_sha
     }
     st = resolve_taps(&s->student, l->spec->path, "student", ns, l->needs.student,
                       l->student_taps);
-    if (st == KD_OK)
-        st = resolve_taps(&s->teacher, l->spec->path, "teacher", nt, l->needs.teacher,
+    if (st == KD_OK && t && t->model)
+        st = resolve_taps(t->model, l->spec->path, "teacher", nt, l->needs.teacher,
                           l->teacher_taps);
+    else if (st == KD_OK && t && (st = ensemble_taps(t, l)) == KD_OK)
+        for (int k = 0; k < nt; k++) /* its first member's logits tap describes them */
+            l->teacher_taps[k] = tm->logits;
     for (int k = 0; st == KD_OK && k < ns; k++) {
         s->student.want[l->student_taps[k]] = true;
         shapes[k] = student_shapes[l->student_taps[k]];
         infos[k] = s->student.taps[l->student_taps[k]];
     }
     for (int k = 0; st == KD_OK && k < nt; k++) {
-        s->teacher.want[l->teacher_taps[k]] = true;
-        shapes[ns + k] = teacher_shapes[l->teacher_taps[k]];
-        infos[ns + k] = s->teacher.taps[l->teacher_taps[k]];
+        if (t->model)
+            t->model->want[l->teacher_taps[k]] = true;
+        shapes[ns + k] = t->model ? t->shapes[l->teacher_taps[k]] : t->shapes[0];
+        infos[ns + k] = tm->taps[l->teacher_taps[k]];
     }
+    s->active_teacher = l->teacher;
     if (st == KD_OK && l->vt->bind) {
         kd_bind_args bind = {sizeof bind, shapes, shapes + ns, infos, infos + ns, &s->services};
         st = l->vt->bind(l->self, &bind);
@@ -430,21 +468,12 @@ int64_t kd_session_steps_per_epoch(const kd_session *s)
     return (kd_session_batches_per_epoch(s) + a - 1) / a;
 }
 
-static kd_status check_logits(const kd_session *s, const kd_tap_shape *student,
-                              const kd_tap_shape *teacher)
+static kd_status check_logits(const kd_session *s, const kd_tap_shape *student)
 {
     const kd_tap_shape *ls = &student[s->student.logits];
     if (ls->ndim != 2)
         return kd_error(KD_ERR_FORMAT, "student: the logits tap of '%s' is not [N, classes]",
                         s->job->student.entry->name);
-    if (teacher) {
-        const kd_tap_shape *lt = &teacher[s->teacher.logits];
-        if (lt->ndim != 2 || lt->shape[1] != ls->shape[1])
-            return kd_error(KD_ERR_INVALID, "teacher: '%s' predicts %lld classes, the student "
-                            "'%s' %lld: set num_classes alike", s->job->teacher.entry->name,
-                            (long long)(lt->ndim == 2 ? lt->shape[1] : -1),
-                            s->job->student.entry->name, (long long)ls->shape[1]);
-    }
     int classes = s->train.vt ? s->train.info.num_classes : s->val.info.num_classes;
     if (classes > 0 && ls->shape[1] != classes)
         return kd_error(KD_ERR_INVALID, "student: '%s' predicts %lld classes, the data has %d: "
@@ -591,8 +620,20 @@ static kd_status service_forward_from(void *host, kd_model_role role, const char
 {
     kd_session *s = host;
     *out = NULL;
-    kd_model_run *m = role == KD_ROLE_TEACHER ? &s->teacher : &s->student;
+    kd_model_run *m = &s->student;
     const char *who = role == KD_ROLE_TEACHER ? "teacher" : "student";
+    if (role == KD_ROLE_TEACHER) {
+        /* the teacher of the loss asking (session.active_teacher) */
+        int t = s->active_teacher >= 0 ? s->active_teacher : s->n_teachers == 1 ? 0 : -1;
+        if (t < 0)
+            return kd_error(KD_ERR_STATE, "forward_from: %s", s->n_teachers
+                            ? "the loss reads none of the job's teachers"
+                            : "the job has no teacher");
+        if (!s->teachers[t].model)
+            return kd_error(KD_ERR_UNSUPPORTED, "forward_from: teacher '%s' is an ensemble "
+                            "(it has logits only)", s->teachers[t].spec->name);
+        m = s->teachers[t].model;
+    }
     if (!m->vt)
         return kd_error(KD_ERR_STATE, "forward_from: the job has no %s", who);
     int a = find_tap(m, from), b = find_tap(m, to);
@@ -739,6 +780,124 @@ static kd_status open_ema(kd_session *s)
     return st == KD_OK ? st : kd_error_wrap(st, "ema");
 }
 
+/* d with the size of the images teacher t reads. */
+static kd_data_run teacher_view(const kd_data_run *d, const kd_teacher_run *t)
+{
+    kd_data_run v = *d;
+    v.height = t->height;
+    v.width = t->width;
+    return v;
+}
+
+/* A teacher's logits must be [N, classes] with the student's classes. */
+static kd_status check_teacher_logits(const kd_session *s, const kd_teacher_run *t,
+                                      const kd_tap_shape *student_logits)
+{
+    const kd_tap_shape *lt = &t->shapes[t->model ? t->model->logits : 0];
+    if (student_logits->ndim != 2) /* check_logits names the student */
+        return KD_OK;
+    if (lt->ndim == 2 && lt->shape[1] == student_logits->shape[1])
+        return KD_OK;
+    return kd_error(KD_ERR_INVALID, "%s: '%s' predicts %lld classes, the student '%s' %lld: "
+                    "set num_classes alike", t->spec->path,
+                    t->model ? t->spec->model.entry->name : t->spec->name,
+                    (long long)(lt->ndim == 2 ? lt->shape[1] : -1),
+                    s->job->student.entry->name, (long long)student_logits->shape[1]);
+}
+
+/* One model teacher: opened (the first as the session's teacher), its
+ * input prepared, probed at its input size, frozen. */
+static kd_status open_model_teacher(kd_session *s, int i, const kd_data_run *d)
+{
+    const kd_job *job = s->job;
+    kd_teacher_run *t = &s->teachers[i];
+    bool first = !s->teacher.vt;
+    t->model = first ? &s->teacher : calloc(1, sizeof *t->model);
+    if (!t->model)
+        return kd_error(KD_ERR_NOMEM, "%s: out of memory", t->spec->path);
+    kd_status st = open_model(job, &t->spec->model,
+                              first ? ROLE_TEACHER : ROLE_TEACHERS + (uint64_t)i, t->model);
+    if (st == KD_OK)
+        st = kd_teacher_prepare(t, d->spec, d, job->dtype);
+    if (st == KD_OK && !(t->shapes = calloc((size_t)t->model->n_taps, sizeof *t->shapes)))
+        st = kd_error(KD_ERR_NOMEM, "%s: out of memory", t->spec->path);
+    if (st == KD_OK && first)
+        s->teacher_shapes = t->shapes;
+    kd_data_run view = teacher_view(d, t);
+    if (st == KD_OK)
+        st = probe_taps(t->model, &view, t->shapes);
+    if (st == KD_OK)
+        st = freeze(t->model, !t->spec->model.train_bn);
+    return st;
+}
+
+/* The job's teachers, in its order: model teachers, then each ensemble's
+ * logits shape from its members (which must agree with the student). */
+static kd_status open_teachers(kd_session *s, const kd_data_run *d,
+                               const kd_tap_shape *student_logits)
+{
+    const kd_job *job = s->job;
+    s->teachers = calloc((size_t)job->n_teachers + 1, sizeof *s->teachers);
+    kd_status st = s->teachers ? KD_OK : kd_error(KD_ERR_NOMEM, "teachers: out of memory");
+    for (int i = 0; st == KD_OK && i < job->n_teachers; i++, s->n_teachers++) {
+        s->teachers[i].spec = &job->teachers[i];
+        if (job->teachers[i].model.present)
+            st = open_model_teacher(s, i, d);
+        if (st == KD_OK && job->teachers[i].model.present)
+            st = check_teacher_logits(s, &s->teachers[i], student_logits);
+    }
+    for (int i = 0; st == KD_OK && i < s->n_teachers; i++) {
+        kd_teacher_run *t = &s->teachers[i];
+        if (t->model)
+            continue;
+        const kd_teacher_run *m = &s->teachers[t->spec->members[0]];
+        if (!(t->shapes = calloc(1, sizeof *t->shapes)))
+            return kd_error(KD_ERR_NOMEM, "%s: out of memory", t->spec->path);
+        t->shapes[0] = m->shapes[m->model->logits];
+        st = check_teacher_logits(s, t, student_logits);
+    }
+    return st;
+}
+
+static void close_teachers(kd_session *s)
+{
+    for (int i = 0; i < s->n_teachers; i++) {
+        kd_teacher_run *t = &s->teachers[i];
+        /* the session's teacher and student close with the session */
+        if (t->model && t->model != &s->teacher && t->model != &s->student) {
+            close_model(t->model);
+            free(t->model);
+        }
+        if (t->shapes != s->teacher_shapes)
+            free(t->shapes);
+        kd_tensor_free(t->scale);
+        kd_tensor_free(t->shift);
+    }
+    free(s->teachers);
+}
+
+/* eval --teacher: the job's one model teacher as the session's model,
+ * reading data.val as it would read data.train. */
+static kd_status open_teacher_as_model(kd_session *s)
+{
+    const kd_job *job = s->job;
+    kd_status st = kd_job_one_teacher(job, "eval --teacher");
+    if (st == KD_OK && !job->teacher.present)
+        st = kd_error(KD_ERR_INVALID, "teacher: missing (nothing to evaluate)");
+    if (st == KD_OK && !(s->teachers = calloc(1, sizeof *s->teachers)))
+        st = kd_error(KD_ERR_NOMEM, "teacher: out of memory");
+    if (st != KD_OK)
+        return st;
+    kd_teacher_run *t = &s->teachers[0];
+    for (int i = 0; i < job->n_teachers && !t->spec; i++)
+        if (job->teachers[i].model.present)
+            t->spec = &job->teachers[i];
+    t->model = &s->student;
+    s->n_teachers = 1;
+    st = open_model(job, &job->teacher, ROLE_TEACHER, &s->student);
+    return st == KD_OK ? kd_teacher_prepare(t, &job->val, &s->val, job->dtype) : st;
+}
+
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out)
 {
     *out = NULL;
@@ -746,12 +905,15 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
     if (!s)
         return kd_error(KD_ERR_NOMEM, "session: out of memory");
     s->job = job;
+    s->active_teacher = -1;
     kd_status st = KD_OK;
     if (mode == KD_SESSION_WEIGHTS || mode == KD_SESSION_TEACHER_WEIGHTS) {
         bool teacher = mode == KD_SESSION_TEACHER_WEIGHTS;
         if (teacher && !job->teacher.present)
             st = kd_error(KD_ERR_INVALID, "teacher: missing (the job has no teacher)");
-        else
+        else if (teacher)
+            st = kd_job_one_teacher(job, "forward --teacher");
+        if (st == KD_OK)
             st = open_model(job, teacher ? &job->teacher : &job->student,
                             teacher ? ROLE_TEACHER : ROLE_STUDENT, &s->student);
         if (st == KD_OK && teacher)
@@ -778,30 +940,27 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         st = kd_error(KD_ERR_INVALID, "data.val: samples are %dx%dx%d, data.train's %dx%dx%d",
                       s->val.channels, s->val.height, s->val.width, s->train.channels,
                       s->train.height, s->train.width);
+    kd_data_run model_view = *shape_src; /* what the session's model reads */
     if (st == KD_OK && mode == KD_SESSION_TEACHER) {
-        if (!job->teacher.present)
-            st = kd_error(KD_ERR_INVALID, "teacher: missing (nothing to evaluate)");
-        else
-            st = open_model(job, &job->teacher, ROLE_TEACHER, &s->student);
+        st = open_teacher_as_model(s);
+        if (st == KD_OK)
+            model_view = teacher_view(&s->val, &s->teachers[0]);
     } else if (st == KD_OK) {
         st = open_model(job, &job->student, ROLE_STUDENT, &s->student);
-        if (st == KD_OK && mode == KD_SESSION_TRAIN && job->teacher.present)
-            st = open_model(job, &job->teacher, ROLE_TEACHER, &s->teacher);
     }
-    kd_tap_shape *ss = NULL, *ts = NULL;
+    kd_tap_shape *ss = NULL;
     if (st == KD_OK) {
         ss = s->student_shapes = calloc((size_t)s->student.n_taps, sizeof *ss);
-        ts = s->teacher_shapes = calloc((size_t)s->teacher.n_taps + 1, sizeof *ts);
-        st = ss && ts ? probe_taps(&s->student, shape_src, ss)
-                      : kd_error(KD_ERR_NOMEM, "session: out of memory");
+        st = ss ? probe_taps(&s->student, &model_view, ss)
+                : kd_error(KD_ERR_NOMEM, "session: out of memory");
     }
-    if (st == KD_OK && s->teacher.vt)
-        st = probe_taps(&s->teacher, shape_src, ts);
+    /* teachers first: a teacher that disagrees with the student on the
+     * classes is the likelier mistake than the data */
+    if (st == KD_OK && mode == KD_SESSION_TRAIN)
+        st = open_teachers(s, shape_src, &ss[s->student.logits]);
     if (st == KD_OK && mode != KD_SESSION_TEACHER)
-        st = check_logits(s, ss, s->teacher.vt ? ts : NULL);
+        st = check_logits(s, ss);
     s->num_classes = ss && st == KD_OK ? (int)ss[s->student.logits].shape[1] : 0;
-    if (st == KD_OK && s->teacher.vt)
-        st = freeze(&s->teacher, !job->teacher.train_bn);
     if (st == KD_OK && mode == KD_SESSION_TEACHER)
         st = freeze(&s->student, false); /* eval --weights loads after this */
     init_services(s);
@@ -810,7 +969,7 @@ kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **
         if (!s->losses)
             st = kd_error(KD_ERR_NOMEM, "session: out of memory");
         for (int i = 0; st == KD_OK && i < job->n_losses; i++, s->n_losses++)
-            st = open_loss(s, i, ss, ts);
+            st = open_loss(s, i, ss);
         if (st == KD_OK)
             st = open_batch_transforms(s);
         if (st == KD_OK)
@@ -843,6 +1002,7 @@ void kd_session_close(kd_session *s)
     for (int i = 0; i < s->n_losses; i++)
         close_loss(&s->losses[i]);
     free(s->losses);
+    close_teachers(s);
     close_model(&s->teacher);
     close_model(&s->student);
     close_model(&s->ema);
@@ -965,6 +1125,43 @@ static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
     return KD_OK;
 }
 
+/* Each teacher: a model as print_model shows it, with the input it reads
+ * when that is not the pipeline's images; an ensemble's members. The
+ * largest teacher forward per image goes to *bytes_per_image (they run one
+ * after the other). */
+static kd_status print_teachers(kd_session *s, FILE *out, const kd_data_run *d,
+                                int64_t *bytes_per_image)
+{
+    *bytes_per_image = 0;
+    for (int i = 0; i < s->n_teachers; i++) {
+        const kd_teacher_run *t = &s->teachers[i];
+        char role[96];
+        if (!strcmp(t->spec->path, "teacher"))
+            snprintf(role, sizeof role, "teacher");
+        else
+            snprintf(role, sizeof role, "teacher '%s'", t->spec->name);
+        if (!t->model) {
+            fprintf(out, "%s: ensemble, the mean of the logits of", role);
+            for (int k = 0; k < t->spec->n_members; k++)
+                fprintf(out, "%s '%s'", k ? "," : "", s->teachers[t->spec->members[k]].spec->name);
+            fprintf(out, "\n");
+            continue;
+        }
+        kd_data_run view = teacher_view(d, t);
+        int64_t bytes = 0;
+        kd_status st = print_model(out, role, t->model, &view, false, &bytes);
+        if (st != KD_OK)
+            return st;
+        if (bytes > *bytes_per_image)
+            *bytes_per_image = bytes;
+        if (t->resize || t->scale)
+            fprintf(out, "  input: the student's %dx%d batch%s%s\n", d->height, d->width,
+                    t->resize ? ", resized (bilinear)" : "",
+                    t->scale ? ", renormalised (its normalize)" : "");
+    }
+    return KD_OK;
+}
+
 static int64_t max3(int64_t a, int64_t b, int64_t c)
 {
     int64_t m = a > b ? a : b;
@@ -996,9 +1193,8 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
                 (long long)s->val.info.length);
     int64_t teacher_image = 0, student_image = 0, eval_image = 0, macs;
     kd_status st = KD_OK;
-    if (s->teacher.vt)
-        st = print_model(out, "teacher", &s->teacher, d, false, &teacher_image);
-    if (st == KD_OK && s->teacher.vt && s->train.vt) {
+    st = print_teachers(s, out, d, &teacher_image);
+    if (st == KD_OK && s->n_teachers == 1 && s->train.vt) {
         /* what `kdengine label` would store, at its default top-k */
         int k = s->num_classes < KD_LABEL_DEFAULT_TOP_K ? s->num_classes
                                                         : KD_LABEL_DEFAULT_TOP_K;
@@ -1015,17 +1211,19 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     if (st != KD_OK)
         return st;
 
-    const kd_tap_shape *ss = s->student_shapes, *ts = s->teacher_shapes;
+    const kd_tap_shape *ss = s->student_shapes;
     for (int i = 0; i < s->n_losses; i++) {
         const kd_loss_run *l = &s->losses[i];
         fprintf(out, "%s: %s, weight %g%s\n", l->spec->path, l->spec->entry->name,
                 l->spec->weight, l->spec->weight_warmup_epochs > 0 ? " (warm-up)" : "");
+        const kd_teacher_run *t = l->teacher >= 0 ? &s->teachers[l->teacher] : NULL;
         for (int k = 0; k < l->needs.n_student + l->needs.n_teacher; k++) {
             bool st_side = k < l->needs.n_student;
             int tap = st_side ? l->student_taps[k] : l->teacher_taps[k - l->needs.n_student];
-            const kd_tap_shape *sh = st_side ? &ss[tap] : &ts[tap];
-            fprintf(out, "  reads %s.%s [%lld", st_side ? "student" : "teacher",
-                    st_side ? s->student.taps[tap].name : s->teacher.taps[tap].name,
+            const kd_tap_shape *sh = st_side ? &ss[tap] : &t->shapes[t->model ? tap : 0];
+            fprintf(out, "  reads %s.%s [%lld", st_side ? "student" : t->spec->name,
+                    st_side ? s->student.taps[tap].name
+                            : l->needs.teacher[k - l->needs.n_student],
                     (long long)batch);
             for (int dd = 1; dd < sh->ndim; dd++)
                 fprintf(out, ", %lld", (long long)sh->shape[dd]);

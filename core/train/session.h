@@ -26,8 +26,23 @@ typedef struct kd_model_run {
     int logits;        /* index of the "logits" tap */
 } kd_model_run;
 
+/* One of the job's teachers as a session runs it. Its input is the
+ * student's batch, resized and renormalised where the teacher's
+ * input_size / normalize differ from the pipeline's (teachers.h). */
+typedef struct kd_teacher_run {
+    const kd_job_teacher *spec;
+    kd_model_run *model;      /* NULL for an ensemble; the first is the session's teacher */
+    kd_tap_shape *shapes;     /* its taps at batch 1 (an ensemble: its logits) */
+    int height, width;        /* of its input */
+    bool resize;              /* height x width differs from the pipeline's images */
+    kd_tensor *scale, *shift; /* x * scale + shift per channel, [1, C, 1, 1] in the
+                                 job's dtype, or NULL: the pipeline's normalisation */
+    kd_tensor *logits;        /* an ensemble's mean in the current step (scope-owned) */
+} kd_teacher_run;
+
 typedef struct kd_loss_run {
     const kd_job_loss *spec;
+    int teacher; /* index into kd_session.teachers, -1: it reads none */
     const kd_loss_vtable *vt;
     void *self;
     kd_loss_needs needs;
@@ -53,7 +68,12 @@ typedef struct kd_data_run {
 
 typedef struct kd_session {
     const kd_job *job;
-    kd_model_run teacher, student; /* teacher.vt NULL without a teacher */
+    kd_model_run teacher, student; /* teacher.vt NULL without a teacher; with
+                                      several, the first model teacher */
+    int n_teachers;
+    kd_teacher_run *teachers; /* the job's teachers, in its order */
+    int active_teacher;       /* the teacher of the loss being bound or run: the
+                                 one forward_from(KD_ROLE_TEACHER) reaches */
     kd_model_run ema;              /* the student's average (job "ema"), or vt NULL */
     int n_losses;
     kd_loss_run *losses;

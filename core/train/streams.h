@@ -1,6 +1,8 @@
 /* The stream words a training step keys its random generators with:
- * kd_rng_make(seed, WORD, step) for the student, the teacher, each loss
- * (WORD + i) and each batch transform (WORD + i). `kdengine label` keys
+ * kd_rng_make(seed, WORD, step) for the student, the teacher (the first
+ * model teacher; teachers[i] after it: WORD << 8 | i), each loss (WORD << 8
+ * | i) and each batch
+ * transform (WORD << 8 | i). `kdengine label` keys
  * the teacher and the batch transforms the same way, so a stored view is
  * the one training makes. */
 #ifndef KD_CORE_TRAIN_STREAMS_H
