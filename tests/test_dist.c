@@ -578,6 +578,22 @@ static void test_label_ranks(void)
     free(three);
 }
 
+/* Training from store1 (mixup: whole batches of one process) on 2
+ * processes would mix each rank's half-batch: refused at bind, naming why. */
+static void test_fkd_ranks_refused(void)
+{
+    char cmd[1024], *out = NULL;
+    snprintf(cmd, sizeof cmd, "cd %s && " OMPI_ENV " %s/kdengine run label.json --nproc 2 "
+             "--set output=fkd2 --set 'losses=[{\"name\": \"fkd\", \"labels\": \"store1\"}]' "
+             "2>&1", dir, KD_BUILDDIR);
+    int rc = kt_run_command(cmd, &out);
+    kt_check(rc != 0 && out && strstr(out, "fkd") && strstr(out, "2 processes") &&
+                 strstr(out, "batch_transforms"),
+             "fkd on 2 processes with mixup is refused: each rank would mix half a batch",
+             "exit %d:\n%s", rc, out ? out : "");
+    free(out);
+}
+
 /* ------------------------------------------------ plan --nodes */
 
 /* The number after `key` in text; NAN when absent. */
@@ -797,6 +813,7 @@ int main(int argc, char **argv)
         test_two_processes();
         test_plan_scaling();
         test_label_ranks();
+        test_fkd_ranks_refused();
         test_world_mismatch();
         test_bad_timeout();
         test_stop_one_rank();

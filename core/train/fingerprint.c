@@ -58,7 +58,7 @@ static json_t *numbers_json(int n, const double *v)
 
 /* A teacher in train-BN mode, like a batch transform, mixes samples: its
  * output on one sample depends on the batch it came in. */
-static bool batches_matter(const kd_job *job)
+bool kd_job_batches_mix(const kd_job *job)
 {
     return job->train.n_batch_transforms > 0 || (job->teacher.present && job->teacher.train_bn);
 }
@@ -84,7 +84,7 @@ static kd_status build(const kd_session *s, json_t **out)
     }
     json_t *fp = data ? json_pack("{s:o, s:I}", "data", data, "seed", (json_int_t)job->seed)
                       : NULL;
-    if (fp && batches_matter(job))
+    if (fp && kd_job_batches_mix(job))
         json_object_set_new(fp, "batching", json_pack("{s:I, s:b, s:b}", "batch_size",
                                                       (json_int_t)d->batch_size, "shuffle",
                                                       d->shuffle, "drop_last", d->drop_last));

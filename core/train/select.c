@@ -14,6 +14,7 @@
 
 #include "../loader.h"
 #include "session.h"
+#include "teachers.h"
 
 static double now_s(void)
 {
@@ -156,6 +157,8 @@ static kd_status score_batch(selector *s, const kd_batch *b)
 {
     kd_model_run *m = &s->s->student; /* the teacher, opened as the model */
     kd_tensor *images = b->images->dtype == m->dtype ? b->images : kd_cast(b->images, m->dtype);
+    if (images) /* at the teacher's own input size and normalization, if it has them */
+        images = kd_teacher_input(&s->s->teachers[0], images);
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args fa = {sizeof fa, images, false, kd_rng_make(s->job->seed, 0, 0), s->want,
                           m->out};
@@ -304,6 +307,9 @@ kd_status kd_select(const kd_job *job, const kd_select_options *o, FILE *progres
     if (!job->teacher.present)
         return kd_error(KD_ERR_INVALID, "teacher: missing (select scores the pool with the "
                         "job's teacher)");
+    kd_status one = kd_job_one_teacher(job, "select");
+    if (one != KD_OK)
+        return one;
     if (!job->val.present)
         return kd_error(KD_ERR_INVALID, "data.val: missing (its transforms are the teacher's "
                         "view of the pool)");

@@ -680,9 +680,22 @@ static kd_status service_all_gather(void *host, kd_tensor *t, kd_tensor **out)
     return kd_dist_all_gather(t, out);
 }
 
+/* A label store holds one process's batches (label on several ranks
+ * splits whole batches); a job on W ranks mixes each rank's share of a
+ * batch, so where batches mix its views are not the stored ones. */
 static kd_status service_pipeline_fingerprint(void *host, const char **json)
 {
-    return kd_session_fingerprint(host, json);
+    kd_session *s = host;
+    int world = kd_dist().world;
+    if (world > 1 && kd_job_batches_mix(s->job))
+        return kd_error(KD_ERR_UNSUPPORTED,
+                        "pipeline_fingerprint: this run has %d processes and its batches mix "
+                        "samples (data.train.batch_transforms, or a teacher's train_bn), so "
+                        "each process mixes only its share of a batch and the views differ "
+                        "from the stored ones (made from whole batches); train from stored "
+                        "labels in one process, or without mixing",
+                        world);
+    return kd_session_fingerprint(s, json);
 }
 
 static kd_status service_replay_views(void *host, int64_t epochs)

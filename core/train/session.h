@@ -139,6 +139,10 @@ kd_status kd_session_copy_tensors(const kd_tensor_list *l, const char *who,
  * keys), as compact JSON text the session owns; made on the first call
  * (fingerprint.c). */
 kd_status kd_session_fingerprint(kd_session *s, const char **json);
+/* Whether a sample's view depends on the batch it came in: a batch
+ * transform mixes samples, a teacher with train-mode BN normalizes over
+ * the batch (fingerprint.c). */
+bool kd_job_batches_mix(const kd_job *job);
 
 /* The epoch whose views (order, augmentations) the loader makes in
  * training epoch `epoch`: itself, or epoch % view_epochs once a loss asked
