@@ -77,7 +77,8 @@ typedef struct kd_job_data {
     const kd_registry_entry **batch_transforms;
     kd_params **batch_transform_params;
     int64_t batch_size, subset;
-    int workers, prefetch;
+    int workers; /* -1: unset, the thread budget decides (threads.h) */
+    int prefetch;
     bool shuffle, drop_last;
 } kd_job_data;
 

@@ -14,6 +14,7 @@
 #include "label_store.h"
 #include "session.h"
 #include "streams.h"
+#include "threads.h"
 
 static double now_s(void)
 {
@@ -235,10 +236,10 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
     if (o->epochs < 1 || o->top_k < 1)
         return kd_error(KD_ERR_INVALID, "label: %s must be at least 1",
                         o->epochs < 1 ? "--epochs" : "--top-k");
-    int threads = job->threads ? job->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    kd_set_num_threads(threads > 0 ? threads : 1);
     labeller l = {.job = job};
-    kd_status st = kd_session_open(job, KD_SESSION_TRAIN, &l.s);
+    kd_status st = kd_threads_apply(job, NULL);
+    if (st == KD_OK)
+        st = kd_session_open(job, KD_SESSION_TRAIN, &l.s);
     if (st == KD_OK) {
         kd_loader_config c = {
             .dataset = l.s->train.vt,
@@ -251,7 +252,7 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
             .shuffle = job->train.shuffle,
             .drop_last = job->train.drop_last,
             .subset = job->train.subset,
-            .workers = job->train.workers,
+            .workers = kd_threads_workers(&job->train),
             .prefetch = job->train.prefetch,
             .seed = job->seed,
         };
