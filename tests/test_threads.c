@@ -1,8 +1,9 @@
 /* The thread budget (core/train/threads.h): its rules as table rows
  * (machine, processes, job, environment -> cores, compute threads,
  * workers), the cgroup CPU quota read from fixture trees, the probe
- * against coreutils' nproc, loader workers kept off OpenMP teams, and the
- * budget in `run`'s header and `plan`'s output. */
+ * against coreutils' nproc, loader workers kept off OpenMP teams, the
+ * budget in `run`'s header and `plan`'s output, and the OpenMP wait policy
+ * the CLI defaults to (cli/wait_policy.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,6 +381,49 @@ static void test_header(void)
     free(out);
 }
 
+/* OMP_DISPLAY_ENV=verbose makes libgomp print what it read when it loaded,
+ * so the output shows the policy the computing process actually runs. */
+static void test_wait_policy(void)
+{
+    typedef struct row {
+        const char *name, *policy, *spincount; /* NULL: unset */
+        const char *header, *libgomp;
+    } row;
+    static const row rows[] = {
+        {"wait policy: passive when the user set none", NULL, NULL,
+         "; OMP_WAIT_POLICY passive", "GOMP_SPINCOUNT = '0'"},
+        {"wait policy: the user's OMP_WAIT_POLICY=active stands", "active", NULL,
+         "; OMP_WAIT_POLICY active", "GOMP_SPINCOUNT = '30000000000'"},
+        {"wait policy: the user's GOMP_SPINCOUNT stands", NULL, "1000",
+         "; OMP_WAIT_POLICY unset", "GOMP_SPINCOUNT = '1000'"},
+    };
+    setenv("OMP_DISPLAY_ENV", "verbose", 1);
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        const row *r = &rows[i];
+        if (r->policy)
+            setenv("OMP_WAIT_POLICY", r->policy, 1);
+        else
+            unsetenv("OMP_WAIT_POLICY");
+        if (r->spincount)
+            setenv("GOMP_SPINCOUNT", r->spincount, 1);
+        else
+            unsetenv("GOMP_SPINCOUNT");
+        char *out = NULL;
+        int rc = kt_kdengine(dir, &out, "run two.json --set output=run-wait%zu", i);
+        /* the last display is the computing image's */
+        const char *last = out, *next;
+        while (last && (next = strstr(last + 1, "OPENMP DISPLAY ENVIRONMENT BEGIN")))
+            last = next;
+        kt_check(rc == 0 && has(out, r->header) && has(last, r->libgomp), r->name,
+                 "exit %d, want \"%s\" and libgomp's \"%s\" in: %s", rc, r->header,
+                 r->libgomp, out ? out : "(none)");
+        free(out);
+    }
+    unsetenv("OMP_DISPLAY_ENV");
+    unsetenv("OMP_WAIT_POLICY");
+    unsetenv("GOMP_SPINCOUNT");
+}
+
 int main(void)
 {
     test_budget_rows();
@@ -391,10 +435,12 @@ int main(void)
     test_cgroup_rows();
     test_probe();
     test_worker_teams();
-    if (kt_write_quadrants(dir, "train", 64, 1))
+    if (kt_write_quadrants(dir, "train", 64, 1)) {
         test_header();
-    else
+        test_wait_policy();
+    } else {
         kt_fail("setup", "cannot write the synthetic data");
+    }
     kt_remove_tree(dir);
     return kt_finish();
 }
