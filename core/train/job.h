@@ -22,6 +22,9 @@
  *     "ema": {"decay": 0.9998, "warmup": false, ...}
  *   }
  *
+ * "threads" (0 or absent: the budget's) and a split's "workers" (absent:
+ * the budget's share) are decided with the machine's cores in threads.h.
+ *
  * "dtype" is what the models, losses and optimizer compute and keep their
  * tensors in: "float32", or "float64" for runs checked step by step
  * against a float64 reference (tests/test_recipe_steps). Data comes out of
