@@ -16,7 +16,9 @@
  *            least 1. Workers build batches ahead while the compute team
  *            runs on the same cores; on the CPU a step costs far more than
  *            building its batch (bench/README.md), so a quarter keeps the
- *            ring full without taking cores from the step.
+ *            ring full without taking cores from the step. (Training on a
+ *            GPU, when it comes, turns this around: the loader then wants
+ *            most of the cores.)
  * OpenCV's own pool is off (the images plugin's create() calls
  * cv::setNumThreads(0), which holds for the whole process) and each loader
  * worker runs OpenMP regions on its own thread only (loader.c), so the
