@@ -19,10 +19,11 @@
  *            ring full without taking cores from the step. (Training on a
  *            GPU, when it comes, turns this around: the loader then wants
  *            most of the cores.)
- * OpenCV's own pool is off (the images plugin's create() calls
- * cv::setNumThreads(0), which holds for the whole process) and each loader
- * worker runs OpenMP regions on its own thread only (loader.c), so the
- * process runs compute + workers + 1 threads at most. */
+ * OpenCV's own pool is off (the images providers that call OpenCV run
+ * cv::setNumThreads(0) at create, which holds for the whole process) and
+ * each loader worker runs OpenMP regions on its own thread only
+ * (loader.c), so at most compute + workers threads are busy at once (the
+ * training thread leads the compute team). */
 #ifndef KD_CORE_TRAIN_THREADS_H
 #define KD_CORE_TRAIN_THREADS_H
 
