@@ -1,9 +1,11 @@
 /* The thread budget (core/train/threads.h): its rules as table rows
  * (machine, processes, job, environment -> cores, compute threads,
  * workers), the cgroup CPU quota read from fixture trees, the probe
- * against coreutils' nproc, loader workers kept off OpenMP teams, the
- * budget in `run`'s header and `plan`'s output, and the OpenMP wait policy
- * the CLI defaults to (cli/wait_policy.c). */
+ * against coreutils' nproc, loader workers kept off OpenMP teams and
+ * OpenCV's pool, the budget in `run`'s header and `plan`'s output, and
+ * the OpenMP wait policy the CLI defaults to (cli/wait_policy.c). */
+#include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,6 +308,106 @@ static void test_worker_teams(void)
 #endif
 }
 
+/* Large u8 RGB images, so OpenCV's resize would split its rows into
+ * stripes for its own pool if it had one. */
+static kd_status photo_info(void *self, kd_dataset_info *out)
+{
+    (void)self;
+    *out = (kd_dataset_info){4, 1500, 2000, 3, 2};
+    return KD_OK;
+}
+
+static kd_status photo_get(void *self, int64_t i, kd_sample *s, int64_t *label)
+{
+    (void)self;
+    size_t n = (size_t)1500 * 2000 * 3;
+    kd_status st = kd_sample_reserve(s, n);
+    if (st != KD_OK)
+        return st;
+    s->height = 1500;
+    s->width = 2000;
+    s->channels = 3;
+    s->dtype = KD_U8;
+    for (size_t k = 0; k < n; k++)
+        ((uint8_t *)s->data)[k] = (uint8_t)(k * 7 + (size_t)i);
+    *label = i % 2;
+    return KD_OK;
+}
+
+static const kd_dataset_vtable photo_vtable = {
+    .header = {sizeof(kd_dataset_vtable), KD_KIND_DATASET},
+    .info = photo_info,
+    .get = photo_get,
+};
+
+static int live_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Creates transform `name` from the build's plugins; false when it cannot. */
+static bool make_transform(const char *name, const char *json, const kd_transform_vtable **vt,
+                           void **self)
+{
+    const kd_vtable_header *h = NULL;
+    const kd_registry_entry *e = kt_provider(KD_KIND_TRANSFORM, name, &h);
+    kd_params *p = e ? kt_params(e, json) : NULL;
+    if (!p)
+        return false;
+    kd_create_args args = kt_create_args(e, p, 1);
+    *vt = (const kd_transform_vtable *)h;
+    kd_status st = (*vt)->create(&args, self);
+    kd_params_free(p);
+    return st == KD_OK;
+}
+
+/* OpenCV's pool stays off inside loader workers: its resize would start
+ * pool threads that outlive the loader (TBB keeps them); none appear. */
+static void test_opencv_in_workers(void)
+{
+    const char *name = "loader: OpenCV starts no threads of its own in the workers";
+    const kd_transform_vtable *vt[2] = {NULL, NULL};
+    void *self[2] = {NULL, NULL};
+    if (!make_transform("resize", "{\"size\": [750, 1000]}", &vt[0], &self[0]) ||
+        !make_transform("normalize", "{\"mean\": [0.5, 0.5, 0.5], \"std\": [0.25, 0.25, "
+                        "0.25]}", &vt[1], &self[1])) {
+        kt_fail(name, "cannot create resize and normalize: %s", kd_last_error());
+        return;
+    }
+    int before = live_threads(), during = 0;
+    int dataset = 1;
+    kd_loader_config c = {.dataset = &photo_vtable, .dataset_self = &dataset,
+                          .label = "photos", .n_transforms = 2,
+                          .transforms = vt, .transform_selves = self,
+                          .batch_size = 2, .workers = 2, .prefetch = 1, .seed = 1};
+    kd_loader *l = NULL;
+    kd_status st = kd_loader_new(&c, &l);
+    if (st == KD_OK)
+        st = kd_loader_start(l, 0, 0);
+    int64_t samples = 0;
+    bool done = false;
+    while (st == KD_OK && !done) {
+        kd_batch b;
+        st = kd_loader_next(l, &b, &done);
+        if (st == KD_OK && !done)
+            samples += b.images->shape[0];
+        during = live_threads() > during ? live_threads() : during;
+    }
+    kd_loader_free(l);
+    int after = live_threads();
+    for (int t = 0; t < 2; t++)
+        vt[t]->destroy(self[t]);
+    kt_check(st == KD_OK && samples == 4 && after == before, name,
+             "%s: %lld samples; threads %d before, up to %d during, %d after",
+             st == KD_OK ? "ok" : kd_last_error(), (long long)samples, before, during, after);
+}
+
 /* ---------------------------------------------------------------- run and plan */
 
 /* A supervised job on the synthetic data; threads and train workers
@@ -435,6 +537,7 @@ int main(void)
     test_cgroup_rows();
     test_probe();
     test_worker_teams();
+    test_opencv_in_workers();
     if (kt_write_quadrants(dir, "train", 64, 1)) {
         test_header();
         test_wait_policy();
