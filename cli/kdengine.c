@@ -12,6 +12,7 @@
 #include "label_command.h"
 #include "select_command.h"
 #include "report_command.h"
+#include "wait_policy.h"
 
 static void usage(FILE *out)
 {
@@ -167,10 +168,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "plugins") == 0)
         return command_plugins(argc - 2, argv + 2);
-    if (strcmp(argv[1], "forward") == 0)
-        return kd_command_forward(argc - 2, argv + 2);
     if (strcmp(argv[1], "report") == 0)
         return kd_command_report(argc - 2, argv + 2);
+    /* the commands below compute */
+    if (kd_wait_policy_default(argv) != KD_OK) {
+        fprintf(stderr, "kdengine: %s\n", kd_last_error());
+        return 1;
+    }
+    if (strcmp(argv[1], "forward") == 0)
+        return kd_command_forward(argc - 2, argv + 2);
     if (strcmp(argv[1], "label") == 0)
         return kd_command_label(argc - 2, argv + 2);
     if (strcmp(argv[1], "select") == 0)

@@ -261,7 +261,7 @@ static kd_status environment_facts(loaded_run *run, json_t *job)
         if (text)
             st = add_fact(run, job_keys[i], "%s%s", text,
                           !strcmp(job_keys[i], "threads") && !strcmp(text, "0")
-                              ? " (every core)" : "");
+                              ? " (the thread budget: OMP_NUM_THREADS or the cores)" : "");
         free(text);
     }
     json_t *summary = run->metrics.summary;

@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "internal.h"
 #include "loader.h"
@@ -185,10 +188,22 @@ static bool can_claim(const kd_loader *l)
     return l->active && l->claim < l->batches && l->claim < released + l->n_slots;
 }
 
+/* A worker builds one sample at a time on its own thread. An OpenMP
+ * region in a dataset or transform would otherwise start a team of
+ * OpenMP's default size (every CPU: kd_set_num_threads sets the calling
+ * thread's only) next to the compute team (core/train/threads.h). */
+static void keep_openmp_on_this_thread(void)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+#endif
+}
+
 static void *worker_main(void *arg)
 {
     builder *w = arg;
     kd_loader *l = w->loader;
+    keep_openmp_on_this_thread();
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->quit && !can_claim(l))

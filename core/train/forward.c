@@ -6,6 +6,7 @@
 
 #include "forward.h"
 #include "session.h"
+#include "threads.h"
 
 /* The input tensor, in the model's dtype and batched. */
 static kd_status read_input(const kd_forward_options *o, kd_dtype dtype, kd_tensor **out)
@@ -116,8 +117,10 @@ static kd_status run_and_write(kd_model_run *m, const kd_job *job, const kd_forw
 kd_status kd_forward(const kd_job *job, const kd_forward_options *o, FILE *log)
 {
     kd_session *s = NULL;
-    kd_status st = kd_session_open(job, o->teacher ? KD_SESSION_TEACHER_WEIGHTS
-                                                   : KD_SESSION_WEIGHTS, &s);
+    kd_status st = kd_threads_apply(job, NULL);
+    if (st == KD_OK)
+        st = kd_session_open(job, o->teacher ? KD_SESSION_TEACHER_WEIGHTS : KD_SESSION_WEIGHTS,
+                             &s);
     if (st != KD_OK)
         return st;
     bool saved = kd_set_grad_enabled(false);

@@ -302,7 +302,7 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
         st = get_integer(split, "batch_size", path, train ? 128 : 256, 1, 1 << 20,
                          &out->batch_size);
     int64_t v;
-    if (st == KD_OK && (st = get_integer(split, "workers", path, 2, 0, 64, &v)) == KD_OK)
+    if (st == KD_OK && (st = get_integer(split, "workers", path, -1, 0, 64, &v)) == KD_OK)
         out->workers = (int)v;
     if (st == KD_OK && (st = get_integer(split, "prefetch", path, 4, 1, 64, &v)) == KD_OK)
         out->prefetch = (int)v;

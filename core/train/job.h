@@ -24,6 +24,9 @@
  *     "ema": {"decay": 0.9998, "warmup": false, ...}
  *   }
  *
+ * "threads" (0 or absent: the budget's) and a split's "workers" (absent:
+ * the budget's share) are decided with the machine's cores in threads.h.
+ *
  * "dtype" is what the models, losses and optimizer compute and keep their
  * tensors in: "float32", or "float64" for runs checked step by step
  * against a float64 reference (tests/test_recipe_steps). Data comes out of
@@ -96,7 +99,8 @@ typedef struct kd_job_data {
     const kd_registry_entry **batch_transforms;
     kd_params **batch_transform_params;
     int64_t batch_size, subset;
-    int workers, prefetch;
+    int workers; /* -1: unset, the thread budget decides (threads.h) */
+    int prefetch;
     bool shuffle, drop_last;
     /* data.train.unlabeled (SSLD), or NULL: a dataset whose samples follow
      * data.train's in the epoch with the label KD_LABEL_NONE

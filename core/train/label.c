@@ -19,6 +19,7 @@
 #include "session.h"
 #include "streams.h"
 #include "teachers.h"
+#include "threads.h"
 
 static double now_s(void)
 {
@@ -379,15 +380,12 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
     kd_status st = kd_dist_init();
     if (st != KD_OK)
         return st;
-    kd_dist_info d = kd_dist();
-    /* processes on one machine share its cores; rank 0 tells the progress */
-    int threads = job->threads ? job->threads
-                               : (int)sysconf(_SC_NPROCESSORS_ONLN) / d.local_world;
-    kd_set_num_threads(threads > 0 ? threads : 1);
-    if (d.rank != 0)
+    if (kd_dist().rank != 0) /* rank 0 tells the progress */
         progress = NULL;
     labeller l = {.job = job};
-    st = kd_session_open(job, KD_SESSION_TRAIN, &l.s);
+    st = kd_threads_apply(job, NULL); /* the machine's cores shared by its ranks */
+    if (st == KD_OK)
+        st = kd_session_open(job, KD_SESSION_TRAIN, &l.s);
     if (st == KD_OK) {
         kd_loader_config c = {
             .dataset = l.s->train.vt,
@@ -400,7 +398,7 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
             .shuffle = job->train.shuffle,
             .drop_last = job->train.drop_last,
             .subset = job->train.subset,
-            .workers = job->train.workers,
+            .workers = kd_threads_workers(&job->train),
             .prefetch = job->train.prefetch,
             .seed = job->seed,
         };

@@ -23,6 +23,7 @@
 #include "session.h"
 #include "streams.h"
 #include "teachers.h"
+#include "threads.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -56,7 +57,7 @@ static kd_status open_loader(const kd_data_run *d, uint64_t seed, kd_loader **ou
         .shuffle = d->spec->shuffle,
         .drop_last = d->spec->drop_last,
         .subset = d->spec->subset,
-        .workers = d->spec->workers,
+        .workers = kd_threads_workers(d->spec),
         .prefetch = d->spec->prefetch,
         .seed = seed,
         .shard = kd_dist().rank,
@@ -166,7 +167,9 @@ static kd_status evaluate_model(kd_model_run *m, const kd_teacher_run *teacher,
 kd_status kd_evaluate(const kd_job *job, bool teacher, const char *weights, kd_eval_result *out)
 {
     kd_session *s;
-    kd_status st = kd_session_open(job, teacher ? KD_SESSION_TEACHER : KD_SESSION_STUDENT, &s);
+    kd_status st = kd_threads_apply(job, NULL);
+    if (st == KD_OK)
+        st = kd_session_open(job, teacher ? KD_SESSION_TEACHER : KD_SESSION_STUDENT, &s);
     if (st != KD_OK)
         return st;
     if (weights)
@@ -1091,10 +1094,9 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
     kd_status st = kd_dist_init();
     if (st != KD_OK)
         return st;
-    /* processes on one machine share its cores */
-    int threads = job->threads ? job->threads
-                               : (int)sysconf(_SC_NPROCESSORS_ONLN) / kd_dist().local_world;
-    kd_set_num_threads(threads > 0 ? threads : 1);
+    kd_thread_budget budget;
+    if ((st = kd_threads_apply(job, &budget)) != KD_OK)
+        return st;
     snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", job->output);
 
     double t0 = now_s();
@@ -1154,6 +1156,9 @@ kd_status kd_run(const kd_job *job, const kd_run_options *options, bool *stopped
                                      : "training ", job->student.entry->name,
                 job->output, (long long)job->epochs, (long long)r.steps_per_epoch,
                 (long long)job->train.batch_size, accumulated, kd_num_threads(), now_s() - t0);
+        char threads[512];
+        kd_threads_describe(&budget, job, threads, sizeof threads);
+        fprintf(stderr, "%s\n", threads);
         kd_memory_peak_reset(KD_CPU);
         st = train_epochs(&r, stopped);
     }

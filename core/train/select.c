@@ -15,6 +15,7 @@
 #include "../loader.h"
 #include "session.h"
 #include "teachers.h"
+#include "threads.h"
 
 static double now_s(void)
 {
@@ -315,10 +316,10 @@ kd_status kd_select(const kd_job *job, const kd_select_options *o, FILE *progres
                         "view of the pool)");
     if (o->top_k < 1)
         return kd_error(KD_ERR_INVALID, "select: --top-k must be at least 1");
-    int threads = job->threads ? job->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    kd_set_num_threads(threads > 0 ? threads : 1);
     selector s = {.job = job, .o = o};
-    kd_status st = kd_session_open(job, KD_SESSION_TEACHER, &s.s);
+    kd_status st = kd_threads_apply(job, NULL);
+    if (st == KD_OK)
+        st = kd_session_open(job, KD_SESSION_TEACHER, &s.s);
     if (st == KD_OK)
         st = open_pool(&s);
     if (st == KD_OK) {

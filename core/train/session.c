@@ -13,6 +13,7 @@
 #include "unlabeled_mix.h"
 #include "dist.h"
 #include "teachers.h"
+#include "threads.h"
 
 /* Seeds of the instances: the job's seed mixed with a role number, so the
  * student's weights do not depend on how many losses the job has. */
@@ -1187,6 +1188,13 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     const kd_data_run *d = s->train.vt ? &s->train : &s->val;
     int64_t batch = job->train.batch_size;
     fprintf(out, "job: %s\n", job->file);
+    kd_thread_budget budget;
+    kd_status st = kd_threads_apply(job, &budget); /* the step measured below runs on it */
+    if (st != KD_OK)
+        return st;
+    char threads[512];
+    kd_threads_describe(&budget, job, threads, sizeof threads);
+    fprintf(out, "%s\n", threads);
     char accumulated[64] = "";
     if (job->accumulate_steps > 1)
         snprintf(accumulated, sizeof accumulated, " x %lld accumulated",
@@ -1205,7 +1213,6 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
                 (long long)s->val.info.length);
     int64_t teacher_image = 0, student_image = 0, eval_image = 0, macs;
-    kd_status st = KD_OK;
     st = print_teachers(s, out, d, &teacher_image);
     if (st == KD_OK && s->n_teachers == 1 && s->train.vt) {
         /* what `kdengine label` would store, at its default top-k */
