@@ -380,7 +380,8 @@ kd_status kd_label(const kd_job *job, const kd_label_options *o, FILE *progress)
     kd_status st = kd_dist_init();
     if (st != KD_OK)
         return st;
-    if (kd_dist().rank != 0) /* rank 0 tells the progress */
+    kd_dist_info d = kd_dist();
+    if (d.rank != 0) /* rank 0 tells the progress */
         progress = NULL;
     labeller l = {.job = job};
     st = kd_threads_apply(job, NULL); /* the machine's cores shared by its ranks */
