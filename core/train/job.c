@@ -21,7 +21,7 @@ static const char *const split_keys[] = {"dataset",  "transforms", "batch_transf
                                          "batch_size", "workers",  "prefetch",
                                          "subset",   "shuffle",    "drop_last"};
 static const char *const teacher_keys[] = {"model", "weights", "train_bn"};
-static const char *const student_keys[] = {"model", "weights"};
+static const char *const student_keys[] = {"model", "weights", "sync_bn"};
 static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs"};
 static const char *const optim_keys[] = {"name", "lr", "clip_grad_norm", "clip_grad_value",
                                          "accumulate_steps", "layer_decay"};
@@ -304,6 +304,8 @@ static kd_status parse_model(kd_job *job, const char *path, bool teacher, kd_job
     }
     if (st == KD_OK && teacher)
         st = get_bool(obj, "train_bn", out->path, false, &out->train_bn);
+    if (st == KD_OK && !teacher)
+        st = get_bool(obj, "sync_bn", out->path, false, &out->sync_bn);
     if (st == KD_OK && teacher && !out->weights)
         st = kd_error(KD_ERR_INVALID, "teacher.weights: missing (a teacher must be trained: "
                       "run a job without a teacher to make one)");

@@ -12,7 +12,7 @@
  *       "val":   {...same keys...}
  *     },
  *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false, ...},
- *     "student": {"model": "resnet20", "weights": null, ...},
+ *     "student": {"model": "resnet20", "weights": null, "sync_bn": false, ...},
  *     "losses":  [{"name": "ce", "weight": 1.0, "weight_warmup_epochs": 0, ...}],
  *     "optim":   {"name": "sgd", "lr": 0.05, "clip_grad_norm": 0, "clip_grad_value": 0,
  *                 "accumulate_steps": 1, "layer_decay": 0, ...},
@@ -48,6 +48,12 @@
  * "layer_decay" (e.g. 0.65; 0, the default, is off) is timm's layer-wise
  * lr decay: the student's parameter in layer k of L steps at
  * lr * layer_decay^(L - 1 - k) (layer_decay.h); a loss's parameters at lr.
+ *
+ * "student.sync_bn" (data parallel): every batch norm of the student's
+ * training forward takes its statistics over the global batch, all ranks'
+ * shares, as torch's SyncBatchNorm (kd_set_batch_norm_sync, from dist.c's
+ * kd_dist_batch_norm_sync); with one process it changes nothing. The
+ * teacher's batch norm (train_bn) and the losses' own layers stay per rank.
  *
  * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,
  * warmup_gamma, warmup_power, exclude_buffers, as timm's ModelEmaV3.
@@ -88,6 +94,7 @@ typedef struct kd_job_model {
     kd_params *params;
     const char *weights; /* NULL: initialise from the seed */
     bool train_bn;       /* teacher: batch statistics in its forward */
+    bool sync_bn;        /* student: batch statistics over every rank's share */
 } kd_job_model;
 
 /* Losses a job may have: each loss's random stream carries its index in 8
