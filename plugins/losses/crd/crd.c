@@ -231,7 +231,7 @@ static kd_tensor *nce(const crd *c, kd_tensor *scores, double log_z)
  * (constants), the mean over the global batch's. */
 static kd_status estimate_z(const crd *c, kd_tensor *const scores[2], double z[2])
 {
-    double mean[3] = {NAN, NAN, (double)kd_tensor_numel(scores[0])};
+    double mean[2] = {NAN, NAN}, count = (double)kd_tensor_numel(scores[0]);
     bool grad = kd_set_grad_enabled(false);
     for (int i = 0; i < 2; i++) {
         kd_tensor *m = kd_mean_all(kd_exp(kd_mul_scalar(scores[i], 1 / c->temperature)));
@@ -239,7 +239,7 @@ static kd_status estimate_z(const crd *c, kd_tensor *const scores[2], double z[2
     }
     kd_set_grad_enabled(grad);
     if (c->host->world_size > 1) {
-        double sums[3] = {mean[0] * mean[2], mean[1] * mean[2], mean[2]};
+        double sums[3] = {mean[0] * count, mean[1] * count, count};
         kd_status st = crd_sum_over_ranks(c->host, sums, 3, c->provider);
         if (st != KD_OK)
             return st;
