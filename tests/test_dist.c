@@ -8,6 +8,12 @@
  * the final weights and the evaluation's top-1 agree to rounding; each
  * rank prints the same top-1; rank 0 alone writes the metrics.
  *
+ * With batch norm (a ResNet-8 student, float64, 3 steps with a checkpoint
+ * each): student.sync_bn on 2 processes equals 1 process on the same
+ * global batch, step by step (loss, grad_norm, weights, running
+ * statistics), and without it the runs part; CRD (its memory banks, heads
+ * and Z) on 2 processes equals 1 process too.
+ *
  * Shards of unequal size are part of the case: the global batch of 63
  * splits 31 + 32, the epoch's last batch of 61 30 + 31, and the
  * evaluation's last batch of 5 2 + 3.
@@ -259,6 +265,140 @@ static void test_two_processes(void)
              "1 process '%s', ranks '%s' and '%s':\n%s", t1, r0, r1, two);
     free(one);
     free(two);
+}
+
+/* ------------------------------------- batch norm models: sync_bn and CRD */
+
+/* A ResNet-8 (batch norm after every convolution) with student.sync_bn, 3
+ * epochs of 1 step on the first 63 images, so a checkpoint per step. Slots:
+ * output, the plugin dir, a teacher line ("" or ending in a comma), the
+ * losses. */
+static const char *const bn_template =
+    "{\n"
+    "  \"seed\": 3, \"threads\": 1, \"dtype\": \"float64\", \"output\": \"%s/%s\",\n"
+    "  \"plugin_dirs\": [\"%s\"],\n"
+    "  \"data\": {\"train\": {\n"
+    "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/train-images-idx3-ubyte.gz\",\n"
+    "                \"labels\": \"" FMNIST "/train-labels-idx1-ubyte.gz\"},\n"
+    "    \"transforms\": [{\"name\": \"random_crop\", \"size\": 28, \"padding\": 2},\n"
+    "                   {\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "    \"batch_size\": 63, \"subset\": 63, \"workers\": 0},\n"
+    "   \"val\": {\n"
+    "    \"dataset\": {\"name\": \"idx\", \"images\": \"" FMNIST "/t10k-images-idx3-ubyte.gz\",\n"
+    "                \"labels\": \"" FMNIST "/t10k-labels-idx1-ubyte.gz\"},\n"
+    "    \"transforms\": [{\"name\": \"normalize\", \"mean\": [0.286], \"std\": [0.353]}],\n"
+    "    \"batch_size\": 32, \"subset\": 40, \"workers\": 0}},\n"
+    "  %s\n"
+    "  \"student\": {\"model\": \"resnet8\", \"num_classes\": 10, \"in_chans\": 1,\n"
+    "              \"sync_bn\": true},\n"
+    "  \"losses\": %s,\n"
+    "  \"optim\": {\"name\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9, \"weight_decay\": 0.0005,\n"
+    "            \"clip_grad_norm\": 100},\n"
+    "  \"schedule\": {\"name\": \"cosine\", \"epochs\": 3, \"per_step\": true},\n"
+    "  \"eval\": {\"every_epochs\": 3}, \"checkpoint\": {\"every_epochs\": 1, \"keep\": 3},\n"
+    "  \"log\": {\"every_steps\": 1}\n"
+    "}\n";
+#define BN_STEPS 3
+
+static void write_bn_job(const char *name, const char *teacher, const char *losses)
+{
+    char text[8192], path[256];
+    snprintf(text, sizeof text, bn_template, dir, name, kt_plugin_dir(), teacher, losses);
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    kt_write_file(path, text, strlen(text));
+}
+
+/* The largest relative difference between two runs over every step's
+ * loss and grad_norm and every step's checkpoint (weights, BN running
+ * statistics, optimizer state, loss buffers); -1 when something is
+ * missing, named in `where`. */
+static double runs_differ(const char *a, const char *b, char *where, size_t size)
+{
+    double worst = 0;
+    for (int step = 1; step <= BN_STEPS; step++) {
+        const char *fields[] = {"loss", "grad_norm"};
+        for (int f = 0; f < 2; f++) {
+            int n1, n2;
+            double x = logged(a, step, fields[f], &n1), y = logged(b, step, fields[f], &n2);
+            if (isnan(x) || isnan(y) || n1 != 1 || n2 != 1) {
+                snprintf(where, size, "step %d's %s is not logged once", step, fields[f]);
+                return -1;
+            }
+            double d = fabs(x - y) / fmax(fabs(x), 1e-300);
+            if (d > worst) {
+                worst = d;
+                snprintf(where, size, "step %d's %s", step, fields[f]);
+            }
+        }
+        char pa[512], pb[512], tensor[128] = "";
+        snprintf(pa, sizeof pa, "%s/%s/checkpoints/step-%09d.safetensors", dir, a, step);
+        snprintf(pb, sizeof pb, "%s/%s/checkpoints/step-%09d.safetensors", dir, b, step);
+        double e = checkpoint_error(pa, pb, tensor, sizeof tensor);
+        if (e < 0) {
+            snprintf(where, size, "step %d's checkpoint: %s", step, tensor);
+            return -1;
+        }
+        if (e > worst) {
+            worst = e;
+            snprintf(where, size, "step %d: %s", step, tensor);
+        }
+    }
+    return worst;
+}
+
+/* Runs NAME.json with EXTRA; false (a failed check) when it fails. */
+static bool run_ok(const char *name, const char *extra)
+{
+    char *out = NULL;
+    int rc = run_job(name, extra, &out);
+    bool ok = kt_check(rc == 0, name, "`kdengine run %s.json %s`: exit %d:\n%s", name, extra, rc,
+                       out ? out : "");
+    free(out);
+    return ok;
+}
+
+/* student.sync_bn: 2 processes (shares of 31 and 32 images) equal 1 process
+ * on the same global batch, step by step; without it the ranks' batch
+ * statistics are their shares' and the runs part. */
+static void test_sync_bn(void)
+{
+    const char *ce = "[{\"name\": \"ce\"}]";
+    write_bn_job("bn_one", "", ce);
+    write_bn_job("bn_two", "", ce);
+    write_bn_job("bn_apart", "", ce);
+    if (!run_ok("bn_one", "") || !run_ok("bn_two", "--nproc 2") ||
+        !run_ok("bn_apart", "--nproc 2 --set student.sync_bn=false"))
+        return;
+    /* float64 rounding through 3 SGD steps (sums grouped by rank) */
+    char where[256] = "";
+    double e = runs_differ("bn_one", "bn_two", where, sizeof where);
+    kt_check(e >= 0 && e <= 1e-9,
+             "sync_bn on 2 processes: each step's loss, weights and BN running statistics "
+             "equal 1 process's (float64, ResNet-8)", "relative error %.3g (%s)", e, where);
+    e = runs_differ("bn_one", "bn_apart", where, sizeof where);
+    kt_check(e > 1e-6, "without sync_bn the 2 processes' batch norm sees only each share",
+             "relative difference %.3g (%s)", e, where);
+}
+
+/* CRD (with a frozen ResNet-20 teacher and a sync_bn student): the memory
+ * banks, heads and losses of 2 processes equal 1 process's. */
+static void test_crd(void)
+{
+    char teacher[1024], weights[512];
+    kt_source_path("examples/fashion-mnist/teacher.safetensors", weights, sizeof weights);
+    snprintf(teacher, sizeof teacher, "\"teacher\": {\"model\": \"resnet20\", "
+             "\"num_classes\": 10, \"in_chans\": 1, \"weights\": \"%s\"},", weights);
+    const char *losses = "[{\"name\": \"ce\"}, {\"name\": \"crd\", \"weight\": 0.8, "
+                         "\"nce_k\": 24, \"feat_dim\": 16}]";
+    write_bn_job("crd_one", teacher, losses);
+    write_bn_job("crd_two", teacher, losses);
+    if (!run_ok("crd_one", "") || !run_ok("crd_two", "--nproc 2"))
+        return;
+    char where[256] = "";
+    double e = runs_differ("crd_one", "crd_two", where, sizeof where);
+    kt_check(e >= 0 && e <= 1e-9,
+             "CRD on 2 processes: each step's loss, heads and memory banks equal 1 process's "
+             "(float64)", "relative error %.3g (%s)", e, where);
 }
 
 /* The child of `parent` that MPI made rank `rank`, or -1. */
@@ -814,6 +954,8 @@ int main(int argc, char **argv)
         test_plan_scaling();
         test_label_ranks();
         test_fkd_ranks_refused();
+        test_sync_bn();
+        test_crd();
         test_world_mismatch();
         test_bad_timeout();
         test_stop_one_rank();

@@ -8,6 +8,7 @@
  * and 1/std are kept per normalised group (f64) for the backward pass. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../backend/backend.h"
 #include "../backend/cpu/cpu.h"
@@ -232,30 +233,88 @@ static void update_running(kd_tensor *r, const double *batch, double scale, doub
     }
 }
 
+/* The reducer of synchronised batch norm on this thread (ops.h), taken by
+ * each training-mode batch norm when it runs: {NULL, NULL} is one process. */
+static _Thread_local kd_batch_norm_sync bn_sync;
+
+kd_batch_norm_sync kd_set_batch_norm_sync(kd_batch_norm_sync sync)
+{
+    kd_batch_norm_sync previous = bn_sync;
+    bn_sync = sync;
+    return previous;
+}
+
+/* The global mean and (biased) variance from this process's, and the
+ * global count in *count: sums and count over the processes first, then
+ * each one's squared deviations from the global mean (Chan's pairwise
+ * merge: no sum of squares minus a squared sum, which cancels in float32
+ * compute and for large means). */
+static kd_status sync_batch_stats(const kd_batch_norm_sync *sync, double *mean, double *var,
+                                  double *count, int64_t C)
+{
+    double *v = malloc((size_t)(C + 1) * sizeof *v);
+    if (!v)
+        return kd_error(KD_ERR_NOMEM, "batch_norm: out of memory for the synchronised "
+                        "statistics of %lld channels", (long long)C);
+    double n = *count;
+    v[C] = n;
+    for (int64_t c = 0; c < C; c++)
+        v[c] = n > 0 ? mean[c] * n : 0; /* an empty share adds nothing */
+    kd_status st = sync->reduce(v, C + 1, sync->ctx);
+    double total = v[C];
+    if (st == KD_OK && total < 2)
+        st = kd_error(KD_ERR_INVALID, "batch_norm: training needs more than 1 value per channel "
+                      "over all processes, got %g", total);
+    if (st == KD_OK) {
+        for (int64_t c = 0; c < C; c++) {
+            double global_mean = v[c] / total, d = mean[c] - global_mean;
+            v[c] = n > 0 ? var[c] * n + n * d * d : 0;
+            mean[c] = global_mean;
+        }
+        st = sync->reduce(v, C, sync->ctx);
+    }
+    for (int64_t c = 0; st == KD_OK && c < C; c++)
+        var[c] = v[c] / total;
+    *count = total;
+    free(v);
+    return st == KD_OK ? st : kd_error_wrap(st, "batch_norm: synchronising the statistics");
+}
+
 /* node: inputs x, weight, bias; saved x (contiguous), stats [4, C] (mean
- * and 1/std first), weight array; iarg N, C, S, training. */
+ * and 1/std first), weight array; iarg N, C, S, training; farg[0] the
+ * count the statistics were taken over (all processes' when synchronised);
+ * ctx the kd_batch_norm_sync it ran with, or NULL. */
 static kd_status batch_norm_backward(kd_node *node, kd_tensor *g)
 {
     kd_tensor *x = node->inputs[0], *weight = node->inputs[1], *bias = node->inputs[2];
     kd_tensor *xc = node->saved[0], *stats = node->saved[1], *w = node->saved[2];
     int64_t N = node->iarg[0], C = node->iarg[1], S = node->iarg[2];
     bool training = node->iarg[3] != 0;
+    const kd_batch_norm_sync *sync = node->ctx;
     const double *mean = kd_tensor_data(stats), *rstd = mean + C;
-    double *sums = malloc((size_t)C * 2 * sizeof *sums); /* g * xhat, then g */
+    /* g * xhat, then g: this process's (the affine gradients, which the
+     * host averages with the other parameters'), then all processes' */
+    double *sums = malloc((size_t)C * 4 * sizeof *sums);
     double *k = malloc((size_t)C * 3 * sizeof *k);
     kd_status st = sums && k ? KD_OK : kd_error(KD_ERR_NOMEM, "batch_norm backward: out of memory");
-    if (st == KD_OK)
+    double *all = sums + 2 * C;
+    if (st == KD_OK) {
         kd_cpu_batch_norm_grad_sums(x->dtype, kd_tensor_data(xc), kd_tensor_data(g), mean, rstd,
                                     sums + C, sums, N, C, S);
+        memcpy(all, sums, (size_t)C * 2 * sizeof *sums);
+    }
+    if (st == KD_OK && x->requires_grad && sync &&
+        (st = sync->reduce(all, 2 * C, sync->ctx)) != KD_OK)
+        st = kd_error_wrap(st, "batch_norm backward: synchronising the gradient sums");
     if (st == KD_OK && x->requires_grad) {
         /* gx = w rstd (g - mean(g) - xhat mean(g xhat)); in eval the batch
          * statistics are constants and only the first term is left. */
-        double count = (double)(N * S);
+        double count = node->farg[0];
         for (int64_t c = 0; c < C; c++) {
             double wc = kd_tensor_get(w, c);
             k[c] = wc * rstd[c];
-            k[C + c] = training ? sums[C + c] / count : 0;
-            k[2 * C + c] = training ? sums[c] / count * rstd[c] : 0;
+            k[C + c] = training ? all[C + c] / count : 0;
+            k[2 * C + c] = training ? all[c] / count * rstd[c] : 0;
         }
         kd_tensor *scale = channel_values(x, C, k), *k1 = channel_values(x, C, k + C);
         kd_tensor *k2 = channel_values(x, C, k + 2 * C), *shift = channel_values(x, C, mean);
@@ -293,7 +352,8 @@ kd_tensor *kd_batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
         kd_error(KD_ERR_INVALID, "batch_norm: eval mode needs running_mean and running_var");
         return NULL;
     }
-    if (training && N * S < 2) {
+    kd_batch_norm_sync sync = training ? bn_sync : (kd_batch_norm_sync){NULL, NULL};
+    if (training && !sync.reduce && N * S < 2) {
         kd_error(KD_ERR_INVALID, "batch_norm: training needs more than 1 value per channel, "
                  "got input %s", kd_shape_str(x, xs, sizeof xs));
         return NULL;
@@ -306,9 +366,11 @@ kd_tensor *kd_batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
     if (!stats)
         return NULL;
     double *mean = kd_tensor_data(stats), *rstd = mean + C, *var = rstd + C, *scale = var + C;
+    double count = (double)(N * S);
     if (training) {
         kd_cpu_batch_norm_stats(x->dtype, kd_tensor_data(xc), mean, var, N, C, S);
-        double count = (double)(N * S);
+        if (sync.reduce && sync_batch_stats(&sync, mean, var, &count, C) != KD_OK)
+            return NULL;
         if (running_mean)
             update_running(running_mean, mean, 1.0, momentum);
         if (running_var)
@@ -342,6 +404,15 @@ kd_tensor *kd_batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
         node->iarg[1] = C;
         node->iarg[2] = S;
         node->iarg[3] = training;
+        node->farg[0] = count;
+        if (sync.reduce) {
+            kd_batch_norm_sync *kept = kd_node_ctx(node, sizeof *kept);
+            if (!kept) {
+                kd_error(KD_ERR_NOMEM, "batch_norm: out of memory");
+                return NULL;
+            }
+            *kept = sync;
+        }
     }
     return out;
 }

@@ -348,3 +348,15 @@ bool kd_dist_launched(void)
     const char *by = NULL;
     return launcher_world(&world, &by) == KD_OK && world > 0;
 }
+
+static kd_status sum_over_ranks(double *values, int64_t n, void *ctx)
+{
+    (void)ctx;
+    return kd_dist_all_reduce_f64(values, n, KD_DIST_SUM);
+}
+
+kd_batch_norm_sync kd_dist_batch_norm_sync(void)
+{
+    return info.world > 1 ? (kd_batch_norm_sync){sum_over_ranks, NULL}
+                          : (kd_batch_norm_sync){NULL, NULL};
+}

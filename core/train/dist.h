@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <kdengine/ops.h>
 #include <kdengine/plugin.h>
 
 typedef struct kd_dist_info {
@@ -63,5 +64,9 @@ kd_status kd_dist_all_reduce_grads(int n, const kd_named_tensor *params);
  * asked to stop (a signal reaches one rank of an mpirun job or all).
  * `what` names the moment in the message. */
 kd_status kd_dist_agree(const char *what, bool failed, bool stop, bool *any_stop);
+
+/* Synchronised batch norm's reducer (ops.h): a sum over the ranks, or
+ * {NULL, NULL} (nothing to synchronise) in a world of 1. */
+kd_batch_norm_sync kd_dist_batch_norm_sync(void);
 
 #endif

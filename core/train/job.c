@@ -28,7 +28,7 @@ static const char *const teachers_keys[] = {"name",       "model",    "weights",
                                             "train_bn",   "input_size", "normalize"};
 static const char *const ensemble_keys[] = {"name", "ensemble"};
 static const char *const normalize_keys[] = {"mean", "std"};
-static const char *const student_keys[] = {"model", "weights"};
+static const char *const student_keys[] = {"model", "weights", "sync_bn"};
 static const char *const loss_keys[] = {"name", "weight", "weight_warmup_epochs", "teacher"};
 static const char *const optim_keys[] = {"name", "lr", "clip_grad_norm", "clip_grad_value",
                                          "accumulate_steps", "layer_decay"};
@@ -336,6 +336,8 @@ static kd_status parse_model_object(kd_job *job, const json_t *obj, const char *
     }
     if (st == KD_OK && teacher)
         st = get_bool(obj, "train_bn", out->path, false, &out->train_bn);
+    if (st == KD_OK && !teacher)
+        st = get_bool(obj, "sync_bn", out->path, false, &out->sync_bn);
     if (st == KD_OK && teacher && !out->weights)
         st = kd_error(KD_ERR_INVALID, "%s.weights: missing (a teacher must be trained: "
                       "run a job without a teacher to make one)", out->path);

@@ -14,7 +14,7 @@
  *     },
  *     "teacher": {"model": "resnet56", "weights": "t.safetensors", "train_bn": false,
  *                 "input_size": [H, W], "normalize": {"mean": [...], "std": [...]}, ...},
- *     "student": {"model": "resnet20", "weights": null, ...},
+ *     "student": {"model": "resnet20", "weights": null, "sync_bn": false, ...},
  *     "losses":  [{"name": "ce", "weight": 1.0, "weight_warmup_epochs": 0, ...}],
  *     "optim":   {"name": "sgd", "lr": 0.05, "clip_grad_norm": 0, "clip_grad_value": 0,
  *                 "accumulate_steps": 1, "layer_decay": 0, ...},
@@ -60,7 +60,7 @@
  * KD_LABEL_NONE, so losses that need labels skip them and distillation
  * losses use them (unlabeled_mix.h). Not with "subset" or
  * "batch_transforms".
-
+ *
  * Several teachers: "teachers" in place of "teacher" (a job has at most one
  * of the two), a list of teachers as "teacher" describes plus a unique
  * "name", and ensembles {"name": "ens", "ensemble": ["t1", "t2"]}: a
@@ -70,6 +70,12 @@
  * data.train makes; where they differ the host resizes (bilinear, as
  * data/images' resize) and renormalises the student's batch for it (teachers.h).
  * A loss's "teacher" names the teacher it reads (needed with several).
+ *
+ * "student.sync_bn" (data parallel): every batch norm of the student's
+ * training forward takes its statistics over the global batch, all ranks'
+ * shares, as torch's SyncBatchNorm (kd_set_batch_norm_sync, from dist.c's
+ * kd_dist_batch_norm_sync); with one process it changes nothing. The
+ * teacher's batch norm (train_bn) and the losses' own layers stay per rank.
  *
  * "ema" (kd_job_ema below): decay, min_decay, update_after_step, warmup,
  * warmup_gamma, warmup_power, exclude_buffers, as timm's ModelEmaV3.
@@ -116,6 +122,7 @@ typedef struct kd_job_model {
     kd_params *params;
     const char *weights; /* NULL: initialise from the seed */
     bool train_bn;       /* teacher: batch statistics in its forward */
+    bool sync_bn;        /* student: batch statistics over every rank's share */
 } kd_job_model;
 
 /* Teachers a job may have, and channels a teacher's "normalize" may list. */

@@ -629,7 +629,12 @@ static kd_status train_batch(run *r, const kd_batch *b, int64_t cycle, step_loss
                           kd_rng_make(job->seed, rank_stream(KD_STREAM_STUDENT),
                                       (uint64_t)r->st.micro),
                           s->student.want, s->student.out};
+    /* student.sync_bn: its batch norms' statistics over all ranks (the
+     * nodes keep the reducer for the backward) */
+    kd_batch_norm_sync was = kd_set_batch_norm_sync(
+        job->student.sync_bn ? kd_dist_batch_norm_sync() : (kd_batch_norm_sync){NULL, NULL});
     st = s->student.vt->forward(s->student.self, &sa);
+    kd_set_batch_norm_sync(was);
     if (st != KD_OK)
         return kd_error_wrap(st, "student forward");
 

@@ -41,6 +41,40 @@ static kd_tensor *bn_running_var(kd_tensor *const *x)
     kd_tensor *rm = stat_row(x[1], 0), *rv = stat_row(x[1], 1);
     return kd_batch_norm(x[0], NULL, NULL, rm, rv, true, 0.3, 1e-5) ? rv : NULL;
 }
+/* Synchronised batch norm's reducers: one process (the sums are already
+ * the global ones), and a mirror, as if a second process held the same
+ * batch (every sum doubles: torch sees the batch twice). */
+static kd_status one_process(double *values, int64_t n, void *ctx)
+{
+    (void)values, (void)n, (void)ctx;
+    return KD_OK;
+}
+static kd_status mirrored(double *values, int64_t n, void *ctx)
+{
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++)
+        values[i] *= 2;
+    return KD_OK;
+}
+static kd_tensor *synced(kd_tensor *(*bn)(kd_tensor *const *), kd_tensor *const *x,
+                         kd_status (*reduce)(double *, int64_t, void *))
+{
+    kd_batch_norm_sync before = kd_set_batch_norm_sync((kd_batch_norm_sync){reduce, NULL});
+    kd_tensor *y = bn(x);
+    kd_set_batch_norm_sync(before);
+    return y;
+}
+static kd_tensor *bn_sync_train(kd_tensor *const *x) { return synced(bn_train, x, one_process); }
+static kd_tensor *bn_sync_eval(kd_tensor *const *x) { return synced(bn_eval, x, mirrored); }
+static kd_tensor *bn_sync_mirrored(kd_tensor *const *x) { return synced(bn_train, x, mirrored); }
+static kd_tensor *bn_sync_mirrored_var(kd_tensor *const *x)
+{
+    return synced(bn_running_var, x, mirrored);
+}
+static kd_tensor *bn_sync_mirrored_mean(kd_tensor *const *x)
+{
+    return synced(bn_running_mean, x, mirrored);
+}
 static kd_tensor *ln(kd_tensor *const *x) { return kd_layer_norm(x[0], x[1], x[2], 1e-5); }
 static kd_tensor *ln_plain(kd_tensor *const *x) { return kd_layer_norm(x[0], NULL, NULL, 1e-5); }
 static kd_tensor *ln_offset(kd_tensor *const *x)
@@ -109,6 +143,26 @@ const kt_op_row kt_rows_norm[] = {
      BN_STATS(0.3, 1), 2, {F(4, 3, 2, 2), CP(2, 3)}, 0, 0, KT_NO_BACKWARD},
     {"batch_norm.running_var_2d", bn_running_var,
      BN_STATS(0.3, 1), 2, {F(5, 4), CP(2, 4)}, 0, 0, KT_NO_BACKWARD},
+    {"batch_norm.sync_one_process_2d", bn_sync_train, BN_TRAIN, 4,
+     {F(6, 4), F(4), F(4), CP(2, 4)}, 0, 0, 0},
+    {"batch_norm.sync_one_process_4d", bn_sync_train, BN_TRAIN, 4,
+     {F(3, 4, 3, 5), F(4), F(4), CP(2, 4)}, 0, 0, 0},
+    /* eval mode takes the running statistics: the reducer is not called */
+    {"batch_norm.sync_eval", bn_sync_eval, BN_EVAL, 4, {F(2, 3, 4, 5), F(3), F(3), CP(2, 3)},
+     0, 0, 0},
+    {"batch_norm.sync_mirrored", bn_sync_mirrored,
+     "F.batch_norm(torch.cat((x[0], x[0])), x[3][0].clone(), x[3][1].clone(), x[1], x[2], "
+     "training=True, momentum=0.1, eps=1e-5)[:x[0].shape[0]]", 4,
+     {F(3, 4, 3, 5), F(4), F(4), CP(2, 4)}, 0, 0, KT_NO_BACKWARD},
+    {"batch_norm.sync_mirrored_running_mean", bn_sync_mirrored_mean,
+     "(lambda rm, rv: [F.batch_norm(torch.cat((x[0], x[0])), rm, rv, training=True, "
+     "momentum=0.1), rm][1])(x[1][0].clone(), x[1][1].clone())", 2, {F(4, 3, 2, 2), CP(2, 3)},
+     0, 0, KT_NO_BACKWARD},
+    /* the unbiased variance takes the global count: 2 N S - 1 */
+    {"batch_norm.sync_mirrored_running_var", bn_sync_mirrored_var,
+     "(lambda rm, rv: [F.batch_norm(torch.cat((x[0], x[0])), rm, rv, training=True, "
+     "momentum=0.3), rv][1])(x[1][0].clone(), x[1][1].clone())", 2, {F(2, 3, 2, 2), CP(2, 3)},
+     0, 0, KT_NO_BACKWARD},
     {"layer_norm.2d", ln, "F.layer_norm(x[0], (7,), x[1], x[2], 1e-5)", 3, {F(4, 7), F(7), F(7)},
      0, 0, 0},
     {"layer_norm.3d", ln, "F.layer_norm(x[0], (8,), x[1], x[2], 1e-5)", 3,

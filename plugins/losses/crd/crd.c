@@ -15,7 +15,9 @@
  * optimizer trains; the banks M_s, M_t ([N, d], N = the training set's
  * length) and Z (0 until set) are buffers, saved in checkpoints and never
  * trained. The negatives come from the step's rng (crd_negatives.h), so a
- * resumed run continues exactly. */
+ * resumed run continues exactly. Over several processes every rank sees
+ * the whole global batch's indices, embeddings and negatives
+ * (crd_ranks.h), so the banks stay equal on all ranks. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@
 #include <kdengine/plugin.h>
 
 #include "crd_negatives.h"
+#include "crd_ranks.h"
 #include "crd_scores.h"
 
 #define NCE_EPS 1e-7
@@ -157,10 +160,6 @@ static kd_status crd_bind(void *self, const kd_bind_args *args)
         !KD_HAS_FIELD(args->host, kd_host_services, train_labels) || !args->host->train_labels)
         return kd_error(KD_ERR_STATE, "%s: the host offers no training labels; the memory "
                         "banks and negatives need the training set", c->provider);
-    if (args->host->world_size > 1)
-        return kd_error(KD_ERR_UNSUPPORTED, "%s: the memory banks are updated by one process; "
-                        "a job over %d processes would let each rank's copy drift apart",
-                        c->provider, args->host->world_size);
     c->host = args->host;
     c->n = args->host->train_length;
     if (c->n < 2)
@@ -228,13 +227,28 @@ static kd_tensor *nce(const crd *c, kd_tensor *scores, double log_z)
     return kd_mul_scalar(sum, -1.0 / (double)b);
 }
 
-/* Z = mean(exp(scores / T)) * N, from this step's scores (a constant). */
-static double estimate_z(const crd *c, kd_tensor *scores)
+/* Z = mean(exp(scores / T)) * N for each side, from this step's scores
+ * (constants), the mean over the global batch's. */
+static kd_status estimate_z(const crd *c, kd_tensor *const scores[2], double z[2])
 {
+    double mean[2] = {NAN, NAN}, count = (double)kd_tensor_numel(scores[0]);
     bool grad = kd_set_grad_enabled(false);
-    kd_tensor *m = kd_mean_all(kd_exp(kd_mul_scalar(scores, 1 / c->temperature)));
+    for (int i = 0; i < 2; i++) {
+        kd_tensor *m = kd_mean_all(kd_exp(kd_mul_scalar(scores[i], 1 / c->temperature)));
+        mean[i] = m ? kd_tensor_get(m, 0) : NAN;
+    }
     kd_set_grad_enabled(grad);
-    return m ? kd_tensor_get(m, 0) * (double)c->n : NAN;
+    if (c->host->world_size > 1) {
+        double sums[3] = {mean[0] * count, mean[1] * count, count};
+        kd_status st = crd_sum_over_ranks(c->host, sums, 3, c->provider);
+        if (st != KD_OK)
+            return st;
+        mean[0] = sums[0] / sums[2];
+        mean[1] = sums[1] / sums[2];
+    }
+    for (int i = 0; i < 2; i++)
+        z[i] = mean[i] * (double)c->n;
+    return KD_OK;
 }
 
 /* bank[i] <- normalize(m bank[i] + (1 - m) v[b]) at the batch's indices. */
@@ -291,6 +305,99 @@ static kd_status check_inputs(const crd *c, const kd_loss_args *args, kd_tensor 
     return KD_OK;
 }
 
+/* This rank's negatives, [b * (K + 1)]: over several processes, rows
+ * offset.. of the global batch's, drawn from rank 0's rng as one process
+ * would. */
+static kd_tensor *draw_negatives(crd *c, const kd_loss_args *args, int64_t b,
+                                 const crd_batch *global)
+{
+    const int64_t flat = b * (c->k + 1);
+    kd_tensor *idx = kd_tensor_empty(KD_I64, KD_CPU, 1, &flat);
+    if (!idx) {
+        kd_error_wrap(kd_last_status(), "%s", c->provider);
+        return NULL;
+    }
+    kd_rng rng = args->rng;
+    if (!global->index)
+        return crd_negatives_draw(&c->negatives, kd_tensor_data(args->indices), b, c->k,
+                                  c->relax, &rng, kd_tensor_data(idx), c->provider) == KD_OK
+                   ? idx
+                   : NULL;
+    int64_t *all = malloc((size_t)(global->total * (c->k + 1)) * sizeof *all);
+    kd_status st = all ? crd_rng_from_rank0(c->host, &rng, c->provider)
+                       : kd_error(KD_ERR_NOMEM, "%s: out of memory for the global batch's "
+                                  "negatives", c->provider);
+    if (st == KD_OK)
+        st = crd_negatives_draw(&c->negatives, global->index, global->total, c->k, c->relax,
+                                &rng, all, c->provider);
+    if (st == KD_OK)
+        memcpy(kd_tensor_data(idx), all + global->offset * (c->k + 1),
+               (size_t)flat * sizeof *all);
+    free(all);
+    return st == KD_OK ? idx : NULL;
+}
+
+/* The loss and the bank update on this rank's share (the whole batch on
+ * one process). */
+static kd_status forward_batch(crd *c, const kd_loss_args *args, kd_tensor *s, kd_tensor *t,
+                               const crd_batch *global, kd_loss_result *out)
+{
+    const int64_t *index = kd_tensor_data(args->indices);
+    kd_tensor *idx = draw_negatives(c, args, s->shape[0], global);
+    if (!idx)
+        return kd_last_status();
+    kd_status st;
+    /* The teacher's features are constants; its head still trains. */
+    kd_tensor *teacher = t->dtype == c->dtype ? t : kd_cast(t, c->dtype);
+    kd_tensor *v_s = embed(s->dtype == c->dtype ? s : kd_cast(s, c->dtype),
+                           c->t[EMBED_S_WEIGHT], c->t[EMBED_S_BIAS]);
+    kd_tensor *v_t = embed(teacher, c->t[EMBED_T_WEIGHT], c->t[EMBED_T_BIAS]);
+    /* the rows the update below rewrites: the global batch's */
+    const int64_t *own = global->index ? global->index : index;
+    int64_t n_own = global->index ? global->total : s->shape[0];
+    kd_tensor *scores_s = crd_bank_scores(c->t[MEMORY_T], idx, v_s, own, n_own);
+    kd_tensor *scores_t = crd_bank_scores(c->t[MEMORY_S], idx, v_t, own, n_own);
+    if (!scores_s || !scores_t)
+        return kd_error_wrap(kd_last_status(), "%s", c->provider);
+
+    if (!(kd_tensor_get(c->t[NCE_Z], 0) > 0)) {
+        if (!args->training)
+            return kd_error(KD_ERR_STATE, "%s: the NCE constant Z is set by the first "
+                            "training step, and none has run", c->provider);
+        double z[2];
+        kd_tensor *const scores[2] = {scores_s, scores_t};
+        if ((st = estimate_z(c, scores, z)) != KD_OK)
+            return st;
+        if (!(z[0] > 0) || !(z[1] > 0) || !isfinite(z[0]) || !isfinite(z[1]))
+            return kd_error(KD_ERR_INVALID, "%s: the NCE constants came out %g and %g on the "
+                            "first step", c->provider, z[0], z[1]);
+        const int64_t two = 2;
+        kd_tensor *src = kd_tensor_from_data(KD_F64, 1, &two, z);
+        st = src ? kd_tensor_copy_(c->t[NCE_Z], src) : kd_last_status();
+        kd_tensor_free(src);
+        if (st != KD_OK)
+            return kd_error_wrap(st, "%s: storing Z", c->provider);
+    }
+    c->terms[0].value = nce(c, scores_s, log(kd_tensor_get(c->t[NCE_Z], 0)));
+    c->terms[1].value = nce(c, scores_t, log(kd_tensor_get(c->t[NCE_Z], 1)));
+    out->loss = kd_add(c->terms[0].value, c->terms[1].value);
+    if (!out->loss)
+        return kd_error_wrap(kd_last_status(), "%s", c->provider);
+    out->n_terms = 2;
+    out->terms = c->terms;
+    if (!args->training)
+        return KD_OK;
+    if (global->index) { /* every rank updates with the whole batch */
+        index = global->index;
+        v_s = crd_batch_rows(c->host, global, v_s, c->provider);
+        v_t = v_s ? crd_batch_rows(c->host, global, v_t, c->provider) : NULL;
+        if (!v_t)
+            return kd_last_status();
+    }
+    st = update_bank(c, c->t[MEMORY_S], index, v_s);
+    return st == KD_OK ? update_bank(c, c->t[MEMORY_T], index, v_t) : st;
+}
+
 static kd_status crd_forward(void *self, const kd_loss_args *args, kd_loss_result *out)
 {
     crd *c = self;
@@ -310,52 +417,13 @@ static kd_status crd_forward(void *self, const kd_loss_args *args, kd_loss_resul
             return st;
         c->have_negatives = true;
     }
-    int64_t b = s->shape[0];
-    const int64_t flat = b * (c->k + 1);
-    kd_tensor *idx = kd_tensor_empty(KD_I64, KD_CPU, 1, &flat);
-    if (!idx)
-        return kd_error_wrap(kd_last_status(), "%s", c->provider);
-    const int64_t *index = kd_tensor_data(args->indices);
-    kd_rng rng = args->rng;
-    st = crd_negatives_draw(&c->negatives, index, b, c->k, c->relax, &rng, kd_tensor_data(idx),
-                            c->provider);
-    if (st != KD_OK)
-        return st;
-
-    /* The teacher's features are constants; its head still trains. */
-    kd_tensor *teacher = t->dtype == c->dtype ? t : kd_cast(t, c->dtype);
-    kd_tensor *v_s = embed(s->dtype == c->dtype ? s : kd_cast(s, c->dtype),
-                           c->t[EMBED_S_WEIGHT], c->t[EMBED_S_BIAS]);
-    kd_tensor *v_t = embed(teacher, c->t[EMBED_T_WEIGHT], c->t[EMBED_T_BIAS]);
-    kd_tensor *scores_s = crd_bank_scores(c->t[MEMORY_T], idx, v_s, index);
-    kd_tensor *scores_t = crd_bank_scores(c->t[MEMORY_S], idx, v_t, index);
-    if (!scores_s || !scores_t)
-        return kd_error_wrap(kd_last_status(), "%s", c->provider);
-
-    if (!(kd_tensor_get(c->t[NCE_Z], 0) > 0)) {
-        if (!args->training)
-            return kd_error(KD_ERR_STATE, "%s: the NCE constant Z is set by the first "
-                            "training step, and none has run", c->provider);
-        double z[2] = {estimate_z(c, scores_s), estimate_z(c, scores_t)};
-        if (!(z[0] > 0) || !(z[1] > 0) || !isfinite(z[0]) || !isfinite(z[1]))
-            return kd_error(KD_ERR_INVALID, "%s: the NCE constants came out %g and %g on the "
-                            "first step", c->provider, z[0], z[1]);
-        const int64_t two = 2;
-        kd_tensor *src = kd_tensor_from_data(KD_F64, 1, &two, z);
-        st = src ? kd_tensor_copy_(c->t[NCE_Z], src) : kd_last_status();
-        kd_tensor_free(src);
-        if (st != KD_OK)
-            return kd_error_wrap(st, "%s: storing Z", c->provider);
-    }
-    c->terms[0].value = nce(c, scores_s, log(kd_tensor_get(c->t[NCE_Z], 0)));
-    c->terms[1].value = nce(c, scores_t, log(kd_tensor_get(c->t[NCE_Z], 1)));
-    out->loss = kd_add(c->terms[0].value, c->terms[1].value);
-    if (!out->loss)
-        return kd_error_wrap(kd_last_status(), "%s", c->provider);
-    out->n_terms = 2;
-    out->terms = c->terms;
-    if (args->training && (st = update_bank(c, c->t[MEMORY_S], index, v_s)) == KD_OK)
-        st = update_bank(c, c->t[MEMORY_T], index, v_t);
+    crd_batch global = {0};
+    st = c->host->world_size > 1 ? crd_batch_gather(c->host, kd_tensor_data(args->indices),
+                                                    s->shape[0], &global, c->provider)
+                                 : KD_OK;
+    if (st == KD_OK)
+        st = forward_batch(c, args, s, t, &global, out);
+    crd_batch_free(&global);
     return st;
 }
 

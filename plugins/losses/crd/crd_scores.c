@@ -9,8 +9,9 @@
 typedef struct scores_ctx {
     kd_tensor *bank, *idx;
     int64_t b, kk, d;
-    int64_t *own;     /* [b] the rows that change before the backward, sorted */
-    double *snapshot; /* [b, d] their values at the forward, in that order */
+    int64_t n_own;
+    int64_t *own;     /* [n_own] the rows that change before the backward, sorted */
+    double *snapshot; /* [n_own, d] their values at the forward, in that order */
 } scores_ctx;
 
 static void free_ctx(void *p)
@@ -49,7 +50,7 @@ static const double *bank_row(const kd_tensor *bank, int64_t r, int64_t d, doubl
 /* Row r of the bank as it was at the forward. */
 static const double *old_row(const scores_ctx *c, int64_t r, double *buf)
 {
-    const int64_t *hit = bsearch(&r, c->own, (size_t)c->b, sizeof r, compare_rows);
+    const int64_t *hit = bsearch(&r, c->own, (size_t)c->n_own, sizeof r, compare_rows);
     if (hit)
         return c->snapshot + (hit - c->own) * c->d;
     return bank_row(c->bank, r, c->d, buf);
@@ -103,7 +104,8 @@ static kd_status scores_backward(void *p, const kd_tensor *grad_output, int n_in
 static const kd_custom_op SCORES_OP = {sizeof(kd_custom_op), "crd_bank_scores", scores_backward,
                                        free_ctx};
 
-kd_tensor *crd_bank_scores(kd_tensor *bank, kd_tensor *idx, kd_tensor *v, const int64_t *own)
+kd_tensor *crd_bank_scores(kd_tensor *bank, kd_tensor *idx, kd_tensor *v, const int64_t *own,
+                           int64_t n_own)
 {
     v = kd_contiguous(v);
     if (!v)
@@ -118,8 +120,9 @@ kd_tensor *crd_bank_scores(kd_tensor *bank, kd_tensor *idx, kd_tensor *v, const 
     c->b = v->shape[0];
     c->d = v->shape[1];
     c->kk = kd_tensor_numel(idx) / c->b;
-    c->own = malloc((size_t)c->b * sizeof *c->own);
-    c->snapshot = malloc((size_t)(c->b * c->d) * sizeof *c->snapshot);
+    c->n_own = n_own;
+    c->own = malloc((size_t)n_own * sizeof *c->own);
+    c->snapshot = malloc((size_t)(n_own * c->d) * sizeof *c->snapshot);
     double *vd = malloc((size_t)(c->b * c->d) * sizeof *vd), *buf = malloc((size_t)c->d * sizeof *buf);
     const int64_t shape[2] = {c->b, c->kk};
     kd_tensor *out = kd_tensor_empty(v->dtype, KD_CPU, 2, shape);
@@ -130,9 +133,9 @@ kd_tensor *crd_bank_scores(kd_tensor *bank, kd_tensor *idx, kd_tensor *v, const 
         kd_error(KD_ERR_NOMEM, "crd scores: out of memory");
         return NULL;
     }
-    memcpy(c->own, own, (size_t)c->b * sizeof *own);
-    qsort(c->own, (size_t)c->b, sizeof *c->own, compare_rows);
-    for (int64_t r = 0; r < c->b; r++)
+    memcpy(c->own, own, (size_t)n_own * sizeof *own);
+    qsort(c->own, (size_t)n_own, sizeof *c->own, compare_rows);
+    for (int64_t r = 0; r < n_own; r++)
         memcpy(c->snapshot + r * c->d, bank_row(bank, c->own[r], c->d, buf),
                (size_t)c->d * sizeof *buf);
     for (int64_t i = 0; i < c->b * c->d; i++)

@@ -116,6 +116,22 @@ KD_API kd_tensor *kd_interpolate(kd_tensor *x, int out_h, int out_w, kd_interp_m
 KD_API kd_tensor *kd_batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                                 kd_tensor *running_mean, kd_tensor *running_var,
                                 bool training, double momentum, double eps);
+/* Synchronised batch norm (data parallel, as torch's SyncBatchNorm): while
+ * a reducer is set on this thread, kd_batch_norm in training mode takes its
+ * statistics over every process's batch. reduce(values, n, ctx) must sum
+ * values[0..n) over the processes in place; each process calls it in the
+ * same order (they run the same layers): twice in the forward (the counts
+ * and per-channel sums, then the squared deviations from the global mean),
+ * once in the backward (the per-channel sums of g and g * xhat). Running
+ * statistics take the global mean and unbiased variance; weight and bias
+ * gradients stay this process's share (the host averages them with the
+ * other parameters'). A recorded node keeps the reducer it ran with.
+ * {NULL, NULL} (the start) is one process. Returns the previous reducer. */
+typedef struct kd_batch_norm_sync {
+    kd_status (*reduce)(double *values, int64_t n, void *ctx);
+    void *ctx;
+} kd_batch_norm_sync;
+KD_API kd_batch_norm_sync kd_set_batch_norm_sync(kd_batch_norm_sync sync);
 /* Over the last dim; weight/bias [C] or NULL. */
 KD_API kd_tensor *kd_layer_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                                 double eps);
