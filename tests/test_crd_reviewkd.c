@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "loss_fixture.h"
 #include "tensor_bag.h"
 #include "plugin_fixture.h"
 #include "../core/loader.h"
@@ -41,42 +42,6 @@
 #define NORM_FLOOR 1e-9
 
 /* ------------------------------------------------------------ plumbing */
-
-typedef struct loss {
-    const kd_loss_vtable *vt;
-    void *self;
-} loss;
-
-static bool loss_open(const char *name, const char *provider, const char *json, uint64_t seed,
-                      loss *out)
-{
-    memset(out, 0, sizeof *out);
-    const kd_vtable_header *vt;
-    const kd_registry_entry *entry = kt_provider(KD_KIND_LOSS, provider, &vt);
-    kd_params *params = entry ? kt_params(entry, json) : NULL;
-    if (!params) {
-        kt_fail(name, "loss '%s' with %s did not load", provider, json);
-        return false;
-    }
-    kd_create_args args = kt_create_args(entry, params, seed);
-    args.dtype = KD_F64;
-    const kd_loss_vtable *lv = (const kd_loss_vtable *)vt;
-    kd_status st = lv->create(&args, &out->self);
-    kd_params_free(params);
-    if (st != KD_OK) {
-        kt_fail(name, "create %s: %s", provider, kd_last_error());
-        return false;
-    }
-    out->vt = lv;
-    return true;
-}
-
-static void loss_close(loss *l)
-{
-    if (l->vt)
-        l->vt->destroy(l->self);
-    l->vt = NULL;
-}
 
 /* The training set a loss sees through the host services. */
 typedef struct fake_host {
@@ -135,7 +100,7 @@ static kd_tensor *feature(const tap *t, int64_t batch, kd_rng *rng, double lo, d
     return kt_uniform(KD_F64, s.ndim, s.shape, rng, lo, hi);
 }
 
-static kd_status bind(const loss *l, int n, const tap *student, const tap *teacher,
+static kd_status bind(const kt_loss *l, int n, const tap *student, const tap *teacher,
                       const kd_host_services *host)
 {
     kd_tap_shape ss[8], ts[8];
@@ -150,7 +115,7 @@ static kd_status bind(const loss *l, int n, const tap *student, const tap *teach
     return l->vt->bind(l->self, &args);
 }
 
-static kd_tensor_list loss_tensors(const loss *l)
+static kd_tensor_list loss_tensors(const kt_loss *l)
 {
     kd_tensor_list list = {0};
     if (l->vt->tensors(l->self, &list) != KD_OK)
@@ -169,7 +134,7 @@ static void zero_param_grads(const kd_tensor_list *list)
 
 /* The loss on these inputs, with backward when want_grad; NAN with the
  * message in kd_last_error() on failure. */
-static double run_loss(const loss *l, kd_tensor *const *student, kd_tensor *const *teacher,
+static double run_loss(const kt_loss *l, kd_tensor *const *student, kd_tensor *const *teacher,
                        kd_tensor *labels, kd_tensor *indices, int64_t epoch, int64_t step,
                        bool training, kd_rng rng, bool want_grad)
 {
@@ -236,11 +201,11 @@ static const crd_case CRD[] = {
 static void run_crd_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t error_size)
 {
     const crd_case *cc = &CRD[c];
-    loss l;
+    kt_loss l;
     fake_host h;
     host_init(&h, cc->n, cc->classes);
     crd_negatives neg = {0};
-    if (!loss_open(cc->name, "crd", cc->params, 100 + (uint64_t)c, &l)) {
+    if (!kt_loss_open(cc->name, "crd", cc->params, KD_F64, 100 + (uint64_t)c, &l)) {
         snprintf(error, error_size, "did not load");
         free(h.labels);
         return;
@@ -301,7 +266,7 @@ static void run_crd_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t er
     }
 done:
     crd_negatives_free(&neg);
-    loss_close(&l);
+    kt_loss_close(&l);
     free(h.labels);
 }
 
@@ -339,14 +304,14 @@ static const review_case REVIEW[] = {
 static void run_review_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t error_size)
 {
     const review_case *rc = &REVIEW[c];
-    loss l;
-    if (!loss_open(rc->name, "reviewkd", rc->params, 200 + (uint64_t)c, &l)) {
+    kt_loss l;
+    if (!kt_loss_open(rc->name, "reviewkd", rc->params, KD_F64, 200 + (uint64_t)c, &l)) {
         snprintf(error, error_size, "did not load");
         return;
     }
     if (bind(&l, rc->levels, rc->s, rc->t, NULL) != KD_OK) {
         snprintf(error, error_size, "bind: %s", kd_last_error());
-        loss_close(&l);
+        kt_loss_close(&l);
         return;
     }
     kd_tensor_list list = loss_tensors(&l);
@@ -381,7 +346,7 @@ static void run_review_case(int c, kt_bag *in, kt_bag *mine, char *error, size_t
         else
             kt_bag_add(mine, nt->tensor, "r%d.final.%s", c, nt->name);
     }
-    loss_close(&l);
+    kt_loss_close(&l);
 }
 
 /* ------------------------------------------------------- ReviewKD in a job */
@@ -497,7 +462,7 @@ static void run_review_job(kt_bag *in, kt_bag *mine, review_job_meta *meta, char
         }
         zero_param_grads(&list);
         meta->epoch = 0;
-        double v = run_loss(&(loss){l->vt, l->self}, fs, ft, NULL, NULL, meta->epoch, 0, true,
+        double v = run_loss(&(kt_loss){l->vt, l->self}, fs, ft, NULL, NULL, meta->epoch, 0, true,
                             kd_rng_make(0, 0, 0), true);
         if (isnan(v))
             st = kd_error_wrap(kd_last_status(), "reviewkd forward");
@@ -697,7 +662,7 @@ cleanup:
 
 /* What a finite-difference probe evaluates: the loss on fixed inputs. */
 typedef struct fd_target {
-    const loss *l;
+    const kt_loss *l;
     kd_tensor **student, **teacher, *labels, *indices;
     int64_t epoch;
     bool training;
@@ -742,7 +707,7 @@ static void fd_check(const char *name, const fd_target *f, int n, kd_tensor *con
 }
 
 /* The loss's parameters, as probes. */
-static int param_probes(const loss *l, kd_tensor **probe, const char **labels, int max)
+static int param_probes(const kt_loss *l, kd_tensor **probe, const char **labels, int max)
 {
     kd_tensor_list list = loss_tensors(l);
     int n = 0;
@@ -760,10 +725,10 @@ static void test_crd_gradients(void)
 {
     const char *name = "f64 gradient vs finite differences: crd (features and heads)";
     const crd_case *cc = &CRD[1];
-    loss l;
+    kt_loss l;
     fake_host h;
     host_init(&h, cc->n, cc->classes);
-    if (!loss_open(name, "crd", cc->params, 5, &l)) {
+    if (!kt_loss_open(name, "crd", cc->params, KD_F64, 5, &l)) {
         free(h.labels);
         return;
     }
@@ -797,7 +762,7 @@ done:
     kd_tensor_free(ft);
     kd_tensor_free(indices);
     kd_tensor_free(labels);
-    loss_close(&l);
+    kt_loss_close(&l);
     free(h.labels);
 }
 
@@ -807,8 +772,8 @@ static void test_review_gradients(void)
         const review_case *rc = &REVIEW[c == 0 ? 1 : 3];
         char name[160];
         snprintf(name, sizeof name, "f64 gradient vs finite differences: %s", rc->name);
-        loss l;
-        if (!loss_open(name, "reviewkd", rc->params, 9, &l))
+        kt_loss l;
+        if (!kt_loss_open(name, "reviewkd", rc->params, KD_F64, 9, &l))
             continue;
         kd_rng data = kd_rng_make(43 + (uint64_t)c, 1, 0);
         kd_tensor *fs[4] = {0}, *ft[4] = {0}, *probe[64];
@@ -839,7 +804,7 @@ static void test_review_gradients(void)
             kd_tensor_free(fs[i]);
             kd_tensor_free(ft[i]);
         }
-        loss_close(&l);
+        kt_loss_close(&l);
     }
 }
 
@@ -903,29 +868,22 @@ static void test_sampler(void)
     free(h.labels);
 }
 
-static void expect_error(const char *name, kd_status st, const char *part1, const char *part2)
-{
-    const char *msg = kd_last_error();
-    kt_check(st != KD_OK && strstr(msg, part1) && strstr(msg, part2), name,
-             "status %d, want \"%s\" and \"%s\" in: %s", st, part1, part2, msg);
-}
-
 static void test_flags_and_errors(void)
 {
     fake_host h;
     host_init(&h, 30, 3);
-    loss crd, rev, rev2;
-    bool ok = loss_open("crd opens", "crd", "{\"nce_k\": 4}", 1, &crd);
-    ok = loss_open("reviewkd opens", "reviewkd", "{\"student_taps\": [\"stage3\", \"pre_logits\"], "
-                   "\"teacher_taps\": [\"stage3\", \"pre_logits\"]}", 1, &rev) && ok;
-    ok = loss_open("reviewkd opens again", "reviewkd", "{\"student_taps\": [\"stage3\"], "
-                   "\"teacher_taps\": [\"stage3\"]}", 1, &rev2) && ok;
+    kt_loss crd, rev, rev2;
+    bool ok = kt_loss_open("crd opens", "crd", "{\"nce_k\": 4}", KD_F64, 1, &crd);
+    ok = kt_loss_open("reviewkd opens", "reviewkd", "{\"student_taps\": [\"stage3\", \"pre_logits\"], "
+                   "\"teacher_taps\": [\"stage3\", \"pre_logits\"]}", KD_F64, 1, &rev) && ok;
+    ok = kt_loss_open("reviewkd opens again", "reviewkd", "{\"student_taps\": [\"stage3\"], "
+                   "\"teacher_taps\": [\"stage3\"]}", KD_F64, 1, &rev2) && ok;
     if (!ok)
         goto close;
     const tap v8 = {1, {8}}, map = {3, {4, 2, 2}};
     kd_host_services no_labels = h.services;
     no_labels.train_labels = NULL;
-    expect_error("crd bind: no training labels is an error",
+    kt_expect_error("crd bind: no training labels is an error",
                  bind(&crd, 1, &v8, &v8, &no_labels), "crd:", "training labels");
     kd_host_services two = h.services;
     two.world_size = 2;
@@ -934,7 +892,7 @@ static void test_flags_and_errors(void)
              kd_last_error());
     kd_host_services one = h.services;
     one.train_length = 1;
-    expect_error("crd bind: a one-sample training set is an error",
+    kt_expect_error("crd bind: a one-sample training set is an error",
                  bind(&crd, 1, &v8, &v8, &one), "crd:", "at least 2 samples");
     kt_check(bind(&crd, 1, &v8, &map, &h.services) == KD_OK, "crd bind: a map is flattened",
              "%s", kd_last_error());
@@ -957,10 +915,10 @@ static void test_flags_and_errors(void)
     draw_indices(2, &h, &rng, &indices, &labels);
     kd_tensor *fs = feature(&v8, 2, &rng, 0, 1), *ft = feature(&map, 2, &rng, 0, 1);
     double v = run_loss(&crd, &fs, &ft, labels, NULL, 0, 0, true, rng, false);
-    expect_error("crd forward: no dataset indices is an error",
+    kt_expect_error("crd forward: no dataset indices is an error",
                  isnan(v) ? kd_last_status() : KD_OK, "crd:", "dataset indices");
     v = run_loss(&crd, &fs, &ft, labels, indices, 0, 0, false, rng, false);
-    expect_error("crd forward: Z unset outside training is an error",
+    kt_expect_error("crd forward: Z unset outside training is an error",
                  isnan(v) ? kd_last_status() : KD_OK, "crd:", "first training step");
     kd_tensor_free(fs);
     kd_tensor_free(ft);
@@ -968,7 +926,7 @@ static void test_flags_and_errors(void)
     kd_tensor_free(labels);
 
     const tap tokens[2] = {{2, {5, 4}}, {1, {4}}}, maps[2] = {{3, {4, 2, 2}}, {1, {4}}};
-    expect_error("reviewkd bind: a token tap names both taps and shapes",
+    kt_expect_error("reviewkd bind: a token tap names both taps and shapes",
                  bind(&rev, 2, tokens, maps, NULL), "tap 'stage3' [1, 5, 4]",
                  "tap 'stage3' [1, 4, 2, 2]");
     kt_check(bind(&rev2, 1, maps, maps, NULL) == KD_OK, "reviewkd bind: one map level", "%s",
@@ -984,9 +942,9 @@ static void test_flags_and_errors(void)
     kt_check(names, "reviewkd tensors: one unfused block, BN statistics as buffers",
              "%d tensors", rl.n);
 close:
-    loss_close(&crd);
-    loss_close(&rev);
-    loss_close(&rev2);
+    kt_loss_close(&crd);
+    kt_loss_close(&rev);
+    kt_loss_close(&rev2);
     free(h.labels);
 }
 
@@ -1012,7 +970,7 @@ static void test_param_errors(void)
         kt_check(entry && !p, name, "%s", entry ? "accepted" : "provider missing");
         kd_params_free(p);
     }
-    loss l;
+    kt_loss l;
     const kd_vtable_header *vt;
     const kd_registry_entry *entry = kt_provider(KD_KIND_LOSS, "reviewkd", &vt);
     kd_params *p = entry ? kt_params(entry, "{\"teacher_taps\": [\"stage3\"]}") : NULL;
@@ -1024,7 +982,7 @@ static void test_param_errors(void)
             ((const kd_loss_vtable *)vt)->destroy(l.self);
     }
     kd_params_free(p);
-    expect_error("reviewkd create: 4 student taps, 1 teacher tap", p ? st : KD_OK,
+    kt_expect_error("reviewkd create: 4 student taps, 1 teacher tap", p ? st : KD_OK,
                  "reviewkd:", "same number of levels");
 }
 
