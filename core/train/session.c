@@ -227,6 +227,16 @@ static void close_data(kd_data_run *d)
     memset(d, 0, sizeof *d);
 }
 
+kd_status kd_session_open_data(const kd_job *job, const kd_job_data *spec, kd_data_run *d)
+{
+    return open_data(job, spec, ROLE_VAL, d);
+}
+
+void kd_session_close_data(kd_data_run *d)
+{
+    close_data(d);
+}
+
 /* Runs a batch of one zero image through m under no grad: the tap shapes,
  * and (with counters reset around it) MACs per image. */
 static kd_status probe_taps(kd_model_run *m, const kd_data_run *d, kd_tap_shape *shapes)

@@ -92,6 +92,13 @@ typedef enum kd_session_mode {
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out);
 void kd_session_close(kd_session *s);
 
+/* A split outside the job's data (kd_job_parse_split: forward's image
+ * inputs) opened as data.val is: its dataset and transforms seeded like
+ * data.val's, one sample pushed through for the shape. On failure *d may
+ * be partly open: kd_session_close_data releases it either way. */
+kd_status kd_session_open_data(const kd_job *job, const kd_job_data *spec, kd_data_run *d);
+void kd_session_close_data(kd_data_run *d);
+
 /* The class names of data.train (else data.val) as a compact JSON array in
  * class order, malloc'd, when its dataset has the optional class_name
  * callback; *json is NULL when it has not. */
