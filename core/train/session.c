@@ -251,8 +251,10 @@ static kd_status probe_taps(kd_model_run *m, const kd_data_run *d, kd_tap_shape 
         all[i] = true;
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args args = {sizeof args, x, false, kd_rng_make(0, 0, 0), all, m->out};
+    kd_macs_take();
     if (st == KD_OK)
         st = m->vt->forward(m->self, &args);
+    m->probe_macs = kd_macs_take();
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
         if (!m->out[i]) {
             st = kd_error(KD_ERR_FORMAT, "%s: model '%s' did not fill tap '%s'", m->spec->path,
@@ -900,13 +902,14 @@ static kd_status measure(kd_model_run *m, const kd_data_run *d, bool grad, int64
 }
 
 /* The student is measured as a training step, the teacher under no-grad,
- * as they run; MACs do not depend on it. */
+ * as they run; MACs do not depend on it. bytes_per_image NULL: not
+ * measured, the probe's MACs. */
 static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
                              const kd_data_run *d, bool grad, int64_t *bytes_per_image)
 {
     int64_t buffers, params = count_params(m, &buffers);
-    int64_t macs = 0;
-    kd_status st = measure(m, d, grad, &macs, bytes_per_image);
+    int64_t macs = m->probe_macs;
+    kd_status st = bytes_per_image ? measure(m, d, grad, &macs, bytes_per_image) : KD_OK;
     if (st != KD_OK)
         return kd_error_wrap(st, "%s", m->spec->path);
     fprintf(out, "%s: %s (%s)\n", role, m->spec->entry->name,
@@ -936,7 +939,7 @@ static int64_t max3(int64_t a, int64_t b, int64_t c)
     return m > c ? m : c;
 }
 
-kd_status kd_session_plan(kd_session *s, FILE *out)
+kd_status kd_session_plan(kd_session *s, bool measure_memory, FILE *out)
 {
     const kd_job *job = s->job;
     const kd_data_run *d = s->train.vt ? &s->train : &s->val;
@@ -959,7 +962,8 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     int64_t teacher_image = 0, student_image = 0, eval_image = 0, macs;
     kd_status st = KD_OK;
     if (s->teacher.vt)
-        st = print_model(out, "teacher", &s->teacher, d, false, &teacher_image);
+        st = print_model(out, "teacher", &s->teacher, d, false,
+                         measure_memory ? &teacher_image : NULL);
     if (st == KD_OK && s->teacher.vt && s->train.vt) {
         /* what `kdengine label` would store, at its default top-k */
         int k = s->num_classes < KD_LABEL_DEFAULT_TOP_K ? s->num_classes
@@ -971,8 +975,9 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
                 (double)kd_label_shard_size(&l) / (1024.0 * 1024.0), (long long)l.samples);
     }
     if (st == KD_OK)
-        st = print_model(out, "student", &s->student, d, true, &student_image);
-    if (st == KD_OK && s->val.vt && job->eval_every > 0)
+        st = print_model(out, "student", &s->student, d, true,
+                         measure_memory ? &student_image : NULL);
+    if (st == KD_OK && measure_memory && s->val.vt && job->eval_every > 0)
         st = measure(&s->student, d, false, &macs, &eval_image);
     if (st != KD_OK)
         return st;
@@ -1023,7 +1028,12 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     if (ema_bytes)
         fprintf(out, "ema: decay %g%s, %.1f MiB\n", job->ema.decay,
                 job->ema.warmup ? " with warm-up" : "", (double)ema_bytes / mib);
-    fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
+    if (!measure_memory)
+        fprintf(out, "memory: not estimated (--no-measure); parameters + gradients %.1f MiB, "
+                "optimizer state %.1f MiB, batches %.1f MiB\n", 2.0 * (double)param_bytes / mib,
+                (double)state_bytes / mib, (double)input_bytes / mib);
+    else
+        fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
             "optimizer state %.1f MiB, batches %.1f MiB, then the largest of: student step "
             "%.1f MiB (batch %lld), teacher forward %.1f MiB, evaluation %.1f MiB (batch %lld); "
             "peak about %.1f MiB\n", 2.0 * (double)param_bytes / mib, (double)state_bytes / mib,

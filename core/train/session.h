@@ -24,6 +24,7 @@ typedef struct kd_model_run {
     bool *want;        /* [n_taps]: what the losses read */
     kd_tensor **out;   /* [n_taps] */
     int logits;        /* index of the "logits" tap */
+    int64_t probe_macs; /* of the probe forward at open: one image */
 } kd_model_run;
 
 typedef struct kd_loss_run {
@@ -132,7 +133,10 @@ kd_status kd_session_fingerprint(kd_session *s, const char **json);
  * for replay. */
 int64_t kd_session_view_epoch(const kd_session *s, int64_t epoch);
 
-/* Prints `kdengine plan`: models, parameters, MACs, taps per loss, memory. */
-kd_status kd_session_plan(kd_session *s, FILE *out);
+/* Prints `kdengine plan`: models, parameters, MACs, taps per loss, memory.
+ * measure false (`plan --no-measure`) skips the passes that estimate
+ * memory (a training step of the student, the teacher's and the
+ * evaluation's forwards) and takes the MACs from the probe at open. */
+kd_status kd_session_plan(kd_session *s, bool measure, FILE *out);
 
 #endif
