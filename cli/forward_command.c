@@ -30,6 +30,9 @@ static const char usage_text[] =
     "  --seed N           MODEL: the initialisation's seed (default 0)\n"
     "  --plugin-dir DIR   MODEL: also scan DIR for plugins (repeatable)\n"
     "  --teacher          JOB: the teacher instead of the student\n"
+    "  --train            training mode: batch statistics, dropout, drop-path\n"
+    "  --set KEY=VALUE    JOB: override a key, as for `kdengine run`\n"
+    "\n"
     "Images go through the data plugins: a JOB's data.val transforms (at its\n"
     "data set's channels); for a MODEL, timm's evaluation crop: the shorter side\n"
     "resized to floor(size / crop-pct), the centre size x size, normalized:\n"
@@ -40,12 +43,10 @@ static const char usage_text[] =
     "                     makes the image gray (1 channel)\n"
     "  --std A,B,C        MODEL: default ImageNet's 0.229,0.224,0.225\n"
     "The top-5 classes of each input are printed (named when the JOB's data.val\n"
-    "or the weights' kdengine.classes name them).\n"
-    "  --train            training mode: batch statistics, dropout, drop-path\n"
-    "  --set KEY=VALUE    JOB: override a key, as for `kdengine run`\n";
+    "or the weights' kdengine.classes name them).\n";
 
-/* The most values --mean and --std take. */
-#define MAX_CHANNELS 4
+/* The most values --mean and --std take: RGB. */
+#define MAX_CHANNELS 3
 
 typedef struct forward_args {
     const char *target, *weights, *params, *dtype;
