@@ -17,7 +17,9 @@ static const char usage_text[] =
     "\n"
     "  MODEL              a model provider (`kdengine plugins` lists them)\n"
     "  JOB.json           a job file: its student (or --teacher) with its weights\n"
-    "  --input FILE       safetensors holding the input, [N, C, H, W] or [C, H, W]\n"
+    "  --input FILE       safetensors holding the input, [N, C, H, W] or [C, H, W],\n"
+    "                     or an image (.jpg, .jpeg, .png); several images (repeat\n"
+    "                     --input) make a batch in that order\n"
     "  --input-key NAME   which tensor of it (default: \"input\", or the only one)\n"
     "  --out FILE         the safetensors file to write\n"
     "  --taps LIST        comma-separated tap names, or \"all\"\n"
@@ -29,16 +31,52 @@ static const char usage_text[] =
     "  --plugin-dir DIR   MODEL: also scan DIR for plugins (repeatable)\n"
     "  --teacher          JOB: the teacher instead of the student\n"
     "  --train            training mode: batch statistics, dropout, drop-path\n"
-    "  --set KEY=VALUE    JOB: override a key, as for `kdengine run`\n";
+    "  --set KEY=VALUE    JOB: override a key, as for `kdengine run`\n"
+    "\n"
+    "Images go through the data plugins: a JOB's data.val transforms (at its\n"
+    "data set's channels); for a MODEL, timm's evaluation crop: the shorter side\n"
+    "resized to floor(size / crop-pct), the centre size x size, normalized:\n"
+    "  --size N           MODEL: the crop (default: its img_size parameter, else 224)\n"
+    "  --crop-pct F       MODEL: default 0.875\n"
+    "  --interpolation M  MODEL: bilinear (default), bicubic, nearest or area\n"
+    "  --mean A,B,C       MODEL: default ImageNet's 0.485,0.456,0.406; one value\n"
+    "                     makes the image gray (1 channel)\n"
+    "  --std A,B,C        MODEL: default ImageNet's 0.229,0.224,0.225\n"
+    "The top-5 classes of each input are printed (named when the JOB's data.val\n"
+    "or the weights' kdengine.classes name them).\n";
+
+/* The most values --mean and --std take: RGB. */
+#define MAX_CHANNELS 3
 
 typedef struct forward_args {
     const char *target, *weights, *params, *dtype;
     unsigned long long seed;
-    int n_dirs, n_sets, n_taps;
-    const char **dirs, **sets, **taps;
+    int n_dirs, n_sets, n_taps, n_inputs;
+    const char **dirs, **sets, **taps, **inputs;
     char *taps_text;
+    double mean[MAX_CHANNELS], std[MAX_CHANNELS];
+    bool image_options; /* one of --size .. --std was given */
     kd_forward_options o;
 } forward_args;
+
+/* "0.5,0.25" into v[]; the count, or -1 when it is not such a list. */
+static int parse_numbers(const char *text, double *v, int max)
+{
+    int n = 0;
+    const char *p = text;
+    while (n < max) {
+        char *end;
+        v[n++] = strtod(p, &end);
+        if (end == p)
+            return -1;
+        if (!*end)
+            return n;
+        if (*end != ',')
+            return -1;
+        p = end + 1;
+    }
+    return -1;
+}
 
 static bool is_job_file(const char *target)
 {
@@ -70,7 +108,8 @@ static int parse_args(int argc, char **argv, forward_args *a)
 {
     a->dirs = calloc((size_t)argc + 1, sizeof *a->dirs);
     a->sets = calloc((size_t)argc + 1, sizeof *a->sets);
-    if (!a->dirs || !a->sets) {
+    a->inputs = calloc((size_t)argc + 1, sizeof *a->inputs);
+    if (!a->dirs || !a->sets || !a->inputs) {
         fprintf(stderr, "kdengine forward: out of memory\n");
         return 1;
     }
@@ -88,7 +127,37 @@ static int parse_args(int argc, char **argv, forward_args *a)
             a->o.training = true;
             took = false;
         } else if (v && !strcmp(o, "--input")) {
-            a->o.input = v;
+            a->inputs[a->n_inputs++] = v;
+        } else if (v && !strcmp(o, "--size")) {
+            char *end;
+            long size = strtol(v, &end, 10);
+            if (*end || !*v || size < 1 || size > 65536) {
+                fprintf(stderr, "kdengine forward: --size '%s' is not a side in 1..65536\n", v);
+                return 2;
+            }
+            a->o.size = (int)size;
+            a->image_options = true;
+        } else if (v && !strcmp(o, "--crop-pct")) {
+            char *end;
+            a->o.crop_pct = strtod(v, &end);
+            if (*end || !*v || !(a->o.crop_pct > 0 && a->o.crop_pct <= 4)) {
+                fprintf(stderr, "kdengine forward: --crop-pct '%s' is not in (0, 4]\n", v);
+                return 2;
+            }
+            a->image_options = true;
+        } else if (v && !strcmp(o, "--interpolation")) {
+            a->o.interpolation = v;
+            a->image_options = true;
+        } else if (v && (!strcmp(o, "--mean") || !strcmp(o, "--std"))) {
+            bool mean = !strcmp(o, "--mean");
+            int n = parse_numbers(v, mean ? a->mean : a->std, MAX_CHANNELS);
+            if (n < 1) {
+                fprintf(stderr, "kdengine forward: %s '%s' is not a comma-separated list of "
+                        "up to %d numbers\n", o, v, MAX_CHANNELS);
+                return 2;
+            }
+            *(mean ? &a->o.n_mean : &a->o.n_std) = n;
+            a->image_options = true;
         } else if (v && !strcmp(o, "--input-key")) {
             a->o.input_key = v;
         } else if (v && !strcmp(o, "--out")) {
@@ -127,11 +196,13 @@ static int parse_args(int argc, char **argv, forward_args *a)
         }
         i += took;
     }
-    const char *missing = !a->target ? "a MODEL or JOB.json" : !a->o.input ? "--input"
+    const char *missing = !a->target ? "a MODEL or JOB.json" : !a->n_inputs ? "--input"
                           : !a->o.out ? "--out" : NULL;
     bool job = a->target && is_job_file(a->target);
     const char *misplaced = job && a->weights ? "--weights" : job && a->params ? "--params"
                             : job && a->dtype ? "--dtype" : job && a->n_dirs ? "--plugin-dir"
+                            : job && a->image_options ? "--size, --crop-pct, --interpolation, "
+                                                        "--mean or --std"
                             : !job && a->o.teacher ? "--teacher" : !job && a->n_sets ? "--set"
                             : NULL;
     if (missing || misplaced) {
@@ -184,6 +255,11 @@ int kd_command_forward(int argc, char **argv)
     if (rc == 0) {
         a.o.n_taps = a.n_taps;
         a.o.taps = a.taps;
+        a.o.n_inputs = a.n_inputs;
+        a.o.inputs = a.inputs;
+        a.o.mean = a.mean;
+        a.o.std = a.std;
+        a.o.model_only = !is_job_file(a.target);
         kd_job *job = NULL;
         kd_status st = is_job_file(a.target) ? kd_job_load(a.target, a.n_sets, a.sets, &job)
                                              : model_job(&a, &job);
@@ -198,6 +274,7 @@ int kd_command_forward(int argc, char **argv)
     }
     free(a.dirs);
     free(a.sets);
+    free(a.inputs);
     free(a.taps);
     free(a.taps_text);
     return rc < 0 ? 0 : rc;

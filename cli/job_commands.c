@@ -18,7 +18,7 @@ typedef struct job_args {
     const char *file;
     int n_sets;
     const char **sets;
-    bool resume, json, teacher, ema;
+    bool resume, json, teacher, ema, no_measure;
     const char *weights, *out;
     int nproc; /* run --nproc: 0 when not given */
     bool scaling; /* plan --nodes or --gpus-per-node */
@@ -33,12 +33,17 @@ static const char *const usages[] = {
     "(taps the losses read exist, a teacher where a loss needs one, class\n"
     "counts agree). Builds the models and reads one sample; trains nothing.\n",
 
-    "usage: kdengine plan JOB.json [--set KEY=VALUE ...] [--nodes N] [--gpus-per-node G]\n"
-    "                            [--interconnect nvlink|pcie|ib] [--tflops T]\n"
+    "usage: kdengine plan JOB.json [--set KEY=VALUE ...] [--no-measure] [--nodes N]\n"
+    "                            [--gpus-per-node G] [--interconnect nvlink|pcie|ib]\n"
+    "                            [--tflops T]\n"
     "\n"
     "Validates, then prints the teacher and student (parameters, FLOPs per\n"
     "image, taps), the taps each loss reads with their shapes, and an\n"
     "estimate of a training step's memory.\n"
+    "\n"
+    "  --no-measure  skip the passes behind the memory estimate (a training\n"
+    "                step of the student, the teacher's forward): FLOPs come\n"
+    "                from the one-image forward validation makes anyway\n"
     "\n"
     "With --nodes or --gpus-per-node, also data parallel on that cluster, one\n"
     "process per GPU, data.train's batch_size the global batch: the gradient\n"
@@ -168,6 +173,8 @@ static int parse_args(int which, int argc, char **argv, job_args *a)
                 return 2;
             }
             interconnect = true;
+        } else if (!strcmp(o, "--no-measure") && which == PLAN) {
+            a->no_measure = true;
         } else if (!strcmp(o, "--resume") && which == RUN) {
             a->resume = true;
         } else if (!strcmp(o, "--json") && which == EVAL) {
@@ -259,7 +266,7 @@ int kd_command_job(const char *command, int argc, char **argv)
         kd_session *s = NULL;
         st = kd_session_open(job, KD_SESSION_TRAIN, &s);
         if (st == KD_OK && which == PLAN)
-            st = kd_session_plan(s, stdout);
+            st = kd_session_plan(s, !a.no_measure, stdout);
         if (st == KD_OK && which == PLAN && a.scaling)
             st = kd_plan_scaling(s, &a.cluster, stdout);
         else if (st == KD_OK) {

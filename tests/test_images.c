@@ -12,7 +12,10 @@
  *    and its distance from PIL's measured and bounded;
  *  - CIFAR-10/100 bit-exact against numpy;
  *  - errors: empty folders, unsupported files, bad list lines, bad CIFAR
- *    files, the skip and error policies; the broken-file corpus. */
+ *    files, the skip and error policies; the broken-file corpus;
+ *  - kdengine forward on image files: equal to forward on the tensor the
+ *    same pipeline makes (a model's default, a job's data.val), batches,
+ *    class names, broken images named. */
 #include "config.h"
 
 #include "harness.h"
@@ -1027,6 +1030,171 @@ static void test_skip_in_run(void)
     }
 }
 
+/* ------------------------------------------------- kdengine forward */
+
+/* What a pipeline makes of `photo`: decoded at `channels`, then each
+ * transform in order, written as the safetensors tensor "input"
+ * [1, C, H, W] to `file`, for forward to read the same numbers. */
+static bool write_preprocessed(const char *photo, int channels, int n,
+                               const char *const *names, const char *const *params,
+                               const char *file)
+{
+    char path[512];
+    kd_sample a = {0, 0, 0, KD_U8, NULL, 0}, b = {0, 0, 0, KD_U8, NULL, 0};
+    kd_status st = decode_file(in_tmp(photo, path, sizeof path), channels, &a);
+    for (int i = 0; st == KD_OK && i < n; i++) {
+        instance t;
+        st = make(KD_KIND_TRANSFORM, names[i], params[i], &t);
+        if (st == KD_OK)
+            st = tvt(t)->apply(t.self, &a, &b, NULL);
+        drop(t, KD_KIND_TRANSFORM);
+        kd_sample swap = a;
+        a = b;
+        b = swap;
+    }
+    bool ok = st == KD_OK && a.dtype == KD_F32;
+    if (ok) {
+        int64_t shape[4] = {1, a.channels, a.height, a.width};
+        kd_tensor *x = kd_tensor_from_data(KD_F32, 4, shape, a.data);
+        const char *key = "input";
+        ok = x && kd_safetensors_save(in_tmp(file, path, sizeof path), 1, &key, &x, 0, NULL) ==
+                      KD_OK;
+        kd_tensor_free(x);
+    }
+    if (!ok)
+        fprintf(stderr, "preprocessing %s: %s\n", photo, kd_last_error());
+    free(a.data);
+    free(b.data);
+    return ok;
+}
+
+/* The "logits" of two forward outputs hold the same bytes (and shape). */
+static bool same_logits(const char *file_a, const char *file_b)
+{
+    char pa[512], pb[512];
+    kd_safetensors *a = NULL, *b = NULL;
+    bool same = kd_safetensors_open(in_tmp(file_a, pa, sizeof pa), &a) == KD_OK &&
+                kd_safetensors_open(in_tmp(file_b, pb, sizeof pb), &b) == KD_OK;
+    const kd_safetensors_entry *ea = same ? kd_safetensors_find(a, "logits") : NULL;
+    const kd_safetensors_entry *eb = same ? kd_safetensors_find(b, "logits") : NULL;
+    same = ea && eb && ea->ndim == eb->ndim && ea->nbytes == eb->nbytes &&
+           memcmp(ea->shape, eb->shape, (size_t)ea->ndim * sizeof *ea->shape) == 0 &&
+           memcmp(ea->data, eb->data, ea->nbytes) == 0;
+    kd_safetensors_close(a);
+    kd_safetensors_close(b);
+    return same;
+}
+
+/* How many of the class names (a JSON array) the text holds. */
+static int names_found(const char *text, const json_t *classes)
+{
+    int n = 0;
+    for (size_t c = 0; text && c < json_array_size(classes); c++)
+        n += contains(text, json_string_value(json_array_get(classes, c)));
+    return n;
+}
+
+/* forward on an image equals forward on the tensor the same pipeline
+ * makes of it: a model's default (resize to floor(size / 0.875), center
+ * crop, ImageNet's normalization) and a job's data.val transforms. */
+static void test_forward_images(void)
+{
+    char model[512];
+    snprintf(model, sizeof model, "forward --plugin-dir %s resnet18 --params "
+             "'{\"num_classes\": 7}' --size 64", kt_plugin_dir());
+    const char *names[] = {"resize", "center_crop", "normalize"};
+    const char *params[] = {"{\"size\": [73]}", "{\"size\": [64]}",
+                            "{\"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, 0.224, 0.225]}"};
+    char args[1024], *out = NULL;
+    bool ok = write_preprocessed("photos/coffee.png", 3, 3, names, params, "coffee.safetensors");
+    snprintf(args, sizeof args, "%s --input photos/coffee.png --out f-png.safetensors", model);
+    int rc = ok ? kdengine(&out, args) : -1;
+    bool printed = out && contains(out, "top-5 of photos/coffee.png:");
+    free(out);
+    out = NULL;
+    snprintf(args, sizeof args, "%s --input coffee.safetensors --out f-tensor.safetensors", model);
+    if (rc == 0)
+        rc = kdengine(&out, args);
+    kt_check(rc == 0 && printed && same_logits("f-png.safetensors", "f-tensor.safetensors"),
+             "forward MODEL on a PNG equals forward on its preprocessed tensor (resize 73, crop "
+             "64, ImageNet mean/std), and prints its top-5", "rc %d: %s", rc, out ? out : "");
+    free(out);
+    out = NULL;
+
+    snprintf(args, sizeof args, "%s --input photos/coffee.png --input photos/chelsea.jpg "
+             "--out f-two.safetensors", model);
+    rc = kdengine(&out, args);
+    char path[512];
+    kd_safetensors *f = NULL;
+    const kd_safetensors_entry *e = NULL;
+    if (rc == 0 && kd_safetensors_open(in_tmp("f-two.safetensors", path, sizeof path), &f) ==
+                       KD_OK)
+        e = kd_safetensors_find(f, "logits");
+    kt_check(e && e->ndim == 2 && e->shape[0] == 2 && e->shape[1] == 7 &&
+                 contains(out, "top-5 of photos/chelsea.jpg:"),
+             "forward: two --input images make a batch of 2", "rc %d: %s", rc, out ? out : "");
+    kd_safetensors_close(f);
+    free(out);
+    out = NULL;
+
+    /* kd.json's data.val: gray, resize [28, 28], normalize; class names
+     * from its image folder */
+    const char *job_names[] = {"resize", "normalize"};
+    const char *job_params[] = {"{\"size\": [28, 28]}", "{\"mean\": [0.286], \"std\": [0.353]}"};
+    ok = write_preprocessed("photos/chelsea.jpg", 1, 2, job_names, job_params,
+                            "chelsea.safetensors");
+    rc = ok ? kdengine(&out, "forward kd.json --input photos/chelsea.jpg --out j-jpg.safetensors")
+            : -1;
+    json_t *classes = json_object_get(json_object_get(expect, "folder"), "classes");
+    printed = out && contains(out, "top-5 of photos/chelsea.jpg:") &&
+              names_found(out, classes) >= 5;
+    free(out);
+    out = NULL;
+    if (rc == 0)
+        rc = kdengine(&out, "forward kd.json --input chelsea.safetensors --out j-tensor.safetensors");
+    kt_check(rc == 0 && printed && same_logits("j-jpg.safetensors", "j-tensor.safetensors"),
+             "forward JOB on a JPEG equals forward on its data.val tensor, top-5 named by the "
+             "image folder's classes", "rc %d: %s", rc, out ? out : "");
+    free(out);
+    out = NULL;
+
+    /* the exported student's kdengine.classes name a MODEL's top-5 */
+    snprintf(args, sizeof args, "forward --plugin-dir %s resnet8 --params '{\"num_classes\": "
+             "10, \"in_chans\": 1}' --weights kd-export.safetensors --size 28 --crop-pct 1 "
+             "--mean 0.286 --std 0.353 --input photos/chelsea.jpg --out w.safetensors",
+             kt_plugin_dir());
+    rc = kdengine(&out, args);
+    kt_check(rc == 0 && names_found(out, classes) >= 5,
+             "forward MODEL --weights: the top-5 named by the weights' kdengine.classes",
+             "rc %d: %s", rc, out ? out : "");
+    free(out);
+    out = NULL;
+
+    /* unreadable images: the message names the file */
+    size_t len = 0;
+    unsigned char *png = kt_read_file(in_tmp("photos/coffee.png", path, sizeof path), &len);
+    ok = png && kt_write_file(in_tmp("cut.png", path, sizeof path), png, len / 3) &&
+         kt_write_file(in_tmp("text.jpg", path, sizeof path), "not a JPEG\n", 11);
+    free(png);
+    const char *bad[] = {"cut.png", "text.jpg"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(args, sizeof args, "%s --input photos/coffee.png --input %s --out x.safetensors",
+                 model, bad[i]);
+        rc = ok ? kdengine(&out, args) : -1;
+        char name[128];
+        snprintf(name, sizeof name, "forward: a broken image (%s) is refused by name", bad[i]);
+        kt_check(rc == 1 && out && contains(out, bad[i]), name, "rc %d: %s", rc,
+                 out ? out : "");
+        free(out);
+        out = NULL;
+    }
+    rc = kdengine(&out, "forward kd.json --input photos/coffee.png --size 64 --out x.safetensors");
+    kt_check(rc == 2 && out && contains(out, "goes with a MODEL"),
+             "forward: a job's images take its data.val transforms, not --size", "rc %d: %s", rc,
+             out ? out : "");
+    free(out);
+}
+
 /* --------------------------------------------------------------- main */
 
 static bool write_fixtures(void)
@@ -1078,6 +1246,7 @@ int main(void)
         test_rrc_exact();
         test_rrc_distribution();
         test_kd_run();
+        test_forward_images();
         test_skip_in_run();
     }
     json_decref(expect);

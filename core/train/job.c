@@ -218,7 +218,7 @@ static kd_status provider_params(const kd_registry *reg, kd_plugin_kind kind, co
 /* ---------------------------------------------------------------- sections */
 
 /* split.key: an array of {"name": provider, ...params} of one kind. */
-static kd_status parse_transforms(kd_job *job, const json_t *split, const char *path,
+static kd_status parse_transforms(const kd_job *job, const json_t *split, const char *path,
                                   const char *key, kd_plugin_kind kind, int *n_out,
                                   const kd_registry_entry ***entries, kd_params ***params)
 {
@@ -245,7 +245,7 @@ static kd_status parse_transforms(kd_job *job, const json_t *split, const char *
 
 /* data.train.unlabeled: a dataset object like data.train.dataset, whose
  * samples join the epoch without labels (SSLD). */
-static kd_status parse_unlabeled(kd_job *job, const json_t *split, const char *path,
+static kd_status parse_unlabeled(const kd_job *job, const json_t *split, const char *path,
                                  kd_job_data *out)
 {
     const json_t *pool = json_object_get(split, "unlabeled");
@@ -267,11 +267,11 @@ static kd_status parse_unlabeled(kd_job *job, const json_t *split, const char *p
                            &out->unlabeled_params);
 }
 
-static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
-                             kd_job_data *out)
+/* A data split at `path` (a static string); train: it may mix batches and
+ * its defaults are training's. */
+static kd_status parse_split_object(const kd_job *job, const json_t *split, const char *path,
+                                    bool train, kd_job_data *out)
 {
-    const json_t *split = json_object_get(data, name);
-    const char *path = name[0] == 't' ? "data.train" : "data.val";
     out->path = path;
     if (!split || json_is_null(split))
         return KD_OK;
@@ -290,7 +290,6 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
     if (st == KD_OK)
         st = parse_transforms(job, split, path, "transforms", KD_KIND_TRANSFORM,
                               &out->n_transforms, &out->transforms, &out->transform_params);
-    bool train = name[0] == 't';
     if (st == KD_OK && !train && json_object_get(split, "batch_transforms"))
         st = kd_error(KD_ERR_INVALID, "%s.batch_transforms: only data.train mixes batches",
                       path);
@@ -314,6 +313,26 @@ static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
         st = get_bool(split, "drop_last", path, train, &out->drop_last);
     if (st == KD_OK)
         st = parse_unlabeled(job, split, path, out);
+    return st;
+}
+
+static kd_status parse_split(kd_job *job, const json_t *data, const char *name,
+                             kd_job_data *out)
+{
+    bool train = name[0] == 't';
+    return parse_split_object(job, json_object_get(data, name),
+                              train ? "data.train" : "data.val", train, out);
+}
+
+kd_status kd_job_parse_split(const kd_job *job, const json_t *split, const char *path,
+                             kd_job_data *out)
+{
+    *out = (kd_job_data){0};
+    kd_status st = parse_split_object(job, split, path, false, out);
+    if (st == KD_OK && !out->present)
+        st = kd_error(KD_ERR_INVALID, "%s: missing", path);
+    if (st != KD_OK)
+        kd_job_free_split(out);
     return st;
 }
 
@@ -941,7 +960,7 @@ kd_status kd_job_one_model(const char *label, json_t *model, kd_dtype dtype, uin
     return KD_OK;
 }
 
-static void free_split(kd_job_data *d)
+void kd_job_free_split(kd_job_data *d)
 {
     kd_params_free(d->dataset_params);
     kd_params_free(d->unlabeled_params);
@@ -953,14 +972,15 @@ static void free_split(kd_job_data *d)
         kd_params_free(d->batch_transform_params[i]);
     free(d->batch_transforms);
     free(d->batch_transform_params);
+    *d = (kd_job_data){0};
 }
 
 void kd_job_free(kd_job *job)
 {
     if (!job)
         return;
-    free_split(&job->train);
-    free_split(&job->val);
+    kd_job_free_split(&job->train);
+    kd_job_free_split(&job->val);
     for (int i = 0; i < job->n_teachers; i++)
         kd_params_free(job->teachers[i].model.params);
     free(job->teachers);

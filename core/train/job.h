@@ -220,6 +220,15 @@ kd_status kd_job_one_model(const char *label, json_t *model, kd_dtype dtype, uin
 /* Fails, naming `command`, when the job has more than one teacher. */
 kd_status kd_job_one_teacher(const kd_job *job, const char *command);
 
+/* A data split outside the job's "data" (`kdengine forward`'s image
+ * inputs): `split` is an object as data.val holds ({"dataset": {...},
+ * "transforms": [...], ...}), checked against the job's registry with
+ * errors naming `path` (a static string). `split` must outlive *out (its
+ * parameters point into it); kd_job_free_split releases *out. */
+kd_status kd_job_parse_split(const kd_job *job, const json_t *split, const char *path,
+                             kd_job_data *out);
+void kd_job_free_split(kd_job_data *d);
+
 /* Whether the output folder can be made (or exists) and written: a probe
  * folder is made and removed in it, or in its deepest existing parent. */
 kd_status kd_job_check_output(const kd_job *job);

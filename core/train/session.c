@@ -268,6 +268,16 @@ static void close_data(kd_data_run *d)
     memset(d, 0, sizeof *d);
 }
 
+kd_status kd_session_open_data(const kd_job *job, const kd_job_data *spec, kd_data_run *d)
+{
+    return open_data(job, spec, ROLE_VAL, d);
+}
+
+void kd_session_close_data(kd_data_run *d)
+{
+    close_data(d);
+}
+
 /* Runs a batch of one zero image through m under no grad: the tap shapes,
  * and (with counters reset around it) MACs per image. */
 static kd_status probe_taps(kd_model_run *m, const kd_data_run *d, kd_tap_shape *shapes)
@@ -282,8 +292,10 @@ static kd_status probe_taps(kd_model_run *m, const kd_data_run *d, kd_tap_shape 
         all[i] = true;
     memset(m->out, 0, (size_t)m->n_taps * sizeof *m->out);
     kd_forward_args args = {sizeof args, x, false, kd_rng_make(0, 0, 0), all, m->out};
+    kd_macs_take();
     if (st == KD_OK)
         st = m->vt->forward(m->self, &args);
+    m->probe_macs = kd_macs_take();
     for (int i = 0; st == KD_OK && i < m->n_taps; i++) {
         if (!m->out[i]) {
             st = kd_error(KD_ERR_FORMAT, "%s: model '%s' did not fill tap '%s'", m->spec->path,
@@ -1109,13 +1121,14 @@ static kd_status measure(kd_model_run *m, const kd_data_run *d, bool grad, int64
 }
 
 /* The student is measured as a training step, the teacher under no-grad,
- * as they run; MACs do not depend on it. */
+ * as they run; MACs do not depend on it. bytes_per_image NULL: not
+ * measured, the probe's MACs. */
 static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
                              const kd_data_run *d, bool grad, int64_t *bytes_per_image)
 {
     int64_t buffers, params = count_params(m, &buffers);
-    int64_t macs = 0;
-    kd_status st = measure(m, d, grad, &macs, bytes_per_image);
+    int64_t macs = m->probe_macs;
+    kd_status st = bytes_per_image ? measure(m, d, grad, &macs, bytes_per_image) : KD_OK;
     if (st != KD_OK)
         return kd_error_wrap(st, "%s", m->spec->path);
     fprintf(out, "%s: %s (%s)\n", role, m->spec->entry->name,
@@ -1141,12 +1154,13 @@ static kd_status print_model(FILE *out, const char *role, kd_model_run *m,
 
 /* Each teacher: a model as print_model shows it, with the input it reads
  * when that is not the pipeline's images; an ensemble's members. The
- * largest teacher forward per image goes to *bytes_per_image (they run one
- * after the other). */
+ * largest teacher forward per image goes to *bytes_per_image when it is
+ * not NULL (they run one after the other; NULL: nothing measured). */
 static kd_status print_teachers(kd_session *s, FILE *out, const kd_data_run *d,
                                 int64_t *bytes_per_image)
 {
-    *bytes_per_image = 0;
+    if (bytes_per_image)
+        *bytes_per_image = 0;
     for (int i = 0; i < s->n_teachers; i++) {
         const kd_teacher_run *t = &s->teachers[i];
         char role[96];
@@ -1163,10 +1177,11 @@ static kd_status print_teachers(kd_session *s, FILE *out, const kd_data_run *d,
         }
         kd_data_run view = teacher_view(d, t);
         int64_t bytes = 0;
-        kd_status st = print_model(out, role, t->model, &view, false, &bytes);
+        kd_status st = print_model(out, role, t->model, &view, false,
+                                   bytes_per_image ? &bytes : NULL);
         if (st != KD_OK)
             return st;
-        if (bytes > *bytes_per_image)
+        if (bytes_per_image && bytes > *bytes_per_image)
             *bytes_per_image = bytes;
         if (t->resize || t->scale)
             fprintf(out, "  input: the student's %dx%d batch%s%s\n", d->height, d->width,
@@ -1182,7 +1197,7 @@ static int64_t max3(int64_t a, int64_t b, int64_t c)
     return m > c ? m : c;
 }
 
-kd_status kd_session_plan(kd_session *s, FILE *out)
+kd_status kd_session_plan(kd_session *s, bool measure_memory, FILE *out)
 {
     const kd_job *job = s->job;
     const kd_data_run *d = s->train.vt ? &s->train : &s->val;
@@ -1213,7 +1228,7 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
         fprintf(out, "data.val: %s, %lld samples\n", job->val.dataset->name,
                 (long long)s->val.info.length);
     int64_t teacher_image = 0, student_image = 0, eval_image = 0, macs;
-    st = print_teachers(s, out, d, &teacher_image);
+    st = print_teachers(s, out, d, measure_memory ? &teacher_image : NULL);
     if (st == KD_OK && s->n_teachers == 1 && s->train.vt) {
         /* what `kdengine label` would store, at its default top-k */
         int k = s->num_classes < KD_LABEL_DEFAULT_TOP_K ? s->num_classes
@@ -1225,8 +1240,9 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
                 (double)kd_label_shard_size(&l) / (1024.0 * 1024.0), (long long)l.samples);
     }
     if (st == KD_OK)
-        st = print_model(out, "student", &s->student, d, true, &student_image);
-    if (st == KD_OK && s->val.vt && job->eval_every > 0)
+        st = print_model(out, "student", &s->student, d, true,
+                         measure_memory ? &student_image : NULL);
+    if (st == KD_OK && measure_memory && s->val.vt && job->eval_every > 0)
         st = measure(&s->student, d, false, &macs, &eval_image);
     if (st != KD_OK)
         return st;
@@ -1279,7 +1295,12 @@ kd_status kd_session_plan(kd_session *s, FILE *out)
     if (ema_bytes)
         fprintf(out, "ema: decay %g%s, %.1f MiB\n", job->ema.decay,
                 job->ema.warmup ? " with warm-up" : "", (double)ema_bytes / mib);
-    fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
+    if (!measure_memory)
+        fprintf(out, "memory: not estimated (--no-measure); parameters + gradients %.1f MiB, "
+                "optimizer state %.1f MiB, batches %.1f MiB\n", 2.0 * (double)param_bytes / mib,
+                (double)state_bytes / mib, (double)input_bytes / mib);
+    else
+        fprintf(out, "memory (estimate; tensors alive at once): parameters + gradients %.1f MiB, "
             "optimizer state %.1f MiB, batches %.1f MiB, then the largest of: student step "
             "%.1f MiB (batch %lld), teacher forward %.1f MiB, evaluation %.1f MiB (batch %lld); "
             "peak about %.1f MiB\n", 2.0 * (double)param_bytes / mib, (double)state_bytes / mib,

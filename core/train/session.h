@@ -24,6 +24,7 @@ typedef struct kd_model_run {
     bool *want;        /* [n_taps]: what the losses read */
     kd_tensor **out;   /* [n_taps] */
     int logits;        /* index of the "logits" tap */
+    int64_t probe_macs; /* of the probe forward at open: one image */
 } kd_model_run;
 
 /* One of the job's teachers as a session runs it. Its input is the
@@ -112,6 +113,13 @@ typedef enum kd_session_mode {
 kd_status kd_session_open(const kd_job *job, kd_session_mode mode, kd_session **out);
 void kd_session_close(kd_session *s);
 
+/* A split outside the job's data (kd_job_parse_split: forward's image
+ * inputs) opened as data.val is: its dataset and transforms seeded like
+ * data.val's, one sample pushed through for the shape. On failure *d may
+ * be partly open: kd_session_close_data releases it either way. */
+kd_status kd_session_open_data(const kd_job *job, const kd_job_data *spec, kd_data_run *d);
+void kd_session_close_data(kd_data_run *d);
+
 /* The class names of data.train (else data.val) as a compact JSON array in
  * class order, malloc'd, when its dataset has the optional class_name
  * callback; *json is NULL when it has not. */
@@ -157,7 +165,10 @@ int64_t kd_session_view_epoch(const kd_session *s, int64_t epoch);
 int64_t kd_session_view_batch(const kd_session *s, int64_t epoch, int64_t micro,
                               int64_t batches_per_epoch);
 
-/* Prints `kdengine plan`: models, parameters, MACs, taps per loss, memory. */
-kd_status kd_session_plan(kd_session *s, FILE *out);
+/* Prints `kdengine plan`: models, parameters, MACs, taps per loss, memory.
+ * measure false (`plan --no-measure`) skips the passes that estimate
+ * memory (a training step of the student, the teacher's and the
+ * evaluation's forwards) and takes the MACs from the probe at open. */
+kd_status kd_session_plan(kd_session *s, bool measure, FILE *out);
 
 #endif

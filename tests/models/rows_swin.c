@@ -2,7 +2,8 @@
  * the real key names, at input sizes that exercise what timm derives from
  * img_size: padding to whole windows (64 -> a 16x16 map in 7x7 windows),
  * windows clamped to small maps without a shift (stages 2 and 3 at 64),
- * shift masks, and a one-channel 32x32 student. */
+ * shift masks, a one-channel 32x32 student, and the Fashion-MNIST
+ * example's half-width teacher with 4x4 windows. */
 #include "../model_rows.h"
 
 #define HWC KD_LAYOUT_NHWC
@@ -24,6 +25,16 @@ const kt_model_row kt_model_rows_swin[] = {
      "{\"depths\": [2, 1, 1, 1], \"num_classes\": 10, \"in_chans\": 1, \"img_size\": 32}", 2, 32,
      {{"layers.0.blocks.1", "layers.0.blocks.1", HWC}, {"layers.3", "layers.3", HWC},
       {"pre_logits", "head.global_pool", VEC}}},
+    /* examples/fashion-mnist/swin-teacher.json's model: half width, 4x4
+     * windows tiling the 8x8 map, shifted in every second block */
+    {"swin_tiny_patch4_window7_224",
+     "{\"depths\": [2, 2, 2, 2], \"embed_dim\": 48, \"window_size\": 4, \"num_classes\": 10, "
+     "\"in_chans\": 1, \"img_size\": 32, \"drop_path_rate\": 0}",
+     "swin_tiny_patch4_window7_224",
+     "{\"depths\": [2, 2, 2, 2], \"embed_dim\": 48, \"window_size\": 4, \"num_classes\": 10, "
+     "\"in_chans\": 1, \"img_size\": 32}", 2, 32,
+     {{"layers.0.blocks.1", "layers.0.blocks.1", HWC}, {"layers.1", "layers.1", HWC},
+      {"layers.3", "layers.3", HWC}, {"pre_logits", "head.global_pool", VEC}}},
     {"swin_base_patch4_window7_224",
      "{\"depths\": [1, 1, 2, 1], \"num_classes\": 5, \"img_size\": 224, \"drop_path_rate\": 0}",
      "swin_base_patch4_window7_224",

@@ -22,6 +22,8 @@ static kd_tensor *op_relu(kd_tensor *const *x) { return kd_relu(x[0]); }
 static kd_tensor *op_relu6(kd_tensor *const *x) { return kd_relu6(kd_mul_scalar(x[0], 4.0)); }
 static kd_tensor *op_gelu(kd_tensor *const *x) { return kd_gelu(x[0]); }
 static kd_tensor *op_gelu_tanh(kd_tensor *const *x) { return kd_gelu_tanh(x[0]); }
+/* x in [-6, 6): erf's argument past its float saturation (3.92) */
+static kd_tensor *op_gelu_wide(kd_tensor *const *x) { return kd_gelu(kd_mul_scalar(x[0], 3.0)); }
 static kd_tensor *op_silu(kd_tensor *const *x) { return kd_silu(x[0]); }
 static kd_tensor *op_sigmoid(kd_tensor *const *x) { return kd_sigmoid(x[0]); }
 static kd_tensor *op_hardsigmoid(kd_tensor *const *x) { return kd_hardsigmoid(kd_mul_scalar(x[0], 2.0)); }
@@ -64,6 +66,7 @@ const kt_op_row kt_rows_elementwise[] = {
     {"relu6", op_relu6, "F.relu6(x[0] * 4.0)", 1, {F(4, 6)}, 0, 0, 0},
     {"gelu", op_gelu, "F.gelu(x[0])", 1, {F(4, 6)}, 0, 0, 0},
     {"gelu.odd_size", op_gelu, "F.gelu(x[0])", 1, {F(37, 29)}, 0, 0, 0}, /* vector body + tail */
+    {"gelu.wide", op_gelu_wide, "F.gelu(x[0] * 3)", 1, {F(64, 40)}, 0, 0, 0}, /* both erf pieces */
     {"gelu_tanh", op_gelu_tanh, "F.gelu(x[0], approximate='tanh')", 1, {F(4, 6)}, 0, 0, 0},
     {"silu", op_silu, "F.silu(x[0])", 1, {F(4, 6)}, 0, 0, 0},
     {"sigmoid", op_sigmoid, "torch.sigmoid(x[0])", 1, {F(4, 6)}, 0, 0, 0},

@@ -1,8 +1,8 @@
 /* The typed unary kernels, included by unary.c once per dtype with T
- * (float or double) and FN(name) (name_f32 or name_f64) defined, and
- * <tgmath.h> picking the float or double math function. Each op has its
- * own loop so the compiler vectorises each one: forward y = F(x), backward
- * gx = gy * dy/dx. lo and hi are the op's scalars (clamp's bounds, pow's
+ * (float or double), FN(name) (name_f32 or name_f64), ERF and EXP_NEG
+ * (erf, and exp of a number <= 0, of T) defined, and <tgmath.h> picking the float or double math function.
+ * Each op has its own loop so the compiler vectorises each one: forward
+ * y = F(x), backward gx = gy * dy/dx. lo and hi are the op's scalars (clamp's bounds, pow's
  * exponent, the scalar of add_scalar and mul_scalar). */
 
 static inline T FN(gelu_tanh_grad)(T x)
@@ -80,7 +80,7 @@ static void FN(unary_forward)(kd_unary_op op, T *out, const T *in, int64_t n, T 
 #pragma omp parallel for if (n > 32768) schedule(static)
         for (int64_t i = 0; i < n; i++) {
             T x = in[i];
-            out[i] = (T)0.5 * x * (1 + erf(x * (T)SQRT1_2));
+            out[i] = (T)0.5 * x * (1 + ERF(x * (T)SQRT1_2));
         }
         break;
     case KD_UN_GELU_TANH:
@@ -213,7 +213,7 @@ static void FN(unary_backward)(kd_unary_op op, T *gx, const T *gy, const T *in, 
 #pragma omp parallel for if (n > 32768) schedule(static)
         for (int64_t i = 0; i < n; i++) {
             T x = in[i];
-            gx[i] = gy[i] * ((T)0.5 * (1 + erf(x * (T)SQRT1_2)) + x * (T)INV_SQRT_2PI * exp((T)-0.5 * x * x));
+            gx[i] = gy[i] * ((T)0.5 * (1 + ERF(x * (T)SQRT1_2)) + x * (T)INV_SQRT_2PI * EXP_NEG((T)-0.5 * x * x));
         }
         break;
     case KD_UN_GELU_TANH:

@@ -487,6 +487,26 @@ kd_status kd_img_index_pool(const char *list_path, const char *root, kd_img_inde
     return KD_OK;
 }
 
+/* ------------------------------------------------------------ file paths */
+
+kd_status kd_img_index_files(int n, const char *const *paths, kd_img_index *out)
+{
+    *out = (kd_img_index){0};
+    if (n < 1)
+        return kd_error(KD_ERR_INVALID, "paths: empty (no image to read)");
+    out->paths = calloc((size_t)n, sizeof *out->paths);
+    out->labels = calloc((size_t)n, sizeof *out->labels);
+    kd_status st = out->paths && out->labels ? kd_img_number_names(1, &out->class_names)
+                                             : kd_error(KD_ERR_NOMEM, "paths: out of memory");
+    out->num_classes = out->class_names ? 1 : 0;
+    for (int i = 0; st == KD_OK && i < n; i++, out->count++)
+        if (!(out->paths[i] = copy_string(paths[i])))
+            st = kd_error(KD_ERR_NOMEM, "paths: out of memory");
+    if (st != KD_OK)
+        kd_img_index_free(out);
+    return st;
+}
+
 /* ------------------------------------------------------------ class names */
 
 kd_status kd_img_number_names(int num_classes, char ***names)

@@ -44,6 +44,9 @@ kd_status kd_img_index_list(const char *list_path, const char *root, int num_cla
  * Every label is KD_LABEL_NONE and there are no classes. An empty pool is
  * an error naming the list or the folder. */
 kd_status kd_img_index_pool(const char *list_path, const char *root, kd_img_index *out);
+/* The files named, in order, all of class 0 ("0"): the inputs of
+ * `kdengine forward`. Nothing is read here; get() names a bad file. */
+kd_status kd_img_index_files(int n, const char *const *paths, kd_img_index *out);
 
 /* Class names from a text file, one per line in class order, exactly
  * num_classes non-empty lines (blank lines at the end are ignored). */

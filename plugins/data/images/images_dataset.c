@@ -1,5 +1,6 @@
-/* Dataset providers "image_folder", "image_list" and "image_pool" (an
- * unlabeled pool for SSLD, every label KD_LABEL_NONE): JPEG and PNG files
+/* Dataset providers "image_folder", "image_list", "image_pool" (an
+ * unlabeled pool for SSLD, every label KD_LABEL_NONE) and "image_files"
+ * (the files named, for kdengine forward): JPEG and PNG files
  * listed once at create() (image_index.h), each decoded in get() on the
  * loader thread that asks for it (image_decode.h).
  *
@@ -124,6 +125,32 @@ static kd_status pool_create(const kd_create_args *args, void **self)
     return KD_OK;
 }
 
+static kd_status files_create(const kd_create_args *args, void **self)
+{
+    *self = NULL;
+    const kd_params *p = args->params;
+    image_dataset *d = calloc(1, sizeof *d);
+    int n = kd_params_array_length(p, "paths");
+    const char **paths = calloc((size_t)n + 1, sizeof *paths);
+    if (!d || !paths) {
+        free(d);
+        free(paths);
+        return kd_error(KD_ERR_NOMEM, "image_files: out of memory");
+    }
+    for (int i = 0; i < n; i++)
+        paths[i] = kd_params_array_string(p, "paths", i);
+    kd_status st = read_common(args, "image_files", d);
+    if (st == KD_OK)
+        st = kd_img_index_files(n, paths, &d->index);
+    free(paths);
+    if (st != KD_OK) {
+        images_destroy(d);
+        return kd_error_wrap(st, "image_files");
+    }
+    *self = d;
+    return KD_OK;
+}
+
 static kd_status images_info(void *self, kd_dataset_info *out)
 {
     const image_dataset *d = self;
@@ -232,4 +259,14 @@ const kd_dataset_vtable kd_images_pool_vtable = {
     .labels = images_labels,
     .skipped = images_skipped,
     .sample_name = images_sample_name,
+};
+
+const kd_dataset_vtable kd_images_files_vtable = {
+    .header = {sizeof(kd_dataset_vtable), KD_KIND_DATASET},
+    .create = files_create,
+    .destroy = images_destroy,
+    .info = images_info,
+    .get = images_get,
+    .labels = images_labels,
+    .skipped = images_skipped,
 };

@@ -8,6 +8,7 @@ static const kd_plugin_provider providers[] = {
     {KD_KIND_DATASET, "image_folder", &kd_images_folder_vtable.header, NULL},
     {KD_KIND_DATASET, "image_list", &kd_images_list_vtable.header, NULL},
     {KD_KIND_DATASET, "image_pool", &kd_images_pool_vtable.header, NULL},
+    {KD_KIND_DATASET, "image_files", &kd_images_files_vtable.header, NULL},
     {KD_KIND_DATASET, "cifar", &kd_images_cifar_vtable.header, NULL},
     {KD_KIND_TRANSFORM, "resize", &kd_images_resize_vtable.header, NULL},
     {KD_KIND_TRANSFORM, "center_crop", &kd_images_center_crop_vtable.header, NULL},

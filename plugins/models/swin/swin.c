@@ -71,6 +71,7 @@ typedef struct segment {
 typedef struct swin {
     const swin_arch *arch;
     int in_chans, num_classes, img_size, window;
+    int embed_dim; /* stage 0's width: the variant's, or the embed_dim parameter */
     double drop_rate, drop_path_rate;
     int depths[STAGES];
     model_tensors tensors;
@@ -227,7 +228,7 @@ static kd_status build(swin *m)
     if (!m->blocks || !m->segments || !m->taps || !m->tap_names)
         return kd_error(KD_ERR_NOMEM, "%s: out of host memory", a->name);
 
-    int c = a->embed_dim;
+    int c = m->embed_dim;
     /* torch's Conv2d default (timm leaves the patch embedding to it):
      * uniform in +-1/sqrt(fan_in) for weight and bias. */
     double bound = 1.0 / sqrt((double)m->in_chans * PATCH * PATCH);
@@ -329,7 +330,13 @@ static kd_status swin_create(const swin_arch *a, const kd_create_args *args, voi
     m->window = (int)kd_params_integer(p, "window_size");
     m->drop_rate = kd_params_number(p, "drop_rate");
     m->drop_path_rate = kd_params_number(p, "drop_path_rate");
+    int64_t embed_dim = kd_params_integer(p, "embed_dim");
+    m->embed_dim = embed_dim ? (int)embed_dim : a->embed_dim;
     kd_status st = KD_OK;
+    /* each stage doubles width and heads, so stage 0 fixes the head size */
+    if (m->embed_dim % a->heads[0] != 0)
+        st = kd_error(KD_ERR_INVALID, "%s: embed_dim %d is not a multiple of stage 0's %d "
+                      "heads", a->name, m->embed_dim, a->heads[0]);
     int n_depths = kd_params_array_length(p, "depths");
     if (n_depths != 0 && n_depths != STAGES)
         st = kd_error(KD_ERR_INVALID, "%s: depths has %d entries; give %d (one per stage) or "
