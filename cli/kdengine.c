@@ -12,7 +12,6 @@
 #include "label_command.h"
 #include "select_command.h"
 #include "report_command.h"
-#include "wait_policy.h"
 
 static void usage(FILE *out)
 {
@@ -170,11 +169,6 @@ int main(int argc, char **argv)
         return command_plugins(argc - 2, argv + 2);
     if (strcmp(argv[1], "report") == 0)
         return kd_command_report(argc - 2, argv + 2);
-    /* the commands below compute */
-    if (kd_wait_policy_default(argv) != KD_OK) {
-        fprintf(stderr, "kdengine: %s\n", kd_last_error());
-        return 1;
-    }
     if (strcmp(argv[1], "forward") == 0)
         return kd_command_forward(argc - 2, argv + 2);
     if (strcmp(argv[1], "label") == 0)
