@@ -22,4 +22,12 @@ bool kt_bag_add(kt_bag *b, const kd_tensor *t, const char *fmt, ...)
 bool kt_bag_add_value(kt_bag *b, double v, const char *name);
 void kt_bag_free(kt_bag *b);
 
+/* Runs the Python reference `script` (a path under the source tree, run
+ * by KD_TORCH_PYTHON as `script IN OUT`) on `in` saved with the metadata
+ * pairs meta[2 * nmeta], in a temporary folder it removes, and opens its
+ * answers as *ref (the caller closes it). Case `what` is skipped when
+ * torch is not importable and fails on any other problem; false then. */
+bool kt_bag_run_reference(const char *what, const char *script, const kt_bag *in, int nmeta,
+                          const char **meta, kd_safetensors **ref);
+
 #endif

@@ -492,13 +492,6 @@ static void run_review_job(kt_bag *in, kt_bag *mine, review_job_meta *meta, char
 
 /* ------------------------------------------------------------ parity */
 
-static bool torch_available(void)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s -c 'import torch' >/dev/null 2>&1", KD_TORCH_PYTHON);
-    return system(cmd) == 0;
-}
-
 /* ||a - b|| / max(||b||, NORM_FLOOR). */
 static double rel_error(const kd_tensor *a, const kd_tensor *b)
 {
@@ -599,34 +592,9 @@ static void test_parity(void)
         meta[2 * nmeta + 1] = job_values[i];
     }
 
-    char dir[] = "/tmp/kdcrdrev.XXXXXX", in_path[128] = "", out_path[128] = "";
     kd_safetensors *ref = NULL;
-    if (!torch_available()) {
-        kt_skip("crd/reviewkd parity", "torch is not importable by %s", KD_TORCH_PYTHON);
+    if (!kt_bag_run_reference("crd/reviewkd parity", "tests/parity/torch_crd_reviewkd.py", &in, nmeta, meta, &ref))
         goto cleanup;
-    }
-    if (!mkdtemp(dir)) {
-        kt_fail("crd/reviewkd parity", "cannot make a temporary directory");
-        goto cleanup;
-    }
-    snprintf(in_path, sizeof in_path, "%s/in.safetensors", dir);
-    snprintf(out_path, sizeof out_path, "%s/out.safetensors", dir);
-    if (kd_safetensors_save(in_path, in.n, (const char *const *)in.names, in.t, nmeta, meta) !=
-        KD_OK) {
-        kt_fail("crd/reviewkd parity", "writing %s: %s", in_path, kd_last_error());
-        goto cleanup;
-    }
-    char script[512], cmd[1536];
-    kt_source_path("tests/parity/torch_crd_reviewkd.py", script, sizeof script);
-    snprintf(cmd, sizeof cmd, "%s %s %s %s", KD_TORCH_PYTHON, script, in_path, out_path);
-    if (system(cmd) != 0) {
-        kt_fail("crd/reviewkd parity", "the torch reference failed: %s", cmd);
-        goto cleanup;
-    }
-    if (kd_safetensors_open(out_path, &ref) != KD_OK) {
-        kt_fail("crd/reviewkd parity", "reading the torch results: %s", kd_last_error());
-        goto cleanup;
-    }
     for (int c = 0; c < N_CRD; c++) {
         char name[160], prefix[16];
         snprintf(name, sizeof name, "parity %s (%d steps)", CRD[c].name, CRD[c].steps);
@@ -651,11 +619,6 @@ cleanup:
     kd_safetensors_close(ref);
     kt_bag_free(&in);
     kt_bag_free(&mine);
-    if (in_path[0]) {
-        unlink(in_path);
-        unlink(out_path);
-        rmdir(dir);
-    }
 }
 
 /* ------------------------------------------------------------ gradients */
