@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <kdengine/kdengine.h>
 
@@ -60,4 +62,24 @@ int kt_kdengine(const char *dir, char **out, const char *fmt, ...)
     va_end(ap);
     snprintf(cmd, sizeof cmd, "cd %s && %s/kdengine %s 2>&1", dir, KD_BUILDDIR, args);
     return kt_run_command(cmd, out);
+}
+
+void kt_stage_mlp(const char *dir, char *plugin_dir, size_t size)
+{
+    char from[1024], to[1024];
+    snprintf(plugin_dir, size, "%s/extra", dir);
+    mkdir(plugin_dir, 0777);
+    snprintf(to, sizeof to, "%s/mlp", plugin_dir);
+    mkdir(to, 0777);
+    size_t len;
+    unsigned char *manifest =
+        kt_read_file(kt_source_path("tests/plugins/mlp/manifest.json", from, sizeof from), &len);
+    snprintf(to, sizeof to, "%s/mlp/manifest.json", plugin_dir);
+    if (manifest)
+        kt_write_file(to, manifest, len);
+    free(manifest);
+    snprintf(from, sizeof from, "%s/tests/plugins/mlp/.libs/mlp.so", KD_BUILDDIR);
+    snprintf(to, sizeof to, "%s/mlp/mlp.so", plugin_dir);
+    if (symlink(from, to) != 0)
+        perror(to);
 }

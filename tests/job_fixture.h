@@ -19,5 +19,8 @@ bool kt_write_quadrants(const char *dir, const char *name, uint32_t count, uint6
  * *out (malloc'd); the exit status. */
 int kt_kdengine(const char *dir, char **out, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* tests/plugins/mlp (its manifest and a link to the built library) in a
+ * plugin dir of its own, DIR/extra, whose path goes to plugin_dir. */
+void kt_stage_mlp(const char *dir, char *plugin_dir, size_t size);
 
 #endif

@@ -48,6 +48,7 @@
 #include "config.h"
 #include "../core/train/dist.h"
 #include "harness.h"
+#include "job_fixture.h"
 #include "plugin_fixture.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
@@ -87,27 +88,6 @@ static const char *const job_template =
 #define SUBSET 250
 #define EPOCHS 2
 #define STEPS 8
-
-/* tests/plugins/mlp in a plugin dir of its own. */
-static void stage_mlp(void)
-{
-    char from[1024], to[1024];
-    snprintf(mlp_dir, sizeof mlp_dir, "%s/extra", dir);
-    mkdir(mlp_dir, 0777);
-    snprintf(to, sizeof to, "%s/mlp", mlp_dir);
-    mkdir(to, 0777);
-    size_t len;
-    unsigned char *manifest =
-        kt_read_file(kt_source_path("tests/plugins/mlp/manifest.json", from, sizeof from), &len);
-    snprintf(to, sizeof to, "%s/mlp/manifest.json", mlp_dir);
-    if (manifest)
-        kt_write_file(to, manifest, len);
-    free(manifest);
-    snprintf(from, sizeof from, "%s/tests/plugins/mlp/.libs/mlp.so", KD_BUILDDIR);
-    snprintf(to, sizeof to, "%s/mlp/mlp.so", mlp_dir);
-    if (symlink(from, to) != 0)
-        perror(to);
-}
 
 static void write_job(const char *name, int subset, int epochs)
 {
@@ -934,7 +914,7 @@ int main(int argc, char **argv)
         kt_fail("setup", "cannot make a temporary directory");
         return kt_finish();
     }
-    stage_mlp();
+    kt_stage_mlp(dir, mlp_dir, sizeof mlp_dir);
     if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) != 0) {
         kt_fail("setup", "%s is missing: scripts/setup installs dataset-fashion-mnist", FMNIST);
     } else if (!kd_dist_available()) {

@@ -18,6 +18,7 @@
 #include "../core/train/job.h"
 #include "../core/train/runner.h"
 #include "harness.h"
+#include "job_fixture.h"
 #include "plugin_fixture.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
@@ -186,27 +187,6 @@ static const char *const ADAMW_CLIP =
     "\"name\": \"adamw\", \"lr\": 0.01, \"weight_decay\": 0.05, \"clip_grad_norm\": 0.5";
 
 static char mlp_dir[256];
-
-/* tests/plugins/mlp in a plugin dir of its own. */
-static void stage_mlp(void)
-{
-    char from[1024], to[1024];
-    snprintf(mlp_dir, sizeof mlp_dir, "%s/extra", dir);
-    mkdir(mlp_dir, 0777);
-    snprintf(to, sizeof to, "%s/mlp", mlp_dir);
-    mkdir(to, 0777);
-    size_t len;
-    unsigned char *manifest =
-        kt_read_file(kt_source_path("tests/plugins/mlp/manifest.json", from, sizeof from), &len);
-    snprintf(to, sizeof to, "%s/mlp/manifest.json", mlp_dir);
-    if (manifest)
-        kt_write_file(to, manifest, len);
-    free(manifest);
-    snprintf(from, sizeof from, "%s/tests/plugins/mlp/.libs/mlp.so", KD_BUILDDIR);
-    snprintf(to, sizeof to, "%s/mlp/mlp.so", mlp_dir);
-    if (symlink(from, to) != 0)
-        perror(to);
-}
 
 /* Writes job NAME.json and runs it in this process (resume, stop at a
  * batch); returns the status and whether it stopped. */
@@ -436,7 +416,7 @@ int main(void)
         kt_fail("setup", "cannot make a temporary directory");
         return kt_finish();
     }
-    stage_mlp();
+    kt_stage_mlp(dir, mlp_dir, sizeof mlp_dir);
     char check[256];
     snprintf(check, sizeof check, "%s -c 'import torch' >/dev/null 2>&1", KD_TORCH_PYTHON);
     if (system(check) == 0)
